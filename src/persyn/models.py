@@ -1,0 +1,106 @@
+"""Loading Hugging Face models and tokenizers, shared by teachers, the student and routers.
+
+`pkg:NAME[/sub/dir]` names a model shipped inside an installed Python package (found
+without importing it), so packaged models load offline. A one-slot cache keeps the last
+loaded model: teachers that differ only in their system prompt, and a student that is one
+of the teachers, reuse the weights instead of loading them again, while no more than one
+model is ever held.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from persyn.config import ConfigError, ModelRef
+
+
+def resolve_model_path(model: str) -> str:
+    """Turn `pkg:NAME/sub` into a folder path; other values pass through unchanged."""
+    if not model.startswith("pkg:"):
+        return model
+    pkg, _, sub = model[4:].partition("/")
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model {model!r}: package {pkg!r} is not installed (pip install it)")
+    path = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not path.exists():
+        raise ConfigError(f"model {model!r}: {path} does not exist")
+    return str(path)
+
+
+def check_model_exists(ref: ModelRef, where: str) -> None:
+    """Fail early, with the config key, when a local model path is missing."""
+    path = resolve_model_path(ref.model)
+    looks_local = path.startswith(("/", ".", "~")) or ref.model.startswith("pkg:")
+    if looks_local and not Path(path).expanduser().exists():
+        raise ConfigError(f"{where}.model: {path} does not exist")
+    if ref.gguf_file and Path(path).exists() and not (Path(path) / ref.gguf_file).exists():
+        raise ConfigError(f"{where}.gguf_file: {ref.gguf_file} not found in {path}")
+
+
+def _torch_dtype(ref: ModelRef) -> Any:
+    import torch
+
+    if ref.dtype != "auto":
+        return getattr(torch, ref.dtype)
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def _ref_key(ref: ModelRef) -> tuple[Any, ...]:
+    return (ref.model, ref.gguf_file, ref.revision, ref.trust_remote_code, ref.dtype)
+
+
+_cache: dict[str, Any] = {}
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        resolve_model_path(ref.model),
+        gguf_file=ref.gguf_file,
+        revision=ref.revision,
+        trust_remote_code=ref.trust_remote_code,
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(ref: ModelRef) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on the best device, cached one model deep."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    key = _ref_key(ref)
+    if _cache.get("key") == key:
+        return _cache["model"], _cache["tokenizer"]
+    release_cached_model()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(ref.model),
+        gguf_file=ref.gguf_file,
+        revision=ref.revision,
+        trust_remote_code=ref.trust_remote_code,
+        dtype=_torch_dtype(ref),
+    ).to(device)
+    model.eval()
+    tokenizer = load_tokenizer(ref)
+    _cache.update(key=key, model=model, tokenizer=tokenizer)
+    return model, tokenizer
+
+
+def release_cached_model() -> None:
+    import gc
+
+    _cache.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -1,0 +1,110 @@
+"""The teacher interface: one small abstract method, `generate(requests) -> results`.
+
+Backends are named by registry key in the config and imported only when used, so an
+optional dependency (openai, vllm, ray) is needed only by the runs that use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from persyn.config import ConfigError, TeacherConfig
+
+
+@dataclass
+class Prompt:
+    """A normalised prompt: chat messages plus what the rewards need."""
+
+    id: str
+    messages: list[dict[str, str]]
+    kind: str = "instruction"
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "messages": self.messages,
+            "kind": self.kind,
+            "reference": self.reference,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Prompt:
+        return cls(row["id"], row["messages"], row["kind"], row.get("reference"), row["meta"])
+
+
+@dataclass
+class Generation:
+    """One teacher response; `error` set (and `text` empty) when the request failed."""
+
+    prompt_id: str
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Teacher(ABC):
+    """A generation backend. Subclasses implement `generate`; `load`/`unload` are optional."""
+
+    #: importable modules the backend needs, and the extra that installs them
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    #: `options` keys that change how, not what, the backend generates (fingerprints skip them)
+    runtime_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        self.cfg = cfg
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Acquire expensive resources (weights, clients)."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release them."""
+
+    def chat(self, prompt: Prompt) -> list[dict[str, str]]:
+        """The messages sent to the model: the teacher's system prompt, then the prompt's."""
+        messages = [m for m in prompt.messages if m["role"] != "system" or not self.cfg.system_prompt]
+        if self.cfg.system_prompt:
+            messages = [{"role": "system", "content": self.cfg.system_prompt}, *messages]
+        return messages
+
+    @abstractmethod
+    def generate(self, prompts: list[Prompt]) -> list[Generation]:
+        """One `Generation` per prompt, in order; a failed prompt gets `error`, not an exception."""
+
+
+BACKENDS: dict[str, str] = {
+    "hf": "persyn.teachers.hf:HFTeacher",
+    "scripted": "persyn.teachers.scripted:ScriptedTeacher",
+    "openai": "persyn.teachers.openai:OpenAITeacher",
+    "vllm": "persyn.teachers.vllm:VLLMTeacher",
+}
+
+
+def backend_class(name: str) -> type[Teacher]:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    module, _, attr = BACKENDS[name].partition(":")
+    try:
+        cls: type[Teacher] = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"backend {name!r} could not be imported ({err}); pip install 'persyn[{name}]'"
+        ) from None
+    missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"backend {name!r} needs {', '.join(missing)}: pip install 'persyn[{cls.extra}]'"
+        )
+    return cls
+
+
+def make_teacher(cfg: TeacherConfig) -> Teacher:
+    return backend_class(cfg.backend)(cfg)

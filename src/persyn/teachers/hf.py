@@ -1,0 +1,64 @@
+"""Hugging Face transformers backend: local folder, hub id or GGUF file; batched generation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persyn.models import load_causal_lm
+from persyn.teachers.base import Generation, Prompt, Teacher
+
+
+class HFTeacher(Teacher):
+    """Left-padded batched `generate`; one model in memory at a time (see `persyn.models`)."""
+
+    def load(self) -> None:
+        self.model, self.tokenizer = load_causal_lm(self.cfg)
+        self.tokenizer.padding_side = "left"
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+
+    def unload(self) -> None:
+        # The weights stay in the one-slot cache for a following teacher or the student.
+        self.model = self.tokenizer = None
+
+    def generate(self, prompts: list[Prompt]) -> list[Generation]:
+        import torch
+
+        gen = self.cfg.generation
+        encoded = [
+            self.tokenizer.apply_chat_template(self.chat(p), add_generation_prompt=True, tokenize=True)
+            for p in prompts
+        ]
+        encoded = [e["input_ids"] if isinstance(e, dict) or hasattr(e, "keys") else e for e in encoded]
+        results: dict[int, Generation] = {}
+        ok: list[int] = []
+        for i, ids in enumerate(encoded):
+            if len(ids) + gen.max_new_tokens > self.context:
+                results[i] = Generation(
+                    prompts[i].id,
+                    error=f"prompt has {len(ids)} tokens + max_new_tokens {gen.max_new_tokens} "
+                    f"> context {self.context}; shorten it or lower max_new_tokens",
+                )
+            else:
+                ok.append(i)
+        if ok:
+            batch = self.tokenizer.pad(
+                {"input_ids": [encoded[i] for i in ok]}, padding=True, return_tensors="pt"
+            ).to(self.model.device)
+            kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens}
+            if gen.temperature > 0:
+                torch.manual_seed(gen.seed)
+                kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **batch, pad_token_id=self.tokenizer.pad_token_id, **kwargs
+                )
+            new = out[:, batch["input_ids"].shape[1] :]
+            for row, i in enumerate(ok):
+                tokens = new[row]
+                stop = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+                n = int(sum(1 for t in tokens.tolist() if t not in stop))
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                results[i] = Generation(prompts[i].id, text, len(encoded[i]), n)
+        return [results[i] for i in range(len(prompts))]

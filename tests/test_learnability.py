@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from persyn.config import StudentConfig
+from persyn.models import load_causal_lm
+from persyn.rewards.learnability import LearnabilityScorer, encode_pair, token_batches
+
+PAIRS = [
+    ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
+    ([{"role": "user", "content": "Say hi."}], "hi"),
+    (
+        [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Describe the sea."}],
+        "The sea is wide and blue, and it moves with the wind and the moon all day long.",
+    ),
+]
+
+
+def reference_logprob(model, tokenizer, messages, response) -> float:
+    """Unbatched, unpadded: full-vocabulary log-softmax over the response positions."""
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + resp])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+    return float(torch.stack([logp[len(prompt) + k - 1, t] for k, t in enumerate(resp)]).mean())
+
+
+def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", batch_tokens=256)
+    scores = LearnabilityScorer(cfg).score(PAIRS)
+    model, tokenizer = load_causal_lm(cfg)
+    for (messages, response), s in zip(PAIRS, scores):
+        assert s.logprob_mean == pytest.approx(reference_logprob(model, tokenizer, messages, response), abs=1e-4)
+        assert s.response_tokens == len(tokenizer(response, add_special_tokens=False)["input_ids"])
+        assert not s.truncated
+
+
+def test_only_response_tokens_count(tiny_lm_dir: Path) -> None:
+    """The same response after different prompts is scored on its own tokens only."""
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32")
+    _, tokenizer = load_causal_lm(cfg)
+    ids, n_prompt, _ = encode_pair(tokenizer, PAIRS[0][0], "hello there", 256)
+    assert tokenizer.decode(ids[n_prompt:]) == "hello there"
+
+
+def test_truncation_is_flagged(tiny_lm_dir: Path) -> None:
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", max_length=20)
+    [s] = LearnabilityScorer(cfg).score([(PAIRS[0][0], "word " * 50)])
+    assert s.truncated and s.response_tokens < 50
+
+
+def test_token_batches_respect_budget() -> None:
+    lengths = [5, 100, 7, 50, 51, 6, 99]
+    batches = token_batches(lengths, 120)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120
