@@ -92,6 +92,13 @@ def load_causal_lm(ref: ModelRef) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of `messages` in the chat template, ending with the generation prompt."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding here, 4.x a plain list
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def release_cached_model() -> None:
     import gc
 

@@ -29,9 +29,9 @@ def encode_pair(
     tokenizer: Any, messages: list[dict[str, str]], response: str, max_length: int
 ) -> tuple[list[int], int, bool]:
     """(input ids, number of prompt tokens, truncated) for prompt + response."""
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if hasattr(prompt_ids, "keys"):
-        prompt_ids = prompt_ids["input_ids"]
+    from persyn.models import chat_prompt_ids
+
+    prompt_ids = chat_prompt_ids(tokenizer, messages)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     ids = list(prompt_ids) + list(response_ids)
     truncated = len(ids) > max_length

@@ -70,7 +70,9 @@ class Teacher(ABC):
 
     def chat(self, prompt: Prompt) -> list[dict[str, str]]:
         """The messages sent to the model: the teacher's system prompt, then the prompt's."""
-        messages = [m for m in prompt.messages if m["role"] != "system" or not self.cfg.system_prompt]
+        messages = [
+            m for m in prompt.messages if m["role"] != "system" or not self.cfg.system_prompt
+        ]
         if self.cfg.system_prompt:
             messages = [{"role": "system", "content": self.cfg.system_prompt}, *messages]
         return messages

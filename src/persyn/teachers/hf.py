@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from persyn.models import load_causal_lm
+from persyn.models import chat_prompt_ids, load_causal_lm
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
@@ -24,11 +24,7 @@ class HFTeacher(Teacher):
         import torch
 
         gen = self.cfg.generation
-        encoded = [
-            self.tokenizer.apply_chat_template(self.chat(p), add_generation_prompt=True, tokenize=True)
-            for p in prompts
-        ]
-        encoded = [e["input_ids"] if isinstance(e, dict) or hasattr(e, "keys") else e for e in encoded]
+        encoded = [chat_prompt_ids(self.tokenizer, self.chat(p)) for p in prompts]
         results: dict[int, Generation] = {}
         ok: list[int] = []
         for i, ids in enumerate(encoded):
