@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test test-slow lint format bench
+.PHONY: setup demo test test-slow lint format bench chromium
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,11 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
-test: lint
+# The report test renders the HTML in headless Chromium; a clean CI machine lacks it.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: lint chromium
 	$(PY) -m pytest
 
 test-slow: setup

@@ -27,7 +27,12 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", envvar="PERSYN_QUIET", help="No progress bars or logs (CI, log files)."
+    ),
+]
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -147,3 +152,131 @@ def _stage_command(stage: str) -> None:
 
 for _stage in STAGES:
     _stage_command(_stage)
+
+
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory (the config's run_dir).")]
+
+
+@app.command()
+def report(
+    run_dir: RunDirArg,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write report.html and the PNG plots.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write an HTML report with PNG plots of a finished run (RUN_DIR/report by default)."""
+    from persyn.report import ReportError, build_report
+
+    set_quiet(quiet)
+    try:
+        page = build_report(run_dir, out)
+    except (ConfigError, ReportError) as err:
+        _fail(err)
+    console.print(f"report: {page}")
+
+
+@app.command()
+def inspect(run_dir: RunDirArg) -> None:
+    """Show a run's stages, rows, errors and where its artifacts are."""
+    from persyn.inspect_run import inspect_run, print_inspection
+
+    try:
+        found = inspect_run(run_dir)
+    except FileNotFoundError as err:
+        _fail(err)
+    print_inspection(found, console)
+
+
+@app.command("eval-router")
+def eval_router(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    routers: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated router kinds to compare (default: the configured one, "
+            "bradley-terry, best-fixed, random, knn, mf)."
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Routers side by side on held-out calibration prompts; writes router/eval.md."""
+    from persyn.router.evaluate import evaluate_routers
+
+    set_quiet(quiet)
+    try:
+        cfg = _load(config, set_)
+        run_ = Run.open(cfg, run_dir)
+        run_stage(run_, "score")
+        kinds = [k.strip() for k in routers.split(",")] if routers else None
+        result = evaluate_routers(run_, kinds)
+    except (ConfigError, DataError, StageError, ValueError) as err:
+        _fail(err)
+    console.print(result["markdown"], markup=False, highlight=False)
+    console.print(f"written to {run_.store.path('router', 'eval.md')}")
+
+
+@app.command("train-student")
+def train_student_cmd(
+    config: ConfigArg,
+    dataset: Annotated[
+        str | None, typer.Option(help="JSONL or `datasets` folder with `messages` (default: the run's).")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Checkpoints (default: <run_dir>/student).")] = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune the student on a dataset with TRL (LoRA or full); resumes. Multi-GPU:
+    `accelerate launch $(which persyn) train-student CONFIG`."""
+    from persyn.student.sft import train_student
+
+    set_quiet(quiet)
+    try:
+        cfg = _load(config, set_)
+        final = train_student(cfg, dataset, output_dir)
+    except (ConfigError, DataError) as err:
+        _fail(err)
+    console.print(f"student checkpoint: {final}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    config: ConfigArg,
+    model: Annotated[
+        str | None, typer.Option(help="Checkpoint to evaluate (default: <run_dir>/student/final).")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Default: <checkpoint>/eval.")] = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy."""
+    from persyn.config import ModelRef
+    from persyn.pipeline import make_executor
+    from persyn.student.evaluate import evaluate_student
+
+    set_quiet(quiet)
+    try:
+        cfg = _load(config, set_)
+        path = Path(model or Path(cfg.run_dir) / "student" / "final")
+        ref = ModelRef(model=str(path), dtype=cfg.student.dtype)
+        metrics = evaluate_student(cfg, ref, output_dir or path / "eval", make_executor(cfg))
+    except (ConfigError, DataError) as err:
+        _fail(err)
+    console.print_json(json.dumps(metrics))
+
+
+@app.command("experiment")
+def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """Train and evaluate the student on PerSyn's dataset and on each baseline's."""
+    from persyn.experiment import output_dir, results_markdown, run_experiment
+
+    set_quiet(quiet)
+    try:
+        cfg = _load(config, set_)
+        results = run_experiment(cfg)
+    except (ConfigError, DataError, StageError) as err:
+        _fail(err)
+    console.print(results_markdown(results), markup=False, highlight=False)
+    console.print(f"written to {output_dir(cfg)}")

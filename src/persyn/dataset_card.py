@@ -1,0 +1,226 @@
+"""The dataset card: `dataset/README.md` beside the exported `datasets` folder.
+
+YAML front matter in the Hugging Face Hub's card format (task, tags, size, a `configs`
+entry matching the layout `Dataset.push_to_hub` writes, and a `persyn` block with the
+provenance), then Markdown: teacher shares, reward statistics, router quality, the
+resolved config (secrets redacted) and how to publish it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from persyn.config import RunConfig, fingerprint
+from persyn.store import atomic_write_text, read_jsonl
+
+PAPER = "https://arxiv.org/abs/2510.10925"
+# Option keys whose values must not leave the machine (API keys, auth headers).
+_SECRET_KEY = re.compile(r"key|token|secret|password|authorization|credential", re.IGNORECASE)
+
+
+def reward_statistics(rewards: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per teacher over the calibration prompts: mean/std of raw learnability, raw quality
+    and combined reward, and the share of prompts where the teacher is the oracle's choice."""
+
+    def column(kind: str, j: int) -> np.ndarray:
+        values = [r[kind][j] for r in rewards if r[kind][j] is not None]
+        return np.asarray(values, dtype=float)
+
+    out: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(names):
+        stats: dict[str, Any] = {}
+        for kind in ("learnability", "quality", "reward"):
+            values = column(kind, j)
+            stats[f"{kind}_mean"] = round(float(values.mean()), 4) if len(values) else None
+            stats[f"{kind}_std"] = round(float(values.std()), 4) if len(values) else None
+        stats["oracle_share"] = round(
+            sum(r["oracle"] == name for r in rewards) / max(len(rewards), 1), 4
+        )
+        out[name] = stats
+    return out
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config tree with the values of secret-looking keys replaced."""
+    if isinstance(value, dict):
+        return {
+            k: "<redacted>" if _SECRET_KEY.search(str(k)) and v else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _size_category(rows: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
+        if rows < limit:
+            return label
+    return "n>1M"
+
+
+def _fenced(text: str, info: str) -> str:
+    # A fence longer than any backtick run inside, so config text cannot close it early.
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def _persyn_version() -> str:
+    try:
+        return metadata.version("persyn")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: list[dict[str, Any]]) -> str:
+    names = cfg.teacher_names
+    stats = reward_statistics(rewards, names)
+    config = redact(cfg.model_dump(mode="json"))
+    held = summary.get("router_heldout") or {}
+    provenance = {
+        "generator": f"persyn {_persyn_version()}",
+        "method": f"PerSyn, Route then Generate ({PAPER})",
+        "run": cfg.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_fingerprint": fingerprint(config),
+        "student": cfg.student.model,
+        "teachers": [
+            {"name": t.name, "backend": t.backend, "model": t.model, "family": t.family}
+            for t in cfg.teachers
+        ],
+        "prompts": cfg.prompts.source or f"builtin:{cfg.prompts.builtin}",
+        "alpha": cfg.rewards.alpha,
+        "normalization": cfg.rewards.normalization,
+        "quality_signals": [q.kind for q in cfg.rewards.quality],
+        "calibration_prompts": summary["calibration_prompts"],
+        "routed_prompts": summary["routed_prompts"],
+        "generations": summary["generations"],
+        "generate_then_select_generations": summary["generate_then_select_generations"],
+        "router_heldout_top1": held.get("top1"),
+    }
+    front = {
+        "license": "other",
+        "pretty_name": cfg.name,
+        "task_categories": ["text-generation"],
+        "tags": ["synthetic", "distillation", "persyn", "multi-teacher"],
+        "size_categories": [_size_category(summary["dataset_rows"])],
+        # The layout `Dataset.push_to_hub` writes, so the Hub viewer finds the data.
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
+        ],
+        "persyn": provenance,
+    }
+    teacher_rows = "\n".join(
+        f"| {t} | {_percent(summary['dataset_share'][t])} | {_percent(summary['oracle_share'][t])}"
+        f" | {_percent(summary['router_share'][t])} | {summary['completion_tokens'][t]}"
+        f" | {summary['cost'][t]:.4f} |"
+        for t in names
+    )
+    reward_rows = "\n".join(
+        f"| {t} | {_number(s['learnability_mean'])} ± {_number(s['learnability_std'])}"
+        f" | {_number(s['quality_mean'])} | {_number(s['reward_mean'])}"
+        f" ± {_number(s['reward_std'])} |"
+        for t, s in stats.items()
+    )
+    router_line = (
+        f"On {int(held['prompts'])} held-out calibration prompts the router picks an "
+        f"oracle-best teacher for {held['top1']:.1%} of prompts (top-3: {held['hit3']:.1%}); "
+        f"mean combined reward {held['reward']:.3f} against {held['best_fixed_reward']:.3f} "
+        f"for the best single teacher, {held['random_reward']:.3f} at random and "
+        f"{held['oracle_reward']:.3f} for the oracle."
+        if held
+        else "No held-out calibration prompts: the router was not evaluated."
+    )
+    body = f"""# {cfg.name}
+
+Personalized distillation data for the student `{cfg.student.model}`, built with
+[persyn]({PAPER}) (PerSyn, *Route then Generate*): every teacher answered
+{summary["calibration_prompts"]} calibration prompts, each answer was scored for quality and
+for learnability (the student's mean token log-likelihood), and a Bradley-Terry router
+trained on those rewards chose one teacher for each of the other
+{summary["routed_prompts"]} prompts; only that teacher generated. Each calibration row
+keeps the oracle's choice (`selected_by: oracle`), each routed row the router's
+(`selected_by: router`).
+
+- rows: {summary["dataset_rows"]} (failed, left out: {summary["failed_rows"]})
+- generations: {summary["generations"]} against {summary["generate_then_select_generations"]}
+  for Generate then Select on the same prompts
+- rewards: r = (1 - alpha) * quality + alpha * learnability, alpha = {cfg.rewards.alpha},
+  normalised within each prompt ({cfg.rewards.normalization}); quality signals:
+  {", ".join(q.kind for q in cfg.rewards.quality)}
+
+## Teachers
+
+| teacher | dataset share | oracle share (calibration) | router share (routed) | tokens | cost |
+|---|---|---|---|---|---|
+{teacher_rows}
+
+## Reward statistics (calibration prompts)
+
+Raw learnability (mean token log-probability) and quality before normalisation; the
+combined reward after normalisation and mixing.
+
+| teacher | learnability | quality | combined reward |
+|---|---|---|---|
+{reward_rows}
+
+## Router
+
+{router_line}
+
+## Fields
+
+- `id`: prompt id; `messages`: chat messages, the last one the teacher's answer
+- `teacher`: the teacher that wrote the answer; `selected_by`: `oracle` or `router`
+- `kind`: `math` or `instruction`; `reference`: reference answer where known
+- `router_scores`: JSON of the router's score per teacher (routed rows)
+- `rewards`: JSON of learnability, quality and combined reward per teacher (calibration rows)
+
+## Publishing
+
+```python
+import datasets
+from huggingface_hub import DatasetCard
+
+datasets.load_from_disk("dataset").push_to_hub("USER/NAME")
+DatasetCard.load("dataset/README.md").push_to_hub("USER/NAME")
+```
+
+The licence is `other`: the answers inherit the terms of the teachers that wrote them and
+the prompts the terms of their source; check both before publishing.
+
+## Config
+
+{_fenced(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "yaml")}
+"""
+    head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+    return f"---\n{head}---\n\n{body}"
+
+
+def write_dataset_card(run_dir: Path, cfg: RunConfig, summary: dict[str, Any]) -> Path:
+    """Write `run_dir/dataset/README.md` from the summary and the calibration rewards."""
+    rewards = read_jsonl(run_dir / "rewards.jsonl")
+    path = run_dir / "dataset" / "README.md"
+    atomic_write_text(path, build_card(cfg, summary, rewards))
+    return path

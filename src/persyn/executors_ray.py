@@ -1,0 +1,191 @@
+"""Ray executor (`executor: {kind: ray}`, `pip install 'persyn[ray]'`): generation and
+learnability scoring run as Ray Data `map_batches` over a pool of actors, one model
+replica per actor, `executor.concurrency` replicas with `executor.num_gpus` GPUs each. On
+a cluster started with `ray start` (`executor.address: auto`) the replicas spread over
+the nodes; the driver only streams results back.
+
+vLLM teachers run through Ray Data's own vLLM processor (`ray.data.llm`) where the
+installed Ray has it, so tensor/pipeline parallelism and GPU placement are Ray's; other
+backends, and vLLM on an older Ray, run in the generic replica actor.
+
+Results reach the stage's sink one block at a time as actors finish them (each input
+block is one batch), so a job killed midway keeps every finished row. Nodes need the same
+Python environment, the model files (or hub access) and, for HTTP teachers, the API key
+variable set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
+from persyn.executors import Executor, GenerationSink, ScorePair, ScoreSink
+from persyn.progress import bar
+from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
+from persyn.teachers.base import Generation, Prompt, make_teacher
+
+# Pairs per scoring call; the scorer packs them into token-budgeted batches itself.
+SCORE_CHUNK = 64
+
+
+class TeacherReplica:
+    """A Ray actor holding one teacher: loads it once, then answers batches of prompts."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.teacher = make_teacher(TeacherConfig.model_validate(config))
+        self.teacher.load()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prompts = [Prompt.from_row(json.loads(item)) for item in batch["item"]]
+        results = self.teacher.generate(prompts)
+        return {"result": np.array([json.dumps(asdict(g)) for g in results])}
+
+
+class StudentReplica:
+    """A Ray actor holding the student: scores batches of (messages, response) pairs."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.scorer = LearnabilityScorer(StudentConfig.model_validate(config))
+        self.scorer.load()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [json.loads(item) for item in batch["item"]]
+        scores = self.scorer.score([(r["messages"], r["response"]) for r in rows])
+        results = [{"index": r["index"], **asdict(s)} for r, s in zip(rows, scores, strict=True)]
+        return {"result": np.array([json.dumps(r) for r in results])}
+
+
+class RayExecutor(Executor):
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        self.cfg = cfg
+
+    def _ray(self) -> Any:
+        try:
+            import ray
+        except ModuleNotFoundError:
+            raise ConfigError("executor.kind ray needs Ray: pip install 'persyn[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=self.cfg.address)
+        # persyn shows its own progress bar per stage
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        return ray
+
+    def _stream(
+        self, items: list[str], replica: type, config: dict[str, Any], batch_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Run `replica` over `items` on the actor pool; yield decoded results per batch."""
+        ray = self._ray()
+        # One block per batch: blocks are what stream back, so each finished batch is saved.
+        dataset = ray.data.from_items(
+            [{"item": item} for item in items],
+            override_num_blocks=math.ceil(len(items) / batch_size),
+        )
+        results = dataset.map_batches(
+            replica,
+            fn_constructor_kwargs={"config": config},
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=self.cfg.concurrency,
+            num_gpus=self.cfg.num_gpus,
+        )
+        for block in results.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [json.loads(r) for r in block["result"]]
+
+    def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
+        if not prompts:
+            return
+        batches = (
+            self._vllm_processor(teacher, prompts)
+            if teacher.backend == "vllm" and _has_ray_llm()
+            else self._stream(
+                [json.dumps(p.to_row()) for p in prompts],
+                TeacherReplica,
+                teacher.model_dump(mode="json"),
+                teacher.batch_size,
+            )
+        )
+        with bar(f"generate {teacher.name} (ray)", len(prompts)) as progress:
+            for rows in batches:
+                sink([Generation(**r) for r in rows])
+                progress.advance(len(rows))
+
+    def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
+        if not pairs:
+            return
+        items = [
+            json.dumps({"index": i, "messages": messages, "response": response})
+            for i, (messages, response) in enumerate(pairs)
+        ]
+        with bar("score learnability (ray)", len(pairs)) as progress:
+            for rows in self._stream(
+                items, StudentReplica, student.model_dump(mode="json"), SCORE_CHUNK
+            ):
+                sink([r.pop("index") for r in rows], [LearnabilityScore(**r) for r in rows])
+                progress.advance(len(rows))
+
+    def _vllm_processor(
+        self, teacher: TeacherConfig, prompts: list[Prompt]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Ray Data's vLLM processor: chat template, tokenise, generate, detokenise."""
+        import ray
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+        from persyn.teachers.vllm import VLLMTeacher
+
+        self._ray()
+        backend = VLLMTeacher(teacher)
+        processor = build_processor(
+            vLLMEngineProcessorConfig(
+                model_source=backend.model_source(),
+                engine_kwargs=backend.engine_kwargs(),
+                concurrency=self.cfg.concurrency,
+                batch_size=teacher.batch_size,
+                # a failed row (e.g. a prompt longer than the context) becomes an error row
+                should_continue_on_error=True,
+            ),
+            preprocess=_VLLMRequest(backend.sampling_params()),
+        )
+        dataset = ray.data.from_items(
+            [{"prompt_id": p.id, "messages": json.dumps(backend.chat(p))} for p in prompts],
+            override_num_blocks=math.ceil(len(prompts) / teacher.batch_size),
+        )
+        for block in processor(dataset).iter_batches(batch_size=None, batch_format="pandas"):
+            yield [
+                {
+                    "prompt_id": row["prompt_id"],
+                    "text": (row.get("generated_text") or "").strip(),
+                    "prompt_tokens": int(row.get("num_input_tokens") or 0),
+                    "completion_tokens": int(row.get("num_generated_tokens") or 0),
+                    "error": row.get("__inference_error__") or None,
+                }
+                for row in block.to_dict("records")
+            ]
+
+
+class _VLLMRequest:
+    """Ray Data preprocess step: a row's chat messages plus the teacher's sampling params."""
+
+    def __init__(self, sampling_params: dict[str, Any]) -> None:
+        self.sampling_params = sampling_params
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "prompt_id": row["prompt_id"],
+            "messages": json.loads(row["messages"]),
+            "sampling_params": self.sampling_params,
+        }
+
+
+def _has_ray_llm() -> bool:
+    """Whether this Ray has `ray.data.llm.build_processor` (older ones named it otherwise)."""
+    try:
+        from ray.data.llm import build_processor  # noqa: F401
+    except ImportError:
+        return False
+    return True

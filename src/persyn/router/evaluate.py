@@ -1,0 +1,259 @@
+"""`persyn eval-router`: routers side by side on held-out calibration prompts.
+
+Every router is trained on the router's train split of the calibration set and scored on
+its validation split, where every teacher's reward is known: top-1 agreement with the
+oracle, Hit@3, pairwise accuracy, mean reward, regret (oracle minus routed reward) and
+captured reward ((router - random) / (oracle - random)). Also a learning curve over
+calibration size, a comparison of calibration-selection strategies at equal size, and the
+reward given up for money saved under budgets (when teachers have prices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from persyn.calibration_select import kcenter_selection, random_selection, uncertainty_selection
+from persyn.config import RouterConfig
+from persyn.router.encoder import PromptEncoder
+from persyn.router.metrics import routing_metrics
+from persyn.router.routers import ROUTERS, make_router
+
+BASELINES = ("best-fixed", "random", "knn", "mf")
+METRIC_COLUMNS = {
+    "top1": "top-1",
+    "hit3": "Hit@3",
+    "pairwise_accuracy": "pairwise acc.",
+    "reward": "mean reward",
+    "regret": "regret",
+    "captured": "captured",
+}
+
+
+@dataclass
+class HeldOut:
+    """Calibration prompts with every teacher's reward, split by prompt."""
+
+    teachers: list[str]
+    train_texts: list[str]
+    train_reward: np.ndarray
+    val_texts: list[str]
+    val_reward: np.ndarray
+
+    def subset(self, rows: list[int]) -> HeldOut:
+        """The same validation split with only `rows` of the training split."""
+        return HeldOut(
+            self.teachers,
+            [self.train_texts[i] for i in rows],
+            self.train_reward[rows],
+            self.val_texts,
+            self.val_reward,
+        )
+
+
+def held_out_from_run(run: Any) -> HeldOut:
+    """The router train/val split of a run whose `score` stage is done."""
+    from persyn.pipeline import _prompt_text, load_rewards
+
+    split = run.split()
+    if not split["router_val"]:
+        raise ValueError("router.val_fraction is 0: no held-out calibration prompts to evaluate on")
+    by_id = run.prompts_by_id()
+    train_ids, train_reward = load_rewards(run, split["router_train"])
+    val_ids, val_reward = load_rewards(run, split["router_val"])
+    return HeldOut(
+        run.cfg.teacher_names,
+        [_prompt_text(by_id[i]) for i in train_ids],
+        train_reward,
+        [_prompt_text(by_id[i]) for i in val_ids],
+        val_reward,
+    )
+
+
+def fit_and_score(
+    data: HeldOut, cfg: RouterConfig, encoder: PromptEncoder | None = None
+) -> tuple[dict[str, float], np.ndarray]:
+    """Train `cfg.kind` on the train split; (held-out metrics, held-out scores)."""
+    router = make_router(cfg, data.teachers, encoder)
+    router.fit(data.train_texts, data.train_reward, data.val_texts, data.val_reward)
+    scores = router.scores(data.val_texts)
+    return routing_metrics(scores, data.val_reward), scores
+
+
+def compare_routers(
+    data: HeldOut, cfg: RouterConfig, kinds: list[str], encoder: PromptEncoder | None = None
+) -> dict[str, dict[str, float]]:
+    """Held-out metrics per router kind, plus the oracle's."""
+    for kind in kinds:
+        if kind not in ROUTERS:
+            raise ValueError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
+    results = {
+        kind: fit_and_score(data, cfg.model_copy(update={"kind": kind}), encoder)[0]
+        for kind in kinds
+    }
+    oracle_scores = np.where(np.isnan(data.val_reward), -np.inf, data.val_reward)
+    results["oracle"] = routing_metrics(oracle_scores, data.val_reward)
+    return results
+
+
+def learning_curve(
+    data: HeldOut,
+    cfg: RouterConfig,
+    sizes: list[int],
+    repeats: int = 3,
+    encoder: PromptEncoder | None = None,
+) -> list[dict[str, float]]:
+    """Held-out metrics of `cfg.kind` trained on random subsets of each size (mean of
+    `repeats` draws; the full training split is drawn once)."""
+    n_train = len(data.train_texts)
+    rows = []
+    for size in sorted({min(s, n_train) for s in sizes if s >= 2}):
+        draws = 1 if size == n_train else repeats
+        metrics = [
+            fit_and_score(data.subset(random_selection(n_train, size, seed)), cfg, encoder)[0]
+            for seed in range(draws)
+        ]
+        rows.append({"calibration_prompts": size, **_mean(metrics)})
+    return rows
+
+
+def compare_selection(
+    data: HeldOut,
+    cfg: RouterConfig,
+    sizes: list[int],
+    repeats: int = 3,
+    encoder: PromptEncoder | None = None,
+) -> list[dict[str, Any]]:
+    """Calibration prompts chosen from the train split by random, k-center or uncertainty
+    selection, at equal sizes; held-out metrics of `cfg.kind` (mean over seeds).
+
+    Uncertainty is a second round: half the prompts at random, a router trained on them,
+    then the prompts whose two best teachers it scores closest."""
+    encoder = encoder or PromptEncoder(cfg.backbone, cfg.embed_batch_size)
+    embeddings = encoder.encode(data.train_texts)
+    n_train = len(data.train_texts)
+
+    def uncertainty(size: int, seed: int) -> list[int]:
+        first = random_selection(n_train, size // 2, seed)
+        router = make_router(cfg, data.teachers, encoder)
+        sub = data.subset(first)
+        router.fit(sub.train_texts, sub.train_reward)
+        scores = router.scores(data.train_texts)
+        return first + uncertainty_selection(scores, size - len(first), exclude=set(first))
+
+    strategies = {
+        "random": lambda size, seed: random_selection(n_train, size, seed),
+        "kcenter": lambda size, seed: kcenter_selection(embeddings, size, seed),
+        "uncertainty": uncertainty,
+    }
+    rows = []
+    for size in sorted({min(s, n_train) for s in sizes if s >= 4}):
+        for name, select in strategies.items():
+            metrics = [
+                fit_and_score(data.subset(select(size, seed)), cfg, encoder)[0]
+                for seed in range(repeats)
+            ]
+            rows.append({"strategy": name, "calibration_prompts": size, **_mean(metrics)})
+    return rows
+
+
+def budget_curve(
+    scores: np.ndarray,
+    reward: np.ndarray,
+    cost: np.ndarray,
+    teachers: list[str],
+    fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25),
+) -> list[dict[str, float]]:
+    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost."""
+    from persyn.config import RoutingPolicyConfig
+    from persyn.policies import make_policy, policy_report
+
+    argmax_cost = float(cost[scores.argmax(axis=1)].sum())
+    floor = float(cost.min()) * len(scores)
+    rows = []
+    for fraction in fractions:
+        budget = max(argmax_cost * fraction, floor)
+        policy = make_policy(RoutingPolicyConfig(kind="budget", budget=budget), teachers, cost)
+        report = policy_report(scores, policy.choose(scores), cost, teachers, reward)
+        rows.append(
+            {
+                "budget_fraction": fraction,
+                "cost": report["cost"],
+                "money_saved": report["money_saved"],
+                "reward": report["reward"],
+                "reward_given_up": report["reward_given_up"],
+            }
+        )
+    return rows
+
+
+def _mean(metrics: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmean([m[k] for m in metrics])) for k in METRIC_COLUMNS}
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def router_table(results: dict[str, dict[str, float]]) -> str:
+    return markdown_table(
+        ["router", *METRIC_COLUMNS.values()],
+        [[kind, *(m[k] for k in METRIC_COLUMNS)] for kind, m in results.items()],
+    )
+
+
+def curve_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    columns = keys + list(METRIC_COLUMNS)
+    headers = [METRIC_COLUMNS.get(k, k.replace("_", " ")) for k in columns]
+    return markdown_table(headers, [[r[k] for k in columns] for r in rows])
+
+
+def evaluate_routers(
+    run: Any, kinds: list[str] | None = None, sizes: list[int] | None = None
+) -> dict[str, Any]:
+    """Compare routers on a run's held-out calibration prompts; write `router/eval.{json,md}`."""
+    from persyn.pipeline import mean_response_tokens
+    from persyn.policies import cost_per_prompt
+    from persyn.store import atomic_write_json, atomic_write_text
+
+    cfg = run.cfg
+    data = held_out_from_run(run)
+    kinds = kinds or list(dict.fromkeys([cfg.router.kind, "bradley-terry", *BASELINES]))
+    encoder = PromptEncoder(cfg.router.backbone, cfg.router.embed_batch_size)
+    n_train = len(data.train_texts)
+    sizes = sizes or [max(2, round(n_train * f)) for f in (0.1, 0.25, 0.5, 1.0)]
+    result: dict[str, Any] = {
+        "train_prompts": n_train,
+        "val_prompts": len(data.val_texts),
+        "routers": compare_routers(data, cfg.router, kinds, encoder),
+        "learning_curve": learning_curve(data, cfg.router, sizes, encoder=encoder),
+    }
+    sections = [
+        f"## Routers on {len(data.val_texts)} held-out calibration prompts "
+        f"(trained on {n_train})\n\n" + router_table(result["routers"]),
+        f"## Learning curve ({cfg.router.kind}, held-out metrics)\n\n"
+        + curve_table(result["learning_curve"], ["calibration_prompts"]),
+    ]
+    cost = cost_per_prompt(cfg, mean_response_tokens(run))
+    if cost.any():
+        scores = fit_and_score(data, cfg.router, encoder)[1]
+        result["budget_curve"] = budget_curve(scores, data.val_reward, cost, data.teachers)
+        sections.append(
+            "## Budget policy (reward given up for money saved)\n\n"
+            + markdown_table(
+                ["budget / argmax cost", "cost", "money saved", "mean reward", "reward given up"],
+                [list(r.values()) for r in result["budget_curve"]],
+            )
+        )
+    atomic_write_json(run.store.path("router", "eval.json"), result)
+    markdown = "\n\n".join(sections) + "\n"
+    atomic_write_text(run.store.path("router", "eval.md"), markdown)
+    result["markdown"] = markdown
+    return result

@@ -1,0 +1,141 @@
+"""Held-out evaluation of a student with the verifiers that score teacher quality.
+
+The student answers the held-out prompts with batched greedy generation (the `hf` teacher
+backend, run by the run's executor, so it runs locally or on Ray), and every answer is
+checked as teacher answers are (`persyn.rewards.quality`): math final-answer accuracy with
+math-verify; instruction following with if-verifiable, prompt-level strict and loose (every
+instruction of the prompt must hold; loose also accepts the answer with its first/last line
+or markdown removed, as IFEval does). `score` is the mean of the two task accuracies that
+have prompts. Answers are cached per model, so a rerun only scores.
+
+`lm_eval` runs lm-evaluation-harness tasks (gsm8k, ifeval, ...) on the same checkpoint for
+users with hub access; without the package or the hub it reports why it skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from persyn.config import ConfigError, ModelRef, QualitySignal, RunConfig, TeacherConfig
+from persyn.data import load_prompts
+from persyn.executors import Executor
+from persyn.rewards.quality import IFEvalConstraints, MathCorrectness
+from persyn.store import RowLog, atomic_write_json
+from persyn.teachers.base import Generation, Prompt
+
+
+def student_as_generator(cfg: RunConfig, model: ModelRef) -> TeacherConfig:
+    """The student, answering without a system prompt, as its training data was shown."""
+    ev = cfg.evaluation
+    return TeacherConfig(
+        name="student",
+        backend="hf",
+        **model.model_dump(exclude={"max_length", "batch_tokens", "family"}),
+        generation={"max_new_tokens": ev.max_new_tokens},
+        batch_size=ev.batch_size,
+    )
+
+
+def held_out_prompts(cfg: RunConfig) -> list[Prompt]:
+    if cfg.evaluation.prompts is None:
+        raise ConfigError(
+            "evaluation.prompts: not set; name held-out prompts (a file or a built-in set "
+            "with another seed), never the training prompts"
+        )
+    return load_prompts(cfg.evaluation.prompts)
+
+
+def generate_answers(
+    cfg: RunConfig, model: ModelRef, prompts: list[Prompt], executor: Executor, cache: Path
+) -> dict[str, Generation]:
+    """The student's answer per prompt id; answers already in `cache` are not regenerated."""
+    rowlog = RowLog(cache, ("prompt_id",))
+    todo = [p for p in prompts if (row := rowlog.get((p.id,))) is None or row["error"]]
+
+    def sink(results: list[Generation]) -> None:
+        rowlog.append(
+            {"prompt_id": g.prompt_id, "text": g.text, "completion_tokens": g.completion_tokens,
+             "error": g.error}
+            for g in results
+        )
+
+    executor.generate(student_as_generator(cfg, model), todo, sink)
+    return {
+        p.id: Generation(p.id, row["text"], 0, row["completion_tokens"], row["error"])
+        for p in prompts
+        if (row := rowlog.get((p.id,))) is not None
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def score_answers(prompts: list[Prompt], answers: dict[str, Generation]) -> dict[str, Any]:
+    """Accuracies on the held-out prompts; a failed generation counts as wrong."""
+    samples = [(p, answers[p.id].text if p.id in answers else "") for p in prompts]
+    math = MathCorrectness(QualitySignal(kind="math")).score(samples)
+    strict = IFEvalConstraints(
+        QualitySignal(kind="ifeval", options={"mode": "strict", "binary": True})
+    ).score(samples)
+    loose = IFEvalConstraints(
+        QualitySignal(kind="ifeval", options={"mode": "loose", "binary": True})
+    ).score(samples)
+    math_ok = [v for v in math if v is not None]
+    strict_ok = [v for v in strict if v is not None]
+    loose_ok = [v for v in loose if v is not None]
+    task_scores = [s for s in (_mean(math_ok), _mean(strict_ok)) if s is not None]
+    return {
+        "prompts": len(prompts),
+        "math_prompts": len(math_ok),
+        "math_accuracy": _mean(math_ok),
+        "instruction_prompts": len(strict_ok),
+        "ifeval_strict": _mean(strict_ok),
+        "ifeval_loose": _mean(loose_ok),
+        "score": _mean(task_scores),
+        "failed_generations": sum(1 for p in prompts if p.id not in answers or answers[p.id].error),
+        "mean_answer_tokens": _mean([float(a.completion_tokens) for a in answers.values()]),
+    }
+
+
+def evaluate_student(
+    cfg: RunConfig, model: ModelRef, out_dir: str | Path, executor: Executor
+) -> dict[str, Any]:
+    """Generate, score and write `answers.jsonl` + `metrics.json` in `out_dir`."""
+    out = Path(out_dir)
+    prompts = held_out_prompts(cfg)
+    answers = generate_answers(cfg, model, prompts, executor, out / "answers.jsonl")
+    metrics = score_answers(prompts, answers)
+    if cfg.evaluation.lm_eval_tasks:
+        metrics["lm_eval"] = lm_eval(model, cfg.evaluation.lm_eval_tasks, cfg.evaluation.lm_eval_limit)
+    atomic_write_json(out / "metrics.json", {"model": model.model, **metrics})
+    return metrics
+
+
+def lm_eval(model: ModelRef, tasks: list[str], limit: int | None) -> dict[str, Any]:
+    """lm-evaluation-harness on a checkpoint: {task: {metric: value}} or {"skipped": why}."""
+    if importlib.util.find_spec("lm_eval") is None:
+        return {"skipped": "lm-eval is not installed (pip install lm-eval)"}
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in {"", "0"}:
+        return {"skipped": "HF_HUB_OFFLINE is set and lm-eval tasks download their data sets"}
+    import lm_eval as harness
+
+    from persyn.models import resolve_model_path
+
+    args = f"pretrained={resolve_model_path(model.model)}"
+    if model.gguf_file:
+        args += f",gguf_file={model.gguf_file}"
+    try:
+        results = harness.simple_evaluate(
+            model="hf", model_args=args, tasks=tasks, limit=limit, batch_size="auto"
+        )
+    except (OSError, ConnectionError, ValueError) as err:
+        # No hub access surfaces as a connection or file-not-found error from `datasets`.
+        return {"skipped": f"lm-eval could not run: {type(err).__name__}: {err}"}
+    return {
+        task: {k: v for k, v in values.items() if isinstance(v, int | float)}
+        for task, values in results["results"].items()
+    }

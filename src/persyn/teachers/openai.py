@@ -1,0 +1,173 @@
+"""OpenAI-compatible chat-completions backend (`backend: openai`): OpenAI itself, vLLM's
+`vllm serve`, llama.cpp's server, SGLang, TGI, or any hosted provider with that API.
+
+Requests go out concurrently (bounded) from the official async `openai` client, which
+retries 408/409/429/5xx responses, timeouts and connection errors with exponential backoff
+(0.5 s doubling, capped at 8 s, minus up to 25% jitter) and honours `Retry-After`. A
+request that still fails becomes an error row: the stage keeps every finished row, fails
+only above `max_error_rate`, and a rerun retries just the failed prompts.
+
+`options` keys (all optional):
+
+    base_url     endpoint root, e.g. http://gpu-node-3:8000/v1 (default: api.openai.com)
+    api_key_env  NAME of the environment variable holding the key (the key never goes in
+                 the config, the run directory, the logs or an error message); unset: no
+                 key, for local servers
+    concurrency  requests in flight at once (default 8); keep `batch_size` >= concurrency,
+                 since one `generate` call gets one batch
+    timeout_s    per-request timeout in seconds (default 120)
+    max_retries  retries per request after the first try (default 4)
+    extra_body   extra JSON fields for every request (e.g. vLLM's `top_k`,
+                 `chat_template_kwargs`); part of the teacher's fingerprint
+
+`model` is the model name the server knows. Tokens used come from the response's `usage`;
+the export's cost per teacher is completion tokens x `cost_per_1k_tokens` / 1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from persyn.config import ConfigError, Section, TeacherConfig, backend_options
+from persyn.teachers.base import Generation, Prompt, Teacher
+
+
+class OpenAIOptions(Section):
+    base_url: str = Field("https://api.openai.com/v1", description="Endpoint root (.../v1).")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable with the API key; unset: no key."
+    )
+    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, description="Retries per request after the first try.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra JSON fields sent with every request."
+    )
+
+
+# Servers without authentication still need a non-empty bearer token in the client.
+_NO_KEY = "no-key"
+
+
+class OpenAITeacher(Teacher):
+    requires: ClassVar[tuple[str, ...]] = ("openai",)
+    extra: ClassVar[str | None] = "openai"
+    # Where and how fast the model is served does not change what it answers.
+    runtime_options: ClassVar[tuple[str, ...]] = (
+        "base_url",
+        "api_key_env",
+        "concurrency",
+        "timeout_s",
+        "max_retries",
+    )
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        self.options = backend_options(OpenAIOptions, cfg)
+        self._api_key()  # fail at `persyn validate`, not after the first stages ran
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+
+    def _api_key(self) -> str:
+        name = self.options.api_key_env
+        if name is None:
+            return _NO_KEY
+        key = os.environ.get(name, "")
+        if not key:
+            raise ConfigError(
+                f"teacher {self.cfg.name!r}: environment variable {name} (options.api_key_env) "
+                f"is not set; export {name}=... before running"
+            )
+        return key
+
+    def load(self) -> None:
+        from openai import AsyncOpenAI
+
+        # One loop for the teacher's lifetime, so the client's connection pool is reused
+        # across batches (a client is bound to the loop it first ran on).
+        self._loop = asyncio.new_event_loop()
+        self._client = AsyncOpenAI(
+            base_url=self.options.base_url,
+            api_key=self._api_key(),
+            timeout=self.options.timeout_s,
+            max_retries=self.options.max_retries,
+        )
+
+    def unload(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+        self._loop = self._client = None
+
+    def generate(self, prompts: list[Prompt]) -> list[Generation]:
+        if self._loop is None:
+            raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
+        return self._loop.run_until_complete(self._generate_all(prompts))
+
+    async def _generate_all(self, prompts: list[Prompt]) -> list[Generation]:
+        slots = asyncio.Semaphore(self.options.concurrency)
+
+        async def one(prompt: Prompt) -> Generation:
+            async with slots:
+                try:
+                    return await self._request(prompt)
+                except Exception as err:
+                    return Generation(prompt.id, error=self._describe(err))
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    async def _request(self, prompt: Prompt) -> Generation:
+        gen = self.cfg.generation
+        response = await self._client.chat.completions.create(
+            model=self.cfg.model,
+            messages=self.chat(prompt),
+            max_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            seed=gen.seed,
+            extra_body=self.options.extra_body or None,
+        )
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = response.usage
+        return Generation(
+            prompt.id,
+            text.strip(),
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+        )
+
+    def _describe(self, err: Exception) -> str:
+        """One line saying what failed and what to do; the API key is scrubbed out."""
+        import openai
+
+        url, tries = self.options.base_url, self.options.max_retries + 1
+        if isinstance(err, openai.APITimeoutError):
+            message = (
+                f"no response from {url} within timeout_s={self.options.timeout_s} "
+                f"({tries} tries); raise options.timeout_s or check the server's load"
+            )
+        elif isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err
+            message = (
+                f"cannot connect to {url} ({tries} tries: {type(cause).__name__}: {cause}); "
+                "check the server is up and options.base_url"
+            )
+        elif isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            message = (
+                f"HTTP {err.status_code} from {url}: the server refused the API key; check "
+                f"the key in ${self.options.api_key_env} (options.api_key_env)"
+            )
+        elif isinstance(err, openai.APIStatusError):
+            retryable = err.status_code in {408, 409, 429} or err.status_code >= 500
+            retried = f" after {tries} tries" if retryable else ""
+            message = f"HTTP {err.status_code} from {url}{retried}: {err.message}"
+        else:
+            message = f"{type(err).__name__}: {err}"
+        key = self._api_key()
+        message = " ".join(message.split())
+        return message.replace(key, "***") if key != _NO_KEY else message

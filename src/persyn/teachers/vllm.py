@@ -1,0 +1,147 @@
+"""vLLM offline engine backend (`backend: vllm`, `pip install 'persyn[vllm]'`): the model
+loads once per teacher on the local GPU(s) and each `generate` call is one batched
+`LLM.generate`, which vLLM schedules with continuous batching. `vllm` is imported only
+when such a teacher loads. With `executor: ray` the same teacher runs through Ray Data's
+own vLLM processor instead (see `persyn.executors_ray`).
+
+`options` keys (all optional):
+
+    tensor_parallel_size     GPUs per replica, sharding each layer (default 1)
+    pipeline_parallel_size   GPUs per replica, splitting the layers (default 1)
+    gpu_memory_utilization   share of each GPU's memory vLLM may take (default 0.9)
+    max_model_len            context length; longer prompts become error rows (default:
+                             the model's own)
+    max_num_seqs             sequences decoded at once (default: vLLM's)
+    enforce_eager            skip CUDA graph capture: faster start, slower decoding
+    engine_kwargs            any other `vllm.LLM` / engine argument, passed through (e.g.
+                             `quantization`, `tokenizer` for a GGUF file, `kv_cache_dtype`)
+
+`model` is a hub id, a folder or `pkg:NAME`; with `gguf_file` the engine loads that file
+(give the tokenizer's hub id or folder in `engine_kwargs.tokenizer`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from persyn.config import Section, TeacherConfig, backend_options
+from persyn.models import resolve_model_path
+from persyn.teachers.base import Generation, Prompt, Teacher
+
+
+class VLLMOptions(Section):
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs per replica (layer sharding).")
+    pipeline_parallel_size: int = Field(1, gt=0, description="GPUs per replica (layer split).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may use."
+    )
+    max_model_len: int | None = Field(None, gt=0, description="Context length in tokens.")
+    max_num_seqs: int | None = Field(None, gt=0, description="Sequences decoded at once.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graph capture.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Other vLLM engine arguments, passed through."
+    )
+
+
+class VLLMTeacher(Teacher):
+    requires: ClassVar[tuple[str, ...]] = ("vllm",)
+    extra: ClassVar[str | None] = "vllm"
+    # How the model is laid out over GPUs does not change what it answers.
+    runtime_options: ClassVar[tuple[str, ...]] = (
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "gpu_memory_utilization",
+        "max_num_seqs",
+        "enforce_eager",
+    )
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        self.options = backend_options(VLLMOptions, cfg)
+        self.llm: Any = None
+
+    def model_source(self) -> str:
+        path = resolve_model_path(self.cfg.model)
+        return os.path.join(path, self.cfg.gguf_file) if self.cfg.gguf_file else path
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Engine arguments, shared by `vllm.LLM` here and Ray Data's vLLM processor."""
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "tensor_parallel_size": o.tensor_parallel_size,
+            "pipeline_parallel_size": o.pipeline_parallel_size,
+            "gpu_memory_utilization": o.gpu_memory_utilization,
+            "enforce_eager": o.enforce_eager,
+            "dtype": self.cfg.dtype,
+            "trust_remote_code": self.cfg.trust_remote_code,
+            "seed": self.cfg.generation.seed,
+        }
+        optional = {
+            "max_model_len": o.max_model_len,
+            "max_num_seqs": o.max_num_seqs,
+            "revision": self.cfg.revision,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        return {**kwargs, **o.engine_kwargs}
+
+    def sampling_params(self) -> dict[str, Any]:
+        gen = self.cfg.generation
+        return {
+            "max_tokens": gen.max_new_tokens,
+            "temperature": gen.temperature,
+            "top_p": gen.top_p,
+            "seed": gen.seed,
+        }
+
+    def load(self) -> None:
+        from vllm import LLM
+
+        self.llm = LLM(model=self.model_source(), **self.engine_kwargs())
+
+    def unload(self) -> None:
+        import gc
+
+        import torch
+
+        self.llm = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, prompts: list[Prompt]) -> list[Generation]:
+        from vllm import SamplingParams
+
+        tokenizer = self.llm.get_tokenizer()
+        context = self.llm.llm_engine.model_config.max_model_len
+        max_new = self.cfg.generation.max_new_tokens
+        results: dict[int, Generation] = {}
+        ok: list[tuple[int, list[int]]] = []
+        for i, p in enumerate(prompts):
+            encoded = tokenizer.apply_chat_template(
+                self.chat(p), add_generation_prompt=True, tokenize=True
+            )
+            # transformers 5 returns a BatchEncoding, older versions a plain list of ids
+            ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+            if len(ids) + max_new > context:
+                results[i] = Generation(
+                    p.id,
+                    error=f"prompt has {len(ids)} tokens + max_new_tokens {max_new} > context "
+                    f"{context}; shorten it, lower max_new_tokens or raise options.max_model_len",
+                )
+            else:
+                ok.append((i, ids))
+        if ok:
+            outputs = self.llm.generate(
+                [{"prompt_token_ids": ids} for _, ids in ok],
+                SamplingParams(**self.sampling_params()),
+                use_tqdm=False,
+            )
+            for (i, ids), out in zip(ok, outputs, strict=True):
+                completion = out.outputs[0]
+                results[i] = Generation(
+                    prompts[i].id, completion.text.strip(), len(ids), len(completion.token_ids)
+                )
+        return [results[i] for i in range(len(prompts))]

@@ -1,0 +1,158 @@
+"""`persyn eval-router`, learning curves, calibration selection, and the route stage's policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_run_config
+from typer.testing import CliRunner
+
+from persyn.calibration_select import (
+    kcenter_selection,
+    random_selection,
+    select_calibration,
+)
+from persyn.config import CalibrationConfig, RouterConfig, parse_config
+from persyn.pipeline import Run, run_stage
+from persyn.router.evaluate import (
+    HeldOut,
+    budget_curve,
+    compare_routers,
+    compare_selection,
+    learning_curve,
+)
+
+TEACHERS = ["fruit-expert", "water-expert", "weak"]
+PHRASES = ["tell me about the", "write a poem on the", "explain the", "a fact about the"]
+
+
+def planted(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Prompts about apples suit teacher 0, about rivers teacher 1; teacher 2 is worst."""
+    rng = np.random.default_rng(seed)
+    texts = [f"{PHRASES[rng.integers(4)]} {['apple', 'river'][i % 2]}" for i in range(n)]
+    best = np.array([[1.0, 0.4, 0.0], [0.4, 1.0, 0.0]])[np.arange(n) % 2]
+    return texts, best + rng.normal(0, 0.05, (n, 3))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> HeldOut:
+    return HeldOut(TEACHERS, *planted(24, 0), *planted(12, 1))
+
+
+FAST = RouterConfig(epochs=40, knn_k=3)
+
+
+def test_routers_side_by_side_with_the_oracle(held_out: HeldOut) -> None:
+    results = compare_routers(held_out, FAST, ["bradley-terry", "knn", "best-fixed", "random"])
+    assert list(results) == ["bradley-terry", "knn", "best-fixed", "random", "oracle"]
+    assert results["oracle"]["top1"] == 1.0 and results["oracle"]["captured"] == 1.0
+    assert results["oracle"]["regret"] == 0.0
+    for learned in ("bradley-terry", "knn"):
+        assert results[learned]["top1"] == 1.0
+        assert results[learned]["captured"] > results["best-fixed"]["captured"] + 0.5
+    with pytest.raises(ValueError, match="unknown router 'gpt'"):
+        compare_routers(held_out, FAST, ["gpt"])
+
+
+def test_learning_curve_covers_each_size_once(held_out: HeldOut) -> None:
+    rows = learning_curve(held_out, FAST, [1, 4, 12, 100], repeats=2)
+    assert [r["calibration_prompts"] for r in rows] == [4, 12, 24]
+    assert all(0 <= r["top1"] <= 1 for r in rows)
+    assert rows[-1]["captured"] > 0.9
+
+
+def test_kcenter_picks_one_prompt_per_cluster_where_random_may_not() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:3]
+    points = np.concatenate(
+        [c + rng.normal(0, 0.01, (n, 4)) for c, n in zip(centres, [40, 5, 5], strict=True)]
+    )
+    picked = kcenter_selection(points, 3, seed=0)
+    assert sorted(np.searchsorted([40, 45], picked, side="right")) == [0, 1, 2]
+    assert len(set(kcenter_selection(points, 50, seed=1))) == 50
+
+
+def test_random_strategy_draws_what_prepare_always_drew() -> None:
+    import random
+
+    ids = [f"p{i:03d}" for i in range(60)]
+    cfg = CalibrationConfig(size=10, seed=7)
+    assert select_calibration(cfg, ids, ids) == sorted(random.Random(7).sample(ids, 10))
+    assert random_selection(5, 10, 0) == random_selection(5, 10, 0)
+
+
+def test_selection_strategies_compared_at_equal_size(held_out: HeldOut) -> None:
+    rows = compare_selection(held_out, FAST, [6, 12], repeats=2)
+    assert [(r["strategy"], r["calibration_prompts"]) for r in rows] == [
+        (s, n) for n in (6, 12) for s in ("random", "kcenter", "uncertainty")
+    ]
+    assert all(0 <= r["captured"] <= 1.0 + 1e-9 for r in rows)
+
+
+def test_budget_curve_trades_reward_for_money() -> None:
+    scores = np.array([[2.0, 1.0, 0.0]] * 20)
+    reward = np.array([[1.0, 0.7, 0.2]] * 20)
+    rows = budget_curve(scores, reward, np.array([1.0, 0.5, 0.1]), TEACHERS)
+    costs = [r["cost"] for r in rows]
+    assert costs == sorted(costs, reverse=True) and costs[0] == pytest.approx(20.0)
+    assert rows[0]["reward_given_up"] == 0.0
+    assert rows[-1]["reward_given_up"] > 0 and rows[-1]["money_saved"] > 0
+
+
+@pytest.fixture(scope="module")
+def scored_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A tiny run taken through `score` (tiny LLM teacher + solvers, tiny student)."""
+    run_dir = tmp_path_factory.mktemp("router-eval-run")
+    data = tiny_run_config(tiny_lm_dir, run_dir)
+    data["calibration"]["size"] = 20
+    # Greedy, the random tiny LM repeats a newline (an empty answer); sampling gives text.
+    data["teachers"][0]["generation"] = {"max_new_tokens": 8, "temperature": 1.0}
+    run_stage(Run.open(parse_config(data), str(run_dir)), "score")
+    return run_dir, data
+
+
+def test_eval_router_command_writes_its_tables(scored_run: tuple[Path, dict]) -> None:
+    from persyn.cli import app
+
+    run_dir, data = scored_run
+    config = run_dir / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(
+        app,
+        ["eval-router", str(config), "--routers", "bradley-terry,knn,best-fixed,random", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    table = (run_dir / "router" / "eval.md").read_text()
+    assert "| bradley-terry |" in table and "| oracle | 1.000 |" in table
+    assert "Learning curve" in table
+    stored = json.loads((run_dir / "router" / "eval.json").read_text())
+    assert stored["val_prompts"] == 5 and stored["train_prompts"] == 15
+
+
+def test_route_stage_applies_the_budget_policy(scored_run: tuple[Path, dict]) -> None:
+    run_dir, data = scored_run
+    teachers = [{**t, "cost_per_1k_tokens": 1.0} for t in data["teachers"]]
+    quota = {"kind": "budget", "max_share": {t["name"]: 0.3 for t in teachers}}
+    cfg = parse_config({**data, "teachers": teachers, "routing": quota})
+    run = Run.open(cfg, str(run_dir))
+    run_stage(run, "route")
+    routes = [json.loads(line) for line in (run_dir / "routes.jsonl").open()]
+    counts = {t["name"]: sum(r["teacher"] == t["name"] for r in routes) for t in teachers}
+    assert max(counts.values()) <= int(0.3 * len(routes))
+    marker = run.store.marker("route")
+    assert marker["policy"]["prompts"] == len(routes) == 10
+
+
+def test_prepare_with_kcenter_selection(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    data = tiny_run_config(tiny_lm_dir, tmp_path)
+    data["calibration"] = {"size": 12, "strategy": "kcenter"}
+    run = Run.open(parse_config(data), str(tmp_path))
+    run_stage(run, "prepare")
+    split = run.split()
+    assert len(split["calibration"]) == 12 == len(set(split["calibration"]))
+    kinds = {p.kind for p in run.prompts if p.id in set(split["calibration"])}
+    assert kinds == {"math", "instruction"}  # diversity: both kinds of prompt are covered

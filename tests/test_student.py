@@ -1,0 +1,167 @@
+"""Student SFT (TRL) and held-out evaluation, on tiny models built in the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SMOL, tiny_run_config
+
+from persyn.config import ConfigError, ModelRef, StudentConfig, parse_config
+from persyn.data import DataError
+from persyn.executors import LocalExecutor
+from persyn.models import load_tokenizer
+from persyn.student.evaluate import evaluate_student, lm_eval, score_answers
+from persyn.student.sft import (
+    has_generation_markers,
+    load_sft_messages,
+    load_trainable_student,
+    sft_config,
+    train_student,
+    training_rows,
+)
+from persyn.teachers.base import Generation, Prompt
+
+CHAT = [
+    {"role": "user", "content": "What is 2 + 3?"},
+    {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
+]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(tiny_lm_dir: Path, tmp_path: Path, **training: object):
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run")
+    data["student_training"] = {"batch_size": 2, "sft": {"gradient_checkpointing": False, **training}}
+    data["evaluation"] = {
+        "prompts": {"builtin": "demo-mix", "num_prompts": 4, "seed": 7},
+        "max_new_tokens": 4,
+        "batch_size": 4,
+    }
+    return parse_config(data)
+
+
+def test_smollm2_template_has_no_generation_markers_so_rows_become_prompt_completion():
+    tokenizer = load_tokenizer(ModelRef(**SMOL))
+    assert not has_generation_markers(tokenizer)
+    rows = training_rows([CHAT], assistant_masks=False)
+    assert rows == [{"prompt": CHAT[:1], "completion": CHAT[1:]}]
+
+
+def test_template_with_generation_markers_keeps_messages(tiny_lm_dir: Path):
+    tokenizer = load_tokenizer(ModelRef(model=str(tiny_lm_dir)))
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}"
+        "{{ m['content'] }}{% endgeneration %}{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
+    )
+    assert has_generation_markers(tokenizer)
+    assert training_rows([CHAT], assistant_masks=True) == [{"messages": CHAT}]
+
+
+def test_bad_training_row_names_file_line_and_field(tmp_path: Path):
+    path = _write_rows(tmp_path / "d.jsonl", [{"messages": CHAT}, {"messages": CHAT[:1]}])
+    with pytest.raises(DataError, match=r"d.jsonl: line 2: field 'messages' must end with"):
+        load_sft_messages(path)
+    with pytest.raises(DataError, match="not found"):
+        load_sft_messages(tmp_path / "missing.jsonl")
+
+
+def test_unknown_sft_override_is_a_config_error(tiny_lm_dir: Path, tmp_path: Path):
+    cfg = _config(tiny_lm_dir, tmp_path, learning_rte=1.0)
+    with pytest.raises(ConfigError, match=r"student_training.sft: unknown SFTConfig field\(s\) \['learning_rte'\]"):
+        sft_config(cfg.student_training, cfg.student, tmp_path)
+
+
+def test_sft_override_wins_over_named_field(tiny_lm_dir: Path, tmp_path: Path):
+    cfg = _config(tiny_lm_dir, tmp_path, num_train_epochs=3.0)
+    args = sft_config(cfg.student_training, cfg.student, tmp_path, completion_only_loss=True)
+    assert args.num_train_epochs == 3.0
+    assert args.completion_only_loss is True
+    assert args.seed == cfg.student_training.seed
+
+
+def test_lora_training_saves_a_standard_checkpoint_and_resumes(tiny_lm_dir: Path, tmp_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    data = _write_rows(tmp_path / "d.jsonl", [{"messages": CHAT}] * 4)
+    out = tmp_path / "student"
+    # First run: 1 step with a checkpoint, as if the job had been stopped there.
+    cfg = _config(tiny_lm_dir, tmp_path, max_steps=1, save_steps=1)
+    final = train_student(cfg, data, out)
+    assert (out / "checkpoint-1").is_dir()
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    summary = json.loads((final / "persyn_training.json").read_text())
+    assert summary["steps"] == 1
+    assert summary["loss_on"] == "last assistant turn (prompt/completion)"
+    model = AutoModelForCausalLM.from_pretrained(final)  # merged: no peft needed to load
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+    # A finished folder is kept; an unfinished one resumes from its last checkpoint.
+    assert train_student(cfg, data, out) == final
+    (final / "persyn_training.json").unlink()
+    resumed = train_student(_config(tiny_lm_dir, tmp_path, max_steps=2, save_steps=1), data, out)
+    assert json.loads((resumed / "persyn_training.json").read_text())["steps"] == 2
+
+
+def test_score_answers_uses_math_verify_and_ifeval_strict_and_loose():
+    math = Prompt("m", [{"role": "user", "content": "Sam has 2 and buys 3. How many?"}], "math", "5")
+    lower = Prompt(
+        "i", [{"role": "user", "content": "Describe the sea. Use only lowercase letters."}],
+        "instruction",
+        meta={"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+    )
+    quoted = Prompt(
+        "q", [{"role": "user", "content": "Describe rain. Wrap it in double quotes."}],
+        "instruction",
+        meta={"instruction_id_list": ["startend:quotation"], "kwargs": [{}]},
+    )
+    answers = {
+        "m": Generation("m", "2 + 3 = 5. The answer is 5.", completion_tokens=10),
+        "i": Generation("i", "the sea is wide and blue.", completion_tokens=6),
+        # Strict fails (a first line before the quote); loose drops the first line.
+        "q": Generation("q", "Sure:\n\"Rain falls softly.\"", completion_tokens=6),
+    }
+    metrics = score_answers([math, lower, quoted], answers)
+    assert metrics["math_accuracy"] == 1.0
+    assert metrics["ifeval_strict"] == 0.5
+    assert metrics["ifeval_loose"] == 1.0
+    assert metrics["score"] == 0.75
+    missing = score_answers([math], {})
+    assert missing["math_accuracy"] == 0.0 and missing["failed_generations"] == 1
+
+
+def test_evaluate_student_generates_once_and_writes_metrics(tiny_lm_dir: Path, tmp_path: Path):
+    cfg = _config(tiny_lm_dir, tmp_path)
+    ref = ModelRef(model=str(tiny_lm_dir), dtype="float32")
+    metrics = evaluate_student(cfg, ref, tmp_path / "eval", LocalExecutor())
+    answers = (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == metrics["prompts"] == 4
+    assert metrics["math_prompts"] + metrics["instruction_prompts"] == 4
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["score"] == metrics["score"]
+    evaluate_student(cfg, ref, tmp_path / "eval", LocalExecutor())
+    assert (tmp_path / "eval" / "answers.jsonl").read_text().splitlines() == answers
+
+
+def test_evaluation_without_held_out_prompts_is_a_config_error(tiny_lm_dir: Path, tmp_path: Path):
+    cfg = parse_config(tiny_run_config(tiny_lm_dir, tmp_path / "run"))
+    with pytest.raises(ConfigError, match="evaluation.prompts: not set"):
+        evaluate_student(cfg, cfg.student, tmp_path, LocalExecutor())
+
+
+def test_lm_eval_is_skipped_with_a_reason_when_unavailable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = lm_eval(ModelRef(model="some/model"), ["gsm8k"], limit=5)
+    assert set(result) == {"skipped"}
+    assert "lm-eval" in result["skipped"] or "HF_HUB_OFFLINE" in result["skipped"]
+
+
+@pytest.mark.slow
+def test_gguf_student_is_rebuilt_into_a_savable_model(tmp_path: Path):
+    model, tokenizer = load_trainable_student(StudentConfig(**SMOL))
+    model.save_pretrained(tmp_path)  # a GGUF-loaded model would refuse
+    assert (tmp_path / "model.safetensors").is_file()
+    assert tokenizer.chat_template
