@@ -72,6 +72,7 @@ def test_results_reach_the_sink_one_batch_at_a_time() -> None:
     prompts = load_prompts(PromptsConfig(builtin="arithmetic", num_prompts=10))
     calls: list[list[Generation]] = []
     RayExecutor(ExecutorConfig(kind="ray", concurrency=2)).generate(teacher, prompts, calls.append)
+    # ten prompts, batch size 3: four batches, each saved as soon as it is answered
     assert sorted(len(c) for c in calls) == [1, 3, 3, 3]
     answers = {g.prompt_id: g for c in calls for g in c}
     assert sorted(answers) == sorted(p.id for p in prompts)

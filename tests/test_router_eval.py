@@ -18,6 +18,7 @@ from persyn.calibration_select import (
 )
 from persyn.config import CalibrationConfig, RouterConfig, parse_config
 from persyn.pipeline import Run, run_stage
+from persyn.router.encoder import PromptEncoder
 from persyn.router.evaluate import (
     HeldOut,
     budget_curve,
@@ -46,8 +47,15 @@ def held_out() -> HeldOut:
 FAST = RouterConfig(epochs=40, knn_k=3)
 
 
-def test_routers_side_by_side_with_the_oracle(held_out: HeldOut) -> None:
-    results = compare_routers(held_out, FAST, ["bradley-terry", "knn", "best-fixed", "random"])
+@pytest.fixture(scope="module")
+def encoder() -> PromptEncoder:
+    """One packaged MiniLM for every router here (it memoises each prompt's embedding)."""
+    return PromptEncoder(FAST.backbone)
+
+
+def test_routers_side_by_side_with_the_oracle(held_out: HeldOut, encoder: PromptEncoder) -> None:
+    kinds = ["bradley-terry", "knn", "best-fixed", "random"]
+    results = compare_routers(held_out, FAST, kinds, encoder)
     assert list(results) == ["bradley-terry", "knn", "best-fixed", "random", "oracle"]
     assert results["oracle"]["top1"] == 1.0 and results["oracle"]["captured"] == 1.0
     assert results["oracle"]["regret"] == 0.0
@@ -58,8 +66,8 @@ def test_routers_side_by_side_with_the_oracle(held_out: HeldOut) -> None:
         compare_routers(held_out, FAST, ["gpt"])
 
 
-def test_learning_curve_covers_each_size_once(held_out: HeldOut) -> None:
-    rows = learning_curve(held_out, FAST, [1, 4, 12, 100], repeats=2)
+def test_learning_curve_covers_each_size_once(held_out: HeldOut, encoder: PromptEncoder) -> None:
+    rows = learning_curve(held_out, FAST, [1, 4, 12, 100], repeats=2, encoder=encoder)
     assert [r["calibration_prompts"] for r in rows] == [4, 12, 24]
     assert all(0 <= r["top1"] <= 1 for r in rows)
     assert rows[-1]["captured"] > 0.9
@@ -85,8 +93,10 @@ def test_random_strategy_draws_what_prepare_always_drew() -> None:
     assert random_selection(5, 10, 0) == random_selection(5, 10, 0)
 
 
-def test_selection_strategies_compared_at_equal_size(held_out: HeldOut) -> None:
-    rows = compare_selection(held_out, FAST, [6, 12], repeats=2)
+def test_selection_strategies_compared_at_equal_size(
+    held_out: HeldOut, encoder: PromptEncoder
+) -> None:
+    rows = compare_selection(held_out, FAST, [6, 12], repeats=1, encoder=encoder)
     assert [(r["strategy"], r["calibration_prompts"]) for r in rows] == [
         (s, n) for n in (6, 12) for s in ("random", "kcenter", "uncertainty")
     ]

@@ -151,7 +151,48 @@ def _stage_command(stage: str) -> None:
 
 
 for _stage in STAGES:
-    _stage_command(_stage)
+    if _stage != "score":  # `score` has its own command below (alpha sweeps)
+        _stage_command(_stage)
+
+
+@app.command("score")
+def score_cmd(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    alpha: Annotated[
+        str | None,
+        typer.Option(
+            "--alpha",
+            help="Comma-separated alphas to sweep, e.g. 0.1,0.4,0.7: re-mixes the cached "
+            "scores (no model call), writes rewards_alpha{a}.jsonl each and alpha_sweep.md.",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
+    from persyn.pipeline import alpha_sweep
+
+    set_quiet(quiet)
+    try:
+        cfg = _load(config, set_)
+        run_ = Run.open(cfg, run_dir)
+        if alpha is None:
+            run_stage(run_, "score")
+        else:
+            try:
+                alphas = [float(a) for a in alpha.split(",")]
+            except ValueError:
+                raise StageError(f"--alpha {alpha!r}: expected numbers like 0.1,0.4,0.7") from None
+            alpha_sweep(run_, alphas)
+    except (ConfigError, DataError, StageError) as err:
+        _fail(err)
+    if alpha is None:
+        console.print("score: done")
+    else:
+        table = run_.store.path("alpha_sweep.md")
+        console.print(table.read_text(), markup=False, highlight=False)
+        console.print(f"written to {table} and rewards_alpha*.jsonl")
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory (the config's run_dir).")]

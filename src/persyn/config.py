@@ -50,6 +50,9 @@ class StudentConfig(ModelRef):
     batch_tokens: int = Field(
         4096, gt=0, description="Token budget per learnability batch (length-bucketed)."
     )
+    scorer: Literal["hf", "vllm"] = Field(
+        "hf", description="Learnability engine: transformers, or vLLM `prompt_logprobs` (GPU)."
+    )
 
 
 class GenerationParams(Section):
@@ -142,9 +145,20 @@ class CalibrationConfig(Section):
 
 
 class QualitySignal(Section):
-    kind: Literal["math", "ifeval"] = Field(description="Quality signal (registry key).")
+    kind: Literal["math", "ifeval", "reward_model", "judge"] = Field(
+        description="Quality signal (registry key in persyn.rewards.quality.QUALITY_SIGNALS)."
+    )
+    name: str | None = Field(
+        None, description="Label in the scores file (default: `kind`); unique per config."
+    )
     weight: float = Field(1.0, gt=0, description="Weight when several signals apply.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Signal settings.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Signal settings (see the signal's docstring)."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
 
 
 class RewardsConfig(Section):
@@ -156,6 +170,14 @@ class RewardsConfig(Section):
         default_factory=lambda: [QualitySignal(kind="math")],
         description="Quality signals; each scores the prompts it applies to.",
     )
+
+    @field_validator("quality")
+    @classmethod
+    def _unique_labels(cls, v: list[QualitySignal]) -> list[QualitySignal]:
+        labels = [s.label for s in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"quality signals {labels} repeat a label; give each a `name`")
+        return v
 
 
 class LMRouterConfig(Section):

@@ -71,9 +71,14 @@ TOPICS = [
     "mountains", "the first day of school", "a summer picnic", "trains", "gardening",
 ]
 KEYWORDS = ["blue", "happy", "light", "quiet", "green", "music", "warm", "smile"]
+FORBIDDEN = ["very", "really", "nice", "good", "thing", "beautiful", "big", "great"]
 
-# (IFEval instruction id, kwargs factory, instruction sentence)
-CONSTRAINTS: list[tuple[str, Callable[[random.Random], dict[str, Any]], str]] = [
+Constraint = tuple[str, Callable[[random.Random], dict[str, Any]], str]
+
+# (IFEval instruction id, kwargs factory, instruction sentence). The first six are the
+# `demo-mix` set; `instructions` draws from all of them. Left out: checks that need NLTK
+# data files (number_sentences, capital_word_frequency), which cannot be fetched offline.
+CONSTRAINTS: list[Constraint] = [
     ("keywords:existence", lambda r: {"keywords": [r.choice(KEYWORDS)]},
      "Include the word \"{keywords[0]}\"."),
     ("change_case:english_lowercase", lambda r: {},
@@ -85,30 +90,110 @@ CONSTRAINTS: list[tuple[str, Callable[[random.Random], dict[str, Any]], str]] = 
     ("change_case:english_capital", lambda r: {}, "Write your whole answer in capital letters."),
     ("detectable_format:title", lambda r: {},
      "Give it a title wrapped in double angular brackets, like <<title>>."),
+    ("punctuation:no_comma", lambda r: {}, "Do not use any commas."),
+    ("keywords:forbidden_words", lambda r: {"forbidden_words": r.sample(FORBIDDEN, 2)},
+     "Do not use the words \"{forbidden_words[0]}\" or \"{forbidden_words[1]}\"."),
+    ("keywords:frequency",
+     lambda r: {"keyword": r.choice(KEYWORDS), "frequency": 2, "relation": "at least"},
+     "Use the word \"{keyword}\" at least {frequency} times."),
+    ("keywords:letter_frequency",
+     lambda r: {"letter": r.choice("aeiou"), "let_frequency": 6, "let_relation": "at least"},
+     "Use the letter \"{letter}\" at least {let_frequency} times."),
+    ("length_constraints:number_paragraphs", lambda r: {"num_paragraphs": 2},
+     "Write exactly {num_paragraphs} paragraphs, separated by the markdown divider ***."),
+    ("detectable_content:postscript", lambda r: {"postscript_marker": "P.S."},
+     "End with a postscript that starts with {postscript_marker}"),
+    ("detectable_content:number_placeholders", lambda r: {"num_placeholders": 1},
+     "Include at least {num_placeholders} placeholder in square brackets, like [name]."),
+    ("detectable_format:number_bullet_lists", lambda r: {"num_bullets": r.choice([2, 3])},
+     "Answer with exactly {num_bullets} markdown bullet points, like: * point."),
+    ("detectable_format:number_highlighted_sections", lambda r: {"num_highlights": 1},
+     "Highlight at least {num_highlights} part with markdown, like *highlighted part*."),
+    ("detectable_format:json_format", lambda r: {}, "Give your whole answer as JSON."),
+    ("startend:end_checker",
+     lambda r: {"end_phrase": "Is there anything else I can help with?"},
+     "Finish with the exact phrase \"{end_phrase}\" and nothing after it."),
+    ("detectable_format:multiple_sections",
+     lambda r: {"section_spliter": "Section", "num_sections": 2},
+     "Split your answer into {num_sections} parts, each starting with \"{section_spliter} N\"."),
 ]
+DEMO_MIX_CONSTRAINTS = CONSTRAINTS[:6]
+SHORT_TASKS = ["Write a short sentence about", "Describe", "Write two sentences about"]
+TASKS = ["Write about", "Describe", "Tell me about", "Write a short note about"]
 
 
-def _instruction(rng: random.Random, index: int) -> Prompt:
-    topic = rng.choice(TOPICS)
-    ident, make_kwargs, sentence = CONSTRAINTS[index % len(CONSTRAINTS)]
-    kwargs = make_kwargs(rng)
-    task = rng.choice(["Write a short sentence about", "Describe", "Write two sentences about"])
-    content = f"{task} {topic}. {sentence.format(**kwargs)}"
-    return Prompt(
-        id=f"instr-{index:05d}",
-        messages=[{"role": "user", "content": content}],
-        kind="instruction",
-        meta={"task": "instruction", "instruction_id_list": [ident], "kwargs": [kwargs]},
+# Pairs IFEval's conflict table lets through that no response can satisfy together here.
+EXTRA_CONFLICTS = {
+    frozenset(pair)
+    for pair in [
+        ("change_case:english_lowercase", "detectable_format:multiple_sections"),  # "Section"
+        ("change_case:english_capital", "detectable_format:multiple_sections"),
+        ("change_case:english_lowercase", "detectable_content:postscript"),  # "P.S."
+        ("startend:end_checker", "detectable_content:postscript"),  # both want the last word
+        ("startend:end_checker", "startend:quotation"),
+        ("length_constraints:number_words", "length_constraints:number_paragraphs"),
+    ]
+}
+
+
+def compatible(a: str, b: str) -> bool:
+    """Two instruction ids that can hold together (IFEval's conflict table, both ways)."""
+    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS
+
+    return (
+        a != b
+        and b not in INSTRUCTION_CONFLICTS.get(a, ())
+        and a not in INSTRUCTION_CONFLICTS.get(b, ())
+        and frozenset((a, b)) not in EXTRA_CONFLICTS
     )
 
 
+def _constrained(
+    rng: random.Random, ident: str, constraints: list[Constraint], tasks: list[str]
+) -> Prompt:
+    """A prompt about a random topic carrying `constraints` (ids and kwargs in `meta`)."""
+    topic = rng.choice(TOPICS)
+    kwargs = [make_kwargs(rng) for _, make_kwargs, _ in constraints]
+    task = rng.choice(tasks)
+    sentences = [c[2].format(**k) for c, k in zip(constraints, kwargs)]
+    return Prompt(
+        id=ident,
+        messages=[{"role": "user", "content": " ".join([f"{task} {topic}.", *sentences])}],
+        kind="instruction",
+        meta={
+            "task": "instruction",
+            "instruction_id_list": [c[0] for c in constraints],
+            "kwargs": kwargs,
+        },
+    )
+
+
+def _instruction(rng: random.Random, index: int) -> Prompt:
+    """`demo-mix`: one of the six basic constraints, in turn."""
+    chosen = DEMO_MIX_CONSTRAINTS[index % len(DEMO_MIX_CONSTRAINTS)]
+    return _constrained(rng, f"instr-{index:05d}", [chosen], SHORT_TASKS)
+
+
+def _instruction_tiered(rng: random.Random, index: int) -> Prompt:
+    """`instructions`: every constraint in turn; odd prompts (the harder tier) add a
+    second, compatible constraint drawn at random."""
+    first = CONSTRAINTS[(index // 2) % len(CONSTRAINTS)]
+    chosen = [first]
+    if index % 2:
+        chosen.append(rng.choice([c for c in CONSTRAINTS if compatible(first[0], c[0])]))
+    prompt = _constrained(rng, f"instr-{index:05d}", chosen, TASKS)
+    prompt.meta["tier"] = len(chosen)
+    return prompt
+
+
 def builtin_prompts(name: str, num_prompts: int, seed: int) -> list[Prompt]:
-    """`arithmetic`, `instructions`, or `demo-mix` (60% arithmetic, 40% instructions)."""
+    """`arithmetic`, `instructions` (18 IFEval constraint kinds, one or two per prompt),
+    or `demo-mix` (60% arithmetic, 40% instructions with the six basic constraints)."""
     rng = random.Random(seed)
     if name == "arithmetic":
         return [_arithmetic(rng, i) for i in range(num_prompts)]
     if name == "instructions":
-        return [_instruction(rng, i) for i in range(num_prompts)]
+        return [_instruction_tiered(rng, i) for i in range(num_prompts)]
     n_math = round(num_prompts * 0.6)
     prompts = [_arithmetic(rng, i) for i in range(n_math)]
     prompts += [_instruction(rng, i) for i in range(num_prompts - n_math)]

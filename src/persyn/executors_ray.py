@@ -1,8 +1,9 @@
 """Ray executor (`executor: {kind: ray}`, `pip install 'persyn[ray]'`): generation and
 learnability scoring run as Ray Data `map_batches` over a pool of actors, one model
-replica per actor, `executor.concurrency` replicas with `executor.num_gpus` GPUs each. On
-a cluster started with `ray start` (`executor.address: auto`) the replicas spread over
-the nodes; the driver only streams results back.
+replica per actor, `executor.concurrency` replicas with `executor.num_gpus` GPUs each (the
+student and `hf` teachers; HTTP and programmatic teachers take none). On a cluster
+started with `ray start` (`executor.address: auto`) the replicas spread over the nodes;
+the driver only streams results back.
 
 vLLM teachers run through Ray Data's own vLLM processor (`ray.data.llm`) where the
 installed Ray has it, so tensor/pipeline parallelism and GPU placement are Ray's; other
@@ -17,7 +18,6 @@ variable set.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -32,6 +32,8 @@ from persyn.teachers.base import Generation, Prompt, make_teacher
 
 # Pairs per scoring call; the scorer packs them into token-budgeted batches itself.
 SCORE_CHUNK = 64
+# Backends that hold model weights in the replica, so they get `executor.num_gpus` each.
+GPU_BACKENDS = frozenset({"hf", "vllm"})
 
 
 class TeacherReplica:
@@ -77,22 +79,23 @@ class RayExecutor(Executor):
         return ray
 
     def _stream(
-        self, items: list[str], replica: type, config: dict[str, Any], batch_size: int
+        self,
+        items: list[str],
+        replica: type,
+        config: dict[str, Any],
+        batch_size: int,
+        num_gpus: float,
     ) -> Iterator[list[dict[str, Any]]]:
         """Run `replica` over `items` on the actor pool; yield decoded results per batch."""
         ray = self._ray()
-        # One block per batch: blocks are what stream back, so each finished batch is saved.
-        dataset = ray.data.from_items(
-            [{"item": item} for item in items],
-            override_num_blocks=math.ceil(len(items) / batch_size),
-        )
+        dataset = _one_block_per_batch(ray, {"item": items}, batch_size)
         results = dataset.map_batches(
             replica,
             fn_constructor_kwargs={"config": config},
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=self.cfg.concurrency,
-            num_gpus=self.cfg.num_gpus,
+            compute=ray.data.ActorPoolStrategy(size=self.cfg.concurrency),
+            num_gpus=num_gpus,
         )
         for block in results.iter_batches(batch_size=None, batch_format="numpy"):
             yield [json.loads(r) for r in block["result"]]
@@ -108,6 +111,8 @@ class RayExecutor(Executor):
                 TeacherReplica,
                 teacher.model_dump(mode="json"),
                 teacher.batch_size,
+                # HTTP and programmatic teachers run no model here: reserve no GPU for them
+                self.cfg.num_gpus if teacher.backend in GPU_BACKENDS else 0,
             )
         )
         with bar(f"generate {teacher.name} (ray)", len(prompts)) as progress:
@@ -122,10 +127,9 @@ class RayExecutor(Executor):
             json.dumps({"index": i, "messages": messages, "response": response})
             for i, (messages, response) in enumerate(pairs)
         ]
+        config = student.model_dump(mode="json")
         with bar("score learnability (ray)", len(pairs)) as progress:
-            for rows in self._stream(
-                items, StudentReplica, student.model_dump(mode="json"), SCORE_CHUNK
-            ):
+            for rows in self._stream(items, StudentReplica, config, SCORE_CHUNK, self.cfg.num_gpus):
                 sink([r.pop("index") for r in rows], [LearnabilityScore(**r) for r in rows])
                 progress.advance(len(rows))
 
@@ -151,10 +155,11 @@ class RayExecutor(Executor):
             ),
             preprocess=_VLLMRequest(backend.sampling_params()),
         )
-        dataset = ray.data.from_items(
-            [{"prompt_id": p.id, "messages": json.dumps(backend.chat(p))} for p in prompts],
-            override_num_blocks=math.ceil(len(prompts) / teacher.batch_size),
-        )
+        columns = {
+            "prompt_id": [p.id for p in prompts],
+            "messages": [json.dumps(backend.chat(p)) for p in prompts],
+        }
+        dataset = _one_block_per_batch(ray, columns, teacher.batch_size)
         for block in processor(dataset).iter_batches(batch_size=None, batch_format="pandas"):
             yield [
                 {
@@ -180,6 +185,20 @@ class _VLLMRequest:
             "messages": json.loads(row["messages"]),
             "sampling_params": self.sampling_params,
         }
+
+
+def _one_block_per_batch(ray: Any, columns: dict[str, list[str]], batch_size: int) -> Any:
+    """A dataset of string columns cut into blocks of `batch_size` rows: blocks are what
+    stream back to the driver, so each batch is saved as soon as its actor finishes it."""
+    import pyarrow as pa
+
+    n = len(next(iter(columns.values())))
+    return ray.data.from_arrow(
+        [
+            pa.table({name: values[start : start + batch_size] for name, values in columns.items()})
+            for start in range(0, n, batch_size)
+        ]
+    )
 
 
 def _has_ray_llm() -> bool:

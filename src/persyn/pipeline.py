@@ -24,7 +24,14 @@ from persyn.models import check_model_exists
 from persyn.progress import bar, log
 from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import QUALITY_SIGNALS, combined_quality
-from persyn.store import RowLog, RunStore, atomic_write_json, read_jsonl, write_jsonl
+from persyn.store import (
+    RowLog,
+    RunStore,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    write_jsonl,
+)
 from persyn.teachers.base import Generation, Prompt, backend_class
 
 STAGES = ["prepare", "calibrate", "score", "train-router", "route", "generate", "export"]
@@ -220,7 +227,7 @@ def score(run: Run) -> None:
     write_rewards(run, ids, learn, qual)
     missing = int(np.isnan(learn).sum())
     _check_errors(
-        run, "score", "learnability",
+        run, "score", "learnability/quality",
         [{"prompt_id": ids[i], "error": "missing score"} for i, _ in zip(*np.where(np.isnan(learn)))],
         learn.size,
     )
@@ -287,6 +294,8 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
         for j, t in enumerate(cfg.teacher_names):
             lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], student_fp)))
             qrow = q_log.get((pid, t, fingerprint(teacher_fps[t], quality_fp)))
+            if qrow and qrow.get("error"):
+                continue  # a signal applies but could not score: no reward, not a guess
             if lrow and lrow["error"] is None:
                 learn[i, j] = lrow["learnability"]
             if qrow and qrow["quality"] is not None:
@@ -294,10 +303,19 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
     return learn, qual, len(todo_l)
 
 
-def write_rewards(run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray) -> None:
-    """Normalise, mix with alpha and write `rewards.jsonl` (cheap: redone on every alpha)."""
+def write_rewards(
+    run: Run,
+    ids: list[str],
+    learn: np.ndarray,
+    qual: np.ndarray,
+    alpha: float | None = None,
+    filename: str = "rewards.jsonl",
+) -> dict[str, float]:
+    """Normalise, mix with alpha (default: the config's) and write `filename` (cheap:
+    redone on every alpha); returns each teacher's oracle share."""
     rw = run.cfg.rewards
-    reward = combine(qual, learn, rw.alpha, rw.normalization)
+    alpha = rw.alpha if alpha is None else alpha
+    reward = combine(qual, learn, alpha, rw.normalization)
     oracle = oracle_choice(reward)
     names = run.cfg.teacher_names
 
@@ -314,11 +332,46 @@ def write_rewards(run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray)
         }
         for i, pid in enumerate(ids)
     ]
-    write_jsonl(run.store.path("rewards.jsonl"), rows)
+    write_jsonl(run.store.path(filename), rows)
+    if filename == "rewards.jsonl":
+        atomic_write_json(
+            run.store.path("rewards_meta.json"),
+            {"teachers": names, "alpha": alpha, "normalization": rw.normalization},
+        )
+    return {t: float(np.mean(oracle == j)) for j, t in enumerate(names)}
+
+
+def alpha_sweep(run: Run, alphas: list[float]) -> dict[str, dict[str, float]]:
+    """Re-mix the cached calibration scores at each alpha: `rewards_alpha{a}.jsonl` per
+    alpha and `alpha_sweep.json` with the oracle's share per teacher. Only the mix is
+    recomputed: `score` runs first if it is not done, then no model is called."""
+    for a in alphas:
+        if not 0 <= a <= 1:
+            raise StageError(f"--alpha {a}: alpha must be in [0, 1]")
+    run_stage(run, "score")
+    ids = run.split()["calibration"]
+    learn, qual, computed = score_responses(run, ids)
+    if computed:
+        raise StageError(f"alpha sweep: {computed} scores were missing after `score`")
+    shares = {
+        f"{a:g}": write_rewards(run, ids, learn, qual, a, f"rewards_alpha{a:g}.jsonl")
+        for a in alphas
+    }
     atomic_write_json(
-        run.store.path("rewards_meta.json"),
-        {"teachers": names, "alpha": rw.alpha, "normalization": rw.normalization},
+        run.store.path("alpha_sweep.json"),
+        {"normalization": run.cfg.rewards.normalization, "oracle_share": shares},
     )
+    names = run.cfg.teacher_names
+    table = [
+        f"Oracle share per teacher on {len(ids)} calibration prompts "
+        f"({run.cfg.rewards.normalization} normalisation)",
+        "",
+        "| alpha | " + " | ".join(names) + " |",
+        "|---:|" + "---:|" * len(names),
+        *(f"| {a} | " + " | ".join(f"{row[t]:.0%}" for t in names) + " |" for a, row in shares.items()),
+    ]
+    atomic_write_text(run.store.path("alpha_sweep.md"), "\n".join(table) + "\n")
+    return shares
 
 
 def load_rewards(run: Run, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:

@@ -68,21 +68,24 @@ class LearnabilityScorer:
         self.model, self.tokenizer = load_causal_lm(self.cfg)
 
     def score(self, pairs: list[tuple[list[dict[str, str]], str]]) -> list[LearnabilityScore]:
+        if self.cfg.scorer == "vllm":
+            return self._score_vllm(pairs)
         import torch
+        import torch.nn.functional as F
 
         if self.model is None:
             self.load()
         encoded = [encode_pair(self.tokenizer, m, r, self.cfg.max_length) for m, r in pairs]
-        results: list[LearnabilityScore | None] = [None] * len(pairs)
+        results: list[LearnabilityScore] = [_empty(t) for _, _, t in encoded]
         lengths = [len(ids) for ids, _, _ in encoded]
         pad = self.tokenizer.pad_token_id or 0
         device = self.model.device
         for batch in token_batches(lengths, self.cfg.batch_tokens):
+            batch = [i for i in batch if len(encoded[i][0]) > encoded[i][1]]
+            if not batch:
+                continue
             longest = max(lengths[i] for i in batch)
-            # Left padding puts every response at the end of its row, so the LM head only
-            # has to run on the last `keep` positions (`logits_to_keep`): the prompt tokens,
-            # most of the sequence, never pay for the vocabulary projection.
-            keep = max(len(encoded[i][0]) - encoded[i][1] for i in batch) + 1
+            n_resp = [lengths[i] - encoded[i][1] for i in batch]
             input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
             attention = torch.zeros((len(batch), longest), dtype=torch.long)
             for row, i in enumerate(batch):
@@ -90,27 +93,66 @@ class LearnabilityScorer:
                 input_ids[row, longest - len(ids) :] = torch.tensor(ids)
                 attention[row, longest - len(ids) :] = 1
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            input_ids = input_ids.to(device)
             with torch.inference_mode():
+                # Left padding puts every response at the end of its row, so the LM head
+                # runs only on the last `keep` positions (`logits_to_keep`): the prompt
+                # tokens never pay for the vocabulary projection.
                 logits = self.model(
-                    input_ids=input_ids.to(device),
+                    input_ids=input_ids,
                     attention_mask=attention.to(device),
                     position_ids=positions.to(device),
-                    logits_to_keep=min(keep, longest),
-                ).logits.float()
-                # logits[:, k] predicts the token after position (longest - keep + k)
-                targets = input_ids[:, longest - logits.shape[1] + 1 :].to(device)
-                logits = logits[:, :-1]
-                token_lp = (
-                    logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-                ).cpu()
+                    logits_to_keep=max(n_resp) + 1,
+                ).logits
+                # Per row, a view of just its response positions: the log-softmax never
+                # touches the padding of shorter responses, and only those rows are upcast.
+                means = torch.stack(
+                    [
+                        -F.cross_entropy(
+                            logits[row, -n - 1 : -1].float(), input_ids[row, -n:]
+                        )
+                        for row, n in enumerate(n_resp)
+                    ]
+                ).tolist()
             for row, i in enumerate(batch):
-                ids, n_prompt, truncated = encoded[i]
-                n_resp = len(ids) - n_prompt
-                if n_resp <= 0:
-                    results[i] = LearnabilityScore(
-                        None, 0, truncated, "no response tokens fit in the student's context"
-                    )
-                    continue
-                lp = token_lp[row, token_lp.shape[1] - n_resp :]
-                results[i] = LearnabilityScore(float(lp.mean()), n_resp, truncated)
-        return [r for r in results if r is not None]
+                results[i] = LearnabilityScore(means[row], n_resp[row], encoded[i][2])
+        return results
+
+    def _score_vllm(
+        self, pairs: list[tuple[list[dict[str, str]], str]]
+    ) -> list[LearnabilityScore]:
+        """vLLM's `prompt_logprobs` on prompt + response token ids (GPU, continuous batching)."""
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from persyn.models import load_tokenizer, resolve_model_path
+
+        if self.model is None:
+            self.tokenizer = load_tokenizer(self.cfg)
+            folder = resolve_model_path(self.cfg.model)
+            self.model = LLM(
+                model=f"{folder}/{self.cfg.gguf_file}" if self.cfg.gguf_file else folder,
+                tokenizer=folder,
+                revision=self.cfg.revision,
+                trust_remote_code=self.cfg.trust_remote_code,
+                dtype=self.cfg.dtype,
+                max_model_len=self.cfg.max_length,
+            )
+        encoded = [encode_pair(self.tokenizer, m, r, self.cfg.max_length) for m, r in pairs]
+        results: list[LearnabilityScore] = [_empty(t) for _, _, t in encoded]
+        todo = [i for i, (ids, n_prompt, _) in enumerate(encoded) if len(ids) > n_prompt]
+        # prompt_logprobs=0: only the log-probability of each actual prompt token
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        outputs = self.model.generate(
+            [TokensPrompt(prompt_token_ids=encoded[i][0]) for i in todo], params, use_tqdm=False
+        )
+        for i, out in zip(todo, outputs):
+            ids, n_prompt, truncated = encoded[i]
+            lps = [out.prompt_logprobs[k][ids[k]].logprob for k in range(n_prompt, len(ids))]
+            results[i] = LearnabilityScore(sum(lps) / len(lps), len(lps), truncated)
+        return results
+
+
+def _empty(truncated: bool) -> LearnabilityScore:
+    """The score of a pair whose response got no token inside the student's context."""
+    return LearnabilityScore(None, 0, truncated, "no response tokens fit in the student's context")

@@ -1,44 +1,45 @@
 """Quality signals. Each scores the (prompt, response) samples it applies to.
 
-A signal returns a score in [0, 1] per sample, or None where it does not apply (a math
-checker on an instruction prompt). A sample's quality is the weighted mean of the signals
-that apply; with none, it has no quality score (an error in the scores file, not a guess).
+A signal returns, per sample, None where it does not apply (a math checker on an
+instruction prompt) or a `SignalScore`: a value in [0, 1], or no value and the reason
+(an unparsable judge reply, an over-long conversation). Signals are chosen and weighted in
+`rewards.quality`; a sample's quality is the weighted mean of the signals that apply. When
+a signal applies but could not score, the sample has no quality (recorded with the reason,
+never guessed): its reward is missing and it cannot be the oracle's choice.
+
+Every signal's value is on the same [0, 1] scale, so weights mean what they say: 0/1
+correctness (math), share of constraints satisfied (ifeval), a judge's grade divided by the
+top of its scale (judge), and a reward model's raw score through a logistic (reward_model;
+the raw score is kept next to it). Normalisation within the prompt comes after, in
+`persyn.rewards.mix`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
-from persyn.config import QualitySignal
-from persyn.teachers.base import Prompt
-
-
-class QualityScorer(ABC):
-    name: ClassVar[str]
-
-    def __init__(self, cfg: QualitySignal) -> None:
-        self.cfg = cfg
-
-    @abstractmethod
-    def score(self, samples: list[tuple[Prompt, str]]) -> list[float | None]:
-        """One score in [0, 1] (or None: not applicable) per (prompt, response)."""
+from persyn.config import ConfigError, QualitySignal
+from persyn.rewards.base import QualityScorer, Sample, SignalScore
+from persyn.rewards.judge import LLMJudge
+from persyn.rewards.reward_model import RewardModelScore
 
 
 class MathCorrectness(QualityScorer):
-    """Final-answer correctness against the reference, checked with math-verify.
+    """Final-answer correctness against the reference (0/1), checked with math-verify.
 
-    math-verify parses both sides symbolically (no model output is executed) under its
-    own per-check time limit (`timeout_seconds` option, default 5).
+    math-verify parses both sides into SymPy expressions with its own parser (model output
+    is parsed, never executed) under a time limit per parse and per comparison
+    (`timeout_seconds` option, default 5). A check that runs out of time counts as wrong.
+    Applies to prompts of kind `math` that have a reference.
     """
 
     name = "math"
 
-    def score(self, samples: list[tuple[Prompt, str]]) -> list[float | None]:
+    def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         from math_verify import parse, verify
 
         timeout = int(self.cfg.options.get("timeout_seconds", 5))
-        out: list[float | None] = []
+        out: list[SignalScore | None] = []
         for prompt, response in samples:
             if prompt.kind != "math" or prompt.reference is None:
                 out.append(None)
@@ -46,59 +47,93 @@ class MathCorrectness(QualityScorer):
             gold = parse(f"${prompt.reference}$", parsing_timeout=timeout)
             answer = parse(response, parsing_timeout=timeout)
             ok = bool(gold and answer and verify(gold, answer, timeout_seconds=timeout))
-            out.append(1.0 if ok else 0.0)
+            out.append(SignalScore(1.0 if ok else 0.0))
         return out
 
 
 class IFEvalConstraints(QualityScorer):
     """Share of the prompt's IFEval instructions the response satisfies (if-verifiable).
 
-    Options: `mode` strict (default) or loose; `binary` true to score 1 only when every
-    instruction holds.
+    Reads `instruction_id_list` and `kwargs` from the prompt's `meta` (the IFEval row
+    format). Options: `mode` strict (default: the response as written) or loose (also
+    accepted when it holds after dropping the first/last line or markdown emphasis);
+    `binary` true to score 1 only when every instruction holds.
     """
 
     name = "ifeval"
 
-    def score(self, samples: list[tuple[Prompt, str]]) -> list[float | None]:
+    def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         from if_verifiable.common import evaluate_instructions
         from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
         mode = self.cfg.options.get("mode", "strict")
-        binary = bool(self.cfg.options.get("binary", False))
-        field = f"{'binary' if binary else 'partial'}_{mode}"
-        out: list[float | None] = []
+        if mode not in ("strict", "loose"):
+            raise ConfigError(f"{self.where}.mode: use strict or loose, not {mode!r}")
+        field = f"{'binary' if self.cfg.options.get('binary', False) else 'partial'}_{mode}"
+        out: list[SignalScore | None] = []
         for prompt, response in samples:
             ids = prompt.meta.get("instruction_id_list")
             if not ids:
                 out.append(None)
                 continue
-            _, scores = evaluate_instructions(
-                response=response,
-                instruction_id_list=ids,
-                kwargs_list=prompt.meta.get("kwargs") or [{} for _ in ids],
-                prompt=prompt.messages[-1]["content"],
-                instruction_registry=INSTRUCTION_DICT,
-            )
-            out.append(float(getattr(scores, field)))
+            kwargs = prompt.meta.get("kwargs") or [{} for _ in ids]
+            unknown = [i for i in ids if i not in INSTRUCTION_DICT]
+            if unknown or len(kwargs) != len(ids):
+                why = (
+                    f"unknown IFEval instruction id {unknown[0]!r}" if unknown
+                    else f"{len(ids)} instruction ids but {len(kwargs)} kwargs entries"
+                )
+                out.append(SignalScore(None, f"prompt {prompt.id}: meta: {why}"))
+                continue
+            try:
+                _, scores = evaluate_instructions(
+                    response=response,
+                    instruction_id_list=ids,
+                    kwargs_list=kwargs,
+                    prompt=prompt.messages[-1]["content"],
+                    instruction_registry=INSTRUCTION_DICT,
+                )
+            except (TypeError, ValueError) as err:  # kwargs the checker does not accept
+                out.append(SignalScore(None, f"prompt {prompt.id}: meta.kwargs: {err}"))
+                continue
+            except LookupError:  # a checker that tokenises with NLTK, its data not installed
+                out.append(SignalScore(None, f"prompt {prompt.id}: {ids} need NLTK data: "
+                                       "python -m nltk.downloader punkt punkt_tab"))
+                continue
+            out.append(SignalScore(float(getattr(scores, field))))
         return out
 
 
 QUALITY_SIGNALS: dict[str, type[QualityScorer]] = {
-    cls.name: cls for cls in (MathCorrectness, IFEvalConstraints)
+    cls.name: cls for cls in (MathCorrectness, IFEvalConstraints, RewardModelScore, LLMJudge)
 }
 
 
-def combined_quality(
-    signals: list[QualitySignal], samples: list[tuple[Prompt, str]]
-) -> list[dict[str, Any]]:
-    """Per sample: {"quality": weighted mean or None, "signals": {name: score}}."""
-    per_signal = {
-        s.kind: (s.weight, QUALITY_SIGNALS[s.kind](s).score(samples)) for s in signals
-    }
+def quality_signal(cfg: QualitySignal) -> QualityScorer:
+    if cfg.kind not in QUALITY_SIGNALS:
+        raise ConfigError(
+            f"rewards.quality: unknown signal {cfg.kind!r}; use one of {sorted(QUALITY_SIGNALS)}"
+        )
+    return QUALITY_SIGNALS[cfg.kind](cfg)
+
+
+def combined_quality(signals: list[QualitySignal], samples: list[Sample]) -> list[dict[str, Any]]:
+    """Per sample: {"quality": weighted mean or None, "signals": {label: value}, "raw": ...,
+    "error": why a signal that applies gave no value, or None}.
+    """
+    per_signal = {s.label: (s.weight, quality_signal(s).score(samples)) for s in signals}
     out = []
     for i in range(len(samples)):
-        parts = {k: scores[i] for k, (_, scores) in per_signal.items() if scores[i] is not None}
-        total = sum(per_signal[k][0] for k in parts)
-        quality = sum(per_signal[k][0] * v for k, v in parts.items()) / total if parts else None
-        out.append({"quality": quality, "signals": parts})
+        applied = {k: scores[i] for k, (_, scores) in per_signal.items() if scores[i] is not None}
+        values = {k: s.value for k, s in applied.items()}
+        errors = [f"{k}: {s.error}" for k, s in applied.items() if s.value is None]
+        quality = None
+        if applied and not errors:
+            total = sum(per_signal[k][0] for k in applied)
+            quality = sum(per_signal[k][0] * v for k, v in values.items()) / total
+        row: dict[str, Any] = {"quality": quality, "signals": values, "error": "; ".join(errors) or None}
+        raw = {k: s.raw for k, s in applied.items() if s.raw is not None}
+        if raw:
+            row["raw"] = raw
+        out.append(row)
     return out

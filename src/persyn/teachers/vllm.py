@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from persyn.config import Section, TeacherConfig, backend_options
-from persyn.models import resolve_model_path
+from persyn.models import chat_prompt_ids, resolve_model_path
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
@@ -120,11 +120,7 @@ class VLLMTeacher(Teacher):
         results: dict[int, Generation] = {}
         ok: list[tuple[int, list[int]]] = []
         for i, p in enumerate(prompts):
-            encoded = tokenizer.apply_chat_template(
-                self.chat(p), add_generation_prompt=True, tokenize=True
-            )
-            # transformers 5 returns a BatchEncoding, older versions a plain list of ids
-            ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+            ids = chat_prompt_ids(tokenizer, self.chat(p))
             if len(ids) + max_new > context:
                 results[i] = Generation(
                     p.id,

@@ -1,0 +1,31 @@
+"""The quality-signal interface: `score(samples) -> one SignalScore or None per sample`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from persyn.config import QualitySignal
+from persyn.teachers.base import Prompt
+
+Sample = tuple[Prompt, str]
+
+
+@dataclass
+class SignalScore:
+    value: float | None  # in [0, 1]; None: the signal applies but could not score
+    error: str | None = None  # why there is no value
+    raw: float | None = None  # the signal's own scale, where it differs (reward model)
+
+
+class QualityScorer(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, cfg: QualitySignal) -> None:
+        self.cfg = cfg
+        self.where = f"rewards.quality[{cfg.label}].options"  # for error messages
+
+    @abstractmethod
+    def score(self, samples: list[Sample]) -> list[SignalScore | None]:
+        """One `SignalScore` (or None: not applicable) per (prompt, response)."""

@@ -1,0 +1,83 @@
+"""The reward-model quality signal, on a tiny LlamaForSequenceClassification built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from scipy.special import expit
+
+from persyn.config import ConfigError, QualitySignal
+from persyn.rewards.reward_model import RewardModelScore, conversation_ids
+from persyn.teachers.base import Prompt
+
+
+def tiny_reward_model(tiny_lm_dir: Path, folder: Path, num_labels: int = 1) -> Path:
+    """A 2-layer Llama with one output (num_labels=1) and SmolLM2's tokenizer/template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    config = LlamaConfig.from_pretrained(tiny_lm_dir, num_labels=num_labels)
+    torch.manual_seed(1)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_reward_model(tiny_lm_dir, tmp_path_factory.mktemp("tiny-rm"))
+
+
+PROMPTS = [
+    Prompt("a", [{"role": "user", "content": "Describe the sea."}]),
+    Prompt("b", [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]),
+    Prompt("c", [{"role": "user", "content": "What is 2 + 2?"}], "math", "4"),
+]
+RESPONSES = ["The sea is wide and blue and full of life.", "Hello!", "4"]
+
+
+def signal(rm_dir: Path, **options: object) -> RewardModelScore:
+    return RewardModelScore(
+        QualitySignal(kind="reward_model", options={"model": str(rm_dir), "dtype": "float32", **options})
+    )
+
+
+def test_batched_scores_match_one_at_a_time(rm_dir: Path) -> None:
+    scorer = signal(rm_dir, kinds=["instruction", "math"], batch_tokens=4096)
+    batched = scorer.score(list(zip(PROMPTS, RESPONSES)))
+    model, tokenizer = scorer.load()
+    for (prompt, response), s in zip(zip(PROMPTS, RESPONSES), batched):
+        ids = torch.tensor([conversation_ids(tokenizer, prompt.messages, response)])
+        with torch.no_grad():
+            raw = float(model(input_ids=ids).logits[0, 0])
+        assert s.raw == pytest.approx(raw, abs=1e-4)
+        assert s.value == pytest.approx(float(expit(raw)), abs=1e-6)
+        assert 0 < s.value < 1
+
+
+def test_conversation_uses_the_chat_template(rm_dir: Path) -> None:
+    _, tokenizer = signal(rm_dir).load()
+    text = tokenizer.decode(conversation_ids(tokenizer, PROMPTS[0].messages, RESPONSES[0]))
+    assert "<|im_start|>user\nDescribe the sea." in text
+    assert "<|im_start|>assistant\nThe sea is wide" in text
+
+
+def test_kinds_temperature_and_overlong(rm_dir: Path) -> None:
+    samples = list(zip(PROMPTS, RESPONSES))
+    default = signal(rm_dir).score(samples)
+    assert default[2] is None  # math prompts are left to the math signal by default
+    hot = signal(rm_dir, temperature=10.0).score(samples)
+    assert hot[0].raw == pytest.approx(default[0].raw, abs=1e-4)
+    assert hot[0].value == pytest.approx(float(expit(default[0].raw / 10)), abs=1e-6)
+    [short] = signal(rm_dir, max_length=12).score(samples[:1])
+    assert short.value is None and "max_length 12" in short.error
+
+
+def test_rejects_a_classifier_with_several_outputs(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    two = tiny_reward_model(tiny_lm_dir, tmp_path / "two", num_labels=2)
+    with pytest.raises(ConfigError, match=r"rewards.quality\[reward_model\].options.model: .*2 outputs"):
+        signal(two).score(list(zip(PROMPTS, RESPONSES)))
+    with pytest.raises(ConfigError, match=r"options.dtype"):
+        signal(two, dtype="float8").score(list(zip(PROMPTS, RESPONSES)))
