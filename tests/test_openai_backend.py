@@ -122,7 +122,8 @@ def test_a_refused_key_fails_the_stage_without_leaking_it(
     message = str(failure.value)
     assert "HTTP 401" in message and f"${KEY_ENV}" in message and "\n" not in message
     assert wrong_key not in message and files_containing(run_dir, wrong_key) == []
-    assert len(log_rows(run_dir, "solver-concise")) == CALIBRATION  # the finished teacher's rows are kept
+    # the teacher that finished before the refused one keeps its rows
+    assert len(log_rows(run_dir, "solver-concise")) == CALIBRATION
 
 
 def test_an_unset_key_variable_is_a_config_error(
@@ -153,7 +154,7 @@ def test_nothing_listening_fails_after_retries_and_a_rerun_resumes(
     with pytest.raises(StageError) as failure:
         run_stage(Run.open(cfg), "calibrate")
     assert time.monotonic() - started < 30
-    assert f"cannot connect to http://127.0.0.1:{port}/v1 (2 tries" in str(failure.value)
+    assert f"connection to http://127.0.0.1:{port}/v1 failed after 2 tries" in str(failure.value)
     assert "rerun" in str(failure.value)
     solver_rows = log_rows(run_dir, "solver-concise")
     assert len(solver_rows) == CALIBRATION and all(r["error"] is None for r in solver_rows)
@@ -163,9 +164,11 @@ def test_nothing_listening_fails_after_retries_and_a_rerun_resumes(
         run_stage(Run.open(cfg), "calibrate")
     assert log_rows(run_dir, "solver-concise") == solver_rows  # finished rows not redone
     latest = {r["prompt_id"]: r for r in log_rows(run_dir, "smol-brief")}
-    assert len(latest) == CALIBRATION and all(r["error"] is None and r["text"] for r in latest.values())
+    assert len(latest) == CALIBRATION
+    assert all(r["error"] is None and r["text"] for r in latest.values())
 
 
+@pytest.mark.slow  # a whole pipeline, two server starts: ~80 s measured on the shared 2 cores
 def test_server_killed_mid_generate_then_rerun_answers_each_prompt_once(
     tiny_lm_dir: Path, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ def without(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str,
     return [{k: v for k, v in r.items() if k not in keys} for r in rows]
 
 
+@pytest.mark.slow  # two whole pipelines, one on Ray: ~2 min measured on the shared 2 cores
 @pytest.mark.usefixtures("ray_cluster")
 def test_ray_executor_builds_the_same_dataset_as_the_local_one(
     tiny_lm_dir: Path, tmp_path: Path

@@ -15,6 +15,7 @@ from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
 from persyn.progress import set_quiet
+from persyn.store import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -81,9 +82,19 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
             f"router on {int(held['prompts'])} held-out calibration prompts: top-1 agreement "
             f"with the oracle {held['top1']:.0%}, pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
             f"  mean combined reward: router {held['reward']:.3f} | best single teacher "
-            f"{held['best_fixed_reward']:.3f} | random {held['random_reward']:.3f} | "
-            f"oracle {held['oracle_reward']:.3f}"
+            f"({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f} | random "
+            f"{held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
         )
+        beats = held["reward"] > max(held["best_fixed_reward"], held["random_reward"])
+        console.print(
+            f"  router {'beats' if beats else 'does NOT beat'} both the best single teacher "
+            "and random"
+        )
+    top = max(summary["oracle_share"], key=summary["oracle_share"].get)
+    console.print(
+        f"most frequent oracle teacher: {top} with {summary['oracle_share'][top]:.0%} of "
+        f"{summary['calibration_prompts']} calibration prompts"
+    )
     console.print(
         f"generations: {summary['generations']} used vs {summary['generate_then_select_generations']}"
         f" for Generate-then-Select ({summary['generation_ratio']:.0%}); dataset rows "
@@ -117,7 +128,7 @@ def demo(
         summary = run_pipeline(cfg, run_dir)
     except (ConfigError, DataError, StageError) as err:
         _fail(err)
-    (Path(run_dir) / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(Path(run_dir) / "demo_summary.json", summary)
     print_summary(summary, run_dir)
 
 

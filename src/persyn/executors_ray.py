@@ -70,6 +70,7 @@ class RayExecutor(Executor):
     def _ray(self) -> Any:
         try:
             import ray
+            import ray.data
         except ModuleNotFoundError:
             raise ConfigError("executor.kind ray needs Ray: pip install 'persyn[ray]'") from None
         if not ray.is_initialized():

@@ -7,8 +7,10 @@
 4. evaluate the untrained student and every trained one on the held-out prompts;
 5. write `results.md`, `results.csv` and `results.png` in the output folder.
 
-Each step keeps its outputs (datasets/, students/<name>/, eval/<name>/), so a rerun
-resumes where it stopped.
+Students and evaluations are stored under a fingerprint of what they depend on (the
+dataset's rows, the training and evaluation settings): a rerun resumes where it stopped,
+a changed setting never reuses a stale result, and two identical datasets (e.g. CAR and
+Strong picking the same teacher) share one student.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from persyn.baselines import BaselineContext, build_dataset
-from persyn.config import ModelRef, RunConfig
+from persyn.config import ModelRef, RunConfig, fingerprint
 from persyn.models import release_cached_model
 from persyn.pipeline import Run, run_pipeline
 from persyn.progress import log
@@ -64,11 +66,8 @@ def build_datasets(run: Run, out: Path) -> dict[str, Path]:
     ctx = BaselineContext(run, experiment_prompts(run), run.cfg.experiment)
     full: dict[str, list[dict[str, Any]]] = {}
     for name in run.cfg.experiment.datasets:
-        path = out / "datasets" / "all" / f"{name}.jsonl"
-        if not path.exists():
-            log(f"experiment: building dataset {name}")
-            write_jsonl(path, build_dataset(name, ctx))
-        full[name] = read_jsonl(path)
+        log(f"experiment: building dataset {name}")  # cheap: answers and scores are cached
+        full[name] = build_dataset(name, ctx)
     common = set.intersection(*({r["id"] for r in rows} for rows in full.values()))
     paths = {}
     for name, rows in full.items():
@@ -95,18 +94,23 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     run = prepare_run(cfg)
     paths = build_datasets(run, out)
     results: list[dict[str, Any]] = []
+    eval_fp = fingerprint(cfg.evaluation)
     if cfg.experiment.include_base_student:
         release_cached_model()
-        metrics = evaluate_student(cfg, cfg.student, out / "eval" / "student-base", run.executor)
+        base_dir = out / "eval" / f"base-{fingerprint(cfg.student, eval_fp)}"
+        metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
     for name, path in paths.items():
+        rows = read_jsonl(path)
+        key = fingerprint(
+            [r["messages"] for r in rows], cfg.student_training, cfg.student.model_dump(exclude={"family"})
+        )
         release_cached_model()  # training loads its own copy of the student
-        final = train_student(cfg, path, out / "students" / name)
+        final = train_student(cfg, path, out / "students" / key)
         release_cached_model()
         trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        metrics = evaluate_student(cfg, trained, out / "eval" / name, run.executor)
+        metrics = evaluate_student(cfg, trained, out / "eval" / f"{key}-{eval_fp}", run.executor)
         summary = training_summary(final)
-        rows = read_jsonl(path)
         results.append(
             {
                 "dataset": name,

@@ -468,8 +468,7 @@ def route(run: Run) -> None:
     if run.store.is_done("route", fp):
         return
     router = Router.load(run.store.path("router"), cfg.teacher_names)
-    by_id = run.prompts_by_id()
-    scores = router.scores([_prompt_text(by_id[i]) for i in ids])
+    scores = router_scores(run, router, ids, marker.get("fingerprint"))
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run))
     choice = make_policy(cfg.routing, names, cost).choose(scores)
@@ -493,6 +492,30 @@ def route(run: Run) -> None:
             f"route: expected cost {report['cost']:.4g} vs {report['argmax_cost']:.4g} for "
             f"argmax; router score given up {report['score_given_up']:.3f} per prompt"
         )
+
+
+ROUTE_CHUNK = 256  # prompts scored per router call; each chunk is logged before the next
+
+
+def router_scores(run: Run, router: Any, ids: list[str], router_fp: str | None) -> np.ndarray:
+    """The router's scores [prompts, teachers] for `ids`, computed in chunks and appended
+    to `router/scores.jsonl` under the trained router's fingerprint: a killed `route`
+    resumes where it stopped. The policy needs every score (a budget is global), so it
+    runs once they are all there."""
+    rowlog = RowLog(run.store.path("router", "scores.jsonl"), ("prompt_id", "fp"))
+    by_id = run.prompts_by_id()
+    todo = [pid for pid in ids if (pid, router_fp) not in rowlog]
+    with bar("route: router scores", len(todo)) as progress:
+        for start in range(0, len(todo), ROUTE_CHUNK):
+            chunk = todo[start : start + ROUTE_CHUNK]
+            chunk_scores = router.scores([_prompt_text(by_id[pid]) for pid in chunk])
+            rowlog.append(
+                {"prompt_id": pid, "fp": router_fp, "scores": [float(v) for v in row]}
+                for pid, row in zip(chunk, chunk_scores, strict=True)
+            )
+            progress.advance(len(chunk))
+    rows = [rowlog.get((pid, router_fp))["scores"] for pid in ids]  # type: ignore[index]
+    return np.array(rows, dtype=float).reshape(len(ids), len(run.cfg.teachers))
 
 
 def mean_response_tokens(run: Run) -> dict[str, float]:
@@ -624,6 +647,9 @@ def build_summary(
     cost = {t.name: tokens[t.name] / 1000 * t.cost_per_1k_tokens for t in cfg.teachers}
     oracle = [r["oracle"] for r in read_jsonl(run.store.path("rewards.jsonl"))]
     router_metrics = (run.store.marker("train-router") or {}).get("metrics", {})
+    heldout = router_metrics.get("val")
+    if heldout is not None:
+        heldout = {**heldout, "best_fixed_teacher_name": names[int(heldout["best_fixed_teacher"])]}
     generations = sum(used.values())
     gts = n_prompts * len(names)
     return {
@@ -637,7 +663,7 @@ def build_summary(
         "dataset_share": {t: sum(r["teacher"] == t for r in rows) / max(len(rows), 1) for t in names},
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
         "router_share": {t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names},
-        "router_heldout": router_metrics.get("val"),
+        "router_heldout": heldout,
         "generations": generations,
         "generate_then_select_generations": gts,
         "generation_ratio": generations / gts if gts else None,
@@ -665,12 +691,60 @@ STAGE_FUNCTIONS = {
 }
 
 
+# The config sections each stage reads itself; a stage also depends on every earlier one.
+STAGE_SECTIONS: dict[str, list[str]] = {
+    "prepare": ["prompts", "calibration"],
+    "calibrate": ["teachers"],
+    "score": ["student", "rewards.quality", "rewards.mix"],
+    "train-router": ["router"],
+    "route": ["routing"],
+    "generate": [],
+    "export": [],
+}
+
+
+def config_sections(cfg: RunConfig) -> dict[str, str]:
+    """Content hash of each config section a stage depends on, one per teacher (the same
+    parts the stage fingerprints hash: a teacher's cost is in `routing`, not its own)."""
+    return {
+        "prompts": fingerprint(cfg.prompts),
+        "calibration": fingerprint(cfg.calibration, cfg.router.val_fraction, cfg.router.seed),
+        "student": fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family"})),
+        "rewards.quality": fingerprint(cfg.rewards.quality),
+        "rewards.mix": fingerprint(cfg.rewards.alpha, cfg.rewards.normalization),
+        "router": fingerprint(cfg.router),
+        "routing": fingerprint(cfg.routing, [t.cost_per_1k_tokens for t in cfg.teachers]),
+        **{f"teacher:{t.name}": teacher_fingerprint(t) for t in cfg.teachers},
+    }
+
+
+def write_manifest(run: Run) -> None:
+    """`manifest.json`: the section hashes, and per finished stage its fingerprint, when it
+    finished and the sections it depends on (what a change there reruns)."""
+    sections = config_sections(run.cfg)
+    teachers = [f"teacher:{t}" for t in run.cfg.teacher_names]
+    depends: list[str] = []
+    stages = {}
+    for name in STAGES:
+        for section in STAGE_SECTIONS[name]:
+            depends += teachers if section == "teachers" else [section]
+        marker = run.store.marker(name)
+        if marker is not None:
+            stages[name] = {
+                "fingerprint": marker["fingerprint"],
+                "finished_at": marker["finished_at"],
+                "depends_on": list(depends),
+            }
+    atomic_write_json(run.store.path("manifest.json"), {"sections": sections, "stages": stages})
+
+
 def run_stage(run: Run, stage: str) -> Any:
     """Run `stage`, first running any earlier stage that is not done (each skips if done)."""
     upto = STAGES.index(stage)
     result = None
     for name in STAGES[: upto + 1]:
         result = STAGE_FUNCTIONS[name](run)
+        write_manifest(run)
     return result
 
 

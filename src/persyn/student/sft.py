@@ -21,13 +21,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from persyn.config import ConfigError, RunConfig, StudentConfig, StudentTrainingConfig
+from persyn.config import (
+    ConfigError,
+    RunConfig,
+    StudentConfig,
+    StudentTrainingConfig,
+    fingerprint,
+)
 from persyn.data import DataError
 from persyn.progress import log
 from persyn.store import atomic_write_json, iter_jsonl
 
 FINAL = "final"
 ADAPTER = "adapter"
+INPUTS = "persyn_inputs.json"
 
 
 def _check_messages(where: str, row: dict[str, Any]) -> list[dict[str, str]]:
@@ -166,7 +173,8 @@ def train_student(
     """Fine-tune `cfg.student` on `dataset`; returns the folder of the final checkpoint.
 
     A finished output folder is left as it is (delete `final/` to train again); an
-    unfinished one resumes from its last checkpoint.
+    unfinished one resumes from its last checkpoint. A folder holding a training on other
+    data or settings is an error, never silently reused.
     """
     import datasets
     from transformers.trainer_utils import get_last_checkpoint
@@ -176,10 +184,20 @@ def train_student(
     data_path = Path(dataset or tc.dataset or Path(cfg.run_dir) / "dataset.jsonl")
     out = Path(output_dir or tc.output_dir or Path(cfg.run_dir) / "student")
     final = out / FINAL
-    if (final / "persyn_training.json").is_file():
-        log(f"train-student: {final} is finished; delete it to train again")
-        return final
     conversations = load_sft_messages(data_path)
+    inputs_fp = fingerprint(conversations, tc, cfg.student.model_dump(exclude={"family"}))
+    if (out / INPUTS).is_file():
+        previous = json.loads((out / INPUTS).read_text())["fingerprint"]
+        if previous != inputs_fp:
+            raise ConfigError(
+                f"{out}: holds a student trained on other data or settings; delete it or "
+                "choose another output folder"
+            )
+        if (final / "persyn_training.json").is_file():
+            log(f"train-student: {final} is finished; delete it to train again")
+            return final
+    else:
+        atomic_write_json(out / INPUTS, {"fingerprint": inputs_fp, "dataset": str(data_path)})
     model, tokenizer = load_trainable_student(cfg.student)
     assistant_masks = has_generation_markers(tokenizer)
     loss = (
@@ -213,6 +231,7 @@ def train_student(
         final / "persyn_training.json",
         {
             "dataset": str(data_path),
+            "fingerprint": inputs_fp,
             "examples": len(conversations),
             "loss_on": "assistant turns (generation markers)" if assistant_masks
             else "last assistant turn (prompt/completion)",

@@ -154,8 +154,8 @@ class OpenAITeacher(Teacher):
         elif isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err
             message = (
-                f"cannot connect to {url} ({tries} tries: {type(cause).__name__}: {cause}); "
-                "check the server is up and options.base_url"
+                f"connection to {url} failed after {tries} tries ({type(cause).__name__}: "
+                f"{cause}); check the server is up and options.base_url"
             )
         elif isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
             message = (

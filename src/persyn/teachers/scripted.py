@@ -9,28 +9,31 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from persyn.config import ConfigError
+from persyn.config import ConfigError, TeacherConfig
 from persyn.demo import SCRIPTED
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
-def resolve_function(spec: str) -> Callable[[Prompt], str]:
+def resolve_function(spec: str, teacher: str) -> Callable[[Prompt], str]:
     if spec in SCRIPTED:
         return SCRIPTED[spec]
+    where = f"teacher {teacher!r}: scripted model {spec!r}"
     module, _, attr = spec.partition(":")
     if not attr:
         raise ConfigError(
-            f"scripted model {spec!r}: use a built-in ({', '.join(SCRIPTED)}) or module:function"
+            f"{where}: use a built-in ({', '.join(SCRIPTED)}) or module:function"
         )
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"scripted model {spec!r}: {err}") from None
+        raise ConfigError(f"{where}: {err} (is the module on PYTHONPATH?)") from None
 
 
 class ScriptedTeacher(Teacher):
-    def load(self) -> None:
-        self.fn = resolve_function(self.cfg.model)
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        # Resolved on construction, so `persyn validate` catches a wrong name up front.
+        self.fn = resolve_function(cfg.model, cfg.name)
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         out = []
