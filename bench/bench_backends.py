@@ -11,7 +11,7 @@ The two settings of each backend take turns round by round, so load from other j
 the shared machine falls on both alike. Prints a markdown table and replaces this
 benchmark's section in bench/RESULTS.md.
 
-    python bench/bench_backends.py --prompts 16 --concurrency 4 --batch 8
+    python bench/bench_backends.py --prompts 8 --concurrency 4 --batch 8
 """
 
 from __future__ import annotations
@@ -70,16 +70,17 @@ def compare(
     for _ in range(rounds):
         for k in (0, 1):
             seconds, tokens = timed_generate(teachers[k], prompts, per_call[k])
+            print(f"  {teachers[k].cfg.name} per_call={per_call[k]}: {seconds:.1f}s", file=sys.stderr)
             totals[k] = (totals[k][0] + seconds, totals[k][1] + tokens)
     return totals
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompts", type=int, default=16, help="prompts per round")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per round")
     parser.add_argument("--concurrency", type=int, default=4, help="openai backend setting")
     parser.add_argument("--batch", type=int, default=8, help="hf backend prompts per call")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per setting")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)

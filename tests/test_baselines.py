@@ -51,8 +51,15 @@ def _generation_rows(run: Run) -> int:
 
 def test_registry_names_every_baseline():
     assert list(BASELINES) == [
-        "persyn", "strong", "family-strong", "mix", "car", "random", "oracle",
-        "quality-only", "learnability-only",
+        "persyn",
+        "strong",
+        "family-strong",
+        "mix",
+        "car",
+        "random",
+        "oracle",
+        "quality-only",
+        "learnability-only",
     ]
 
 
@@ -63,8 +70,11 @@ def test_car_trades_quality_for_student_compatibility(tiny_lm_dir: Path, tmp_pat
     rows = []
     for i in range(5):
         rows.append(
-            {"prompt_id": f"p{i}", "quality": [1.0, 1.0 if i < 3 else 0.0, 0.0, 0.0],
-             "learnability": [-3.0, -0.5, -1.0, -1.0]}
+            {
+                "prompt_id": f"p{i}",
+                "quality": [1.0, 1.0 if i < 3 else 0.0, 0.0, 0.0],
+                "learnability": [-3.0, -0.5, -1.0, -1.0],
+            }
         )
     write_jsonl(run.store.path("rewards.jsonl"), rows)
     scores = car_scores(run, beta=1.0)
@@ -93,7 +103,9 @@ def test_single_teacher_baselines(tiny_run: Run):
 def test_family_strong_without_family_names_the_fix(tiny_run: Run):
     run = Run(tiny_run.cfg.model_copy(deep=True), tiny_run.store, tiny_run.executor)
     run.cfg.student.family = "qwen"
-    with pytest.raises(ConfigError, match=r"family-strong: no teacher has the student's family 'qwen'"):
+    with pytest.raises(
+        ConfigError, match=r"family-strong: no teacher has the student's family 'qwen'"
+    ):
         BASELINES["family-strong"](_ctx(run))
 
 
@@ -134,5 +146,5 @@ def test_persyn_and_its_alpha_ablations(tiny_run: Run):
 
 
 def test_unknown_dataset_is_a_config_error(tiny_run: Run):
-    with pytest.raises(ConfigError, match="experiment.datasets: unknown dataset 'best'"):
+    with pytest.raises(ConfigError, match=r"experiment\.datasets: unknown dataset 'best'"):
         build_dataset("best", _ctx(tiny_run))

@@ -72,7 +72,10 @@ def test_empty_user_message(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids(tmp_path: Path) -> None:
-    path = jsonl(tmp_path, [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}])
+    path = jsonl(
+        tmp_path,
+        [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}],
+    )
     message = load_error(path)
     assert "line 3: duplicate id 'a'" in message and "line 1" in message
 

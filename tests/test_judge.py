@@ -72,7 +72,10 @@ def test_scripted_judge_valid_and_malformed_replies() -> None:
 
 
 def test_rubric_kinds_and_scale() -> None:
-    rubric = "Q: {prompt}\nRef: {reference}\n[Answer to grade]\n{response}\nGrade {min_score}-{max_score}."
+    rubric = (
+        "Q: {prompt}\nRef: {reference}\n[Answer to grade]\n{response}\n"
+        "Grade {min_score}-{max_score}."
+    )
     scorer = judge(rubric=rubric, min_score=0, max_score=10, kinds=["math"])
     math = Prompt("m", [{"role": "user", "content": "2+2? {not a placeholder}"}], "math", "4")
     request = scorer.judge_prompt(scorer._rubric(0, 10), math, "good {response}")
@@ -84,16 +87,20 @@ def test_rubric_kinds_and_scale() -> None:
     with pytest.raises(ConfigError, match="rubric: must contain"):
         judge(rubric="no placeholders").score([(PROMPT, "good")])
     with pytest.raises(ConfigError, match=r"options.teacher.backend"):
-        LLMJudge(QualitySignal(kind="judge", options={"teacher": {"backend": "telepathy", "model": "x"}})).score(
-            [(PROMPT, "good")]
-        )
+        LLMJudge(
+            QualitySignal(kind="judge", options={"teacher": {"backend": "telepathy", "model": "x"}})
+        ).score([(PROMPT, "good")])
 
 
 def test_tiny_hf_model_as_judge(tiny_lm_dir: Path) -> None:
     """A real HF backend end to end: a random tiny model's reply is graded or, far more
     likely, recorded as unparsable with the reply's start."""
-    teacher = {"backend": "hf", "model": str(tiny_lm_dir), "dtype": "float32",
-               "generation": {"max_new_tokens": 6}}
+    teacher = {
+        "backend": "hf",
+        "model": str(tiny_lm_dir),
+        "dtype": "float32",
+        "generation": {"max_new_tokens": 6},
+    }
     scorer = LLMJudge(QualitySignal(kind="judge", options={"teacher": teacher}))
     scores = scorer.score([(PROMPT, "Blue."), (PROMPT, "Green.")])
     for s in scores:

@@ -60,3 +60,26 @@ def test_token_batches_respect_budget() -> None:
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120
+
+
+def test_pairs_without_response_tokens_get_a_reason(tiny_lm_dir: Path) -> None:
+    """An empty response, or a prompt that fills the context, is an error row, in place."""
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", max_length=64)
+    long_prompt = [{"role": "user", "content": "word " * 80}]
+    scores = LearnabilityScorer(cfg).score([PAIRS[1], (PAIRS[0][0], ""), (long_prompt, "hi")])
+    assert scores[0].logprob_mean is not None and scores[0].error is None
+    for s in scores[1:]:
+        assert s.logprob_mean is None and s.response_tokens == 0
+        assert s.error == "no response tokens fit in the student's context"
+    assert scores[2].truncated and not scores[1].truncated
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM prompt_logprobs needs a GPU")
+def test_vllm_prompt_logprobs_match_transformers(tiny_lm_dir: Path) -> None:
+    pytest.importorskip("vllm")
+    hf = LearnabilityScorer(StudentConfig(model=str(tiny_lm_dir), dtype="float32")).score(PAIRS)
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", scorer="vllm")
+    for a, b in zip(hf, LearnabilityScorer(cfg).score(PAIRS)):
+        assert b.logprob_mean == pytest.approx(a.logprob_mean, abs=1e-3)
+        assert b.response_tokens == a.response_tokens

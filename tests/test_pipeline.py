@@ -23,11 +23,15 @@ def line_counts(run_dir: Path) -> dict[str, int]:
 
 
 def finished_at(run_dir: Path) -> dict[str, float]:
-    return {s: json.loads((run_dir / "stages" / f"{s}.json").read_text())["finished_at"] for s in STAGES}
+    return {
+        s: json.loads((run_dir / "stages" / f"{s}.json").read_text())["finished_at"] for s in STAGES
+    }
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+def tiny_run(
+    tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Path]:
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
     data = tiny_run_config(tiny_lm_dir, run_dir)
     summary = run_pipeline(parse_config(data))
@@ -69,7 +73,9 @@ def test_datasets_folder_loads(tiny_run) -> None:
     ds = datasets.load_from_disk(str(run_dir / "dataset"))
     rows = read_jsonl(run_dir / "dataset.jsonl")
     assert len(ds) == len(rows) and ds[0]["id"] == rows[0]["id"]
-    assert {"messages", "teacher", "selected_by", "router_scores", "rewards"} <= set(ds.column_names)
+    assert {"messages", "teacher", "selected_by", "router_scores", "rewards"} <= set(
+        ds.column_names
+    )
 
 
 def test_summary_numbers(tiny_run) -> None:
@@ -89,7 +95,10 @@ def test_manifest_hashes_stage_inputs(tiny_run) -> None:
     assert set(manifest["stages"]) == set(STAGES)
     for stage in STAGES:
         entry = manifest["stages"][stage]
-        assert entry["fingerprint"] == json.loads((run_dir / "stages" / f"{stage}.json").read_text())["fingerprint"]
+        assert (
+            entry["fingerprint"]
+            == json.loads((run_dir / "stages" / f"{stage}.json").read_text())["fingerprint"]
+        )
         assert set(entry["depends_on"]) <= set(manifest["sections"])
     assert "rewards.mix" in manifest["stages"]["score"]["depends_on"]
     assert "rewards.mix" not in manifest["stages"]["calibrate"]["depends_on"]

@@ -18,7 +18,9 @@ MATH = Prompt("m1", [{"role": "user", "content": "Maya has 40 apples..."}], "mat
 
 def instruction(ids: list[str], kwargs: list[dict] | None = None) -> Prompt:
     meta = {"instruction_id_list": ids, "kwargs": kwargs or [{} for _ in ids]}
-    return Prompt("i1", [{"role": "user", "content": "Describe the sea."}], "instruction", None, meta)
+    return Prompt(
+        "i1", [{"role": "user", "content": "Describe the sea."}], "instruction", None, meta
+    )
 
 
 def math_values(response: str, **options: object) -> float | None:
@@ -30,7 +32,9 @@ def math_values(response: str, **options: object) -> float | None:
 def test_math_correctness_against_reference() -> None:
     assert math_values("6 * 7 = 42. The answer is 42.") == 1.0
     assert math_values("The answer is 41.") == 0.0
-    [na] = MathCorrectness(QualitySignal(kind="math")).score([(instruction(["punctuation:no_comma"]), "42")])
+    [na] = MathCorrectness(QualitySignal(kind="math")).score(
+        [(instruction(["punctuation:no_comma"]), "42")]
+    )
     assert na is None
 
 
@@ -58,7 +62,9 @@ def test_ifeval_strict_and_loose() -> None:
     )
     assert strict[0].value == 0.0 and loose[0].value == 1.0
     with pytest.raises(ConfigError, match="mode"):
-        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "lax"})).score([(prompt, "x")])
+        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "lax"})).score(
+            [(prompt, "x")]
+        )
 
 
 def test_ifeval_partial_binary_and_bad_metadata() -> None:
@@ -90,8 +96,12 @@ def test_combined_quality_weights_and_errors() -> None:
     both.kind, both.reference = "math", "42"  # a math prompt that also carries a constraint
     rows = combined_quality(
         signals,
-        [(MATH, "The answer is 42."), (both, "The answer is 41 I think."),
-         (instruction(["keywords:bogus"]), "x"), (Prompt("p", [], "instruction"), "x")],
+        [
+            (MATH, "The answer is 42."),
+            (both, "The answer is 41 I think."),
+            (instruction(["keywords:bogus"]), "x"),
+            (Prompt("p", [], "instruction"), "x"),
+        ],
     )
     assert rows[0]["quality"] == 1.0 and rows[0]["signals"] == {"math": 1.0}
     assert rows[1]["quality"] == pytest.approx((1 * 0.0 + 3 * 1.0) / 4)  # wrong, no comma
@@ -107,7 +117,9 @@ def test_every_demo_constraint_is_checkable() -> None:
         [(p, "A plain answer about the topic.") for p in prompts]
     )
     assert all(s is not None and s.error is None for s in scores)
-    assert {i for p in prompts for i in p.meta["instruction_id_list"]} == {c[0] for c in CONSTRAINTS}
+    assert {i for p in prompts for i in p.meta["instruction_id_list"]} == {
+        c[0] for c in CONSTRAINTS
+    }
 
 
 def test_instruction_set_tiers() -> None:

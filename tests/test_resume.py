@@ -37,8 +37,12 @@ def resume_config(tiny_lm_dir: Path, run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "student": {**lm, "max_length": 256},
         "teachers": [
-            {"name": "slow", "backend": "scripted", "model": "test_resume:slow_answer",
-             "batch_size": 1},
+            {
+                "name": "slow",
+                "backend": "scripted",
+                "model": "test_resume:slow_answer",
+                "batch_size": 1,
+            },
             {"name": "solver-verbose", "backend": "scripted", "model": "solver-verbose"},
             {"name": "solver-quick", "backend": "scripted", "model": "solver-quick"},
         ],
@@ -69,7 +73,10 @@ def kill_when(config: Path, log: Path, rows: int, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen(
         [PERSYN, "run", str(config), "--quiet"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 240
     try:
@@ -88,12 +95,19 @@ def resume(config: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(
         [PERSYN, "run", str(config), "--quiet"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("stage", "rows"), [("calibrate", 4), ("generate", 15)])
+@pytest.mark.parametrize(
+    ("stage", "rows"),
+    [("calibrate", 4), pytest.param("generate", 15, marks=pytest.mark.slow)],
+)
 def test_sigkill_mid_generation_then_resume(
     stage: str, rows: int, uninterrupted: Path, tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
@@ -114,13 +128,17 @@ def test_sigkill_mid_generation_then_resume(
     resume(config, tmp_path)
 
     clean_log = uninterrupted / "generations" / "slow.jsonl"
-    assert sorted(keys_once(log, ("prompt_id", "fp"))) == sorted(keys_once(clean_log, ("prompt_id", "fp")))
+    assert sorted(keys_once(log, ("prompt_id", "fp"))) == sorted(
+        keys_once(clean_log, ("prompt_id", "fp"))
+    )
     keys_once(run_dir / "scores" / "learnability.jsonl", ("prompt_id", "teacher", "fp"))
     for artifact in ("dataset.jsonl", "rewards.jsonl", "routes.jsonl"):
         assert (run_dir / artifact).read_text() == (uninterrupted / artifact).read_text(), artifact
 
 
-def test_torn_rows_in_scores_and_routes_resume(uninterrupted: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+def test_torn_rows_in_scores_and_routes_resume(
+    uninterrupted: Path, tiny_lm_dir: Path, tmp_path: Path
+) -> None:
     """A kill while a score or router-score row is half written: the torn row is dropped and
     recomputed once; the stage markers after it are gone, as after a real kill."""
     run_dir = tmp_path / "run"

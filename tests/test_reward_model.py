@@ -40,15 +40,17 @@ RESPONSES = ["The sea is wide and blue and full of life.", "Hello!", "4"]
 
 def signal(rm_dir: Path, **options: object) -> RewardModelScore:
     return RewardModelScore(
-        QualitySignal(kind="reward_model", options={"model": str(rm_dir), "dtype": "float32", **options})
+        QualitySignal(
+            kind="reward_model", options={"model": str(rm_dir), "dtype": "float32", **options}
+        )
     )
 
 
 def test_batched_scores_match_one_at_a_time(rm_dir: Path) -> None:
     scorer = signal(rm_dir, kinds=["instruction", "math"], batch_tokens=4096)
-    batched = scorer.score(list(zip(PROMPTS, RESPONSES)))
+    batched = scorer.score(list(zip(PROMPTS, RESPONSES, strict=True)))
     model, tokenizer = scorer.load()
-    for (prompt, response), s in zip(zip(PROMPTS, RESPONSES), batched):
+    for (prompt, response), s in zip(zip(PROMPTS, RESPONSES, strict=True), batched, strict=True):
         ids = torch.tensor([conversation_ids(tokenizer, prompt.messages, response)])
         with torch.no_grad():
             raw = float(model(input_ids=ids).logits[0, 0])
@@ -65,7 +67,7 @@ def test_conversation_uses_the_chat_template(rm_dir: Path) -> None:
 
 
 def test_kinds_temperature_and_overlong(rm_dir: Path) -> None:
-    samples = list(zip(PROMPTS, RESPONSES))
+    samples = list(zip(PROMPTS, RESPONSES, strict=True))
     default = signal(rm_dir).score(samples)
     assert default[2] is None  # math prompts are left to the math signal by default
     hot = signal(rm_dir, temperature=10.0).score(samples)
@@ -77,7 +79,32 @@ def test_kinds_temperature_and_overlong(rm_dir: Path) -> None:
 
 def test_rejects_a_classifier_with_several_outputs(tiny_lm_dir: Path, tmp_path: Path) -> None:
     two = tiny_reward_model(tiny_lm_dir, tmp_path / "two", num_labels=2)
-    with pytest.raises(ConfigError, match=r"rewards.quality\[reward_model\].options.model: .*2 outputs"):
-        signal(two).score(list(zip(PROMPTS, RESPONSES)))
+    with pytest.raises(
+        ConfigError, match=r"rewards.quality\[reward_model\].options.model: .*2 outputs"
+    ):
+        signal(two).score(list(zip(PROMPTS, RESPONSES, strict=True)))
     with pytest.raises(ConfigError, match=r"options.dtype"):
-        signal(two, dtype="float8").score(list(zip(PROMPTS, RESPONSES)))
+        signal(two, dtype="float8").score(list(zip(PROMPTS, RESPONSES, strict=True)))
+
+
+def test_validate_checks_signal_options_before_any_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from conftest import tiny_run_config
+
+    from persyn.config import parse_config
+    from persyn.pipeline import validate
+
+    def config(*quality: dict) -> dict:
+        return tiny_run_config(tiny_lm_dir, tmp_path, rewards={"quality": list(quality)})
+
+    missing = {"kind": "reward_model", "options": {"model": str(tmp_path / "no-such-rm")}}
+    with pytest.raises(
+        ConfigError, match=r"rewards.quality\[reward_model\].options.model: .*does not exist"
+    ):
+        validate(parse_config(config(missing)))
+    with pytest.raises(ConfigError, match=r"options.model: Field required"):
+        validate(parse_config(config({"kind": "reward_model"})))
+    judge = {"kind": "judge", "name": "strict", "options": {"teacher": {"backend": "scripted"}}}
+    with pytest.raises(ConfigError, match=r"rewards.quality\[strict\].options.teacher"):
+        validate(parse_config(config(judge)))
+    with pytest.raises(ConfigError, match=r"options.mode: use strict or loose"):
+        validate(parse_config(config({"kind": "ifeval", "options": {"mode": "lax"}})))

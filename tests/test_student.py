@@ -36,7 +36,10 @@ def _write_rows(path: Path, rows: list[dict]) -> Path:
 
 def _config(tiny_lm_dir: Path, tmp_path: Path, **training: object):
     data = tiny_run_config(tiny_lm_dir, tmp_path / "run")
-    data["student_training"] = {"batch_size": 2, "sft": {"gradient_checkpointing": False, **training}}
+    data["student_training"] = {
+        "batch_size": 2,
+        "sft": {"gradient_checkpointing": False, **training},
+    }
     data["evaluation"] = {
         "prompts": {"builtin": "demo-mix", "num_prompts": 4, "seed": 7},
         "max_new_tokens": 4,
@@ -72,7 +75,9 @@ def test_bad_training_row_names_file_line_and_field(tmp_path: Path):
 
 def test_unknown_sft_override_is_a_config_error(tiny_lm_dir: Path, tmp_path: Path):
     cfg = _config(tiny_lm_dir, tmp_path, learning_rte=1.0)
-    with pytest.raises(ConfigError, match=r"student_training.sft: unknown SFTConfig field\(s\) \['learning_rte'\]"):
+    with pytest.raises(
+        ConfigError, match=r"student_training.sft: unknown SFTConfig field\(s\) \['learning_rte'\]"
+    ):
         sft_config(cfg.student_training, cfg.student, tmp_path)
 
 
@@ -85,37 +90,47 @@ def test_sft_override_wins_over_named_field(tiny_lm_dir: Path, tmp_path: Path):
 
 
 def test_lora_training_saves_a_standard_checkpoint_and_resumes(tiny_lm_dir: Path, tmp_path: Path):
+    import shutil
+
     from transformers import AutoModelForCausalLM
 
     data = _write_rows(tmp_path / "d.jsonl", [{"messages": CHAT}] * 4)
     out = tmp_path / "student"
-    # First run: 1 step with a checkpoint, as if the job had been stopped there.
-    cfg = _config(tiny_lm_dir, tmp_path, max_steps=1, save_steps=1)
+    cfg = _config(tiny_lm_dir, tmp_path, max_steps=2, save_steps=1)
     final = train_student(cfg, data, out)
-    assert (out / "checkpoint-1").is_dir()
     assert (out / "adapter" / "adapter_config.json").is_file()
     summary = json.loads((final / "persyn_training.json").read_text())
-    assert summary["steps"] == 1
+    assert summary["steps"] == 2 and summary["resumed_from"] is None
     assert summary["loss_on"] == "last assistant turn (prompt/completion)"
     model = AutoModelForCausalLM.from_pretrained(final)  # merged: no peft needed to load
     assert not any("lora" in name for name, _ in model.named_parameters())
 
-    # A finished folder is kept; an unfinished one resumes from its last checkpoint.
+    # A finished folder is kept as it is.
     assert train_student(cfg, data, out) == final
-    (final / "persyn_training.json").unlink()
-    resumed = train_student(_config(tiny_lm_dir, tmp_path, max_steps=2, save_steps=1), data, out)
-    assert json.loads((resumed / "persyn_training.json").read_text())["steps"] == 2
+    # Stopped after step 1: the rerun resumes from that checkpoint.
+    shutil.rmtree(final)
+    shutil.rmtree(out / "checkpoint-2")
+    resumed = json.loads((train_student(cfg, data, out) / "persyn_training.json").read_text())
+    assert resumed["steps"] == 2 and resumed["resumed_from"].endswith("checkpoint-1")
+    # Other data in the same folder is an error, not a stale student.
+    other = _write_rows(tmp_path / "other.jsonl", [{"messages": CHAT[:1] + CHAT[1:]}] * 3)
+    with pytest.raises(ConfigError, match="holds a student trained on other data or settings"):
+        train_student(cfg, other, out)
 
 
 def test_score_answers_uses_math_verify_and_ifeval_strict_and_loose():
-    math = Prompt("m", [{"role": "user", "content": "Sam has 2 and buys 3. How many?"}], "math", "5")
+    math = Prompt(
+        "m", [{"role": "user", "content": "Sam has 2 and buys 3. How many?"}], "math", "5"
+    )
     lower = Prompt(
-        "i", [{"role": "user", "content": "Describe the sea. Use only lowercase letters."}],
+        "i",
+        [{"role": "user", "content": "Describe the sea. Use only lowercase letters."}],
         "instruction",
         meta={"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
     )
     quoted = Prompt(
-        "q", [{"role": "user", "content": "Describe rain. Wrap it in double quotes."}],
+        "q",
+        [{"role": "user", "content": "Describe rain. Wrap it in double quotes."}],
         "instruction",
         meta={"instruction_id_list": ["startend:quotation"], "kwargs": [{}]},
     )
@@ -123,7 +138,7 @@ def test_score_answers_uses_math_verify_and_ifeval_strict_and_loose():
         "m": Generation("m", "2 + 3 = 5. The answer is 5.", completion_tokens=10),
         "i": Generation("i", "the sea is wide and blue.", completion_tokens=6),
         # Strict fails (a first line before the quote); loose drops the first line.
-        "q": Generation("q", "Sure:\n\"Rain falls softly.\"", completion_tokens=6),
+        "q": Generation("q", 'Sure:\n"Rain falls softly."', completion_tokens=6),
     }
     metrics = score_answers([math, lower, quoted], answers)
     assert metrics["math_accuracy"] == 1.0
@@ -148,7 +163,7 @@ def test_evaluate_student_generates_once_and_writes_metrics(tiny_lm_dir: Path, t
 
 def test_evaluation_without_held_out_prompts_is_a_config_error(tiny_lm_dir: Path, tmp_path: Path):
     cfg = parse_config(tiny_run_config(tiny_lm_dir, tmp_path / "run"))
-    with pytest.raises(ConfigError, match="evaluation.prompts: not set"):
+    with pytest.raises(ConfigError, match=r"evaluation\.prompts: not set"):
         evaluate_student(cfg, cfg.student, tmp_path, LocalExecutor())
 
 

@@ -65,7 +65,7 @@ def calibration_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
 
 def mean_quality(run: Run) -> dict[str, float]:
     quality, _ = calibration_scores(run)
-    return dict(zip(run.cfg.teacher_names, np.nanmean(quality, axis=0).tolist()))
+    return dict(zip(run.cfg.teacher_names, np.nanmean(quality, axis=0).tolist(), strict=True))
 
 
 def _best(scores: dict[str, float]) -> str:
@@ -107,7 +107,7 @@ def car_scores(run: Run, beta: float) -> dict[str, float]:
     quality, learnability = calibration_scores(run)
     q = np.nanmean(quality, axis=0)
     nll = -np.nanmean(learnability, axis=0)
-    return dict(zip(run.cfg.teacher_names, (q / (1 + beta * nll)).tolist()))
+    return dict(zip(run.cfg.teacher_names, (q / (1 + beta * nll)).tolist(), strict=True))
 
 
 def car(ctx: BaselineContext) -> Choice:
@@ -129,7 +129,7 @@ def oracle(ctx: BaselineContext) -> Choice:
     best = oracle_choice(combine(quality, learnability, rw.alpha, rw.normalization))
     names = run.cfg.teacher_names
     log(f"oracle: {scored} new learnability scores")
-    return {pid: names[j] for pid, j in zip(ctx.prompt_ids, best) if j >= 0}
+    return {pid: names[j] for pid, j in zip(ctx.prompt_ids, best, strict=True) if j >= 0}
 
 
 def _dataset_choice(run: Run, ids: list[str]) -> Choice:
@@ -192,7 +192,9 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
     failed are left out (and counted by the caller through the row count).
     """
     if name not in BASELINES:
-        raise ConfigError(f"experiment.datasets: unknown dataset {name!r}; choose from {list(BASELINES)}")
+        raise ConfigError(
+            f"experiment.datasets: unknown dataset {name!r}; choose from {list(BASELINES)}"
+        )
     run = ctx.run
     choice = BASELINES[name](ctx)
     by_teacher: dict[str, list[str]] = {}

@@ -33,8 +33,15 @@ from persyn.student.sft import train_student, training_summary
 
 BASE_STUDENT = "student (no SFT)"
 COLUMNS = [
-    "dataset", "rows", "teachers", "train_loss", "train_min",
-    "math_accuracy", "ifeval_strict", "ifeval_loose", "score",
+    "dataset",
+    "rows",
+    "teachers",
+    "train_loss",
+    "train_min",
+    "math_accuracy",
+    "ifeval_strict",
+    "ifeval_loose",
+    "score",
 ]
 
 
@@ -103,7 +110,9 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     for name, path in paths.items():
         rows = read_jsonl(path)
         key = fingerprint(
-            [r["messages"] for r in rows], cfg.student_training, cfg.student.model_dump(exclude={"family"})
+            [r["messages"] for r in rows],
+            cfg.student_training,
+            cfg.student.model_dump(exclude={"family"}),
         )
         release_cached_model()  # training loads its own copy of the student
         final = train_student(cfg, path, out / "students" / key)
@@ -156,8 +165,11 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    metrics = [("math_accuracy", "math accuracy"), ("ifeval_strict", "IFEval strict"),
-               ("score", "mean")]
+    metrics = [
+        ("math_accuracy", "math accuracy"),
+        ("ifeval_strict", "IFEval strict"),
+        ("score", "mean"),
+    ]
     x = np.arange(len(results))
     width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 4))

@@ -23,7 +23,7 @@ from persyn.executors import EXECUTORS, Executor
 from persyn.models import check_model_exists
 from persyn.progress import bar, log
 from persyn.rewards.mix import combine, oracle_choice
-from persyn.rewards.quality import QUALITY_SIGNALS, combined_quality
+from persyn.rewards.quality import combined_quality, quality_signal
 from persyn.store import (
     RowLog,
     RunStore,
@@ -99,8 +99,7 @@ def validate(cfg: RunConfig) -> None:
         if t.backend in {"hf", "vllm"}:
             check_model_exists(t, f"teachers[{i}]")
     for signal in cfg.rewards.quality:
-        if signal.kind not in QUALITY_SIGNALS:
-            raise StageError(f"rewards.quality: unknown signal {signal.kind!r}")
+        quality_signal(signal).check()  # options, judge backend, reward-model path
 
 
 # -- prepare ----------------------------------------------------------------------------
@@ -206,10 +205,12 @@ def calibrate(run: Run) -> None:
 
 
 # -- score ------------------------------------------------------------------------------
+QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
 def _score_fingerprints(run: Run) -> tuple[str, str]:
     cfg = run.cfg
-    # The student's family only picks a baseline teacher; it changes no score.
-    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family"})), fingerprint(
+    # How the scores are computed (batching, engine) and the family (it only picks a baseline
+    # teacher) change no learnability score.
+    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})), fingerprint(
         cfg.rewards.quality
     )
 
@@ -272,19 +273,24 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
             value = s.logprob_mean
             error = s.error or (None if value is None or np.isfinite(value) else "non-finite")
             rows.append(
-                {"prompt_id": pid, "teacher": t, "fp": key_fp, "learnability": value,
+                # a non-finite value is stored as null: NaN/Infinity are not JSON
+                {"prompt_id": pid, "teacher": t, "fp": key_fp,
+                 "learnability": None if error == "non-finite" else value,
                  "response_tokens": s.response_tokens, "truncated": s.truncated, "error": error}
             )
         l_log.append(rows)
 
     run.executor.learnability(cfg.student, pairs, l_sink)
 
-    if todo_q:
-        samples = [(by_id[pid], response(pid, t)["text"]) for pid, t, _ in todo_q]
+    # In chunks, each saved when done: a judge or reward model over many responses is slow,
+    # and a killed run keeps what was scored.
+    for start in range(0, len(todo_q), QUALITY_CHUNK):
+        chunk = todo_q[start : start + QUALITY_CHUNK]
+        samples = [(by_id[pid], response(pid, t)["text"]) for pid, t, _ in chunk]
         qualities = combined_quality(cfg.rewards.quality, samples)
         q_log.append(
-            {"prompt_id": pid, "teacher": t, "fp": key_fp, **q}
-            for (pid, t, key_fp), q in zip(todo_q, qualities)
+            {"prompt_id": pid, "teacher": t, "fp": key_fp, **_finite_quality(q)}
+            for (pid, t, key_fp), q in zip(chunk, qualities)
         )
 
     n_t = len(cfg.teachers)
@@ -301,6 +307,17 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
             if qrow and qrow["quality"] is not None:
                 qual[i, j] = qrow["quality"]  # none: no signal applies (combine() handles it)
     return learn, qual, len(todo_l)
+
+
+def _finite_quality(row: dict[str, Any]) -> dict[str, Any]:
+    """A quality row with any NaN or infinite value turned into an error (a broken reward
+    model must not rank teachers, and NaN/Infinity are not JSON)."""
+    bad = sorted(k for k, v in row["signals"].items() if v is not None and not np.isfinite(v))
+    if not bad:
+        return row
+    signals = {k: None if k in bad else v for k, v in row["signals"].items()}
+    error = "; ".join(filter(None, [row["error"], f"non-finite quality from {', '.join(bad)}"]))
+    return {**row, "quality": None, "signals": signals, "error": error}
 
 
 def write_rewards(
@@ -709,7 +726,7 @@ def config_sections(cfg: RunConfig) -> dict[str, str]:
     return {
         "prompts": fingerprint(cfg.prompts),
         "calibration": fingerprint(cfg.calibration, cfg.router.val_fraction, cfg.router.seed),
-        "student": fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family"})),
+        "student": fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})),
         "rewards.quality": fingerprint(cfg.rewards.quality),
         "rewards.mix": fingerprint(cfg.rewards.alpha, cfg.rewards.normalization),
         "router": fingerprint(cfg.router),

@@ -26,6 +26,9 @@ class QualityScorer(ABC):
         self.cfg = cfg
         self.where = f"rewards.quality[{cfg.label}].options"  # for error messages
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise `ConfigError` for bad options, loading nothing (`persyn validate`)."""
+
     @abstractmethod
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         """One `SignalScore` (or None: not applicable) per (prompt, response)."""

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from persyn.config import ConfigError, TeacherConfig
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
-from persyn.teachers.base import Prompt, make_teacher
+from persyn.teachers.base import Prompt, backend_class, make_teacher
 
 DEFAULT_RUBRIC = """You are grading an AI assistant's answer to a user's request.
 Judge whether the answer is correct, helpful and follows every instruction in the request.
@@ -76,7 +76,9 @@ class LLMJudge(QualityScorer):
     def _teacher_config(self) -> TeacherConfig:
         spec = self.cfg.options.get("teacher")
         if not isinstance(spec, dict):
-            raise ConfigError(f"{self.where}.teacher: required, a teacher config (backend, model, ...)")
+            raise ConfigError(
+                f"{self.where}.teacher: required, a teacher config (backend, model, ...)"
+            )
         try:
             return TeacherConfig(**{"name": "judge", **spec})
         except ValidationError as err:
@@ -91,7 +93,9 @@ class LLMJudge(QualityScorer):
         if missing:
             raise ConfigError(f"{self.where}.rubric: must contain {' and '.join(missing)}")
         # Plain replacement, not str.format: rubrics and answers may hold other braces.
-        return rubric.replace("{min_score}", f"{min_score:g}").replace("{max_score}", f"{max_score:g}")
+        return rubric.replace("{min_score}", f"{min_score:g}").replace(
+            "{max_score}", f"{max_score:g}"
+        )
 
     def judge_prompt(self, rubric: str, prompt: Prompt, response: str) -> Prompt:
         text = rubric.replace("{reference}", prompt.reference or "(none)")
@@ -100,11 +104,20 @@ class LLMJudge(QualityScorer):
         text = text.replace("{response}", response)
         return Prompt(id=prompt.id, messages=[{"role": "user", "content": text}], kind=prompt.kind)
 
-    def score(self, samples: list[Sample]) -> list[SignalScore | None]:
+    def _scale(self) -> tuple[float, float]:
         min_score = float(self.cfg.options.get("min_score", 1))
         max_score = float(self.cfg.options.get("max_score", 10))
         if max_score <= min_score:
             raise ConfigError(f"{self.where}: max_score must be above min_score")
+        return min_score, max_score
+
+    def check(self) -> None:
+        teacher = self._teacher_config()
+        backend_class(teacher.backend)(teacher)  # checks the backend's options, loads nothing
+        self._rubric(*self._scale())
+
+    def score(self, samples: list[Sample]) -> list[SignalScore | None]:
+        min_score, max_score = self._scale()
         kinds = self.cfg.options.get("kinds")
         teacher_cfg = self._teacher_config()
         rubric = self._rubric(min_score, max_score)
@@ -118,9 +131,11 @@ class LLMJudge(QualityScorer):
             for start in range(0, len(todo), teacher_cfg.batch_size):
                 batch = todo[start : start + teacher_cfg.batch_size]
                 requests = [self.judge_prompt(rubric, *samples[i]) for i in batch]
-                for i, gen in zip(batch, judge.generate(requests)):
+                for i, gen in zip(batch, judge.generate(requests), strict=True):
                     if gen.error is not None:
-                        out[i] = SignalScore(None, f"judge {teacher_cfg.name!r} failed: {gen.error}")
+                        out[i] = SignalScore(
+                            None, f"judge {teacher_cfg.name!r} failed: {gen.error}"
+                        )
                         continue
                     grade, why = parse_grade(gen.text, min_score, max_score)
                     value = None if grade is None else (grade - min_score) / (max_score - min_score)

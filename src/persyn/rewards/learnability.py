@@ -108,9 +108,7 @@ class LearnabilityScorer:
                 # touches the padding of shorter responses, and only those rows are upcast.
                 means = torch.stack(
                     [
-                        -F.cross_entropy(
-                            logits[row, -n - 1 : -1].float(), input_ids[row, -n:]
-                        )
+                        -F.cross_entropy(logits[row, -n - 1 : -1].float(), input_ids[row, -n:])
                         for row, n in enumerate(n_resp)
                     ]
                 ).tolist()
@@ -118,9 +116,7 @@ class LearnabilityScorer:
                 results[i] = LearnabilityScore(means[row], n_resp[row], encoded[i][2])
         return results
 
-    def _score_vllm(
-        self, pairs: list[tuple[list[dict[str, str]], str]]
-    ) -> list[LearnabilityScore]:
+    def _score_vllm(self, pairs: list[tuple[list[dict[str, str]], str]]) -> list[LearnabilityScore]:
         """vLLM's `prompt_logprobs` on prompt + response token ids (GPU, continuous batching)."""
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
@@ -146,7 +142,7 @@ class LearnabilityScorer:
         outputs = self.model.generate(
             [TokensPrompt(prompt_token_ids=encoded[i][0]) for i in todo], params, use_tqdm=False
         )
-        for i, out in zip(todo, outputs):
+        for i, out in zip(todo, outputs, strict=True):
             ids, n_prompt, truncated = encoded[i]
             lps = [out.prompt_logprobs[k][ids[k]].logprob for k in range(n_prompt, len(ids))]
             results[i] = LearnabilityScore(sum(lps) / len(lps), len(lps), truncated)

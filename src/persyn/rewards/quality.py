@@ -62,13 +62,17 @@ class IFEvalConstraints(QualityScorer):
 
     name = "ifeval"
 
+    def check(self) -> None:
+        mode = self.cfg.options.get("mode", "strict")
+        if mode not in ("strict", "loose"):
+            raise ConfigError(f"{self.where}.mode: use strict or loose, not {mode!r}")
+
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         from if_verifiable.common import evaluate_instructions
         from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
+        self.check()
         mode = self.cfg.options.get("mode", "strict")
-        if mode not in ("strict", "loose"):
-            raise ConfigError(f"{self.where}.mode: use strict or loose, not {mode!r}")
         field = f"{'binary' if self.cfg.options.get('binary', False) else 'partial'}_{mode}"
         out: list[SignalScore | None] = []
         for prompt, response in samples:
@@ -80,7 +84,8 @@ class IFEvalConstraints(QualityScorer):
             unknown = [i for i in ids if i not in INSTRUCTION_DICT]
             if unknown or len(kwargs) != len(ids):
                 why = (
-                    f"unknown IFEval instruction id {unknown[0]!r}" if unknown
+                    f"unknown IFEval instruction id {unknown[0]!r}"
+                    if unknown
                     else f"{len(ids)} instruction ids but {len(kwargs)} kwargs entries"
                 )
                 out.append(SignalScore(None, f"prompt {prompt.id}: meta: {why}"))
@@ -97,8 +102,13 @@ class IFEvalConstraints(QualityScorer):
                 out.append(SignalScore(None, f"prompt {prompt.id}: meta.kwargs: {err}"))
                 continue
             except LookupError:  # a checker that tokenises with NLTK, its data not installed
-                out.append(SignalScore(None, f"prompt {prompt.id}: {ids} need NLTK data: "
-                                       "python -m nltk.downloader punkt punkt_tab"))
+                out.append(
+                    SignalScore(
+                        None,
+                        f"prompt {prompt.id}: {ids} need NLTK data: "
+                        "python -m nltk.downloader punkt punkt_tab",
+                    )
+                )
                 continue
             out.append(SignalScore(float(getattr(scores, field))))
         return out
@@ -131,7 +141,11 @@ def combined_quality(signals: list[QualitySignal], samples: list[Sample]) -> lis
         if applied and not errors:
             total = sum(per_signal[k][0] for k in applied)
             quality = sum(per_signal[k][0] * v for k, v in values.items()) / total
-        row: dict[str, Any] = {"quality": quality, "signals": values, "error": "; ".join(errors) or None}
+        row: dict[str, Any] = {
+            "quality": quality,
+            "signals": values,
+            "error": "; ".join(errors) or None,
+        }
         raw = {k: s.raw for k, s in applied.items() if s.raw is not None}
         if raw:
             row["raw"] = raw

@@ -48,6 +48,11 @@ class RewardModelScore(QualityScorer):
             loc = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"{self.where}.{loc}: {first['msg']}") from None
 
+    def check(self) -> None:
+        from persyn.models import check_model_exists
+
+        check_model_exists(self._model_ref(), self.where)
+
     def load(self) -> tuple[Any, Any]:
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -93,7 +98,9 @@ class RewardModelScore(QualityScorer):
         if not todo:
             return out
         model, tokenizer = self.load()
-        encoded = {i: conversation_ids(tokenizer, samples[i][0].messages, samples[i][1]) for i in todo}
+        encoded = {
+            i: conversation_ids(tokenizer, samples[i][0].messages, samples[i][1]) for i in todo
+        }
         fits = []
         for i in todo:
             if len(encoded[i]) > max_length:
@@ -110,7 +117,7 @@ class RewardModelScore(QualityScorer):
             ).to(model.device)
             with torch.inference_mode():
                 raw = model(**padded).logits[:, 0].float().tolist()
-            for i, r in zip(rows, raw):
+            for i, r in zip(rows, raw, strict=True):
                 out[i] = SignalScore(float(expit(r / temperature)), raw=r)
         del model
         return out

@@ -22,6 +22,7 @@ from typing import Any
 from persyn.config import ConfigError, ModelRef, QualitySignal, RunConfig, TeacherConfig
 from persyn.data import load_prompts
 from persyn.executors import Executor
+from persyn.rewards.base import QualityScorer, Sample
 from persyn.rewards.quality import IFEvalConstraints, MathCorrectness
 from persyn.store import RowLog, atomic_write_json
 from persyn.teachers.base import Generation, Prompt
@@ -33,7 +34,7 @@ def student_as_generator(cfg: RunConfig, model: ModelRef) -> TeacherConfig:
     return TeacherConfig(
         name="student",
         backend="hf",
-        **model.model_dump(exclude={"max_length", "batch_tokens", "family"}),
+        **{key: getattr(model, key) for key in ModelRef.model_fields},  # where it loads from
         generation={"max_new_tokens": ev.max_new_tokens},
         batch_size=ev.batch_size,
     )
@@ -57,8 +58,12 @@ def generate_answers(
 
     def sink(results: list[Generation]) -> None:
         rowlog.append(
-            {"prompt_id": g.prompt_id, "text": g.text, "completion_tokens": g.completion_tokens,
-             "error": g.error}
+            {
+                "prompt_id": g.prompt_id,
+                "text": g.text,
+                "completion_tokens": g.completion_tokens,
+                "error": g.error,
+            }
             for g in results
         )
 
@@ -74,19 +79,23 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _applicable(scorer: QualityScorer, samples: list[Sample]) -> list[float]:
+    """The scores of the samples the signal applies to; one it cannot score counts as wrong."""
+    return [s.value or 0.0 for s in scorer.score(samples) if s is not None]
+
+
 def score_answers(prompts: list[Prompt], answers: dict[str, Generation]) -> dict[str, Any]:
     """Accuracies on the held-out prompts; a failed generation counts as wrong."""
     samples = [(p, answers[p.id].text if p.id in answers else "") for p in prompts]
-    math = MathCorrectness(QualitySignal(kind="math")).score(samples)
-    strict = IFEvalConstraints(
-        QualitySignal(kind="ifeval", options={"mode": "strict", "binary": True})
-    ).score(samples)
-    loose = IFEvalConstraints(
-        QualitySignal(kind="ifeval", options={"mode": "loose", "binary": True})
-    ).score(samples)
-    math_ok = [v for v in math if v is not None]
-    strict_ok = [v for v in strict if v is not None]
-    loose_ok = [v for v in loose if v is not None]
+    math_ok = _applicable(MathCorrectness(QualitySignal(kind="math")), samples)
+    strict_ok = _applicable(
+        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "strict", "binary": True})),
+        samples,
+    )
+    loose_ok = _applicable(
+        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "loose", "binary": True})),
+        samples,
+    )
     task_scores = [s for s in (_mean(math_ok), _mean(strict_ok)) if s is not None]
     return {
         "prompts": len(prompts),
@@ -110,7 +119,9 @@ def evaluate_student(
     answers = generate_answers(cfg, model, prompts, executor, out / "answers.jsonl")
     metrics = score_answers(prompts, answers)
     if cfg.evaluation.lm_eval_tasks:
-        metrics["lm_eval"] = lm_eval(model, cfg.evaluation.lm_eval_tasks, cfg.evaluation.lm_eval_limit)
+        metrics["lm_eval"] = lm_eval(
+            model, cfg.evaluation.lm_eval_tasks, cfg.evaluation.lm_eval_limit
+        )
     atomic_write_json(out / "metrics.json", {"model": model.model, **metrics})
     return metrics
 

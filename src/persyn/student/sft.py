@@ -118,7 +118,9 @@ def load_trainable_student(ref: StudentConfig) -> tuple[Any, Any]:
     return model, load_tokenizer(ref)
 
 
-def sft_config(tc: StudentTrainingConfig, student: StudentConfig, output_dir: Path, **loss: bool) -> Any:
+def sft_config(
+    tc: StudentTrainingConfig, student: StudentConfig, output_dir: Path, **loss: bool
+) -> Any:
     """`trl.SFTConfig` from the named fields, then `tc.sft` overrides (unknown key: error)."""
     import torch
     from trl import SFTConfig
@@ -200,11 +202,7 @@ def train_student(
         atomic_write_json(out / INPUTS, {"fingerprint": inputs_fp, "dataset": str(data_path)})
     model, tokenizer = load_trainable_student(cfg.student)
     assistant_masks = has_generation_markers(tokenizer)
-    loss = (
-        {"assistant_only_loss": True}
-        if assistant_masks
-        else {"completion_only_loss": True}
-    )
+    loss = {"assistant_only_loss": True} if assistant_masks else {"completion_only_loss": True}
     args = sft_config(tc, cfg.student, out, **loss)
     trainer = SFTTrainer(
         model=model,
@@ -232,8 +230,10 @@ def train_student(
         {
             "dataset": str(data_path),
             "fingerprint": inputs_fp,
+            "resumed_from": last,
             "examples": len(conversations),
-            "loss_on": "assistant turns (generation markers)" if assistant_masks
+            "loss_on": "assistant turns (generation markers)"
+            if assistant_masks
             else "last assistant turn (prompt/completion)",
             "student": cfg.student.model_dump(mode="json"),
             "student_training": tc.model_dump(mode="json"),
