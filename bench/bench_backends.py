@@ -70,7 +70,8 @@ def compare(
     for _ in range(rounds):
         for k in (0, 1):
             seconds, tokens = timed_generate(teachers[k], prompts, per_call[k])
-            print(f"  {teachers[k].cfg.name} per_call={per_call[k]}: {seconds:.1f}s", file=sys.stderr)
+            name = teachers[k].cfg.name
+            print(f"  {name}, {per_call[k]} per call: {seconds:.1f}s", file=sys.stderr)
             totals[k] = (totals[k][0] + seconds, totals[k][1] + tokens)
     return totals
 

@@ -9,7 +9,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from persyn import models
 from persyn.cli import app
 from persyn.config import ConfigError, load_config
 from persyn.pipeline import validate
@@ -47,13 +46,16 @@ def config_error(tmp_path: Path, data: dict[str, Any]) -> str:
 
 @pytest.fixture(autouse=True)
 def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Config checks must come before any model loads: loading one fails the test."""
+    """Config checks must come before any model loads: loading one fails the test. The
+    transformers entry points are patched (not persyn's helpers, which modules may have
+    imported by name and would keep after the test)."""
+    import transformers
 
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("a model was loaded while checking the config")
 
-    monkeypatch.setattr(models, "load_causal_lm", refuse)
-    monkeypatch.setattr(models, "load_tokenizer", refuse)
+    for auto in ("AutoModel", "AutoModelForCausalLM", "AutoTokenizer"):
+        monkeypatch.setattr(getattr(transformers, auto), "from_pretrained", refuse)
 
 
 def test_valid_config_passes(tmp_path: Path) -> None:

@@ -206,8 +206,7 @@ def calibrate(run: Run) -> None:
 
 # -- score ------------------------------------------------------------------------------
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
-def _score_fingerprints(run: Run) -> tuple[str, str]:
-    cfg = run.cfg
+def _score_fingerprints(cfg: RunConfig) -> tuple[str, str]:
     # How the scores are computed (batching, engine) and the family (it only picks a baseline
     # teacher) change no learnability score.
     return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})), fingerprint(
@@ -219,7 +218,7 @@ def score(run: Run) -> None:
     """Learnability and quality for every calibration response; mix; oracle per prompt."""
     cfg = run.cfg
     ids = run.split()["calibration"]
-    student_fp, quality_fp = _score_fingerprints(run)
+    student_fp, quality_fp = _score_fingerprints(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     fp = fingerprint(student_fp, quality_fp, teacher_fps, ids, cfg.rewards)
     if run.store.is_done("score", fp):
@@ -240,7 +239,7 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
     to `ids` (NaN where none), computing only the scores not cached; also the count computed.
     Used on calibration prompts by `score`, and on any prompts by Generate-then-Select."""
     cfg = run.cfg
-    student_fp, quality_fp = _score_fingerprints(run)
+    student_fp, quality_fp = _score_fingerprints(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     l_log = RowLog(run.store.path("scores", "learnability.jsonl"), ("prompt_id", "teacher", "fp"))
@@ -723,11 +722,12 @@ STAGE_SECTIONS: dict[str, list[str]] = {
 def config_sections(cfg: RunConfig) -> dict[str, str]:
     """Content hash of each config section a stage depends on, one per teacher (the same
     parts the stage fingerprints hash: a teacher's cost is in `routing`, not its own)."""
+    student_fp, quality_fp = _score_fingerprints(cfg)
     return {
         "prompts": fingerprint(cfg.prompts),
         "calibration": fingerprint(cfg.calibration, cfg.router.val_fraction, cfg.router.seed),
-        "student": fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})),
-        "rewards.quality": fingerprint(cfg.rewards.quality),
+        "student": student_fp,
+        "rewards.quality": quality_fp,
         "rewards.mix": fingerprint(cfg.rewards.alpha, cfg.rewards.normalization),
         "router": fingerprint(cfg.router),
         "routing": fingerprint(cfg.routing, [t.cost_per_1k_tokens for t in cfg.teachers]),
