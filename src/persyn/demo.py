@@ -155,7 +155,7 @@ def _constrained(
     topic = rng.choice(TOPICS)
     kwargs = [make_kwargs(rng) for _, make_kwargs, _ in constraints]
     task = rng.choice(tasks)
-    sentences = [c[2].format(**k) for c, k in zip(constraints, kwargs)]
+    sentences = [c[2].format(**k) for c, k in zip(constraints, kwargs, strict=True)]
     return Prompt(
         id=ident,
         messages=[{"role": "user", "content": " ".join([f"{task} {topic}.", *sentences])}],

@@ -131,7 +131,7 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
             }
         )
         log(f"experiment: {name}: score {_fmt(metrics['score'])}")
-    write_results(results, out)
+        write_results(results, out)  # after each student, so a long run shows results early
     return results
 
 
