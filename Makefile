@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test test-slow lint format bench chromium
+.PHONY: setup demo test test-slow lint format bench chromium bench-env bench-rtg
 
 setup: $(VENV)/.installed
 
@@ -37,3 +37,24 @@ test: lint chromium
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# The distilabel side of bench/rtg_vs_gts.py runs in its own venv, so distilabel never enters
+# persyn's. persyn goes in without its dependencies: that job needs only persyn's config and
+# the demo's solvers (pydantic and pyyaml, which distilabel brings); the `bench` extra's
+# requirements are read from pyproject.toml.
+BENCH_VENV ?= .venv-bench
+
+bench-env: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -U pip
+	$(BENCH_VENV)/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))" > $(BENCH_VENV)/bench-requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install -q -r $(BENCH_VENV)/bench-requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+# persyn Route-then-Generate vs Generate-then-Select (persyn and distilabel) on llama.cpp
+# servers; about 30 minutes on 2 cores. Results in bench/RESULTS.md.
+bench-rtg: setup bench-env
+	$(PY) bench/rtg_vs_gts.py
