@@ -21,7 +21,7 @@ import numpy as np
 
 from persyn.cli import demo_config_path
 from persyn.config import RouterConfig, load_config
-from persyn.pipeline import Run, _prompt_text, mean_response_tokens, run_stage
+from persyn.pipeline import Run, mean_response_tokens, run_stage
 from persyn.progress import set_quiet
 from persyn.router.encoder import PromptEncoder
 from persyn.router.evaluate import (
@@ -105,7 +105,7 @@ def main() -> None:
     scores = fit_and_score(data, cfg.router, encoder)[1]
     budget = budget_curve(scores, data.val_reward, cost, teachers)
 
-    all_texts = [_prompt_text(p) for p in run.prompts]
+    all_texts = [p.text for p in run.prompts]
     rates = throughput(tmp / "routers", cfg.router, data, all_texts, encoder)
     elapsed = time.perf_counter() - started
 

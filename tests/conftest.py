@@ -49,8 +49,13 @@ def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[
         "student": {**lm, "max_length": 256},
         "teachers": [
             # Random weights answer greedily with whitespace only: sample (seeded) instead.
-            {"name": "tiny-llm", "backend": "hf", **lm, "system_prompt": "Be brief.",
-             "generation": {"max_new_tokens": 8, "temperature": 1.0, "seed": 0}},
+            {
+                "name": "tiny-llm",
+                "backend": "hf",
+                **lm,
+                "system_prompt": "Be brief.",
+                "generation": {"max_new_tokens": 8, "temperature": 1.0, "seed": 0},
+            },
             {"name": "solver-verbose", "backend": "scripted", "model": "solver-verbose"},
             {"name": "solver-concise", "backend": "scripted", "model": "solver-concise"},
             {"name": "solver-quick", "backend": "scripted", "model": "solver-quick"},

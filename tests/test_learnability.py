@@ -13,7 +13,10 @@ PAIRS = [
     ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
     ([{"role": "user", "content": "Say hi."}], "hi"),
     (
-        [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Describe the sea."}],
+        [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "Describe the sea."},
+        ],
         "The sea is wide and blue, and it moves with the wind and the moon all day long.",
     ),
 ]
@@ -34,8 +37,10 @@ def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
     cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", batch_tokens=256)
     scores = LearnabilityScorer(cfg).score(PAIRS)
     model, tokenizer = load_causal_lm(cfg)
-    for (messages, response), s in zip(PAIRS, scores):
-        assert s.logprob_mean == pytest.approx(reference_logprob(model, tokenizer, messages, response), abs=1e-4)
+    for (messages, response), s in zip(PAIRS, scores, strict=True):
+        assert s.logprob_mean == pytest.approx(
+            reference_logprob(model, tokenizer, messages, response), abs=1e-4
+        )
         assert s.response_tokens == len(tokenizer(response, add_special_tokens=False)["input_ids"])
         assert not s.truncated
 
@@ -80,6 +85,6 @@ def test_vllm_prompt_logprobs_match_transformers(tiny_lm_dir: Path) -> None:
     pytest.importorskip("vllm")
     hf = LearnabilityScorer(StudentConfig(model=str(tiny_lm_dir), dtype="float32")).score(PAIRS)
     cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", scorer="vllm")
-    for a, b in zip(hf, LearnabilityScorer(cfg).score(PAIRS)):
+    for a, b in zip(hf, LearnabilityScorer(cfg).score(PAIRS), strict=True):
         assert b.logprob_mean == pytest.approx(a.logprob_mean, abs=1e-3)
         assert b.response_tokens == a.response_tokens

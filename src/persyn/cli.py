@@ -21,9 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.")]
-RunDirOpt = Annotated[
-    str | None, typer.Option("--run-dir", help="Override the config's run_dir.")
-]
+RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the config's run_dir.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
@@ -80,7 +78,8 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
     if held:
         console.print(
             f"router on {int(held['prompts'])} held-out calibration prompts: top-1 agreement "
-            f"with the oracle {held['top1']:.0%}, pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
+            f"with the oracle {held['top1']:.0%}, "
+            f"pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
             f"  mean combined reward: router {held['reward']:.3f} | best single teacher "
             f"({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f} | random "
             f"{held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
@@ -96,15 +95,18 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
         f"{summary['calibration_prompts']} calibration prompts"
     )
     console.print(
-        f"generations: {summary['generations']} used vs {summary['generate_then_select_generations']}"
-        f" for Generate-then-Select ({summary['generation_ratio']:.0%}); dataset rows "
-        f"{summary['dataset_rows']}, failed {summary['failed_rows']}\n"
+        f"generations: {summary['generations']} used vs "
+        f"{summary['generate_then_select_generations']} for Generate-then-Select "
+        f"({summary['generation_ratio']:.0%}); dataset rows {summary['dataset_rows']}, "
+        f"failed {summary['failed_rows']}\n"
         f"artifacts in {run_dir} (dataset.jsonl, dataset/, summary.json)"
     )
 
 
 @app.command()
-def run(config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+def run(
+    config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
+) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     try:
@@ -274,9 +276,12 @@ def eval_router(
 def train_student_cmd(
     config: ConfigArg,
     dataset: Annotated[
-        str | None, typer.Option(help="JSONL or `datasets` folder with `messages` (default: the run's).")
+        str | None,
+        typer.Option(help="JSONL or `datasets` folder with `messages` (default: the run's)."),
     ] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Checkpoints (default: <run_dir>/student).")] = None,
+    output_dir: Annotated[
+        str | None, typer.Option(help="Checkpoints (default: <run_dir>/student).")
+    ] = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

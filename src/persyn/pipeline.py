@@ -58,7 +58,9 @@ class Run:
     @property
     def prompts(self) -> list[Prompt]:
         if self._prompts is None:
-            self._prompts = [Prompt.from_row(r) for r in read_jsonl(self.store.path("prompts.jsonl"))]
+            self._prompts = [
+                Prompt.from_row(r) for r in read_jsonl(self.store.path("prompts.jsonl"))
+            ]
         return self._prompts
 
     def prompts_by_id(self) -> dict[str, Prompt]:
@@ -112,7 +114,7 @@ def prepare(run: Run) -> None:
     prompts = load_prompts(cfg.prompts)
     ids = [p.id for p in prompts]
     size = min(cfg.calibration.size, len(ids))
-    calibration = select_calibration(cfg.calibration, ids, [_prompt_text(p) for p in prompts])
+    calibration = select_calibration(cfg.calibration, ids, [p.text for p in prompts])
     shuffled = calibration[:]
     random.Random(cfg.router.seed).shuffle(shuffled)
     n_val = round(len(shuffled) * cfg.router.val_fraction)
@@ -131,7 +133,9 @@ def prepare(run: Run) -> None:
 
 
 # -- generation (shared by calibrate and generate) --------------------------------------
-def _generate(run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str) -> dict[str, int]:
+def _generate(
+    run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
+) -> dict[str, int]:
     """Generate the missing rows; error rows are retried on the next run."""
     fp = teacher_fingerprint(teacher)
     rowlog = run.generation_log(teacher.name)
@@ -206,12 +210,14 @@ def calibrate(run: Run) -> None:
 
 # -- score ------------------------------------------------------------------------------
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
+
+
 def _score_fingerprints(cfg: RunConfig) -> tuple[str, str]:
     # How the scores are computed (batching, engine) and the family (it only picks a baseline
     # teacher) change no learnability score.
-    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})), fingerprint(
-        cfg.rewards.quality
-    )
+    return fingerprint(
+        cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"})
+    ), fingerprint(cfg.rewards.quality)
 
 
 def score(run: Run) -> None:
@@ -227,8 +233,13 @@ def score(run: Run) -> None:
     write_rewards(run, ids, learn, qual)
     missing = int(np.isnan(learn).sum())
     _check_errors(
-        run, "score", "learnability/quality",
-        [{"prompt_id": ids[i], "error": "missing score"} for i, _ in zip(*np.where(np.isnan(learn)))],
+        run,
+        "score",
+        "learnability/quality",
+        [
+            {"prompt_id": ids[i], "error": "missing score"}
+            for i, _ in zip(*np.where(np.isnan(learn)), strict=True)
+        ],
         learn.size,
     )
     run.store.mark_done("score", fp, {"scored": scored, "missing": missing})
@@ -267,15 +278,21 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
 
     def l_sink(indices: list[int], scores: list[Any]) -> None:
         rows = []
-        for i, s in zip(indices, scores):
+        for i, s in zip(indices, scores, strict=True):
             pid, t, key_fp = todo_l[i]
             value = s.logprob_mean
             error = s.error or (None if value is None or np.isfinite(value) else "non-finite")
             rows.append(
                 # a non-finite value is stored as null: NaN/Infinity are not JSON
-                {"prompt_id": pid, "teacher": t, "fp": key_fp,
-                 "learnability": None if error == "non-finite" else value,
-                 "response_tokens": s.response_tokens, "truncated": s.truncated, "error": error}
+                {
+                    "prompt_id": pid,
+                    "teacher": t,
+                    "fp": key_fp,
+                    "learnability": None if error == "non-finite" else value,
+                    "response_tokens": s.response_tokens,
+                    "truncated": s.truncated,
+                    "error": error,
+                }
             )
         l_log.append(rows)
 
@@ -289,7 +306,7 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
         qualities = combined_quality(cfg.rewards.quality, samples)
         q_log.append(
             {"prompt_id": pid, "teacher": t, "fp": key_fp, **_finite_quality(q)}
-            for (pid, t, key_fp), q in zip(chunk, qualities)
+            for (pid, t, key_fp), q in zip(chunk, qualities, strict=True)
         )
 
     n_t = len(cfg.teachers)
@@ -384,7 +401,10 @@ def alpha_sweep(run: Run, alphas: list[float]) -> dict[str, dict[str, float]]:
         "",
         "| alpha | " + " | ".join(names) + " |",
         "|---:|" + "---:|" * len(names),
-        *(f"| {a} | " + " | ".join(f"{row[t]:.0%}" for t in names) + " |" for a, row in shares.items()),
+        *(
+            f"| {a} | " + " | ".join(f"{row[t]:.0%}" for t in names) + " |"
+            for a, row in shares.items()
+        ),
     ]
     atomic_write_text(run.store.path("alpha_sweep.md"), "\n".join(table) + "\n")
     return shares
@@ -400,8 +420,6 @@ def load_rewards(run: Run, ids: list[str] | None = None) -> tuple[list[str], np.
 
 
 # -- router -----------------------------------------------------------------------------
-def _prompt_text(p: Prompt) -> str:
-    return "\n".join(m["content"] for m in p.messages if m["role"] != "assistant")
 
 
 def train_router(run: Run) -> dict[str, Any]:
@@ -418,13 +436,16 @@ def train_router(run: Run) -> dict[str, Any]:
     by_id = run.prompts_by_id()
     train_ids, train_r = load_rewards(run, split["router_train"])
     val_ids, val_r = load_rewards(run, split["router_val"])
-    x_train = [_prompt_text(by_id[i]) for i in train_ids]
-    x_val = [_prompt_text(by_id[i]) for i in val_ids]
+    x_train = [by_id[i].text for i in train_ids]
+    x_val = [by_id[i].text for i in val_ids]
     router = make_router(cfg.router, cfg.teacher_names)
     epochs = cfg.router.lm.epochs if cfg.router.kind == "lm-bradley-terry" else cfg.router.epochs
     with bar("train router (epochs)", epochs) as progress:
         fit = router.fit(
-            x_train, train_r, x_val or None, val_r if x_val else None,
+            x_train,
+            train_r,
+            x_val or None,
+            val_r if x_val else None,
             on_epoch=lambda _losses: progress.advance(),
         )
     metrics: dict[str, Any] = {
@@ -462,10 +483,13 @@ def prediction_rows(
             "prompt_id": pid,
             "router": names[int(np.argmax(s))],
             "oracle": oracle.get(pid),
-            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s)},
-            "reward": {n: None if np.isnan(v) else round(float(v), 6) for n, v in zip(names, r)},
+            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s, strict=True)},
+            "reward": {
+                n: None if np.isnan(v) else round(float(v), 6)
+                for n, v in zip(names, r, strict=True)
+            },
         }
-        for pid, s, r in zip(ids, scores, reward)
+        for pid, s, r in zip(ids, scores, reward, strict=True)
     ]
 
 
@@ -499,9 +523,7 @@ def route(run: Run) -> None:
     write_jsonl(run.store.path("routes.jsonl"), rows)
     shares = {n: sum(r["teacher"] == n for r in rows) for n in names}
     report = policy_report(scores, choice, cost, names)
-    run.store.mark_done(
-        "route", fp, {"routed": len(rows), "per_teacher": shares, "policy": report}
-    )
+    run.store.mark_done("route", fp, {"routed": len(rows), "per_teacher": shares, "policy": report})
     log(f"route ({cfg.routing.kind}): {len(rows)} prompts -> {shares}")
     if cfg.routing.kind != "argmax":
         log(
@@ -524,7 +546,7 @@ def router_scores(run: Run, router: Any, ids: list[str], router_fp: str | None) 
     with bar("route: router scores", len(todo)) as progress:
         for start in range(0, len(todo), ROUTE_CHUNK):
             chunk = todo[start : start + ROUTE_CHUNK]
-            chunk_scores = router.scores([_prompt_text(by_id[pid]) for pid in chunk])
+            chunk_scores = router.scores([by_id[pid].text for pid in chunk])
             rowlog.append(
                 {"prompt_id": pid, "fp": router_fp, "scores": [float(v) for v in row]}
                 for pid, row in zip(chunk, chunk_scores, strict=True)
@@ -569,7 +591,6 @@ def export(run: Run) -> dict[str, Any]:
 
     cfg = run.cfg
     names = cfg.teacher_names
-    by_id = run.prompts_by_id()
     split = run.split()
     fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     logs = {t: run.generation_log(t) for t in names}
@@ -583,15 +604,18 @@ def export(run: Run) -> dict[str, Any]:
             scores = None
             reward = rewards[p.id]
             known = {
-                k: dict(zip(names, reward[k])) for k in ("learnability", "quality", "reward")
+                k: dict(zip(names, reward[k], strict=True))
+                for k in ("learnability", "quality", "reward")
             }
         else:
             teacher, source = routes[p.id]["teacher"], "router"
             scores, known = routes[p.id]["router_scores"], None
         gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
         if gen is None or gen["error"] is not None:
-            why = "no teacher had a usable response" if teacher is None else (
-                gen["error"] if gen else "not generated"
+            why = (
+                "no teacher had a usable response"
+                if teacher is None
+                else (gen["error"] if gen else "not generated")
             )
             failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
             continue
@@ -676,9 +700,13 @@ def build_summary(
         "dataset_rows": len(rows),
         "failed_rows": len(failed),
         "failed_reasons": _count(f["error"] for f in failed),
-        "dataset_share": {t: sum(r["teacher"] == t for r in rows) / max(len(rows), 1) for t in names},
+        "dataset_share": {
+            t: sum(r["teacher"] == t for r in rows) / max(len(rows), 1) for t in names
+        },
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
-        "router_share": {t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names},
+        "router_share": {
+            t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
+        },
         "router_heldout": heldout,
         "generations": generations,
         "generate_then_select_generations": gts,
@@ -773,5 +801,7 @@ def run_pipeline(cfg: RunConfig, run_dir: str | None = None) -> dict[str, Any]:
 
     from persyn.store import atomic_write_text
 
-    atomic_write_text(run.store.path("config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(
+        run.store.path("config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    )
     return run_stage(run, "export")

@@ -83,14 +83,14 @@ def heldout_predictions(run_dir: Path, teachers: list[str]) -> list[dict[str, An
     val_ids = json.loads((run_dir / "calibration.json").read_text())["router_val"]
     if not val_ids or not (run_dir / "router" / "router.json").exists():
         return []
-    from persyn.pipeline import _prompt_text, prediction_rows
+    from persyn.pipeline import prediction_rows
     from persyn.router.routers import Router
     from persyn.teachers.base import Prompt
 
     router = Router.load(run_dir / "router", teachers)
     prompts = {r["id"]: r for r in read_jsonl(run_dir / "prompts.jsonl")}
     rewards = {r["prompt_id"]: r for r in read_jsonl(run_dir / "rewards.jsonl")}
-    scores = router.scores([_prompt_text(Prompt.from_row(prompts[i])) for i in val_ids])
+    scores = router.scores([Prompt.from_row(prompts[i]).text for i in val_ids])
     reward = np.array(
         [[np.nan if v is None else v for v in rewards[i]["reward"]] for i in val_ids], dtype=float
     )

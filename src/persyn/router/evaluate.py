@@ -55,7 +55,7 @@ class HeldOut:
 
 def held_out_from_run(run: Any) -> HeldOut:
     """The router train/val split of a run whose `score` stage is done."""
-    from persyn.pipeline import _prompt_text, load_rewards
+    from persyn.pipeline import load_rewards
 
     split = run.split()
     if not split["router_val"]:
@@ -65,9 +65,9 @@ def held_out_from_run(run: Any) -> HeldOut:
     val_ids, val_reward = load_rewards(run, split["router_val"])
     return HeldOut(
         run.cfg.teacher_names,
-        [_prompt_text(by_id[i]) for i in train_ids],
+        [by_id[i].text for i in train_ids],
         train_reward,
-        [_prompt_text(by_id[i]) for i in val_ids],
+        [by_id[i].text for i in val_ids],
         val_reward,
     )
 

@@ -25,6 +25,11 @@ class Prompt:
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def text(self) -> str:
+        """The prompt as plain text (what routers read)."""
+        return "\n".join(m["content"] for m in self.messages if m["role"] != "assistant")
+
     def to_row(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -20,9 +20,7 @@ def resolve_function(spec: str, teacher: str) -> Callable[[Prompt], str]:
     where = f"teacher {teacher!r}: scripted model {spec!r}"
     module, _, attr = spec.partition(":")
     if not attr:
-        raise ConfigError(
-            f"{where}: use a built-in ({', '.join(SCRIPTED)}) or module:function"
-        )
+        raise ConfigError(f"{where}: use a built-in ({', '.join(SCRIPTED)}) or module:function")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
