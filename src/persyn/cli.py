@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +52,15 @@ def _load(config: Path, overrides: list[str] | None) -> RunConfig:
     cfg = load_config(config, _overrides(overrides))
     validate(cfg)
     return cfg
+
+
+@contextmanager
+def user_errors(*extra: type[Exception]) -> Iterator[None]:
+    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
+    try:
+        yield
+    except (ConfigError, DataError, StageError, *extra) as err:
+        _fail(err)
 
 
 def _fail(err: Exception) -> None:
@@ -109,11 +120,9 @@ def run(
 ) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         summary = run_pipeline(cfg, run_dir)
-    except (ConfigError, DataError, StageError) as err:
-        _fail(err)
     print_summary(summary, run_dir or cfg.run_dir)
 
 
@@ -125,11 +134,9 @@ def demo(
 ) -> None:
     """Run the shipped offline demo (packaged SmolLM2 student, mixed teacher pool)."""
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
-    except (ConfigError, DataError, StageError) as err:
-        _fail(err)
     atomic_write_json(Path(run_dir) / "demo_summary.json", summary)
     print_summary(summary, run_dir)
 
@@ -139,11 +146,9 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config (keys, backends, model paths, prompts) without loading any model."""
     from persyn.data import load_prompts
 
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         n = len(load_prompts(cfg.prompts))
-    except (ConfigError, DataError, StageError) as err:
-        _fail(err)
     console.print(f"ok: {len(cfg.teachers)} teachers, {n} prompts")
 
 
@@ -152,11 +157,9 @@ def _stage_command(stage: str) -> None:
         config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
     ) -> None:
         set_quiet(quiet)
-        try:
+        with user_errors():
             cfg = _load(config, set_)
             run_stage(Run.open(cfg, run_dir), stage)
-        except (ConfigError, DataError, StageError) as err:
-            _fail(err)
         console.print(f"{stage}: done")
 
     command.__doc__ = f"Run the `{stage}` stage (and any earlier stage not yet done)."
@@ -187,7 +190,7 @@ def score_cmd(
     from persyn.pipeline import alpha_sweep
 
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
         if alpha is None:
@@ -198,8 +201,6 @@ def score_cmd(
             except ValueError:
                 raise StageError(f"--alpha {alpha!r}: expected numbers like 0.1,0.4,0.7") from None
             alpha_sweep(run_, alphas)
-    except (ConfigError, DataError, StageError) as err:
-        _fail(err)
     if alpha is None:
         console.print("score: done")
     else:
@@ -223,10 +224,8 @@ def report(
     from persyn.report import ReportError, build_report
 
     set_quiet(quiet)
-    try:
+    with user_errors(ReportError):
         page = build_report(run_dir, out)
-    except (ConfigError, ReportError) as err:
-        _fail(err)
     console.print(f"report: {page}")
 
 
@@ -235,10 +234,8 @@ def inspect(run_dir: RunDirArg) -> None:
     """Show a run's stages, rows, errors and where its artifacts are."""
     from persyn.inspect_run import inspect_run, print_inspection
 
-    try:
+    with user_errors(FileNotFoundError):
         found = inspect_run(run_dir)
-    except FileNotFoundError as err:
-        _fail(err)
     print_inspection(found, console)
 
 
@@ -260,14 +257,12 @@ def eval_router(
     from persyn.router.evaluate import evaluate_routers
 
     set_quiet(quiet)
-    try:
+    with user_errors(ValueError):
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
         run_stage(run_, "score")
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         result = evaluate_routers(run_, kinds)
-    except (ConfigError, DataError, StageError, ValueError) as err:
-        _fail(err)
     console.print(result["markdown"], markup=False, highlight=False)
     console.print(f"written to {run_.store.path('router', 'eval.md')}")
 
@@ -290,11 +285,9 @@ def train_student_cmd(
     from persyn.student.sft import train_student
 
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         final = train_student(cfg, dataset, output_dir)
-    except (ConfigError, DataError) as err:
-        _fail(err)
     console.print(f"student checkpoint: {final}")
 
 
@@ -314,13 +307,11 @@ def evaluate_cmd(
     from persyn.student.evaluate import evaluate_student
 
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         path = Path(model or Path(cfg.run_dir) / "student" / "final")
         ref = ModelRef(model=str(path), dtype=cfg.student.dtype)
         metrics = evaluate_student(cfg, ref, output_dir or path / "eval", make_executor(cfg))
-    except (ConfigError, DataError) as err:
-        _fail(err)
     console.print_json(json.dumps(metrics))
 
 
@@ -330,10 +321,8 @@ def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = Fal
     from persyn.experiment import output_dir, results_markdown, run_experiment
 
     set_quiet(quiet)
-    try:
+    with user_errors():
         cfg = _load(config, set_)
         results = run_experiment(cfg)
-    except (ConfigError, DataError, StageError) as err:
-        _fail(err)
     console.print(results_markdown(results), markup=False, highlight=False)
     console.print(f"written to {output_dir(cfg)}")
