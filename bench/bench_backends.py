@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -32,21 +31,9 @@ from persyn.teachers.base import Generation, Prompt, Teacher, make_teacher
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from llama_server import GGUF, LlamaServer  # the tests' server helper
+from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 NAME = "bench_backends"
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) the `## NAME` section of RESULTS.md."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {NAME}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"## {NAME}\n\n{text.strip()}\n\n"
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section, old)
-    else:
-        new = old.rstrip() + "\n\n" + section
-    RESULTS.write_text(new)
 
 
 def timed_generate(teacher: Teacher, prompts: list[Prompt], per_call: int) -> tuple[float, int]:
@@ -154,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section(NAME, text)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from persyn.config import StudentConfig
 from persyn.demo import builtin_prompts, solver_concise, solver_verbose
@@ -37,7 +36,6 @@ from persyn.models import load_causal_lm
 from persyn.rewards.learnability import LearnabilityScorer, encode_pair, token_batches
 
 NAME = "bench_learnability"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 Pair = tuple[list[dict[str, str]], str]
 
 
@@ -90,19 +88,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) the `## NAME` section of RESULTS.md."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {NAME}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"## {NAME}\n\n{text.strip()}\n\n"
-    new = (
-        pattern.sub(lambda _: section, old)
-        if pattern.search(old)
-        else old.rstrip() + "\n\n" + section
-    )
-    RESULTS.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section(NAME, text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from persyn.cli import demo_config_path
 from persyn.config import RouterConfig, load_config
@@ -38,8 +39,7 @@ from persyn.router.evaluate import (
 )
 from persyn.router.routers import Router, make_router
 
-SECTION = "## bench_router"
-RESULTS = Path(__file__).with_name("RESULTS.md")
+NAME = "bench_router"
 # Illustrative prices per 1K generated tokens (the demo's teachers are free): the LLM
 # teachers cost ten times the programmatic solvers.
 PRICES = {"smol-direct": 1.0, "smol-steps": 1.0}
@@ -61,17 +61,6 @@ def throughput(
         loaded.scores(texts)
         rates[kind] = len(texts) / (time.perf_counter() - start)
     return rates
-
-
-def replace_section(markdown: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        before, _, rest = text.partition(SECTION)
-        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = before + markdown + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -114,7 +103,6 @@ def main() -> None:
         command += f" --lm-epochs {args.lm_epochs} --repeats {args.repeats}"
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)"
     parts = [
-        SECTION,
         f"Command: `{command}` (the demo's rewards; nothing regenerated). Machine: {machine}. "
         f"All numbers from one run ({elapsed:.0f} s). Routers are trained on the demo's "
         f"{n_train} router-train calibration prompts and measured on its "
@@ -142,7 +130,7 @@ def main() -> None:
     ]
     markdown = "\n\n".join(parts) + "\n"
     print(markdown)
-    replace_section(markdown)
+    replace_section(NAME, markdown)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -65,9 +65,9 @@ from persyn.store import RowLog, atomic_write_text, read_jsonl, write_jsonl
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from llama_server import LlamaServer  # the tests' server helper
+from results_md import replace_section  # bench/ is on sys.path when run as a script
 
-HEADING = "## Route-then-Generate vs Generate-then-Select"
-RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADING = "Route-then-Generate vs Generate-then-Select"
 DISTILABEL_JOB = Path(__file__).with_name("distilabel_gts.py")
 JOBS = ("persyn", "persyn GtS", "distilabel GtS")
 # The model name sent to the servers; llama-cpp-python serves its one model whatever it is.
@@ -260,19 +260,6 @@ def best_single_teacher(gts: Job, cfg: RunConfig) -> tuple[str, float]:
     return best, means[best]
 
 
-def replace_section(path: Path, heading: str, body: str) -> None:
-    """Replace the markdown section under `heading` (up to the next `## `), or append it."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{heading}\n\n{body.strip()}\n"
-    start = text.find(heading + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
-    path.write_text(text)
-
-
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
@@ -423,7 +410,7 @@ def main() -> None:
     markdown = report(results, args, total)
     print(markdown)
     if not args.no_write:
-        replace_section(RESULTS, HEADING, markdown)
+        replace_section(HEADING, markdown)
 
 
 if __name__ == "__main__":
