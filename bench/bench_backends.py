@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from persyn.config import TeacherConfig
-from persyn.demo import builtin_prompts
+from persyn.data import builtin_prompts
 from persyn.teachers.base import Generation, Prompt, Teacher, make_teacher
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))

@@ -31,7 +31,8 @@ import torch
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from persyn.config import StudentConfig
-from persyn.demo import builtin_prompts, solver_concise, solver_verbose
+from persyn.data import builtin_prompts
+from persyn.demo.solvers import solver_concise, solver_verbose
 from persyn.models import load_causal_lm
 from persyn.rewards.learnability import LearnabilityScorer, encode_pair, token_batches
 

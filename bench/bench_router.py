@@ -22,7 +22,7 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from persyn.cli import demo_config_path
 from persyn.config import RouterConfig, load_config
-from persyn.pipeline import Run, mean_response_tokens, run_stage
+from persyn.pipeline import Run, run_stage
 from persyn.progress import set_quiet
 from persyn.router.encoder import PromptEncoder
 from persyn.router.evaluate import (
@@ -38,6 +38,7 @@ from persyn.router.evaluate import (
     router_table,
 )
 from persyn.router.routers import Router, make_router
+from persyn.stages.route import mean_response_tokens
 
 NAME = "bench_router"
 # Illustrative prices per 1K generated tokens (the demo's teachers are free): the LLM

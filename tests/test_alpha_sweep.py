@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from persyn.cli import app
 from persyn.config import load_config
-from persyn.pipeline import Run, alpha_sweep, run_stage
+from persyn.pipeline import Run, run_stage
+from persyn.stages.score import alpha_sweep
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
 

@@ -18,7 +18,7 @@ from persyn.config import (
     load_config,
     parse_config,
 )
-from persyn.demo import solver_concise
+from persyn.demo.solvers import solver_concise
 from persyn.pipeline import StageError, run_pipeline
 from persyn.rewards.learnability import LearnabilityScorer
 from persyn.rewards.quality import MathCorrectness

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from conftest import tiny_run_config
 
-from persyn.baselines import (
+from persyn.artifacts import RewardTable, RunArtifacts
+from persyn.config import ConfigError, parse_config
+from persyn.eval.baselines import (
     BASELINES,
     BaselineContext,
     build_dataset,
@@ -18,11 +20,10 @@ from persyn.baselines import (
     mean_quality,
     strong,
 )
-from persyn.config import ConfigError, parse_config
 from persyn.executors import LocalExecutor
 from persyn.pipeline import Run, run_pipeline
 from persyn.rewards.mix import combine
-from persyn.store import RunStore, read_jsonl, write_jsonl
+from persyn.store import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +67,13 @@ def test_registry_names_every_baseline():
 def test_car_trades_quality_for_student_compatibility(tiny_lm_dir: Path, tmp_path: Path):
     """Teacher a: always right but hard for the student; b: right 60%, easy to learn."""
     cfg = parse_config(tiny_run_config(tiny_lm_dir, tmp_path / "run"))
-    run = Run(cfg, RunStore(tmp_path / "run"), LocalExecutor())
-    rows = []
-    for i in range(5):
-        rows.append(
-            {
-                "prompt_id": f"p{i}",
-                "quality": [1.0, 1.0 if i < 3 else 0.0, 0.0, 0.0],
-                "learnability": [-3.0, -0.5, -1.0, -1.0],
-            }
-        )
-    write_jsonl(run.store.path("rewards.jsonl"), rows)
+    run = Run(cfg, RunArtifacts(tmp_path / "run"), LocalExecutor())
+    quality = np.array([[1.0, 1.0 if i < 3 else 0.0, 0.0, 0.0] for i in range(5)])
+    learnability = np.tile([-3.0, -0.5, -1.0, -1.0], (5, 1))
+    ids, names = [f"p{i}" for i in range(5)], cfg.teacher_names
+    reward = np.full_like(quality, np.nan)  # CAR reads only the raw scores
+    run.store.write_rewards(RewardTable(ids, names, learnability, quality, reward, [None] * 5))
+    run.store.write_rewards_meta(names, cfg.rewards.alpha, cfg.rewards.normalization)
     scores = car_scores(run, beta=1.0)
     assert scores["tiny-llm"] == pytest.approx(1.0 / (1 + 3.0))
     assert scores["solver-verbose"] == pytest.approx(0.6 / (1 + 0.5))
@@ -120,7 +117,7 @@ def test_datasets_are_built_through_the_generation_cache(tiny_run: Run):
 
 
 def test_oracle_keeps_the_best_combined_reward_of_every_prompt(tiny_run: Run):
-    from persyn.pipeline import score_responses
+    from persyn.stages.score import score_responses
 
     ctx = _ctx(tiny_run)
     choice = BASELINES["oracle"](ctx)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from persyn.config import PromptsConfig
+from persyn.config import ConfigError, PromptsConfig, TeacherConfig, parse_config
 from persyn.data import DataError, load_prompts
+from persyn.plugins import SCRIPTED_TEACHERS, resolve
+from persyn.teachers.scripted import ScriptedTeacher
 
 
 def jsonl(tmp_path: Path, rows: list[Any], name: str = "p.jsonl") -> Path:
@@ -131,3 +134,71 @@ def test_builtin_is_seeded() -> None:
     assert [p.to_row() for p in a] == [p.to_row() for p in b]
     assert {p.kind for p in a} == {"math", "instruction"}
     assert len({p.id for p in a}) == 20
+
+
+USER_PLUGINS = """
+from persyn.teachers.base import Prompt
+
+
+def numbers(num_prompts, seed):
+    return [
+        Prompt(f"n{seed}-{i}", [{"role": "user", "content": f"Say {i}."}])
+        for i in range(num_prompts)
+    ]
+
+
+def shout(prompt):
+    return prompt.text.upper()
+
+
+def not_prompts(num_prompts, seed):
+    return ["Say 1."] * num_prompts
+"""
+
+
+def test_user_code_plugs_in_like_the_builtins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's `module:function` prompt set and scripted teacher load through the same
+    resolver as the demo's built-in names, which are only aliases for such strings."""
+    (tmp_path / "persyn_user_plugins.py").write_text(USER_PLUGINS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "persyn_user_plugins", raising=False)
+
+    cfg = PromptsConfig(builtin="persyn_user_plugins:numbers", num_prompts=3, seed=5, limit=2)
+    prompts = load_prompts(cfg)
+    assert [p.id for p in prompts] == ["n5-0", "n5-1"]
+    spec = {"name": "shout", "backend": "scripted", "model": "persyn_user_plugins:shout"}
+    teacher = ScriptedTeacher(TeacherConfig(**spec))
+    assert teacher.fn is sys.modules["persyn_user_plugins"].shout
+    assert [g.text for g in teacher.generate(prompts)] == ["SAY 0.", "SAY 1."]
+
+    builtin = resolve("solver-quick", "scripted model", SCRIPTED_TEACHERS)
+    assert builtin is resolve(SCRIPTED_TEACHERS["solver-quick"], "scripted model", {})
+
+    with pytest.raises(DataError, match="must return a list of Prompt"):
+        load_prompts(PromptsConfig(builtin="persyn_user_plugins:not_prompts"))
+
+
+def test_unknown_prompt_set_lists_the_builtins() -> None:
+    data = {
+        "student": {"model": "student"},
+        "teachers": [{"name": n, "backend": "scripted", "model": n} for n in SCRIPTED_TEACHERS],
+        "prompts": {"builtin": "demo_mix"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "run.yaml")
+    assert str(info.value) == (
+        "run.yaml: prompts.builtin: prompt set 'demo_mix': use a built-in "
+        "(demo-mix, arithmetic, instructions) or module:function"
+    )
+
+
+def test_missing_user_module_is_one_line() -> None:
+    cfg = PromptsConfig(builtin="persyn_no_such_module:prompts")  # only loading can tell
+    with pytest.raises(ConfigError) as info:
+        load_prompts(cfg)
+    assert str(info.value) == (
+        "prompts.builtin 'persyn_no_such_module:prompts': No module named "
+        "'persyn_no_such_module' (is the module on PYTHONPATH?)"
+    )

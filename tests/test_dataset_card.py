@@ -11,9 +11,10 @@ import pytest
 from conftest import tiny_run_config
 from huggingface_hub import DatasetCard
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import parse_config
-from persyn.dataset_card import build_card, reward_statistics
 from persyn.pipeline import run_pipeline
+from persyn.report.card import build_card, reward_statistics
 from persyn.store import read_jsonl
 
 
@@ -62,7 +63,7 @@ def test_reward_statistics_match_the_rewards(run: tuple[dict[str, Any], Path]) -
     _, run_dir = run
     rewards = read_jsonl(run_dir / "rewards.jsonl")
     names = json.loads((run_dir / "rewards_meta.json").read_text())["teachers"]
-    stats = reward_statistics(rewards, names)
+    stats = reward_statistics(RunArtifacts(run_dir).rewards())
     assert sum(s["oracle_share"] for s in stats.values()) == pytest.approx(1.0, abs=1e-3)
     first = [r["quality"][0] for r in rewards if r["quality"][0] is not None]
     assert stats[names[0]]["quality_mean"] == pytest.approx(sum(first) / len(first), abs=1e-4)
@@ -77,6 +78,6 @@ def test_secrets_in_options_are_redacted(run: tuple[dict[str, Any], Path]) -> No
         "timeout": 30,
     }
     summary = json.loads((run_dir / "summary.json").read_text())
-    text = build_card(parse_config(config), summary, read_jsonl(run_dir / "rewards.jsonl"))
+    text = build_card(parse_config(config), summary, RunArtifacts(run_dir).rewards())
     assert "do-not-publish" not in text
     assert "timeout: 30" in text

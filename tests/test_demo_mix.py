@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from persyn.config import QualitySignal, StudentConfig
-from persyn.demo import SCRIPTED, builtin_prompts
+from persyn.data import builtin_prompts
+from persyn.plugins import SCRIPTED_TEACHERS, resolve
 from persyn.rewards.learnability import LearnabilityScorer
 from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import combined_quality
@@ -52,7 +53,8 @@ def llm_careless(prompt: Prompt) -> str:
 TEACHERS = {
     "llm-careful": llm_careful,
     "llm-careless": llm_careless,
-    **{name: SCRIPTED[name] for name in ("solver-verbose", "solver-concise", "solver-quick")},
+    # the demo's solvers by their config names, loaded the way a scripted teacher loads them
+    **{name: resolve(name, "scripted model", SCRIPTED_TEACHERS) for name in SCRIPTED_TEACHERS},
 }
 SIGNALS = [QualitySignal(kind="math"), QualitySignal(kind="ifeval")]
 

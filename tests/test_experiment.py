@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_run_config
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import parse_config
-from persyn.experiment import (
+from persyn.eval.experiment import (
     BASE_STUDENT,
     experiment_prompts,
     results_csv,
@@ -19,7 +20,6 @@ from persyn.experiment import (
     write_results,
 )
 from persyn.pipeline import Run
-from persyn.store import RunStore, write_jsonl
 from persyn.teachers.base import Prompt
 
 RESULTS = [
@@ -67,12 +67,9 @@ def test_experiment_prompts_are_not_the_calibration_draw(tiny_lm_dir: Path, tmp_
     import random
 
     data = tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment={"size": 10, "seed": 0})
-    run = Run(parse_config(data), RunStore(tmp_path / "run"), None)  # type: ignore[arg-type]
+    run = Run(parse_config(data), RunArtifacts(tmp_path / "run"), None)  # type: ignore[arg-type]
     ids = [f"p{i:03d}" for i in range(40)]
-    write_jsonl(
-        run.store.path("prompts.jsonl"),
-        (Prompt(i, [{"role": "user", "content": i}]).to_row() for i in ids),
-    )
+    run.store.write_prompts(Prompt(i, [{"role": "user", "content": i}]) for i in ids)
     chosen = experiment_prompts(run)
     assert len(chosen) == 10 and chosen == sorted(chosen) and chosen == experiment_prompts(run)
     assert chosen != sorted(random.Random(0).sample(ids, 10))

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from persyn.cli import app
 from persyn.config import parse_config
-from persyn.inspect_run import inspect_run
 from persyn.pipeline import Run, run_stage
+from persyn.report.inspect import inspect_run
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from persyn.config import ConfigError, QualitySignal
-from persyn.demo import CONSTRAINTS, builtin_prompts, compatible
+from persyn.data import builtin_prompts
+from persyn.demo.prompts import CONSTRAINTS, compatible
 from persyn.rewards.quality import IFEvalConstraints, MathCorrectness, combined_quality
 from persyn.teachers.base import Prompt
 

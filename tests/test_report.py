@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from persyn.cli import app
 from persyn.config import parse_config
 from persyn.pipeline import Run, run_pipeline, run_stage
-from persyn.report import (
+from persyn.report.html import (
     PLOTS,
+    ReportError,
     build_report,
     confusion_matrix,
     example_rows,
-    heldout_predictions,
     load_artifacts,
 )
 from persyn.store import read_jsonl, write_jsonl
@@ -64,16 +64,16 @@ def test_train_router_stores_heldout_predictions(run_dir: Path) -> None:
         assert row["router"] == max(scores, key=scores.get)
 
 
-def test_heldout_predictions_recomputed_from_saved_router(run_dir: Path, tmp_path: Path) -> None:
-    """A run from before predictions were stored gets them from router + encoder."""
+def test_run_without_heldout_predictions_is_refused_in_one_line(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """A run from before predictions were stored: one line saying to rerun."""
     old = tmp_path / "run"
     shutil.copytree(run_dir, old)
     (old / "router" / "val_predictions.jsonl").unlink()
-    art = load_artifacts(run_dir)
-    recomputed = heldout_predictions(old, art.teachers)
-    assert [r["router"] for r in recomputed] == [r["router"] for r in art.heldout]
-    for got, stored in zip(recomputed, art.heldout, strict=True):
-        assert got["router_scores"] == pytest.approx(stored["router_scores"], abs=1e-4)
+    with pytest.raises(ReportError, match=r"val_predictions.jsonl: missing .* rerun") as err:
+        load_artifacts(old)
+    assert "\n" not in str(err.value)
 
 
 def test_confusion_matrix_counts_heldout_prompts(run_dir: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from persyn.config import parse_config
-from persyn.demo import solver_concise
+from persyn.demo.solvers import solver_concise
 from persyn.pipeline import run_pipeline
 from persyn.teachers.base import Prompt
 

@@ -162,7 +162,7 @@ def test_prepare_with_kcenter_selection(tiny_lm_dir: Path, tmp_path: Path) -> No
     data["calibration"] = {"size": 12, "strategy": "kcenter"}
     run = Run.open(parse_config(data), str(tmp_path))
     run_stage(run, "prepare")
-    split = run.split()
-    assert len(split["calibration"]) == 12 == len(set(split["calibration"]))
-    kinds = {p.kind for p in run.prompts if p.id in set(split["calibration"])}
+    split = run.store.split()
+    assert len(split.calibration) == 12 == len(set(split.calibration))
+    kinds = {p.kind for p in run.prompts if p.id in set(split.calibration)}
     assert kinds == {"math", "instruction"}  # diversity: both kinds of prompt are covered

@@ -10,9 +10,9 @@ from conftest import SMOL, tiny_run_config
 
 from persyn.config import ConfigError, ModelRef, StudentConfig, parse_config
 from persyn.data import DataError
+from persyn.eval.student import evaluate_student, lm_eval, score_answers
 from persyn.executors import LocalExecutor
 from persyn.models import load_tokenizer
-from persyn.student.evaluate import evaluate_student, lm_eval, score_answers
 from persyn.student.sft import (
     has_generation_markers,
     load_sft_messages,

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
 from persyn.progress import set_quiet
-from persyn.store import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -137,7 +137,7 @@ def demo(
     with user_errors():
         cfg = _load(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
-    atomic_write_json(Path(run_dir) / "demo_summary.json", summary)
+    RunArtifacts(run_dir).write_summary(summary, "demo_summary.json")
     print_summary(summary, run_dir)
 
 
@@ -187,15 +187,14 @@ def score_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
-    from persyn.pipeline import alpha_sweep
+    from persyn.stages.score import alpha_sweep
 
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
-        if alpha is None:
-            run_stage(run_, "score")
-        else:
+        run_stage(run_, "score")
+        if alpha is not None:
             try:
                 alphas = [float(a) for a in alpha.split(",")]
             except ValueError:
@@ -204,7 +203,7 @@ def score_cmd(
     if alpha is None:
         console.print("score: done")
     else:
-        table = run_.store.path("alpha_sweep.md")
+        table = run_.store.alpha_sweep_table()
         console.print(table.read_text(), markup=False, highlight=False)
         console.print(f"written to {table} and rewards_alpha*.jsonl")
 
@@ -221,7 +220,7 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Write an HTML report with PNG plots of a finished run (RUN_DIR/report by default)."""
-    from persyn.report import ReportError, build_report
+    from persyn.report.html import ReportError, build_report
 
     set_quiet(quiet)
     with user_errors(ReportError):
@@ -232,7 +231,7 @@ def report(
 @app.command()
 def inspect(run_dir: RunDirArg) -> None:
     """Show a run's stages, rows, errors and where its artifacts are."""
-    from persyn.inspect_run import inspect_run, print_inspection
+    from persyn.report.inspect import inspect_run, print_inspection
 
     with user_errors(FileNotFoundError):
         found = inspect_run(run_dir)
@@ -264,7 +263,7 @@ def eval_router(
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         result = evaluate_routers(run_, kinds)
     console.print(result["markdown"], markup=False, highlight=False)
-    console.print(f"written to {run_.store.path('router', 'eval.md')}")
+    console.print(f"written to {result['path']}")
 
 
 @app.command("train-student")
@@ -303,8 +302,8 @@ def evaluate_cmd(
 ) -> None:
     """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy."""
     from persyn.config import ModelRef
+    from persyn.eval.student import evaluate_student
     from persyn.pipeline import make_executor
-    from persyn.student.evaluate import evaluate_student
 
     set_quiet(quiet)
     with user_errors():
@@ -318,7 +317,7 @@ def evaluate_cmd(
 @app.command("experiment")
 def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Train and evaluate the student on PerSyn's dataset and on each baseline's."""
-    from persyn.experiment import output_dir, results_markdown, run_experiment
+    from persyn.eval.experiment import output_dir, results_markdown, run_experiment
 
     set_quiet(quiet)
     with user_errors():

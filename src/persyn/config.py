@@ -105,8 +105,11 @@ class PromptsConfig(Section):
     source: str | None = Field(
         None, description="JSONL/Parquet/JSON file, a `datasets` folder, or a hub dataset id."
     )
-    builtin: Literal["demo-mix", "arithmetic", "instructions"] | None = Field(
-        None, description="Generate a built-in prompt set instead of reading `source`."
+    builtin: str | None = Field(
+        None,
+        description="Generate the prompts instead of reading `source`: a built-in set "
+        "(`demo-mix`, `arithmetic`, `instructions`) or `module:function` of your own code, "
+        "called as `fn(num_prompts, seed) -> list[Prompt]`.",
     )
     num_prompts: int = Field(300, gt=0, description="Size of a built-in set.")
     seed: int = Field(0, description="Seed of a built-in set.")
@@ -124,6 +127,16 @@ class PromptsConfig(Section):
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
     max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_set(cls, v: str | None) -> str | None:
+        # Imported here, not at the top: persyn.plugins imports ConfigError from this module.
+        from persyn.plugins import PROMPT_SETS, locate
+
+        if v is not None:
+            locate(v, "prompt set", PROMPT_SETS)  # the name only; the code loads with the prompts
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptsConfig:

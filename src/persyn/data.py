@@ -1,4 +1,5 @@
-"""Prompts in: JSONL, JSON, Parquet, a `datasets` folder, a hub dataset, or a built-in set.
+"""Prompts in: JSONL, JSON, Parquet, a `datasets` folder, a hub dataset, or a generated set
+(a built-in name or the user's `module:function`).
 
 Every row becomes a `Prompt` (id, chat messages, kind, reference, meta). A bad row stops
 the load with one line naming the file, the row and the field, before any model loads.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from persyn.config import PromptsConfig
+from persyn.plugins import PROMPT_SETS, resolve
 from persyn.teachers.base import Prompt
 
 
@@ -99,10 +101,25 @@ def _messages(where: str, row: dict[str, Any], field: str) -> list[dict[str, str
     return out
 
 
+def builtin_prompts(spec: str, num_prompts: int, seed: int) -> list[Prompt]:
+    """A generated prompt set: a built-in name or the user's `module:function`, called as
+    `fn(num_prompts, seed) -> list[Prompt]`."""
+    prompts = resolve(spec, "prompts.builtin", PROMPT_SETS)(num_prompts, seed)
+    # User code: check what it returned here, not as a crash in a later stage.
+    if not isinstance(prompts, list) or not all(isinstance(p, Prompt) for p in prompts):
+        raise DataError(f"prompts.builtin {spec!r}: must return a list of Prompt")
+    if not prompts:
+        raise DataError(f"prompts.builtin {spec!r}: no prompts returned")
+    seen: set[str] = set()
+    for p in prompts:
+        if p.id in seen:
+            raise DataError(f"prompts.builtin {spec!r}: duplicate id {p.id!r}")
+        seen.add(p.id)
+    return prompts
+
+
 def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
     if cfg.builtin:
-        from persyn.demo import builtin_prompts
-
         return builtin_prompts(cfg.builtin, cfg.num_prompts, cfg.seed)[: cfg.limit]
     prompts: list[Prompt] = []
     seen: dict[str, str] = {}

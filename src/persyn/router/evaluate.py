@@ -55,20 +55,18 @@ class HeldOut:
 
 def held_out_from_run(run: Any) -> HeldOut:
     """The router train/val split of a run whose `score` stage is done."""
-    from persyn.pipeline import load_rewards
-
-    split = run.split()
-    if not split["router_val"]:
+    split = run.store.split()
+    if not split.router_val:
         raise ValueError("router.val_fraction is 0: no held-out calibration prompts to evaluate on")
     by_id = run.prompts_by_id()
-    train_ids, train_reward = load_rewards(run, split["router_train"])
-    val_ids, val_reward = load_rewards(run, split["router_val"])
+    rewards = run.store.rewards()
+    train, val = rewards.subset(split.router_train), rewards.subset(split.router_val)
     return HeldOut(
         run.cfg.teacher_names,
-        [by_id[i].text for i in train_ids],
-        train_reward,
-        [by_id[i].text for i in val_ids],
-        val_reward,
+        [by_id[i].text for i in train.ids],
+        train.reward,
+        [by_id[i].text for i in val.ids],
+        val.reward,
     )
 
 
@@ -219,9 +217,8 @@ def evaluate_routers(
     run: Any, kinds: list[str] | None = None, sizes: list[int] | None = None
 ) -> dict[str, Any]:
     """Compare routers on a run's held-out calibration prompts; write `router/eval.{json,md}`."""
-    from persyn.pipeline import mean_response_tokens
     from persyn.policies import cost_per_prompt
-    from persyn.store import atomic_write_json, atomic_write_text
+    from persyn.stages.route import mean_response_tokens
 
     cfg = run.cfg
     data = held_out_from_run(run)
@@ -252,8 +249,7 @@ def evaluate_routers(
                 [list(r.values()) for r in result["budget_curve"]],
             )
         )
-    atomic_write_json(run.store.path("router", "eval.json"), result)
     markdown = "\n\n".join(sections) + "\n"
-    atomic_write_text(run.store.path("router", "eval.md"), markdown)
+    result["path"] = str(run.store.write_router_eval(result, markdown))
     result["markdown"] = markdown
     return result

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import (
     ConfigError,
     RunConfig,
@@ -183,7 +184,7 @@ def train_student(
     from trl import SFTTrainer
 
     tc = cfg.student_training
-    data_path = Path(dataset or tc.dataset or Path(cfg.run_dir) / "dataset.jsonl")
+    data_path = Path(dataset or tc.dataset or RunArtifacts(cfg.run_dir).dataset_path())
     out = Path(output_dir or tc.output_dir or Path(cfg.run_dir) / "student")
     final = out / FINAL
     conversations = load_sft_messages(data_path)

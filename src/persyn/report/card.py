@@ -17,32 +17,27 @@ from typing import Any
 import numpy as np
 import yaml
 
+from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig, fingerprint
-from persyn.store import atomic_write_text, read_jsonl
+from persyn.store import atomic_write_text
 
 PAPER = "https://arxiv.org/abs/2510.10925"
 # Option keys whose values must not leave the machine (API keys, auth headers).
 _SECRET_KEY = re.compile(r"key|token|secret|password|authorization|credential", re.IGNORECASE)
 
 
-def reward_statistics(rewards: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+def reward_statistics(rewards: RewardTable) -> dict[str, dict[str, Any]]:
     """Per teacher over the calibration prompts: mean/std of raw learnability, raw quality
     and combined reward, and the share of prompts where the teacher is the oracle's choice."""
-
-    def column(kind: str, j: int) -> np.ndarray:
-        values = [r[kind][j] for r in rewards if r[kind][j] is not None]
-        return np.asarray(values, dtype=float)
-
     out: dict[str, dict[str, Any]] = {}
-    for j, name in enumerate(names):
+    for j, name in enumerate(rewards.teachers):
         stats: dict[str, Any] = {}
         for kind in ("learnability", "quality", "reward"):
-            values = column(kind, j)
+            column = getattr(rewards, kind)[:, j]
+            values = column[~np.isnan(column)]
             stats[f"{kind}_mean"] = round(float(values.mean()), 4) if len(values) else None
             stats[f"{kind}_std"] = round(float(values.std()), 4) if len(values) else None
-        stats["oracle_share"] = round(
-            sum(r["oracle"] == name for r in rewards) / max(len(rewards), 1), 4
-        )
+        stats["oracle_share"] = round(rewards.oracle.count(name) / max(len(rewards.ids), 1), 4)
         out[name] = stats
     return out
 
@@ -93,9 +88,9 @@ def _number(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: list[dict[str, Any]]) -> str:
+def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) -> str:
     names = cfg.teacher_names
-    stats = reward_statistics(rewards, names)
+    stats = reward_statistics(rewards)
     config = redact(cfg.model_dump(mode="json"))
     held = summary.get("router_heldout") or {}
     provenance = {
@@ -218,9 +213,8 @@ the prompts the terms of their source; check both before publishing.
     return f"---\n{head}---\n\n{body}"
 
 
-def write_dataset_card(run_dir: Path, cfg: RunConfig, summary: dict[str, Any]) -> Path:
-    """Write `run_dir/dataset/README.md` from the summary and the calibration rewards."""
-    rewards = read_jsonl(run_dir / "rewards.jsonl")
-    path = run_dir / "dataset" / "README.md"
-    atomic_write_text(path, build_card(cfg, summary, rewards))
+def write_dataset_card(store: RunArtifacts, cfg: RunConfig, summary: dict[str, Any]) -> Path:
+    """Write the card beside the `datasets` folder from the summary and the rewards."""
+    path = store.card_path()
+    atomic_write_text(path, build_card(cfg, summary, store.rewards()))
     return path

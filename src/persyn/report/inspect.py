@@ -7,7 +7,6 @@ not repaired), so inspecting a run that is still being written is safe.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from persyn.artifacts import RowLogSpec, RunArtifacts
 from persyn.pipeline import STAGES
 from persyn.store import iter_jsonl
 
@@ -49,55 +49,21 @@ def _latest_rows(path: Path, key_fields: tuple[str, ...]) -> list[dict[str, Any]
     return list(rows.values())
 
 
-def _row_log(name: str, path: Path, key_fields: tuple[str, ...], failed: Any) -> Artifact:
-    if not path.exists():
-        return Artifact(name, path, exists=False)
-    rows = _latest_rows(path, key_fields)
-    return Artifact(name, path, True, len(rows), sum(1 for r in rows if failed(r)))
-
-
-def _has_error(row: dict[str, Any]) -> bool:
-    return row.get("error") is not None
+def _row_log(spec: RowLogSpec) -> Artifact:
+    if not spec.path.exists():
+        return Artifact(spec.name, spec.path, exists=False)
+    rows = _latest_rows(spec.path, spec.key_fields)
+    return Artifact(spec.name, spec.path, True, len(rows), sum(1 for r in rows if spec.failed(r)))
 
 
 def inspect_run(run_dir: str | Path) -> RunInspection:
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    stages = {}
-    for stage in STAGES:
-        marker = root / "stages" / f"{stage}.json"
-        stages[stage] = json.loads(marker.read_text()) if marker.exists() else None
-    report = RunInspection(root, stages)
-    add = report.artifacts.append
-    add(_row_log("prompts", root / "prompts.jsonl", ("id",), lambda _r: False))
-    for path in sorted((root / "generations").glob("*.jsonl")):
-        add(_row_log(f"generations/{path.stem}", path, ("prompt_id", "fp"), _has_error))
-    for signal in ("learnability", "quality"):
-        add(
-            _row_log(
-                f"scores/{signal}",
-                root / "scores" / f"{signal}.jsonl",
-                ("prompt_id", "teacher", "fp"),
-                _has_error,
-            )
-        )
-    add(
-        _row_log(
-            "rewards", root / "rewards.jsonl", ("prompt_id",), lambda r: r.get("oracle") is None
-        )
-    )
-    add(_row_log("routes", root / "routes.jsonl", ("prompt_id",), lambda _r: False))
-    add(_row_log("dataset", root / "dataset.jsonl", ("id",), lambda _r: False))
-    add(_row_log("failed", root / "failed.jsonl", ("prompt_id",), lambda _r: True))
-    for name, path in [
-        ("router", root / "router"),
-        ("dataset (datasets)", root / "dataset"),
-        ("dataset card", root / "dataset" / "README.md"),
-        ("summary", root / "summary.json"),
-        ("report", root / "report" / "report.html"),
-    ]:
-        add(Artifact(name, path, path.exists()))
+    store = RunArtifacts(root)
+    report = RunInspection(root, {stage: store.marker(stage) for stage in STAGES})
+    report.artifacts += [_row_log(spec) for spec in store.row_logs()]
+    report.artifacts += [Artifact(name, path, path.exists()) for name, path in store.folders()]
     return report
 
 

@@ -1,16 +1,13 @@
-"""The built-in prompt sets and programmatic teachers of the offline demo.
+"""The demo's built-in prompt sets: `fn(num_prompts, seed) -> list[Prompt]`, the signature
+a user's own `prompts.builtin: module:function` has too.
 
 Two task kinds, chosen so the best teacher differs per prompt (see METHOD.md, last part):
 
 * arithmetic word problems of graded difficulty (1 to 3 steps) with reference answers:
-  the packaged SmolLM2 almost never solves them, programmatic solvers do;
+  the packaged SmolLM2 almost never solves them, the programmatic solvers do;
 * instruction prompts carrying IFEval-style verifiable constraints (instruction ids and
   kwargs in `meta`, checked by if-verifiable): a solver cannot answer them, an LLM
   teacher sometimes satisfies them, depending on its system prompt and the constraint.
-
-The programmatic teachers read the structured problem from `meta` (never the text, and
-nothing is evaluated): `solver-verbose` and `solver-concise` are always right and differ
-in style; `solver-quick` answers in one line and is right only on one-step problems.
 """
 
 from __future__ import annotations
@@ -33,10 +30,10 @@ STEPS: list[tuple[str, str]] = [
     ("*", "Then the number of {item} triples."),
     ("*", "Then the number of {item} doubles."),
 ]
-VERBS = {"+": "add", "-": "subtract", "*": "multiply by"}
 
 
-def _arithmetic(rng: random.Random, index: int) -> Prompt:
+def _word_problem(rng: random.Random, index: int) -> Prompt:
+    """A word problem of 1 to 3 steps (by `index`), its structure in `meta` for the solvers."""
     difficulty = 1 + index % 3
     who, item = rng.choice(NAMES), rng.choice(ITEMS)
     start = value = rng.randint(5, 40)
@@ -217,13 +214,13 @@ def _constrained(
     )
 
 
-def _instruction(rng: random.Random, index: int) -> Prompt:
+def _basic_instruction(rng: random.Random, index: int) -> Prompt:
     """`demo-mix`: one of the six basic constraints, in turn."""
     chosen = DEMO_MIX_CONSTRAINTS[index % len(DEMO_MIX_CONSTRAINTS)]
     return _constrained(rng, f"instr-{index:05d}", [chosen], SHORT_TASKS)
 
 
-def _instruction_tiered(rng: random.Random, index: int) -> Prompt:
+def _tiered_instruction(rng: random.Random, index: int) -> Prompt:
     """`instructions`: every constraint in turn; odd prompts (the harder tier) add a
     second, compatible constraint drawn at random."""
     first = CONSTRAINTS[(index // 2) % len(CONSTRAINTS)]
@@ -235,80 +232,23 @@ def _instruction_tiered(rng: random.Random, index: int) -> Prompt:
     return prompt
 
 
-def builtin_prompts(name: str, num_prompts: int, seed: int) -> list[Prompt]:
-    """`arithmetic`, `instructions` (18 IFEval constraint kinds, one or two per prompt),
-    or `demo-mix` (60% arithmetic, 40% instructions with the six basic constraints)."""
+def arithmetic(num_prompts: int, seed: int) -> list[Prompt]:
+    """`arithmetic`: word problems of 1, 2 and 3 steps, in turn."""
     rng = random.Random(seed)
-    if name == "arithmetic":
-        return [_arithmetic(rng, i) for i in range(num_prompts)]
-    if name == "instructions":
-        return [_instruction_tiered(rng, i) for i in range(num_prompts)]
+    return [_word_problem(rng, i) for i in range(num_prompts)]
+
+
+def instructions(num_prompts: int, seed: int) -> list[Prompt]:
+    """`instructions`: 18 IFEval constraint kinds, one or two per prompt."""
+    rng = random.Random(seed)
+    return [_tiered_instruction(rng, i) for i in range(num_prompts)]
+
+
+def demo_mix(num_prompts: int, seed: int) -> list[Prompt]:
+    """`demo-mix`: 60% arithmetic, 40% instructions with the six basic constraints."""
+    rng = random.Random(seed)
     n_math = round(num_prompts * 0.6)
-    prompts = [_arithmetic(rng, i) for i in range(n_math)]
-    prompts += [_instruction(rng, i) for i in range(num_prompts - n_math)]
+    prompts = [_word_problem(rng, i) for i in range(n_math)]
+    prompts += [_basic_instruction(rng, i) for i in range(num_prompts - n_math)]
     rng.shuffle(prompts)
     return prompts
-
-
-# ---------------------------------------------------------------------------------------
-# Programmatic teachers: `fn(prompt) -> str`, registered for `backend: scripted`.
-
-REFUSAL = (
-    "Sorry, this solver only handles arithmetic word problems, so it cannot write a reply "
-    "to this request."
-)
-
-
-def _apply(value: int, op: str, n: int) -> int:
-    return {"+": value + n, "-": value - n, "*": value * n}[op]
-
-
-def _steps(prompt: Prompt) -> list[tuple[int, str, int, int]] | None:
-    if prompt.meta.get("task") != "arithmetic":
-        return None
-    value = prompt.meta["start"]
-    out = []
-    for op, n in prompt.meta["steps"]:
-        new = _apply(value, op, n)
-        out.append((value, op, n, new))
-        value = new
-    return out
-
-
-def solver_verbose(prompt: Prompt) -> str:
-    steps = _steps(prompt)
-    if steps is None:
-        return REFUSAL
-    item = prompt.meta["item"]
-    lines = [f"Let's solve this step by step. At the start there are {steps[0][0]} {item}."]
-    for k, (before, op, n, after) in enumerate(steps, 1):
-        lines.append(f"Step {k}: we {VERBS[op]} {n}, so {before} {op} {n} = {after} {item}.")
-    lines.append(f"So the final number of {item} is {steps[-1][3]}.")
-    lines.append(f"The answer is {steps[-1][3]}.")
-    return "\n".join(lines)
-
-
-def solver_concise(prompt: Prompt) -> str:
-    steps = _steps(prompt)
-    if steps is None:
-        return REFUSAL
-    expr = str(steps[0][0])
-    for _, op, n, _ in steps:
-        needs_brackets = op == "*" and ("+" in expr or "-" in expr)
-        expr = f"({expr}) {op} {n}" if needs_brackets else f"{expr} {op} {n}"
-    return f"{expr} = {steps[-1][3]}. The answer is {steps[-1][3]}."
-
-
-def solver_quick(prompt: Prompt) -> str:
-    """Mental arithmetic that only ever does the first step: right on one-step problems."""
-    steps = _steps(prompt)
-    if steps is None:
-        return REFUSAL
-    return f"The answer is {steps[0][3]}."
-
-
-SCRIPTED: dict[str, Callable[[Prompt], str]] = {
-    "solver-verbose": solver_verbose,
-    "solver-concise": solver_concise,
-    "solver-quick": solver_quick,
-}

@@ -12,16 +12,16 @@ import base64
 import datetime as dt
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from persyn.config import RunConfig, load_config
-from persyn.dataset_card import reward_statistics
-from persyn.store import atomic_write_text, read_jsonl
+from persyn.artifacts import RewardTable, RunArtifacts
+from persyn.config import RunConfig
+from persyn.report.card import reward_statistics
+from persyn.store import atomic_write_text
 
 EXAMPLE_ROWS = 16  # rows in the examples table: enough to see every teacher and both sources
 EXCERPT_CHARS = 400  # longer prompts and responses are cut in the table
@@ -32,14 +32,14 @@ class ReportError(ValueError):
 
 
 @dataclass
-class RunArtifacts:
+class ReportData:
     """Everything the report reads from a finished run directory."""
 
     run_dir: Path
     cfg: RunConfig
     teachers: list[str]
     prompts: dict[str, dict[str, Any]]
-    rewards: list[dict[str, Any]]
+    rewards: RewardTable
     routes: list[dict[str, Any]]
     dataset: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -47,55 +47,27 @@ class RunArtifacts:
     heldout: list[dict[str, Any]]
 
 
-def load_artifacts(run_dir: Path) -> RunArtifacts:
-    needed = ["config.yaml", "summary.json", "rewards.jsonl", "routes.jsonl", "dataset.jsonl"]
-    missing = [n for n in needed if not (run_dir / n).exists()]
-    if missing:
-        raise ReportError(
-            f"{run_dir}: missing {', '.join(missing)}; finish the run first (persyn run CONFIG)"
-        )
-    cfg = load_config(run_dir / "config.yaml")
-    teachers = json.loads((run_dir / "rewards_meta.json").read_text())["teachers"]
-    metrics_path = run_dir / "router" / "metrics.json"
-    return RunArtifacts(
+def load_artifacts(run_dir: Path) -> ReportData:
+    store = RunArtifacts(run_dir)
+    if store.marker("export") is None:
+        raise ReportError(f"{run_dir}: the run is not finished; run `persyn run CONFIG` first")
+    cfg = store.config()
+    try:
+        heldout = store.val_predictions()
+    except FileNotFoundError as err:
+        raise ReportError(str(err)) from None
+    return ReportData(
         run_dir=run_dir,
         cfg=cfg,
-        teachers=teachers,
-        prompts={r["id"]: r for r in read_jsonl(run_dir / "prompts.jsonl")},
-        rewards=read_jsonl(run_dir / "rewards.jsonl"),
-        routes=read_jsonl(run_dir / "routes.jsonl"),
-        dataset=read_jsonl(run_dir / "dataset.jsonl"),
-        summary=json.loads((run_dir / "summary.json").read_text()),
-        router_metrics=json.loads(metrics_path.read_text()) if metrics_path.exists() else {},
-        heldout=heldout_predictions(run_dir, teachers),
+        teachers=store.reward_teachers(),
+        prompts={p.id: p.to_row() for p in store.prompts()},
+        rewards=store.rewards(),
+        routes=store.routes(),
+        dataset=store.dataset(),
+        summary=store.summary(),
+        router_metrics=store.router_metrics(),
+        heldout=heldout,
     )
-
-
-def heldout_predictions(run_dir: Path, teachers: list[str]) -> list[dict[str, Any]]:
-    """The router's choices on the held-out calibration prompts, next to the oracle's.
-
-    `train-router` stores them in `router/val_predictions.jsonl`; runs made before it did
-    get them recomputed from the saved router checkpoint.
-    """
-    stored = run_dir / "router" / "val_predictions.jsonl"
-    if stored.exists():
-        return read_jsonl(stored)
-    val_ids = json.loads((run_dir / "calibration.json").read_text())["router_val"]
-    if not val_ids or not (run_dir / "router" / "router.json").exists():
-        return []
-    from persyn.pipeline import prediction_rows
-    from persyn.router.routers import Router
-    from persyn.teachers.base import Prompt
-
-    router = Router.load(run_dir / "router", teachers)
-    prompts = {r["id"]: r for r in read_jsonl(run_dir / "prompts.jsonl")}
-    rewards = {r["prompt_id"]: r for r in read_jsonl(run_dir / "rewards.jsonl")}
-    scores = router.scores([Prompt.from_row(prompts[i]).text for i in val_ids])
-    reward = np.array(
-        [[np.nan if v is None else v for v in rewards[i]["reward"]] for i in val_ids], dtype=float
-    )
-    oracle = {i: rewards[i]["oracle"] for i in val_ids}
-    return prediction_rows(teachers, val_ids, scores, reward, oracle)
 
 
 # -- plots ------------------------------------------------------------------------------
@@ -119,7 +91,7 @@ def _colors(teachers: list[str]) -> dict[str, Any]:
     return {t: palette(i % 10) for i, t in enumerate(teachers)}
 
 
-def plot_shares(art: RunArtifacts) -> bytes:
+def plot_shares(art: ReportData) -> bytes:
     """Share of prompts per teacher: oracle (calibration), router (routed), dataset."""
     s = art.summary
     series = [
@@ -142,13 +114,7 @@ def plot_shares(art: RunArtifacts) -> bytes:
     return _png(fig)
 
 
-def _reward_matrix(art: RunArtifacts, kind: str) -> np.ndarray:
-    return np.array(
-        [[np.nan if v is None else v for v in r[kind]] for r in art.rewards], dtype=float
-    ).reshape(len(art.rewards), len(art.teachers))
-
-
-def plot_reward_distributions(art: RunArtifacts) -> bytes:
+def plot_reward_distributions(art: ReportData) -> bytes:
     """Box plots per teacher of raw learnability, raw quality and the combined reward."""
     panels = [
         ("learnability", "learnability (mean token log-prob)"),
@@ -159,7 +125,7 @@ def plot_reward_distributions(art: RunArtifacts) -> bytes:
     colors = _colors(art.teachers)
     for k, (kind, title) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
-        matrix = _reward_matrix(art, kind)
+        matrix = getattr(art.rewards, kind)
         columns = [matrix[~np.isnan(matrix[:, j]), j] for j in range(len(art.teachers))]
         boxes = ax.boxplot(columns, vert=False, patch_artist=True, showmeans=True)
         for patch, teacher in zip(boxes["boxes"], art.teachers, strict=True):
@@ -168,13 +134,13 @@ def plot_reward_distributions(art: RunArtifacts) -> bytes:
         ax.set_yticks(range(1, len(art.teachers) + 1), art.teachers if k == 0 else [])
         ax.invert_yaxis()
         ax.set_title(title, fontsize="medium")
-    fig.suptitle(f"Rewards on {len(art.rewards)} calibration prompts (triangle: mean)")
+    fig.suptitle(f"Rewards on {len(art.rewards.ids)} calibration prompts (triangle: mean)")
     return _png(fig)
 
 
-def plot_learnability_quality(art: RunArtifacts) -> bytes:
+def plot_learnability_quality(art: ReportData) -> bytes:
     """Each calibration response: learnability against quality, teacher means on top."""
-    learn, qual = _reward_matrix(art, "learnability"), _reward_matrix(art, "quality")
+    learn, qual = art.rewards.learnability, art.rewards.quality
     # Quality is often 0/1: a little vertical jitter keeps the points apart.
     jitter = np.random.default_rng(0).uniform(-0.03, 0.03, qual.shape)
     fig = _figure(7, 4.8)
@@ -199,7 +165,7 @@ def plot_learnability_quality(art: RunArtifacts) -> bytes:
     return _png(fig)
 
 
-def confusion_matrix(art: RunArtifacts) -> np.ndarray:
+def confusion_matrix(art: ReportData) -> np.ndarray:
     """Counts [oracle teacher, router teacher] over the held-out calibration prompts."""
     index = {t: i for i, t in enumerate(art.teachers)}
     counts = np.zeros((len(art.teachers), len(art.teachers)), dtype=int)
@@ -209,7 +175,7 @@ def confusion_matrix(art: RunArtifacts) -> np.ndarray:
     return counts
 
 
-def plot_router(art: RunArtifacts) -> bytes:
+def plot_router(art: ReportData) -> bytes:
     """Confusion matrix against the oracle, and mean held-out reward of each policy."""
     counts = confusion_matrix(art)
     held = art.router_metrics.get("val", {})
@@ -256,7 +222,7 @@ def plot_router(art: RunArtifacts) -> bytes:
     return _png(fig)
 
 
-def plot_router_training(art: RunArtifacts) -> bytes:
+def plot_router_training(art: ReportData) -> bytes:
     history = art.router_metrics.get("history", [])
     fig = _figure(6, 3.2)
     ax = fig.add_subplot()
@@ -281,7 +247,7 @@ def plot_router_training(art: RunArtifacts) -> bytes:
     return _png(fig)
 
 
-def cost_comparison(art: RunArtifacts) -> dict[str, dict[str, float]]:
+def cost_comparison(art: ReportData) -> dict[str, dict[str, float]]:
     """Generations, completion tokens and cost: this run against Generate then Select.
 
     Generate then Select has every teacher answer every prompt; its tokens are estimated
@@ -307,7 +273,7 @@ def cost_comparison(art: RunArtifacts) -> dict[str, dict[str, float]]:
     return out
 
 
-def plot_generations(art: RunArtifacts) -> bytes:
+def plot_generations(art: ReportData) -> bytes:
     """Stacked per teacher: generations, tokens and cost, this run against Generate then
     Select."""
     costs = cost_comparison(art)
@@ -361,7 +327,7 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + " [...]"
 
 
-def example_rows(art: RunArtifacts) -> list[dict[str, Any]]:
+def example_rows(art: ReportData) -> list[dict[str, Any]]:
     """A spread of dataset rows: the first row for each (source, teacher), then the rest
     in file order, up to `EXAMPLE_ROWS`."""
     seen: set[tuple[str, str]] = set()
@@ -380,7 +346,7 @@ def _rival_scores(row: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
     return "router score", row.get("router_scores") or {}
 
 
-def _examples_html(art: RunArtifacts) -> str:
+def _examples_html(art: ReportData) -> str:
     body = []
     for row in example_rows(art):
         prompt = "\n".join(m["content"] for m in row["messages"][:-1] if m["role"] != "system")
@@ -417,7 +383,7 @@ def _fmt(x: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else pattern.format(x)
 
 
-def _headline(art: RunArtifacts) -> str:
+def _headline(art: ReportData) -> str:
     s = art.summary
     held = s.get("router_heldout") or {}
     cards = [
@@ -437,12 +403,12 @@ def _headline(art: RunArtifacts) -> str:
     )
 
 
-def _sections(art: RunArtifacts, images: dict[str, bytes]) -> str:
+def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
         data = base64.b64encode(images[key]).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{_e(PLOTS[key][0])}">'
 
-    stats = reward_statistics(art.rewards, art.teachers)
+    stats = reward_statistics(art.rewards)
     reward_table = _table(
         ["teacher", "oracle share", "learnability mean", "quality mean", "combined mean"],
         [
@@ -528,7 +494,7 @@ ol{margin:0;padding-left:1.3em}li.chosen{font-weight:700}
 """
 
 
-def render_html(art: RunArtifacts, images: dict[str, bytes]) -> str:
+def render_html(art: ReportData, images: dict[str, bytes]) -> str:
     cfg = art.cfg
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -549,7 +515,7 @@ alpha {_e(cfg.rewards.alpha)}, {_e(cfg.rewards.normalization)} normalisation; wr
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write `report.html` and one PNG per plot into `out_dir` (default RUN_DIR/report)."""
     art = load_artifacts(Path(run_dir))
-    out = Path(out_dir) if out_dir is not None else art.run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else RunArtifacts(art.run_dir).report_dir()
     out.mkdir(parents=True, exist_ok=True)
     images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}
     for key, png in images.items():

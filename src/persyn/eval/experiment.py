@@ -1,7 +1,7 @@
 """`persyn experiment`: does the personalised dataset teach the student better?
 
 1. run (or reuse) the pipeline, copying `experiment.base_run` in first when given;
-2. build every dataset of `experiment.datasets` (see `persyn.baselines`) on the same
+2. build every dataset of `experiment.datasets` (see `persyn.eval.baselines`) on the same
    prompts, then keep only the prompts every dataset has, so all are the same size;
 3. train the same student with the same seed and budget (`student_training`) on each;
 4. evaluate the untrained student and every trained one on the held-out prompts;
@@ -22,13 +22,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from persyn.baselines import BaselineContext, build_dataset
+from persyn.artifacts import RunArtifacts
 from persyn.config import ModelRef, RunConfig, fingerprint
+from persyn.eval.baselines import BaselineContext, build_dataset
+from persyn.eval.student import evaluate_student, held_out_prompts
 from persyn.models import release_cached_model
 from persyn.pipeline import Run, run_pipeline
 from persyn.progress import log
 from persyn.store import atomic_write_text, read_jsonl, write_jsonl
-from persyn.student.evaluate import evaluate_student, held_out_prompts
 from persyn.student.sft import train_student, training_summary
 
 BASE_STUDENT = "student (no SFT)"
@@ -52,7 +53,7 @@ def output_dir(cfg: RunConfig) -> Path:
 def prepare_run(cfg: RunConfig) -> Run:
     run_dir = Path(cfg.run_dir)
     base = cfg.experiment.base_run
-    if base and not (run_dir / "prompts.jsonl").exists():
+    if base and not RunArtifacts(run_dir).marker("prepare"):
         log(f"experiment: copying {base} into {run_dir}")
         shutil.copytree(base, run_dir, dirs_exist_ok=True)
     run_pipeline(cfg)

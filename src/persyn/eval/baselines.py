@@ -18,10 +18,10 @@ the calibration prompts (where every teacher answered and was scored):
   combined reward (same alpha and normalisation as the run) is kept.
 - `quality-only` / `learnability-only`: PerSyn with alpha 0 / 1 (router retrained).
 
-Answers a baseline needs that the run lacks are generated through `pipeline._generate`
-with the run's executor and cache, so nothing is generated twice; the alpha variants run
-the pipeline in a sibling run directory whose row logs are hard links of the run's, so
-rows they generate land in the same cache.
+Answers a baseline needs that the run lacks are generated through
+`persyn.stages.common.generate_rows` with the run's executor and cache, so nothing is
+generated twice; the alpha variants run the pipeline in a sibling run directory whose row
+logs are hard links of the run's, so rows they generate land in the same cache.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from persyn.artifacts import RunArtifacts, dataset_row
 from persyn.config import ConfigError, ExperimentConfig
-from persyn.pipeline import Run, _generate, run_stage, score_responses, teacher_fingerprint
+from persyn.pipeline import Run, run_stage
 from persyn.progress import log
 from persyn.rewards.mix import combine, oracle_choice
-from persyn.store import read_jsonl
+from persyn.stages.common import generate_rows, teacher_fingerprint
+from persyn.stages.score import score_responses
 
 
 @dataclass
@@ -54,13 +56,9 @@ Choice = dict[str, str]
 
 
 def calibration_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """Raw (quality, learnability) [calibration prompts, teachers] from `rewards.jsonl`."""
-    rows = read_jsonl(run.store.path("rewards.jsonl"))
-
-    def table(key: str) -> np.ndarray:
-        return np.array([[np.nan if v is None else v for v in r[key]] for r in rows], dtype=float)
-
-    return table("quality"), table("learnability")
+    """Raw (quality, learnability) [calibration prompts, teachers] of the reward table."""
+    rewards = run.store.rewards()
+    return rewards.quality, rewards.learnability
 
 
 def mean_quality(run: Run) -> dict[str, float]:
@@ -123,7 +121,7 @@ def random_teacher(ctx: BaselineContext) -> Choice:
 def oracle(ctx: BaselineContext) -> Choice:
     run = ctx.run
     for teacher in run.cfg.teachers:
-        _generate(run, teacher, ctx.prompt_ids, "oracle")
+        generate_rows(run, teacher, ctx.prompt_ids, "oracle")
     quality, learnability, scored = score_responses(run, ctx.prompt_ids)
     rw = run.cfg.rewards
     best = oracle_choice(combine(quality, learnability, rw.alpha, rw.normalization))
@@ -133,7 +131,7 @@ def oracle(ctx: BaselineContext) -> Choice:
 
 
 def _dataset_choice(run: Run, ids: list[str]) -> Choice:
-    teachers = {r["id"]: r["teacher"] for r in read_jsonl(run.store.path("dataset.jsonl"))}
+    teachers = {r["id"]: r["teacher"] for r in run.store.dataset()}
     return {pid: teachers[pid] for pid in ids if pid in teachers}
 
 
@@ -165,7 +163,7 @@ def persyn_with_alpha(alpha: float) -> Callable[[BaselineContext], Choice]:
             _link_tree(base.store.root, sibling)
         cfg = base.cfg.model_copy(deep=True)
         cfg.rewards.alpha = alpha
-        variant = Run(cfg, type(base.store)(sibling), base.executor)
+        variant = Run(cfg, RunArtifacts(sibling), base.executor)
         run_stage(variant, "export")
         return _dataset_choice(variant, ctx.prompt_ids)
 
@@ -201,9 +199,9 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
     for pid, teacher in choice.items():
         by_teacher.setdefault(teacher, []).append(pid)
     for teacher, ids in by_teacher.items():
-        _generate(run, run.cfg.teacher(teacher), ids, f"baseline {name}")
+        generate_rows(run, run.cfg.teacher(teacher), ids, f"baseline {name}")
     by_id = run.prompts_by_id()
-    logs = {t: run.generation_log(t) for t in by_teacher}
+    logs = {t: run.store.generation_log(t) for t in by_teacher}
     fps = {t: teacher_fingerprint(run.cfg.teacher(t)) for t in by_teacher}
     rows = []
     for pid in ctx.prompt_ids:
@@ -213,15 +211,5 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
         gen = logs[teacher].get((pid, fps[teacher]))
         if gen is None or gen["error"] is not None:
             continue
-        prompt = by_id[pid]
-        rows.append(
-            {
-                "id": pid,
-                "messages": [*prompt.messages, {"role": "assistant", "content": gen["text"]}],
-                "teacher": teacher,
-                "selected_by": name,
-                "kind": prompt.kind,
-                "reference": prompt.reference,
-            }
-        )
+        rows.append(dataset_row(by_id[pid], gen["text"], teacher, name))
     return rows

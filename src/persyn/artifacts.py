@@ -1,0 +1,346 @@
+"""Typed access to every artifact of a run directory.
+
+Stages, baselines, the report, the experiment and the benchmarks read and write the run
+directory only through `RunArtifacts`: file names and row shapes live here and nowhere
+else. Layout (relative to the run directory):
+
+    config.yaml                    the resolved config of the last run
+    prompts.jsonl                  normalised prompts (id, messages, kind, reference, meta)
+    calibration.json               calibration ids, the router's train/val split, routed ids
+    generations/<teacher>.jsonl    row log: one row per (prompt, teacher config)
+    scores/<signal>.jsonl          row logs: learnability per (prompt, teacher, student),
+                                   quality per (prompt, teacher, quality config)
+    rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle
+    rewards_alpha<a>.jsonl, alpha_sweep.{json,md}   `persyn score --alpha` re-mixes
+    router/                        checkpoint, metrics.json, val_predictions.jsonl,
+                                   scores.jsonl (row log of router scores), eval.{json,md}
+    routes.jsonl                   per routed prompt: teacher and router scores
+    dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
+    failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
+    stages/<stage>.json, manifest.json   completion markers; section hashes per stage
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from persyn.config import RunConfig, load_config
+from persyn.store import (
+    RowLog,
+    RunStore,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    write_jsonl,
+)
+from persyn.teachers.base import Prompt
+
+SCORE_SIGNALS = ("learnability", "quality")
+
+
+@dataclass
+class Split:
+    """Which prompts calibrate (every teacher answers) and which are routed."""
+
+    calibration: list[str]
+    router_train: list[str]
+    router_val: list[str]
+    routed: list[str]
+
+
+@dataclass
+class RewardTable:
+    """Per calibration prompt and teacher: raw learnability and quality, the combined
+    reward (NaN where a teacher has no usable response) and the oracle's teacher."""
+
+    ids: list[str]
+    teachers: list[str]
+    learnability: np.ndarray
+    quality: np.ndarray
+    reward: np.ndarray
+    oracle: list[str | None]
+
+    def by_teacher(self, row: int) -> dict[str, dict[str, float | None]]:
+        """Row `row` as {"learnability"|"quality"|"reward": {teacher: value or None}}."""
+        return {
+            key: dict(zip(self.teachers, _nan_list(matrix[row]), strict=True))
+            for key, matrix in (
+                ("learnability", self.learnability),
+                ("quality", self.quality),
+                ("reward", self.reward),
+            )
+        }
+
+    def subset(self, ids: list[str]) -> RewardTable:
+        row = {pid: i for i, pid in enumerate(self.ids)}
+        rows = [row[pid] for pid in ids]
+        return RewardTable(
+            list(ids),
+            self.teachers,
+            self.learnability[rows],
+            self.quality[rows],
+            self.reward[rows],
+            [self.oracle[i] for i in rows],
+        )
+
+
+@dataclass
+class RowLogSpec:
+    """A row-shaped artifact: where, what identifies a row, and which rows failed."""
+
+    name: str
+    path: Path
+    key_fields: tuple[str, ...]
+    failed: Callable[[dict[str, Any]], bool]
+
+
+def dataset_row(
+    prompt: Prompt,
+    response: str,
+    teacher: str,
+    selected_by: str,
+    router_scores: dict[str, float] | None = None,
+    rewards: dict[str, dict[str, float | None]] | None = None,
+) -> dict[str, Any]:
+    """One row of a distillation dataset (the run's own and every baseline's)."""
+    return {
+        "id": prompt.id,
+        "messages": [*prompt.messages, {"role": "assistant", "content": response}],
+        "teacher": teacher,
+        "selected_by": selected_by,
+        "kind": prompt.kind,
+        "reference": prompt.reference,
+        "router_scores": router_scores,
+        "rewards": rewards,
+    }
+
+
+def _nan_list(a: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v), 6) for v in a]
+
+
+def _matrix(rows: list[dict[str, Any]], key: str, width: int) -> np.ndarray:
+    values = [[np.nan if v is None else v for v in r[key]] for r in rows]
+    return np.array(values, dtype=float).reshape(len(rows), width)
+
+
+class RunArtifacts(RunStore):
+    """The run directory's artifacts by name, each with a reader and a writer."""
+
+    # -- config and prompts -------------------------------------------------------------
+    def write_config(self, cfg: RunConfig) -> None:
+        text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        atomic_write_text(self.path("config.yaml"), text)
+
+    def config(self) -> RunConfig:
+        return load_config(self.path("config.yaml"))
+
+    def prompts(self) -> list[Prompt]:
+        return [Prompt.from_row(r) for r in read_jsonl(self.path("prompts.jsonl"))]
+
+    def write_prompts(self, prompts: Iterable[Prompt]) -> None:
+        write_jsonl(self.path("prompts.jsonl"), (p.to_row() for p in prompts))
+
+    def split(self) -> Split:
+        return Split(**json.loads(self.path("calibration.json").read_text()))
+
+    def write_split(self, split: Split) -> None:
+        atomic_write_json(self.path("calibration.json"), split.__dict__)
+
+    # -- row logs -----------------------------------------------------------------------
+    def generation_log(self, teacher: str) -> RowLog:
+        return RowLog(self.path("generations", f"{teacher}.jsonl"), ("prompt_id", "fp"))
+
+    def generation_files(self) -> list[Path]:
+        return sorted(self.path("generations").glob("*.jsonl"))
+
+    def score_log(self, signal: str) -> RowLog:
+        """`learnability` or `quality` scores, keyed by prompt, teacher and fingerprint."""
+        return RowLog(self.score_path(signal), ("prompt_id", "teacher", "fp"))
+
+    def score_path(self, signal: str) -> Path:
+        return self.path("scores", f"{signal}.jsonl")
+
+    def router_score_log(self) -> RowLog:
+        return RowLog(self.path("router", "scores.jsonl"), ("prompt_id", "fp"))
+
+    # -- rewards ------------------------------------------------------------------------
+    def rewards_path(self, alpha: float | None = None) -> Path:
+        return self.path("rewards.jsonl" if alpha is None else f"rewards_alpha{alpha:g}.jsonl")
+
+    def write_rewards(self, table: RewardTable, alpha: float | None = None) -> None:
+        """`rewards.jsonl` (the run's alpha) or `rewards_alpha<a>.jsonl` (a sweep)."""
+        rows = [
+            {
+                "prompt_id": pid,
+                "learnability": _nan_list(table.learnability[i]),
+                "quality": _nan_list(table.quality[i]),
+                "reward": _nan_list(table.reward[i]),
+                "oracle": table.oracle[i],
+            }
+            for i, pid in enumerate(table.ids)
+        ]
+        write_jsonl(self.rewards_path(alpha), rows)
+
+    def write_rewards_meta(self, teachers: list[str], alpha: float, normalization: str) -> None:
+        meta = {"teachers": teachers, "alpha": alpha, "normalization": normalization}
+        atomic_write_json(self.path("rewards_meta.json"), meta)
+
+    def reward_teachers(self) -> list[str]:
+        """The teachers (columns) of `rewards.jsonl`, in order."""
+        return json.loads(self.path("rewards_meta.json").read_text())["teachers"]
+
+    def rewards(self, alpha: float | None = None) -> RewardTable:
+        teachers = self.reward_teachers()
+        rows = read_jsonl(self.rewards_path(alpha))
+        return RewardTable(
+            [r["prompt_id"] for r in rows],
+            teachers,
+            _matrix(rows, "learnability", len(teachers)),
+            _matrix(rows, "quality", len(teachers)),
+            _matrix(rows, "reward", len(teachers)),
+            [r["oracle"] for r in rows],
+        )
+
+    def write_alpha_sweep(self, sweep: dict[str, Any], table: str) -> None:
+        atomic_write_json(self.path("alpha_sweep.json"), sweep)
+        atomic_write_text(self.alpha_sweep_table(), table)
+
+    def alpha_sweep_table(self) -> Path:
+        return self.path("alpha_sweep.md")
+
+    # -- router -------------------------------------------------------------------------
+    def router_dir(self) -> Path:
+        return self.path("router")
+
+    def write_router_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_json(self.path("router", "metrics.json"), metrics)
+
+    def router_metrics(self) -> dict[str, Any]:
+        path = self.path("router", "metrics.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_val_predictions(self, rows: list[dict[str, Any]]) -> None:
+        write_jsonl(self.path("router", "val_predictions.jsonl"), rows)
+
+    def val_predictions(self) -> list[dict[str, Any]]:
+        """The router's and the oracle's choice per held-out calibration prompt."""
+        path = self.path("router", "val_predictions.jsonl")
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: missing (a run from an earlier persyn, or a damaged run directory); "
+                "rerun `persyn run CONFIG` to retrain the router"
+            )
+        return read_jsonl(path)
+
+    def write_router_eval(self, result: dict[str, Any], markdown: str) -> Path:
+        atomic_write_json(self.path("router", "eval.json"), result)
+        atomic_write_text(self.path("router", "eval.md"), markdown)
+        return self.path("router", "eval.md")
+
+    # -- routes and dataset -------------------------------------------------------------
+    def write_routes(self, rows: list[dict[str, Any]]) -> None:
+        write_jsonl(self.path("routes.jsonl"), rows)
+
+    def routes(self) -> list[dict[str, Any]]:
+        """Per routed prompt: `prompt_id`, `teacher`, `router_scores` {teacher: score}."""
+        return read_jsonl(self.path("routes.jsonl"))
+
+    def write_dataset(self, rows: list[dict[str, Any]]) -> None:
+        """`dataset.jsonl` and the `datasets` folder `dataset/`, replaced atomically."""
+        import datasets
+
+        write_jsonl(self.path("dataset.jsonl"), rows)
+        out_dir, tmp_dir = self.dataset_dir(), self.path(".dataset.tmp")
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        # JSON-encode the nested per-teacher dicts: their keys differ per pool, Arrow wants
+        # one schema.
+        hf_rows = [
+            {
+                **r,
+                "router_scores": _json_or_none(r["router_scores"]),
+                "rewards": _json_or_none(r["rewards"]),
+            }
+            for r in rows
+        ]
+        datasets.Dataset.from_list(hf_rows).save_to_disk(str(tmp_dir))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp_dir.rename(out_dir)
+
+    def dataset(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path("dataset.jsonl"))
+
+    def dataset_path(self) -> Path:
+        return self.path("dataset.jsonl")
+
+    def dataset_dir(self) -> Path:
+        return self.path("dataset")
+
+    def card_path(self) -> Path:
+        return self.path("dataset", "README.md")
+
+    def write_failed(self, rows: list[dict[str, Any]]) -> None:
+        write_jsonl(self.path("failed.jsonl"), rows)
+
+    def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> None:
+        atomic_write_json(self.path(name), summary)
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.path("summary.json").read_text())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.path("manifest.json"), manifest)
+
+    def report_dir(self) -> Path:
+        return self.path("report")
+
+    def row_logs(self) -> list[RowLogSpec]:
+        """Every row-shaped artifact, for `persyn inspect`."""
+
+        def has_error(row: dict[str, Any]) -> bool:
+            return row.get("error") is not None
+
+        logs = [RowLogSpec("prompts", self.path("prompts.jsonl"), ("id",), _never)]
+        logs += [
+            RowLogSpec(f"generations/{p.stem}", p, ("prompt_id", "fp"), has_error)
+            for p in self.generation_files()
+        ]
+        logs += [
+            RowLogSpec(f"scores/{s}", self.score_path(s), ("prompt_id", "teacher", "fp"), has_error)
+            for s in SCORE_SIGNALS
+        ]
+        return [
+            *logs,
+            RowLogSpec(
+                "rewards", self.rewards_path(), ("prompt_id",), lambda r: r["oracle"] is None
+            ),
+            RowLogSpec("routes", self.path("routes.jsonl"), ("prompt_id",), _never),
+            RowLogSpec("dataset", self.dataset_path(), ("id",), _never),
+            RowLogSpec("failed", self.path("failed.jsonl"), ("prompt_id",), lambda _r: True),
+        ]
+
+    def folders(self) -> list[tuple[str, Path]]:
+        """(name, path) of the non-row artifacts, for `persyn inspect`."""
+        return [
+            ("router", self.router_dir()),
+            ("dataset (datasets)", self.dataset_dir()),
+            ("dataset card", self.card_path()),
+            ("summary", self.path("summary.json")),
+            ("report", self.path("report", "report.html")),
+        ]
+
+
+def _never(_row: dict[str, Any]) -> bool:
+    return False
+
+
+def _json_or_none(x: Any) -> str | None:
+    return None if x is None else json.dumps(x, sort_keys=True)

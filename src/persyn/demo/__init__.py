@@ -1,0 +1,4 @@
+"""The offline demo's plug-ins: built-in prompt sets (`prompts`) and programmatic teachers
+(`solvers`). Core modules never import this package: `persyn.plugins` names its functions
+as `module:function` strings and loads them the way it loads a user's own code.
+"""

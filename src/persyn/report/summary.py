@@ -1,0 +1,65 @@
+"""`summary.json`: counts, shares, costs and the headline numbers the demo prints."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from persyn.store import RowLog
+
+if TYPE_CHECKING:
+    from persyn.pipeline import Run
+
+
+def build_summary(
+    run: Run,
+    rows: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    logs: dict[str, RowLog],
+    fps: dict[str, str],
+) -> dict[str, Any]:
+    cfg = run.cfg
+    names = cfg.teacher_names
+    n_prompts = len(run.prompts)
+    split = run.store.split()
+    routes = run.store.routes()
+    used = dict.fromkeys(names, 0)
+    tokens = dict.fromkeys(names, 0)
+    wanted = {(pid, t) for pid in split.calibration for t in names}
+    wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
+    for pid, t in wanted:
+        g = logs[t].get((pid, fps[t]))
+        if g is not None:
+            used[t] += 1
+            tokens[t] += g["completion_tokens"]
+    cost = {t.name: tokens[t.name] / 1000 * t.cost_per_1k_tokens for t in cfg.teachers}
+    oracle = run.store.rewards().oracle
+    router_metrics = (run.store.marker("train-router") or {}).get("metrics", {})
+    heldout = router_metrics.get("val")
+    if heldout is not None:
+        heldout = {**heldout, "best_fixed_teacher_name": names[int(heldout["best_fixed_teacher"])]}
+    generations = sum(used.values())
+    gts = n_prompts * len(names)
+    return {
+        "run": cfg.name,
+        "prompts": n_prompts,
+        "calibration_prompts": len(split.calibration),
+        "routed_prompts": len(split.routed),
+        "dataset_rows": len(rows),
+        "failed_rows": len(failed),
+        "failed_reasons": dict(Counter(f["error"] for f in failed)),
+        "dataset_share": {
+            t: sum(r["teacher"] == t for r in rows) / max(len(rows), 1) for t in names
+        },
+        "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
+        "router_share": {
+            t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
+        },
+        "router_heldout": heldout,
+        "generations": generations,
+        "generate_then_select_generations": gts,
+        "generation_ratio": generations / gts if gts else None,
+        "completion_tokens": tokens,
+        "cost": cost,
+        "total_cost": sum(cost.values()),
+    }

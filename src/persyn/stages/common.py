@@ -1,0 +1,99 @@
+"""What several stages share: row cache keys, teacher generation, the error budget."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from persyn.config import RunConfig, TeacherConfig, fingerprint
+from persyn.progress import log
+from persyn.teachers.base import Generation, backend_class
+
+if TYPE_CHECKING:
+    from persyn.pipeline import Run
+
+
+class StageError(RuntimeError):
+    """A stage could not finish; everything computed so far is kept in the run directory."""
+
+
+# -- row cache keys: a row is reused while the config it depends on is unchanged ---------
+def teacher_fingerprint(t: TeacherConfig) -> str:
+    """What decides a teacher's output: not its cost, family, batch size or runtime options."""
+    runtime = set(backend_class(t.backend).runtime_options)
+    options = {k: v for k, v in t.options.items() if k not in runtime}
+    return fingerprint(
+        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}), options
+    )
+
+
+def student_fingerprint(cfg: RunConfig) -> str:
+    # How the scores are computed (batching, engine) and the family (it only picks a
+    # baseline teacher) change no learnability score.
+    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"}))
+
+
+def quality_fingerprint(cfg: RunConfig) -> str:
+    return fingerprint(cfg.rewards.quality)
+
+
+# -- generation (calibrate, generate and the baselines) ---------------------------------
+def generate_rows(
+    run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
+) -> dict[str, int]:
+    """Generate the rows of `prompt_ids` that `teacher` has not answered yet; error rows
+    are retried on the next run."""
+    fp = teacher_fingerprint(teacher)
+    rowlog = run.store.generation_log(teacher.name)
+    by_id = run.prompts_by_id()
+
+    def done(pid: str) -> bool:
+        row = rowlog.get((pid, fp))
+        return row is not None and row["error"] is None
+
+    todo = [by_id[pid] for pid in prompt_ids if not done(pid)]
+
+    def sink(results: list[Generation]) -> None:
+        rowlog.append(
+            {
+                "prompt_id": g.prompt_id,
+                "teacher": teacher.name,
+                "fp": fp,
+                "text": g.text,
+                "prompt_tokens": g.prompt_tokens,
+                "completion_tokens": g.completion_tokens,
+                "error": g.error if g.error is not None or g.text.strip() else "empty response",
+            }
+            for g in results
+        )
+
+    try:
+        run.executor.generate(teacher, todo, sink)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        kept = sum(done(pid) for pid in prompt_ids)
+        raise StageError(
+            f"{stage}: teacher {teacher.name!r} failed: {err} "
+            f"({kept}/{len(prompt_ids)} rows are saved; rerun to resume)"
+        ) from err
+    errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
+    check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
+    return {"generated": len(todo), "errors": len(errors)}
+
+
+def check_errors(
+    cfg: RunConfig, stage: str, who: str, errors: list[dict[str, Any] | None], total: int
+) -> None:
+    """Stop the stage when the share of failed rows exceeds `max_error_rate`; else warn."""
+    if not errors:
+        return
+    rate = len(errors) / max(total, 1)
+    first = next((e for e in errors if e), None)
+    example = f"; first: {first['prompt_id']}: {first['error']}" if first else ""
+    message = f"{stage}: {who}: {len(errors)}/{total} rows failed{example}"
+    if rate > cfg.max_error_rate:
+        raise StageError(
+            f"{message} - above max_error_rate {cfg.max_error_rate}; finished rows are "
+            "kept, fix the cause and rerun"
+        )
+    log(f"[yellow]{message} (within max_error_rate; counted in the export)")

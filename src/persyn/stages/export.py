@@ -1,0 +1,53 @@
+"""export: the personalised dataset (JSONL + `datasets` folder + card) and the run summary.
+
+Calibration prompts take the oracle's teacher (every teacher answered them); routed prompts
+take the router's. A prompt without a usable response goes to `failed.jsonl` with why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from persyn.artifacts import dataset_row
+from persyn.report.card import write_dataset_card
+from persyn.report.summary import build_summary
+from persyn.stages.common import teacher_fingerprint
+
+if TYPE_CHECKING:
+    from persyn.pipeline import Run
+
+
+def export(run: Run) -> dict[str, Any]:
+    cfg = run.cfg
+    names = cfg.teacher_names
+    fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
+    logs = {t: run.store.generation_log(t) for t in names}
+    rewards = run.store.rewards()
+    oracle = dict(zip(rewards.ids, rewards.oracle, strict=True))
+    reward_row = {pid: i for i, pid in enumerate(rewards.ids)}
+    routes = {r["prompt_id"]: r for r in run.store.routes()}
+
+    rows, failed = [], []
+    for p in run.prompts:
+        if p.id in reward_row:
+            teacher, source, scores = oracle[p.id], "oracle", None
+            known = rewards.by_teacher(reward_row[p.id])
+        else:
+            teacher, source = routes[p.id]["teacher"], "router"
+            scores, known = routes[p.id]["router_scores"], None
+        gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
+        if gen is None or gen["error"] is not None:
+            why = (
+                "no teacher had a usable response"
+                if teacher is None
+                else (gen["error"] if gen else "not generated")
+            )
+            failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
+            continue
+        rows.append(dataset_row(p, gen["text"], teacher, source, scores, known))
+    run.store.write_dataset(rows)
+    run.store.write_failed(failed)
+    summary = build_summary(run, rows, failed, logs, fps)
+    run.store.write_summary(summary)
+    write_dataset_card(run.store, cfg, summary)
+    return {"dataset_rows": len(rows), "failed_rows": len(failed)}

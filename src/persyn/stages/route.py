@@ -1,0 +1,80 @@
+"""route: one teacher per remaining prompt, the routing policy over the router's scores
+(argmax by default; sampling, or an assignment under a budget: `routing` in the config)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from persyn.policies import cost_per_prompt, make_policy, policy_report
+from persyn.progress import bar, log
+from persyn.router.routers import Router
+from persyn.stages.common import teacher_fingerprint
+
+if TYPE_CHECKING:
+    from persyn.pipeline import Run
+
+ROUTE_CHUNK = 256  # prompts scored per router call; each chunk is logged before the next
+
+
+def route(run: Run) -> dict[str, Any]:
+    cfg = run.cfg
+    ids = run.store.split().routed
+    router = Router.load(run.store.router_dir(), cfg.teacher_names)
+    scores = router_scores(run, router, ids, run.fingerprint("train-router"))
+    names = cfg.teacher_names
+    cost = cost_per_prompt(cfg, mean_response_tokens(run))
+    choice = make_policy(cfg.routing, names, cost).choose(scores)
+    rows = [
+        {
+            "prompt_id": pid,
+            "teacher": names[int(c)],
+            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s, strict=True)},
+        }
+        for pid, s, c in zip(ids, scores, choice, strict=True)
+    ]
+    run.store.write_routes(rows)
+    shares = {n: sum(r["teacher"] == n for r in rows) for n in names}
+    report = policy_report(scores, choice, cost, names)
+    log(f"route ({cfg.routing.kind}): {len(rows)} prompts -> {shares}")
+    if cfg.routing.kind != "argmax":
+        log(
+            f"route: expected cost {report['cost']:.4g} vs {report['argmax_cost']:.4g} for "
+            f"argmax; router score given up {report['score_given_up']:.3f} per prompt"
+        )
+    return {"routed": len(rows), "per_teacher": shares, "policy": report}
+
+
+def router_scores(run: Run, router: Router, ids: list[str], router_fp: str) -> np.ndarray:
+    """The router's scores [prompts, teachers] for `ids`, computed in chunks and appended
+    to the router score log under the trained router's fingerprint: a killed `route`
+    resumes where it stopped. The policy needs every score (a budget is global), so it
+    runs once they are all there."""
+    rowlog = run.store.router_score_log()
+    by_id = run.prompts_by_id()
+    todo = [pid for pid in ids if (pid, router_fp) not in rowlog]
+    with bar("route: router scores", len(todo)) as progress:
+        for start in range(0, len(todo), ROUTE_CHUNK):
+            chunk = todo[start : start + ROUTE_CHUNK]
+            chunk_scores = router.scores([by_id[pid].text for pid in chunk])
+            rowlog.append(
+                {"prompt_id": pid, "fp": router_fp, "scores": [float(v) for v in row]}
+                for pid, row in zip(chunk, chunk_scores, strict=True)
+            )
+            progress.advance(len(chunk))
+    rows = [rowlog.get((pid, router_fp))["scores"] for pid in ids]  # type: ignore[index]
+    return np.array(rows, dtype=float).reshape(len(ids), len(run.cfg.teachers))
+
+
+def mean_response_tokens(run: Run) -> dict[str, float]:
+    """Mean completion tokens of each teacher's calibration responses (for expected costs)."""
+    ids = run.store.split().calibration
+    means = {}
+    for t in run.cfg.teachers:
+        rowlog, fp = run.store.generation_log(t.name), teacher_fingerprint(t)
+        rows = [rowlog.get((pid, fp)) for pid in ids]
+        tokens = [r["completion_tokens"] for r in rows if r is not None and r["error"] is None]
+        if tokens:
+            means[t.name] = float(np.mean(tokens))
+    return means
