@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from persyn.config import ConfigError, RoutingPolicyConfig, parse_config
-from persyn.policies import POLICIES, cost_per_prompt, make_policy, policy_report
+from persyn.policies import (
+    EXACT_MAX_VARIABLES,
+    POLICIES,
+    BudgetPolicy,
+    cost_per_prompt,
+    make_policy,
+    policy_report,
+)
 
 TEACHERS = ["big", "mid", "small"]
 COST = np.array([3.0, 1.0, 0.2])
@@ -117,3 +124,88 @@ def test_config_rejects_quotas_for_unknown_teachers_and_bad_shares() -> None:
         parse_config(run_config(max_share={"huge": 0.5}))
     with pytest.raises(ConfigError, match=r"max_share\['big'\] = 1.5"):
         parse_config(run_config(max_share={"big": 1.5}))
+
+
+def priced_instance(n_prompts: int, n_teachers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Router scores in [0, 1] and prices per prompt spread over two orders of magnitude,
+    the pricier teachers better on average (as real pools are)."""
+    rng = np.random.default_rng(seed)
+    cost = np.sort(np.exp(rng.uniform(np.log(1e-4), np.log(3e-2), n_teachers)))
+    quality = 0.4 + 0.1 * np.log10(cost / cost[0])
+    scores = np.clip(quality + 0.2 * rng.normal(size=(n_prompts, n_teachers)), 0, 1)
+    return scores, cost
+
+
+def budget_policy(cost: np.ndarray, **cfg: object) -> BudgetPolicy:
+    teachers = [f"t{i}" for i in range(len(cost))]
+    return BudgetPolicy(RoutingPolicyConfig(kind="budget", **cfg), teachers, cost)
+
+
+def assert_within_limits(policy: BudgetPolicy, choice: np.ndarray) -> None:
+    if policy.cfg.budget is not None:
+        assert policy.cost[choice].sum() <= policy.cfg.budget + 1e-9
+    counts = np.bincount(choice, minlength=len(policy.cost))
+    for name, share in policy.cfg.max_share.items():
+        assert counts[policy.teachers.index(name)] <= np.floor(share * len(choice))
+
+
+def total(scores: np.ndarray, choice: np.ndarray) -> float:
+    return float(scores[np.arange(len(scores)), choice].sum())
+
+
+def limits(kind: str, scores: np.ndarray, cost: np.ndarray) -> dict[str, object]:
+    """A budget (a share of argmax's cost) and/or quotas on the three best, priciest teachers."""
+    cfg: dict[str, object] = {}
+    if "budget" in kind:
+        cfg["budget"] = 0.35 * cost[scores.argmax(axis=1)].sum()
+    if "quotas" in kind:
+        cfg["max_share"] = {f"t{len(cost) - i}": 0.03 for i in (1, 2, 3)}
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("n_prompts", "n_teachers", "kind"),
+    [(2000, 20, "budget"), (2000, 20, "budget and quotas"), (5000, 10, "quotas")],
+)
+def test_relaxed_meets_the_limits_within_a_tenth_of_a_percent_of_exact(
+    n_prompts: int, n_teachers: int, kind: str
+) -> None:
+    scores, cost = priced_instance(n_prompts, n_teachers, seed=n_prompts)
+    policy = budget_policy(cost, **limits(kind, scores, cost))
+    relaxed, exact = policy.relaxed(scores), policy.exact(scores)
+    assert_within_limits(policy, relaxed)
+    assert total(scores, relaxed) >= total(scores, exact) * (1 - 1e-3)
+
+
+def test_relaxed_finds_a_known_optimum_above_the_exact_size_limit() -> None:
+    # Teacher 1 costs 1 and beats free teacher 0 by a distinct margin per prompt; teacher 2
+    # is worse and pricier than both. With room for k prompts on teacher 1, the optimum
+    # sends it the k largest margins, under a budget or under a quota alike.
+    n_prompts, k = 30_000, 7_000
+    assert n_prompts * 3 > EXACT_MAX_VARIABLES
+    margin = np.random.default_rng(0).permutation(n_prompts) / n_prompts + 0.1
+    scores = np.stack([np.zeros(n_prompts), margin, np.full(n_prompts, -1.0)], axis=1)
+    best = np.zeros(n_prompts, dtype=np.int64)
+    best[np.argsort(-margin)[:k]] = 1
+    cost = np.array([0.0, 1.0, 2.0])
+    for cfg in ({"budget": float(k)}, {"max_share": {"t1": k / n_prompts}}):
+        policy = budget_policy(cost, **cfg)
+        assert (policy.choose(scores) == best).all()
+
+
+def test_relaxed_budget_spends_leftovers_on_tied_prompts() -> None:
+    # Identical prompts all change teacher at the same price of money: the bisection lands
+    # on the cheap side and the fill has to bring back as many as the budget allows.
+    scores = np.tile([3.0, 2.0, 1.0], (1000, 1))
+    policy = budget_policy(COST, budget=1000 * 1.0 + 2.0)
+    relaxed = policy.relaxed(scores)
+    assert_within_limits(policy, relaxed)
+    assert total(scores, relaxed) == pytest.approx(total(scores, policy.exact(scores)))
+
+
+@pytest.mark.parametrize("solver", ["exact", "relaxed"])
+def test_a_budget_and_quotas_that_fit_apart_but_not_together_fail(solver: str) -> None:
+    # The budget pays for every prompt on the cheapest teacher, which may take only half.
+    policy = budget_policy(COST, budget=0.2 * 100, max_share={"t2": 0.5})
+    with pytest.raises(ConfigError, match=r"no assignment of 100 prompts meets budget"):
+        getattr(policy, solver)(np.zeros((100, 3)))

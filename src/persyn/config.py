@@ -256,7 +256,9 @@ class RoutingPolicyConfig(Section):
     kind: Literal["argmax", "sample", "budget"] = Field(
         "argmax",
         description="`argmax` (the paper), `sample` (softmax with a temperature), "
-        "`budget` (assignment under a cost budget and per-teacher quotas, scipy MILP).",
+        "`budget` (assignment under a cost budget and per-teacher quotas: an exact 0/1 "
+        "program up to 20K prompt x teacher pairs, a Lagrangian or LP relaxation with "
+        "rounding above).",
     )
     temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
     seed: int = Field(0, description="`sample`: sampling seed.")
