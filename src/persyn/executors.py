@@ -33,7 +33,9 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     """In this process, one batch at a time."""
 
-    def __init__(self, score_chunk: int = 64) -> None:
+    # Pairs per scorer call, each call's rows saved before the next: large enough for the
+    # scorer's length bucketing (and vLLM's scheduler) to see a real batch.
+    def __init__(self, score_chunk: int = 512) -> None:
         self.score_chunk = score_chunk
 
     def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
@@ -43,8 +45,8 @@ class LocalExecutor(Executor):
         backend.load()
         try:
             with bar(f"generate {teacher.name}", len(prompts)) as progress:
-                for start in range(0, len(prompts), teacher.batch_size):
-                    batch = prompts[start : start + teacher.batch_size]
+                for start in range(0, len(prompts), backend.batch_size):
+                    batch = prompts[start : start + backend.batch_size]
                     sink(backend.generate(batch))
                     progress.advance(len(batch))
         finally:

@@ -117,11 +117,15 @@ class LearnabilityScorer:
         return results
 
     def _score_vllm(self, pairs: list[tuple[list[dict[str, str]], str]]) -> list[LearnabilityScore]:
-        """vLLM's `prompt_logprobs` on prompt + response token ids (GPU, continuous batching)."""
+        """vLLM's `prompt_logprobs` on prompt + response token ids (continuous batching).
+        On vLLM's CPU backend set `VLLM_CPU_KVCACHE_SPACE` (GiB): without it vLLM reserves
+        90% of the machine's memory and refuses to start when less is free."""
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.platforms import current_platform
 
         from persyn.models import load_tokenizer, resolve_model_path
+        from persyn.teachers.vllm import engine_dtype
 
         if self.model is None:
             self.tokenizer = load_tokenizer(self.cfg)
@@ -131,8 +135,13 @@ class LearnabilityScorer:
                 tokenizer=folder,
                 revision=self.cfg.revision,
                 trust_remote_code=self.cfg.trust_remote_code,
-                dtype=self.cfg.dtype,
-                max_model_len=self.cfg.max_length,
+                # float32 on a CPU, as the transformers scorer loads it: the two agree
+                dtype=engine_dtype(self.cfg),
+                # generate() samples one token after the prompt: room for it past max_length
+                max_model_len=self.cfg.max_length + 1,
+                # vLLM's CPU backend compiles the model for minutes on a few cores, more
+                # than a scoring pass gains; on a GPU it stays compiled.
+                enforce_eager=current_platform.is_cpu(),
             )
         encoded = [encode_pair(self.tokenizer, m, r, self.cfg.max_length) for m, r in pairs]
         results: list[LearnabilityScore] = [_empty(t) for _, _, t in encoded]

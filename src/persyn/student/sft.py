@@ -115,6 +115,10 @@ def load_trainable_student(ref: StudentConfig) -> tuple[Any, Any]:
         )
         plain.load_state_dict(model.state_dict())
         plain.generation_config = model.generation_config
+        # The rebuilt weights are plain tensors; a leftover GGUF quantization entry would
+        # make the saved checkpoint unloadable elsewhere (vLLM refuses it).
+        if hasattr(plain.config, "quantization_config"):
+            del plain.config.quantization_config
         model = plain
     return model, load_tokenizer(ref)
 

@@ -67,6 +67,11 @@ class Teacher(ABC):
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
 
+    @property
+    def batch_size(self) -> int:
+        """Prompts per `generate` call: each call's results are saved before the next."""
+        return self.cfg.batch_size
+
     def load(self) -> None:  # noqa: B027 - optional hook
         """Acquire expensive resources (weights, clients)."""
 
@@ -92,6 +97,7 @@ BACKENDS: dict[str, str] = {
     "scripted": "persyn.teachers.scripted:ScriptedTeacher",
     "openai": "persyn.teachers.openai:OpenAITeacher",
     "vllm": "persyn.teachers.vllm:VLLMTeacher",
+    "imported": "persyn.teachers.imported:ImportedTeacher",
 }
 
 

