@@ -7,12 +7,15 @@ import torch
 
 from persyn.config import RouterConfig
 from persyn.router.bradley_terry import (
-    BradleyTerryRouter,
+    RouterData,
     bradley_terry_loss,
+    load_trained,
     preference_pairs,
+    save_trained,
     tied_pairs,
     training_pairs,
 )
+from persyn.router.heads import build_head, fit_head, head_scores
 
 
 def test_preference_pairs_skip_ties_and_missing() -> None:
@@ -79,18 +82,20 @@ def test_router_recovers_planted_preference() -> None:
     x, reward = planted(400, seed=0)
     x_test, reward_test = planted(200, seed=1)
     cfg = RouterConfig(hidden_size=32, epochs=150, learning_rate=0.01, batch_pairs=512)
-    router = BradleyTerryRouter(["a", "b", "c"], in_dim=8, cfg=cfg)
-    fit = router.fit(x[:300], reward[:300], x[300:], reward[300:])
+    head = build_head("linear", in_dim=8, n_teachers=3, cfg=cfg)
+    fit = fit_head(head, RouterData(x[:300], reward[:300], x[300:], reward[300:]), cfg)
     assert fit["pairs"] == 300 * 3
-    choice = router.scores(x_test).argmax(axis=1)
+    choice = head_scores(head, x_test).argmax(axis=1)
     agreement = float(np.mean(choice == reward_test.argmax(axis=1)))
     assert agreement >= 0.9, agreement
 
 
 def test_save_load_round_trip(tmp_path) -> None:
     x, reward = planted(60, seed=2)
-    router = BradleyTerryRouter(["a", "b", "c"], 8, RouterConfig(epochs=5))
-    router.fit(x, reward)
-    router.save(tmp_path, backbone="none")
-    again = BradleyTerryRouter.load(tmp_path, ["a", "b", "c"])
-    np.testing.assert_allclose(again.scores(x), router.scores(x))
+    cfg = RouterConfig(epochs=5)
+    head = build_head("linear", 8, 3, cfg)
+    fit_head(head, RouterData(x, reward), cfg)
+    save_trained(head, tmp_path / "head.pt")
+    again = build_head("linear", 8, 3, cfg.model_copy(update={"seed": 1}))
+    load_trained(again, tmp_path / "head.pt")
+    np.testing.assert_allclose(head_scores(again, x), head_scores(head, x))

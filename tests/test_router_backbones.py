@@ -82,6 +82,20 @@ def test_a_checkpoint_refuses_another_teacher_pool(tmp_path: Path) -> None:
         Router.load(tmp_path / "missing", TEACHERS)
 
 
+def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A checkpoint from before the router registry (no "router" field), or one missing its
+    weights, asks for `persyn train-router` instead of loading something half right."""
+    old = {"teachers": TEACHERS, "in_dim": 384, "head": "linear", "config": {"epochs": 5}}
+    (tmp_path / "router.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="rerun `persyn train-router`") as refused:
+        Router.load(tmp_path, TEACHERS)
+    assert "\n" not in str(refused.value)
+    knn = {"router": "knn", "teachers": TEACHERS, "config": {"kind": "knn"}}
+    (tmp_path / "router.json").write_text(json.dumps(knn))  # knn.npz was never written
+    with pytest.raises(ConfigError, match=r"knn\.npz.*rerun `persyn train-router`"):
+        Router.load(tmp_path, TEACHERS)
+
+
 def test_lm_router_training_is_deterministic(tiny_lm_dir: Path, planted_data: tuple) -> None:
     texts, reward, val_texts, val_reward = planted_data
     scores = []

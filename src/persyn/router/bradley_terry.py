@@ -1,27 +1,58 @@
-"""The Bradley-Terry router: one score per teacher, trained on reward-ordered pairs.
+"""Bradley-Terry training: reward-ordered teacher pairs, the loss, and the one training loop.
 
 For a prompt x and teachers (a, b) with r_b > r_a, P(b beats a | x) = sigmoid(pi_b - pi_a);
 training minimises the binary cross-entropy -log sigmoid(pi_b(x) - pi_a(x)) over all such
 pairs of every calibration prompt. Pairs closer than `tie_margin` are ties: skipped, or
 (`ties: half`) trained towards P = 0.5. Inference is one forward pass: argmax pi(x).
 
-The head over fixed prompt features is linear (the paper's head), a small MLP, or a
-RouteLLM-style matrix factorisation (`mf`): score(x, t) = w . (normalise(v_t) * P x).
+`fit_bradley_terry` trains every learnt router (a head over frozen features, or a language
+model): AdamW on batches of pairs built once, the loss on the train and validation prompts
+after each epoch, and the trained tensors of the epoch with the lowest validation loss kept
+(early stopping after `patience` epochs without improvement).
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from persyn.config import ConfigError, RouterConfig
+from persyn.config import RouterConfig
 
-HeadKind = Literal["linear", "mf"]
+if TYPE_CHECKING:
+    import torch
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class RouterData:
+    """Calibration prompts with every teacher's reward [prompts, teachers] (NaN: missing), and
+    optionally held-out ones for early stopping. Prompts are texts, or what a model reads."""
+
+    prompts: Any
+    reward: np.ndarray
+    val_prompts: Any = None
+    val_reward: np.ndarray | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return (
+            self.val_prompts is not None
+            and len(self.val_prompts) > 0
+            and self.val_reward is not None
+        )
+
+    def map(self, prepare: Callable[[Any], Any]) -> RouterData:
+        """The same rewards with the prompts turned into model inputs (features, arrays)."""
+        if not self.has_val:
+            return RouterData(prepare(self.prompts), self.reward)
+        return RouterData(
+            prepare(self.prompts), self.reward, prepare(self.val_prompts), self.val_reward
+        )
 
 
 def preference_pairs(reward: np.ndarray, tie_margin: float = 1e-6) -> np.ndarray:
@@ -35,20 +66,22 @@ def tied_pairs(reward: np.ndarray, tie_margin: float = 1e-6) -> np.ndarray:
 
 
 def _pairs(reward: np.ndarray, tie_margin: float) -> tuple[np.ndarray, np.ndarray]:
-    ordered, ties = [], []
-    n_prompts, n_teachers = reward.shape
-    for p in range(n_prompts):
-        for a in range(n_teachers):
-            for b in range(a + 1, n_teachers):
-                ra, rb = reward[p, a], reward[p, b]
-                if np.isnan(ra) or np.isnan(rb):
-                    continue
-                if abs(ra - rb) <= tie_margin:
-                    ties.append((p, a, b))
-                else:
-                    ordered.append((p, b, a) if rb > ra else (p, a, b))
-    as_rows = lambda rows: np.array(rows, dtype=np.int64).reshape(-1, 3)  # noqa: E731
-    return as_rows(ordered), as_rows(ties)
+    """Ordered and tied pairs, prompt by prompt and teacher pair (a < b) by pair."""
+    reward = np.asarray(reward, dtype=float)
+    a, b = np.triu_indices(reward.shape[1], k=1)
+    ra, rb = reward[:, a], reward[:, b]
+    known = ~np.isnan(ra) & ~np.isnan(rb)
+    with np.errstate(invalid="ignore"):  # inf - inf: neither a tie nor ordered by `>`
+        tie = known & (np.abs(ra - rb) <= tie_margin)
+    prompt, pair = np.nonzero(known & ~tie)
+    b_wins = rb[prompt, pair] > ra[prompt, pair]
+    winner = np.where(b_wins, b[pair], a[pair])
+    loser = np.where(b_wins, a[pair], b[pair])
+    tie_prompt, tie_pair = np.nonzero(tie)
+    return (
+        np.stack([prompt, winner, loser], axis=1).astype(np.int64),
+        np.stack([tie_prompt, a[tie_pair], b[tie_pair]], axis=1).astype(np.int64),
+    )
 
 
 def training_pairs(
@@ -75,196 +108,183 @@ def bradley_terry_loss(scores: Any, pairs: Any, targets: Any = None) -> Any:
     return F.binary_cross_entropy_with_logits(margin, targets)
 
 
-def build_mf_head(in_dim: int, n_teachers: int, dim: int) -> Any:
-    """RouteLLM's matrix factorisation: score(x, t) = w . (normalise(v_t) * P x)."""
-    import torch.nn as nn
-    import torch.nn.functional as F
+@dataclass(frozen=True)
+class Schedule:
+    """How a router trains: passes, step size, and what one optimiser step sees: `batch`
+    random pairs (`by="pairs"`, heads: scoring a prompt is cheap), or `batch` random prompts
+    with all their pairs (`by="prompts"`, language models: a prompt costs a forward pass,
+    which is also the batch they are scored in for the epoch losses)."""
 
-    class MatrixFactorisationHead(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.teacher_factors = nn.Embedding(n_teachers, dim)
-            self.project = nn.Linear(in_dim, dim, bias=False)
-            self.classify = nn.Linear(dim, 1, bias=False)
-
-        def forward(self, x: Any) -> Any:
-            teacher = F.normalize(self.teacher_factors.weight, dim=-1)
-            return self.classify(self.project(x)[:, None, :] * teacher[None]).squeeze(-1)
-
-    return MatrixFactorisationHead()
+    epochs: int
+    learning_rate: float
+    batch: int
+    by: Literal["pairs", "prompts"]
 
 
-def build_head(in_dim: int, n_teachers: int, hidden: int) -> Any:
-    import torch.nn as nn
+@dataclass(frozen=True)
+class Batch:
+    rows: torch.Tensor  # the prompts this step scores
+    pairs: torch.Tensor  # (index into `rows`, first, second)
+    targets: torch.Tensor
 
-    if hidden == 0:
-        return nn.Linear(in_dim, n_teachers)
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_teachers))
+
+def _batches_of_pairs(
+    pairs: np.ndarray, targets: np.ndarray, size: int, seed: int
+) -> Callable[[], Iterator[Batch]]:
+    import torch
+
+    all_pairs, all_targets = torch.as_tensor(pairs), torch.as_tensor(targets)
+    generator = torch.Generator().manual_seed(seed)
+
+    def epoch() -> Iterator[Batch]:
+        order = torch.randperm(len(all_pairs), generator=generator)
+        for start in range(0, len(order), size):
+            picked = order[start : start + size]
+            chosen = all_pairs.index_select(0, picked)
+            # Score only the prompts of this batch: an epoch stays linear in the prompts.
+            rows, local = torch.unique(chosen[:, 0], return_inverse=True)
+            local_pairs = torch.column_stack([local, chosen[:, 1:]])
+            yield Batch(rows, local_pairs, all_targets.index_select(0, picked))
+
+    return epoch
 
 
-def trained_state(module: Any) -> dict[str, Any]:
+def _batches_of_prompts(
+    pairs: np.ndarray, targets: np.ndarray, n_prompts: int, size: int, seed: int
+) -> Callable[[], Iterator[Batch]]:
+    import torch
+
+    # Each prompt's pairs, found once: `by_prompt[first[p]:first[p + 1]]` are prompt p's.
+    by_prompt = np.argsort(pairs[:, 0], kind="stable")
+    first = np.searchsorted(pairs[by_prompt, 0], np.arange(n_prompts + 1))
+    rng = np.random.default_rng(seed)
+
+    def epoch() -> Iterator[Batch]:
+        order = rng.permutation(n_prompts)
+        for start in range(0, n_prompts, size):
+            rows = order[start : start + size]
+            # Sorted: the pairs keep their global order, so the loss sums in a fixed order.
+            chosen = np.sort(np.concatenate([by_prompt[first[p] : first[p + 1]] for p in rows]))
+            if len(chosen) == 0:  # only ties or missing rewards: nothing to learn here
+                continue
+            rank = np.argsort(rows)
+            local = rank[np.searchsorted(rows[rank], pairs[chosen, 0])]
+            local_pairs = np.column_stack([local, pairs[chosen, 1:]])
+            batch_targets = torch.as_tensor(targets[chosen])
+            yield Batch(torch.as_tensor(rows), torch.as_tensor(local_pairs), batch_targets)
+
+    return epoch
+
+
+def _take(prompts: Any, rows: torch.Tensor) -> Any:
+    import torch
+
+    if isinstance(prompts, torch.Tensor):
+        return prompts.index_select(0, rows)  # a plain copy: faster than x[rows]
+    return prompts[rows.numpy()]
+
+
+def predict(module: torch.nn.Module, prompts: Any, chunk: int | None = None) -> np.ndarray:
+    """Scores [prompts, teachers] of `module` in eval mode, `chunk` prompts at a time (all at
+    once when None); no prompts give an empty batch, so the result keeps its shape."""
+    import torch
+
+    module.eval()
+    n = len(prompts)
+    step = chunk or max(n, 1)
+    with torch.inference_mode():
+        parts = [module(prompts[start : start + step]) for start in range(0, max(n, 1), step)]
+    return torch.cat(parts).numpy()
+
+
+def _epoch_loss(
+    module: torch.nn.Module, prompts: Any, pairs: tuple[np.ndarray, np.ndarray], chunk: int | None
+) -> float:
+    import torch
+
+    scores = torch.as_tensor(predict(module, prompts, chunk))
+    return float(bradley_terry_loss(scores, torch.as_tensor(pairs[0]), torch.as_tensor(pairs[1])))
+
+
+def trained_state(module: torch.nn.Module) -> dict[str, Any]:
     """Copies of the tensors training changes (e.g. LoRA adapters and the head only)."""
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in module.state_dict().items() if k in names}
 
 
-class BestState:
-    """Keeps the trained tensors of the epoch with the lowest validation loss; early stopping."""
+def save_trained(module: torch.nn.Module, path: Path) -> None:
+    """Write the trained tensors (a frozen backbone is rebuilt from its config instead)."""
+    import torch
 
-    def __init__(self, module: Any, patience: int | None, trainable_only: bool = False) -> None:
-        self.module = module
-        self.patience = patience
-        self.trainable_only = trainable_only
-        self.loss = float("inf")
-        self.epoch = 0
-        self.state = self._snapshot()
-
-    def _snapshot(self) -> dict[str, Any]:
-        if self.trainable_only:  # a frozen backbone need not be copied every epoch
-            return trained_state(self.module)
-        return copy.deepcopy(self.module.state_dict())
-
-    def update(self, epoch: int, val_loss: float) -> bool:
-        """Record an epoch; True when training should stop."""
-        if val_loss < self.loss - 1e-6:
-            self.loss, self.epoch = val_loss, epoch
-            self.state = self._snapshot()
-        return self.patience is not None and epoch - self.epoch >= self.patience
-
-    def restore(self) -> None:
-        self.module.load_state_dict(self.state, strict=not self.trainable_only)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(trained_state(module), tmp)
+    tmp.replace(path)
 
 
-class BradleyTerryRouter:
-    """A head over fixed prompt features; `scores(features) -> [prompts, teachers]`."""
+def load_trained(module: torch.nn.Module, path: Path) -> None:
+    """Load what `save_trained` wrote; RuntimeError when the tensors do not fit `module`."""
+    import torch
 
-    def __init__(
-        self, teachers: list[str], in_dim: int, cfg: RouterConfig, head: HeadKind = "linear"
-    ) -> None:
-        import torch
-
-        torch.manual_seed(cfg.seed)
-        self.teachers = list(teachers)
-        self.cfg = cfg
-        self.in_dim = in_dim
-        self.head_kind = head
-        if head == "mf":
-            self.head = build_mf_head(in_dim, len(teachers), cfg.mf_dim)
-        else:
-            self.head = build_head(in_dim, len(teachers), cfg.hidden_size)
-
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        import torch
-
-        self.head.eval()
-        with torch.inference_mode():
-            return self.head(torch.as_tensor(features, dtype=torch.float32)).numpy()
-
-    def fit(
-        self,
-        features: np.ndarray,
-        reward: np.ndarray,
-        val_features: np.ndarray | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        """AdamW on batches of pairs; keeps the epoch with the lowest validation loss.
-
-        `on_epoch` receives each epoch's losses as it ends (progress bars)."""
-        import torch
-
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        x = torch.as_tensor(features, dtype=torch.float32)
-        pairs_np, targets_np = training_pairs(reward, cfg.tie_margin, cfg.ties)
-        if len(preference_pairs(reward, cfg.tie_margin)) == 0:
-            raise ValueError("no teacher pair has different rewards: nothing to learn from")
-        pairs, targets = torch.as_tensor(pairs_np), torch.as_tensor(targets_np)
-        has_val = val_features is not None and val_reward is not None and len(val_features)
-        if has_val:
-            vx = torch.as_tensor(val_features, dtype=torch.float32)
-            vp, vt = training_pairs(val_reward, cfg.tie_margin, cfg.ties)
-            vpairs, vtargets = torch.as_tensor(vp), torch.as_tensor(vt)
-            has_val = len(vpairs) > 0
-        opt = torch.optim.AdamW(
-            self.head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
-        gen = torch.Generator().manual_seed(cfg.seed)
-        best = BestState(self.head, cfg.patience)
-        history = []
-        for epoch in range(cfg.epochs):
-            self.head.train()
-            perm = torch.randperm(len(pairs), generator=gen)
-            for start in range(0, len(pairs), cfg.batch_pairs):
-                batch = perm[start : start + cfg.batch_pairs]
-                loss = bradley_terry_loss(self.head(x), pairs[batch], targets[batch])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            self.head.eval()
-            with torch.no_grad():
-                train_loss = float(bradley_terry_loss(self.head(x), pairs, targets))
-                val_loss = (
-                    float(bradley_terry_loss(self.head(vx), vpairs, vtargets))
-                    if has_val
-                    else train_loss
-                )
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-            if on_epoch is not None:
-                on_epoch(history[-1])
-            if best.update(epoch, val_loss):
-                break
-        best.restore()
-        return {
-            "pairs": len(pairs),
-            "best_epoch": best.epoch,
-            "best_val_loss": best.loss,
-            "history": history,
-        }
-
-    def save(self, folder: Path, backbone: str) -> None:
-        import torch
-
-        from persyn.store import atomic_write_json
-
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.head.state_dict(), folder / "head.pt.tmp")
-        (folder / "head.pt.tmp").replace(folder / "head.pt")
-        atomic_write_json(
-            folder / "router.json",
-            {
-                "teachers": self.teachers,
-                "in_dim": self.in_dim,
-                "backbone": backbone,
-                "head": self.head_kind,
-                "config": self.cfg.model_dump(mode="json"),
-            },
-        )
-
-    @classmethod
-    def load(cls, folder: Path, teachers: list[str] | None = None) -> BradleyTerryRouter:
-        import torch
-
-        meta = read_checkpoint_meta(folder, teachers)
-        router = cls(
-            meta["teachers"],
-            meta["in_dim"],
-            RouterConfig(**meta["config"]),
-            meta.get("head", "linear"),
-        )
-        router.head.load_state_dict(torch.load(folder / "head.pt", weights_only=True))
-        return router
+    state = torch.load(path, weights_only=True)
+    expected = {n for n, p in module.named_parameters() if p.requires_grad}
+    misfits = sorted(set(state) ^ expected)
+    if misfits:
+        raise RuntimeError(f"{path.name}: {len(misfits)} tensors do not fit (first: {misfits[0]})")
+    module.load_state_dict(state, strict=False)
 
 
-def read_checkpoint_meta(folder: Path, teachers: list[str] | None) -> dict[str, Any]:
-    """`router.json` of a checkpoint; refuses a checkpoint trained for another teacher pool."""
-    path = folder / "router.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no router checkpoint; train one first (persyn train-router)")
-    meta = json.loads(path.read_text())
-    if teachers is not None and meta["teachers"] != list(teachers):
-        raise ConfigError(
-            f"{folder}: router was trained for teachers {meta['teachers']}, "
-            f"the config has {list(teachers)}; retrain it (persyn train-router)"
-        )
-    return meta
+def fit_bradley_terry(
+    module: torch.nn.Module,
+    data: RouterData,
+    schedule: Schedule,
+    cfg: RouterConfig,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train `module`, which maps `data.prompts[rows]` (a feature tensor's rows, or a text
+    array's) to scores [rows, teachers].
+
+    Keeps the epoch with the lowest validation loss (the train loss without validation
+    pairs); `on_epoch` receives each epoch's losses as it ends (progress bars)."""
+    import torch
+
+    train = training_pairs(data.reward, cfg.tie_margin, cfg.ties)
+    if not (train[1] == 1).any():
+        raise ValueError("no teacher pair has different rewards: nothing to learn from")
+    val = training_pairs(data.val_reward, cfg.tie_margin, cfg.ties) if data.has_val else None
+    if val is not None and len(val[0]) == 0:
+        val = None
+    torch.manual_seed(cfg.seed)  # dropout (e.g. LoRA's) draws from the global generator
+    if schedule.by == "pairs":
+        batches = _batches_of_pairs(*train, schedule.batch, cfg.seed)
+        chunk = None
+    else:
+        batches = _batches_of_prompts(*train, len(data.prompts), schedule.batch, cfg.seed)
+        chunk = schedule.batch
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=schedule.learning_rate, weight_decay=cfg.weight_decay)
+    best_loss, best_epoch, best_state = float("inf"), 0, trained_state(module)
+    history: list[dict[str, float]] = []
+    for epoch in range(schedule.epochs):
+        module.train()
+        for batch in batches():
+            scores = module(_take(data.prompts, batch.rows))
+            loss = bradley_terry_loss(scores, batch.pairs, batch.targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        train_loss = _epoch_loss(module, data.prompts, train, chunk)
+        val_loss = train_loss if val is None else _epoch_loss(module, data.val_prompts, val, chunk)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        if on_epoch is not None:
+            on_epoch(history[-1])
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_epoch, best_state = val_loss, epoch, trained_state(module)
+        elif cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+            break
+    module.load_state_dict(best_state, strict=False)
+    return {
+        "pairs": len(train[0]),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "history": history,
+    }

@@ -2,8 +2,9 @@
 
 Every router maps prompt texts to one score per teacher, `scores(prompts) -> array
 [prompts, teachers]` (higher is better; a policy in `persyn.policies` turns scores into
-choices), learns from calibration rewards with `fit`, and saves a checkpoint that carries
-the teacher names, so loading it for a different pool fails with a clear error.
+choices). `fit` learns from calibration rewards through the `learn` hook, and `save` writes
+a checkpoint that carries the teacher names, so loading it for a different pool fails with
+a clear error.
 
     bradley-terry     frozen sentence encoder + Bradley-Terry head (linear/MLP); default
     mf                frozen encoder + RouteLLM-style matrix factorisation, Bradley-Terry loss
@@ -15,21 +16,34 @@ the teacher names, so loading it for a different pool fails with a clear error.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from persyn.config import RouterConfig
-from persyn.router.bradley_terry import BradleyTerryRouter, HeadKind, read_checkpoint_meta
+from persyn.config import ConfigError, RouterConfig
+from persyn.router.bradley_terry import (
+    EpochCallback,
+    RouterData,
+    Schedule,
+    fit_bradley_terry,
+    load_trained,
+    predict,
+    save_trained,
+)
 from persyn.router.encoder import PromptEncoder
+from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
 from persyn.store import atomic_write_json
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Router(ABC):
-    """Scores teachers for prompts. Subclasses implement `fit` and `scores`."""
+    """Scores teachers for prompts. Subclasses implement `scores`; learnt ones `learn`, and
+    `save_state`/`load_state` for what they learnt."""
 
     name: ClassVar[str]
 
@@ -41,59 +55,80 @@ class Router(ABC):
         self.cfg = cfg
 
     @abstractmethod
+    def scores(self, prompts: list[str]) -> np.ndarray:
+        """[prompts, teachers] scores; the router's choice is the row's argmax."""
+
     def fit(
         self,
         prompts: list[str],
         reward: np.ndarray,
         val_prompts: list[str] | None = None,
         val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        on_epoch: EpochCallback | None = None,
     ) -> dict[str, Any]:
-        """Learn from rewards [prompts, teachers] (NaN: missing); returns training stats.
+        """Learn from rewards [prompts, teachers] (NaN: missing), with held-out prompts for
+        early stopping; returns training stats: "pairs", "best_epoch", "history" (per epoch
+        losses, also passed to `on_epoch` as each epoch ends) and router-specific ones."""
+        stats = self.learn(RouterData(prompts, reward, val_prompts, val_reward), on_epoch)
+        return {"pairs": 0, "best_epoch": None, "history": [], **stats}
 
-        `on_epoch` receives each epoch's losses as it ends (progress bars)."""
+    def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        """What `fit` does; a router with nothing to learn keeps this."""
+        return {}
 
-    @abstractmethod
-    def scores(self, prompts: list[str]) -> np.ndarray:
-        """[prompts, teachers] scores; the router's choice is the row's argmax."""
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Write what `learn` learnt into `folder`; returns extra `router.json` fields."""
+        return {}
+
+    def load_state(self, folder: Path, meta: dict[str, Any]) -> None:  # noqa: B027 (optional)
+        """Read back what `save_state` wrote (`meta`: the `router.json` fields)."""
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.save_weights(folder)
-        atomic_write_json(
-            folder / "router.json",
-            {
-                "router": self.name,
-                "teachers": self.teachers,
-                "config": self.cfg.model_dump(mode="json"),
-                **self.checkpoint_meta(),
-            },
-        )
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        """Extra `router.json` fields the weights need to load."""
-        return {}
-
-    @abstractmethod
-    def save_weights(self, folder: Path) -> None: ...
-
-    @abstractmethod
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None: ...
+        state = self.save_state(folder)  # before `router.json`, which marks a whole checkpoint
+        meta = {
+            "router": self.name,
+            "teachers": self.teachers,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        atomic_write_json(folder / "router.json", {**meta, **state})
 
     @staticmethod
     def load(
         folder: Path, teachers: list[str] | None = None, encoder: PromptEncoder | None = None
     ) -> Router:
-        """The router saved in `folder`; refuses one trained for another teacher pool."""
-        meta = read_checkpoint_meta(folder, teachers)
-        # Checkpoints written before the registry existed are Bradley-Terry heads.
-        router = make_router(
-            RouterConfig(**{**meta["config"], "kind": meta.get("router", "bradley-terry")}),
-            meta["teachers"],
-            encoder,
-        )
-        router.load_weights(folder, meta)
+        """The router saved in `folder`. Refuses, in one line, a checkpoint trained for
+        another teacher pool and one this version cannot read (e.g. an older format)."""
+        path = folder / "router.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no router checkpoint; train one first (persyn train-router)"
+            )
+        try:
+            meta = json.loads(path.read_text())
+            router_class, saved = ROUTERS[meta["router"]], list(meta["teachers"])
+            cfg = RouterConfig(**meta["config"])
+        except (ValueError, KeyError, TypeError) as err:  # JSON and config errors are ValueErrors
+            raise _unreadable(folder, err) from None
+        if teachers is not None and saved != list(teachers):
+            raise ConfigError(
+                f"{folder}: router was trained for teachers {saved}, "
+                f"the config has {list(teachers)}; retrain it (persyn train-router)"
+            )
+        router = router_class(saved, cfg, encoder)
+        try:
+            router.load_state(folder, meta)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise _unreadable(folder, err) from None
         return router
+
+
+def _unreadable(folder: Path, err: Exception) -> ConfigError:
+    lines = str(err).strip().splitlines()
+    reason = f"missing or unknown {err}" if isinstance(err, KeyError) else (lines or [repr(err)])[0]
+    return ConfigError(
+        f"{folder}: cannot read this router checkpoint ({reason}); rerun `persyn train-router`"
+    )
 
 
 class EncoderRouter(Router):
@@ -109,50 +144,34 @@ class EncoderRouter(Router):
         return self.encoder.encode(prompts)
 
 
-class BradleyTerryHeadRouter(EncoderRouter):
+class BradleyTerryRouter(EncoderRouter):
+    """A Bradley-Terry head (linear, or an MLP with `hidden_size`) over encoder features."""
+
     name = "bradley-terry"
-    head: ClassVar[HeadKind] = "linear"
+    head_kind: ClassVar[HeadKind] = "linear"
+    head: torch.nn.Module
 
-    def __init__(
-        self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
-    ) -> None:
-        super().__init__(teachers, cfg, encoder)
-        self.model: BradleyTerryRouter | None = None
-
-    def fit(
-        self,
-        prompts: list[str],
-        reward: np.ndarray,
-        val_prompts: list[str] | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        self.model = BradleyTerryRouter(self.teachers, self.encoder.dim, self.cfg, self.head)
-        if not val_prompts:
-            return self.model.fit(self.features(prompts), reward, on_epoch=on_epoch)
-        return self.model.fit(
-            self.features(prompts), reward, self.features(val_prompts), val_reward, on_epoch
-        )
+    def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        self.head = build_head(self.head_kind, self.encoder.dim, len(self.teachers), self.cfg)
+        return fit_head(self.head, data.map(self.features), self.cfg, on_epoch)
 
     def scores(self, prompts: list[str]) -> np.ndarray:
-        assert self.model is not None, "fit or load the router first"
-        return self.model.scores(self.features(prompts))
+        return head_scores(self.head, self.features(prompts))
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        assert self.model is not None
-        return {"in_dim": self.model.in_dim, "backbone": self.cfg.backbone, "head": self.head}
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        save_trained(self.head, folder / "head.pt")
+        return {"in_dim": self.encoder.dim}
 
-    def save_weights(self, folder: Path) -> None:
-        assert self.model is not None, "fit the router first"
-        self.model.save(folder, self.cfg.backbone)
-
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None:
-        self.model = BradleyTerryRouter.load(folder, self.teachers)
+    def load_state(self, folder: Path, meta: dict[str, Any]) -> None:
+        self.head = build_head(self.head_kind, meta["in_dim"], len(self.teachers), self.cfg)
+        load_trained(self.head, folder / "head.pt")
 
 
-class MatrixFactorisationRouter(BradleyTerryHeadRouter):
+class MatrixFactorisationRouter(BradleyTerryRouter):
+    """RouteLLM's matrix factorisation over encoder features, with the Bradley-Terry loss."""
+
     name = "mf"
-    head: ClassVar[HeadKind] = "mf"
+    head_kind: ClassVar[HeadKind] = "mf"
 
 
 class NearestNeighbourRouter(EncoderRouter):
@@ -160,17 +179,10 @@ class NearestNeighbourRouter(EncoderRouter):
 
     name = "knn"
 
-    def fit(
-        self,
-        prompts: list[str],
-        reward: np.ndarray,
-        val_prompts: list[str] | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        self.memory = self.features(prompts)
-        self.reward = np.asarray(reward, dtype=float)
-        return {"pairs": 0, "prompts": len(prompts)}
+    def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        self.memory = self.features(data.prompts)
+        self.reward = np.asarray(data.reward, dtype=float)
+        return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         similarity = self.features(prompts) @ self.memory.T
@@ -183,12 +195,20 @@ class NearestNeighbourRouter(EncoderRouter):
             mean = np.nanmean(neighbour_reward, axis=1) if k else np.full_like(similarity, np.nan)
         return np.where(np.isnan(mean), fallback, mean)
 
-    def save_weights(self, folder: Path) -> None:
+    def save_state(self, folder: Path) -> dict[str, Any]:
         np.savez(folder / "knn.npz", memory=self.memory, reward=self.reward)
+        return {}
 
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None:
+    def load_state(self, folder: Path, meta: dict[str, Any]) -> None:
         data = np.load(folder / "knn.npz")
         self.memory, self.reward = data["memory"], data["reward"]
+
+
+def _text_array(texts: list[str]) -> np.ndarray:
+    """Texts that index like features (`texts[rows]`), for the shared training loop."""
+    array = np.empty(len(texts), dtype=object)
+    array[:] = texts
+    return array
 
 
 class LanguageModelRouter(Router):
@@ -199,29 +219,25 @@ class LanguageModelRouter(Router):
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
     ) -> None:
-        from persyn.router.lm import LMScorer
+        from persyn.router.lm import build_scoring_model  # transformers, only when used
 
         super().__init__(teachers, cfg)
-        self.model = LMScorer(teachers, cfg)
+        self.model = build_scoring_model(cfg.backbone, len(teachers), cfg)
 
-    def fit(
-        self,
-        prompts: list[str],
-        reward: np.ndarray,
-        val_prompts: list[str] | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        return self.model.fit(prompts, reward, val_prompts, val_reward, on_epoch)
+    def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        lm = self.cfg.lm
+        schedule = Schedule(lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
+        return fit_bradley_terry(self.model, data.map(_text_array), schedule, self.cfg, on_epoch)
 
     def scores(self, prompts: list[str]) -> np.ndarray:
-        return self.model.scores(prompts)
+        return predict(self.model, _text_array(prompts), self.cfg.lm.batch_size)
 
-    def save_weights(self, folder: Path) -> None:
-        self.model.save(folder)
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        save_trained(self.model, folder / "weights.pt")
+        return {}
 
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None:
-        self.model.load_weights(folder)
+    def load_state(self, folder: Path, meta: dict[str, Any]) -> None:
+        load_trained(self.model, folder / "weights.pt")
 
 
 class BestFixedRouter(Router):
@@ -229,33 +245,17 @@ class BestFixedRouter(Router):
 
     name = "best-fixed"
 
-    def __init__(
-        self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
-    ) -> None:
-        super().__init__(teachers, cfg)
-        self.mean_reward = np.zeros(len(teachers))
-
-    def fit(
-        self,
-        prompts: list[str],
-        reward: np.ndarray,
-        val_prompts: list[str] | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        self.mean_reward = np.nan_to_num(np.nanmean(reward, axis=0), nan=-np.inf)
-        return {"pairs": 0, "prompts": len(prompts)}
+    def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        self.mean_reward = np.nan_to_num(np.nanmean(data.reward, axis=0), nan=-np.inf)
+        return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         return np.tile(self.mean_reward, (len(prompts), 1))
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def save_state(self, folder: Path) -> dict[str, Any]:
         return {"mean_reward": self.mean_reward.tolist()}
 
-    def save_weights(self, folder: Path) -> None:
-        """The mean rewards live in `router.json`."""
-
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None:
+    def load_state(self, folder: Path, meta: dict[str, Any]) -> None:
         self.mean_reward = np.asarray(meta["mean_reward"], dtype=float)
 
 
@@ -264,30 +264,14 @@ class RandomRouter(Router):
 
     name = "random"
 
-    def fit(
-        self,
-        prompts: list[str],
-        reward: np.ndarray,
-        val_prompts: list[str] | None = None,
-        val_reward: np.ndarray | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> dict[str, Any]:
-        return {"pairs": 0, "prompts": len(prompts)}
-
     def scores(self, prompts: list[str]) -> np.ndarray:
         return np.random.default_rng(self.cfg.seed).random((len(prompts), len(self.teachers)))
-
-    def save_weights(self, folder: Path) -> None:
-        """Nothing to save beyond the seed in `router.json`."""
-
-    def load_weights(self, folder: Path, meta: dict[str, Any]) -> None:
-        """Nothing to load."""
 
 
 ROUTERS: dict[str, type[Router]] = {
     r.name: r
     for r in (
-        BradleyTerryHeadRouter,
+        BradleyTerryRouter,
         MatrixFactorisationRouter,
         NearestNeighbourRouter,
         LanguageModelRouter,
