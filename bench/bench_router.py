@@ -25,7 +25,7 @@ from persyn.config import RouterConfig, load_config
 from persyn.pipeline import Run, run_stage
 from persyn.progress import set_quiet
 from persyn.router.encoder import PromptEncoder
-from persyn.router.evaluate import (
+from persyn.eval.routers import (
     HeldOut,
     budget_curve,
     compare_routers,

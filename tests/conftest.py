@@ -63,7 +63,7 @@ def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[
         "prompts": {"builtin": "demo-mix", "num_prompts": 30, "seed": 1},
         "calibration": {"size": 16, "seed": 0},
         "rewards": {"quality": [{"kind": "math"}, {"kind": "ifeval"}]},
-        "router": {"epochs": 20, "val_fraction": 0.25},
+        "router": {"epochs": 20, "val_fraction": 0.25, "test_fraction": 0.25},
     }
     cfg.update(overrides)
     return cfg

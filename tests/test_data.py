@@ -105,8 +105,15 @@ def test_bad_kind(tmp_path: Path) -> None:
 
 
 def test_missing_reference(tmp_path: Path) -> None:
-    path = jsonl(tmp_path, [{"id": "a", "prompt": "1+1?"}])
-    assert "missing field 'answer'" in load_error(path, reference_field="answer")
+    # math rows need one; instruction rows are verified without (a mixed file is fine)
+    path = jsonl(tmp_path, [{"id": "a", "prompt": "Say hi"}, {"id": "b", "prompt": "1+1?"}])
+    message = load_error(path, reference_field="answer", kind_field="kind", kind="math")
+    assert "line 1: missing field 'answer'" in message
+    rows = [{"id": "a", "prompt": "Say hi", "kind": "instruction"}, {"id": "b", "prompt": "1+1?"}]
+    message = load_error(
+        jsonl(tmp_path, rows), reference_field="answer", kind_field="kind", kind="math"
+    )
+    assert "line 2: missing field 'answer'" in message
 
 
 def test_missing_file(tmp_path: Path) -> None:

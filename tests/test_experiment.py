@@ -6,19 +6,22 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import tiny_run_config
 
 from persyn.artifacts import RunArtifacts
-from persyn.config import parse_config
+from persyn.config import ConfigError, parse_config
 from persyn.eval.experiment import (
     BASE_STUDENT,
+    add_intervals,
     experiment_prompts,
     results_csv,
     results_markdown,
     run_experiment,
     write_results,
 )
+from persyn.eval.stats import paired_bootstrap, task_mean
 from persyn.pipeline import Run
 from persyn.teachers.base import Prompt
 
@@ -75,6 +78,64 @@ def test_experiment_prompts_are_not_the_calibration_draw(tiny_lm_dir: Path, tmp_
     assert chosen != sorted(random.Random(0).sample(ids, 10))
 
 
+def test_paired_bootstrap_finds_a_known_difference():
+    """B is right on 60% of 400 prompts, A on the same prompts plus 20% more: the paired
+    difference is 0.2 and its interval excludes 0; the unpaired spread would be wider."""
+    n = 400
+    base = (np.arange(n) % 10 < 6).astype(float)
+    better = base.copy()
+    better[(np.arange(n) % 10 >= 6) & (np.arange(n) % 10 < 8)] = 1.0
+    tasks = np.array(["math"] * n)
+    own, diffs = paired_bootstrap({"persyn": base, "a": better}, tasks, "persyn", seed=1)
+    assert own["persyn"].estimate == pytest.approx(0.6)
+    assert own["persyn"].low < 0.6 < own["persyn"].high
+    d = diffs["a"]
+    assert d.estimate == pytest.approx(0.2)
+    assert 0 < d.low < 0.2 < d.high < 0.3
+    assert d.high - d.low < own["a"].high - own["a"].low + own["persyn"].high - own["persyn"].low
+    # Seeded: the same draws give the same interval.
+    again = paired_bootstrap({"persyn": base, "a": better}, tasks, "persyn", seed=1)[1]["a"]
+    assert again == d
+
+
+def test_paired_bootstrap_of_identical_datasets_is_zero_width():
+    rng = np.random.default_rng(0)
+    scores = (rng.random(300) < 0.4).astype(float)
+    tasks = np.array(["math"] * 300)
+    _, diffs = paired_bootstrap({"persyn": scores, "same": scores.copy()}, tasks, "persyn")
+    assert (diffs["same"].estimate, diffs["same"].low, diffs["same"].high) == (0.0, 0.0, 0.0)
+    assert (diffs["persyn"].low, diffs["persyn"].high) == (0.0, 0.0)
+
+
+def test_bootstrap_statistic_is_the_mean_of_task_accuracies():
+    """`score` averages math accuracy and IFEval accuracy, not all prompts together."""
+    scores = np.array([1.0, 1.0, 1.0, 0.0])
+    tasks = np.array(["math", "math", "math", "instruction"])
+    assert task_mean(scores, tasks, np.arange(4)[None, :])[0] == pytest.approx(0.5)
+    # A resample that misses a task averages the tasks it has.
+    assert task_mean(scores, tasks, np.array([[0, 1, 2, 0]]))[0] == 1.0
+
+
+def test_intervals_reach_the_table_the_csv_and_the_chart(tmp_path: Path, tiny_lm_dir: Path):
+    cfg = parse_config(
+        tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment={"bootstrap_resamples": 500})
+    )
+    results = [dict(r) for r in RESULTS]
+    per_prompt = {BASE_STUDENT: np.array([0.0, 0.0, 1.0, 0.0]), "persyn": np.ones(4)}
+    add_intervals(results, per_prompt, np.array(["math"] * 4), cfg)
+    assert results[0]["vs_persyn"] == pytest.approx(-0.75)
+    assert results[0]["vs_persyn_low"] <= -0.75 <= results[0]["vs_persyn_high"]
+    assert "vs_persyn" not in results[1]  # PerSyn is the reference
+    lines = results_markdown(results).splitlines()
+    assert lines[0].endswith("| score 95% CI | score - persyn | 95% CI (paired) |")
+    assert lines[2].split(" | ")[-2] == "-0.750"
+    assert lines[3].endswith("| [1.000, 1.000] | - | - |")
+    parsed = list(csv.DictReader(io.StringIO(results_csv(results))))
+    assert float(parsed[0]["vs_persyn"]) == pytest.approx(-0.75) and parsed[1]["vs_persyn"] == ""
+    write_results(results, tmp_path)
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_tiny_experiment_end_to_end(tiny_lm_dir: Path, tmp_path: Path):
     data = tiny_run_config(tiny_lm_dir, tmp_path / "run")
@@ -93,8 +154,14 @@ def test_tiny_experiment_end_to_end(tiny_lm_dir: Path, tmp_path: Path):
         "size": 12,
         "output_dir": str(tmp_path / "exp"),
     }
+    # Evaluating on the training prompts themselves is refused before any work.
+    with pytest.raises(ConfigError, match="held-out prompts equal a training prompt"):
+        overlap = {**data, "evaluation": {**data["evaluation"], "prompts": data["prompts"]}}
+        run_experiment(parse_config(overlap))
     results = run_experiment(parse_config(data))
     assert [r["dataset"] for r in results] == [BASE_STUDENT, "persyn", "strong", "quality-only"]
+    assert all(r["score_low"] <= r["score"] <= r["score_high"] for r in results)
+    assert all("vs_persyn_low" in r for r in results if r["dataset"] != "persyn")
     assert len({r["rows"] for r in results[1:]}) == 1  # equal sizes
     assert all(r["score"] is not None for r in results)
     for name in ("results.md", "results.csv", "results.png"):

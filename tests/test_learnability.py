@@ -7,7 +7,12 @@ import torch
 
 from persyn.config import StudentConfig
 from persyn.models import load_causal_lm
-from persyn.rewards.learnability import LearnabilityScorer, encode_pair, token_batches
+from persyn.rewards.learnability import (
+    LearnabilityScorer,
+    encode_pair,
+    response_logprob_means,
+    token_batches,
+)
 
 PAIRS = [
     ([{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5. The answer is 5."),
@@ -43,6 +48,20 @@ def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
         )
         assert s.response_tokens == len(tokenizer(response, add_special_tokens=False)["input_ids"])
         assert not s.truncated
+
+
+def test_batched_means_match_a_per_row_loop() -> None:
+    """The one-call cross-entropy equals the per-row loop it replaced, rows of any length."""
+    generator = torch.Generator().manual_seed(0)
+    n_resp = [1, 7, 3, 7]
+    logits = torch.randn(4, 8, 50, generator=generator, dtype=torch.float64).to(torch.bfloat16)
+    input_ids = torch.randint(0, 50, (4, 12), generator=generator)
+    loop = [
+        -torch.nn.functional.cross_entropy(logits[row, -n - 1 : -1].float(), input_ids[row, -n:])
+        for row, n in enumerate(n_resp)
+    ]
+    batched = response_logprob_means(logits, input_ids, n_resp)
+    assert batched.tolist() == pytest.approx([float(v) for v in loop], abs=1e-5)
 
 
 def test_only_response_tokens_count(tiny_lm_dir: Path) -> None:

@@ -85,7 +85,7 @@ def test_summary_numbers(tiny_run) -> None:
     assert summary["generations"] == 16 * 4 + 14
     assert summary["generate_then_select_generations"] == 30 * 4
     assert sum(summary["oracle_share"].values()) == pytest.approx(1.0)
-    held = summary["router_heldout"]
+    held = summary["router_test"]  # the test split: 4 of 16 calibration prompts
     assert held["prompts"] == 4 and held["best_fixed_teacher_name"] in summary["oracle_share"]
 
 

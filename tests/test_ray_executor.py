@@ -78,3 +78,36 @@ def test_results_reach_the_sink_one_batch_at_a_time() -> None:
     answers = {g.prompt_id: g for c in calls for g in c}
     assert sorted(answers) == sorted(p.id for p in prompts)
     assert all(g.error is None and g.text for g in answers.values())
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_router_scores_on_replicas_match_the_local_ones(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """`route` through the executor: Ray replicas load the saved router (its encoder) once
+    and give the scores the in-process router gives."""
+    import numpy as np
+
+    from persyn.config import RouterConfig
+    from persyn.executors import LocalExecutor
+    from persyn.executors_ray import RayExecutor
+    from persyn.router.routers import make_router
+
+    teachers = ["a", "b", "c"]
+    texts = [f"prompt number {i}" for i in range(12)]
+    router = make_router(RouterConfig(backbone=str(tiny_lm_dir), epochs=3), teachers)
+    router.fit(texts, np.random.default_rng(0).random((12, 3)))
+    router.save(tmp_path / "router")
+
+    def collect(executor: Any) -> tuple[np.ndarray, list[int]]:
+        out, sizes = np.full((len(texts), 3), np.nan), []
+
+        def sink(indices: list[int], scores: np.ndarray) -> None:
+            out[indices] = scores
+            sizes.append(len(indices))
+
+        executor.router_scores(tmp_path / "router", teachers, texts, sink)
+        return out, sizes
+
+    local, _ = collect(LocalExecutor(route_chunk=5))
+    on_ray, sizes = collect(RayExecutor(ExecutorConfig(kind="ray", concurrency=1)))
+    assert sum(sizes) == len(texts)
+    np.testing.assert_allclose(on_ray, local, rtol=1e-4, atol=1e-5)

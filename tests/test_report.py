@@ -15,19 +15,25 @@ from typer.testing import CliRunner
 
 from persyn.cli import app
 from persyn.config import parse_config
-from persyn.pipeline import Run, run_pipeline, run_stage
-from persyn.report.html import (
-    PLOTS,
-    ReportError,
-    build_report,
-    confusion_matrix,
-    example_rows,
-    load_artifacts,
-)
-from persyn.store import read_jsonl, write_jsonl
+from persyn.demo.prompts import demo_mix
+from persyn.pipeline import run_pipeline
+from persyn.report.html import ReportError, build_report, example_rows, load_artifacts
+from persyn.report.plots import PLOTS, confusion_matrix
+from persyn.store import read_jsonl
+from persyn.teachers.base import Prompt
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"alert(1)\"> & say hi"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def hostile_mix(num_prompts: int, seed: int) -> list[Prompt]:
+    """Untrusted input: the demo's prompts, the first instruction prompt ending in HTML that
+    must never run. (A prompt set, not an edit of `prompts.jsonl`: a rerun would find the
+    edited artifact changed and prepare it again.)"""
+    prompts = demo_mix(num_prompts, seed)
+    first = next(p for p in prompts if p.kind == "instruction")
+    first.messages[-1]["content"] += "\n" + HOSTILE
+    return prompts
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +42,8 @@ def run_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     config = tiny_run_config(tiny_lm_dir, root / "run")
     # Greedy, the random tiny LM repeats a newline (an empty answer); sampling gives text.
     config["teachers"][0]["generation"] = {"max_new_tokens": 8, "temperature": 1.0}
-    cfg = parse_config(config)
-    run_stage(Run.open(cfg), "prepare")
-    # Untrusted input: the first instruction prompt ends in HTML that must never run.
-    prompts = root / "run" / "prompts.jsonl"
-    rows = read_jsonl(prompts)
-    first = next(r for r in rows if r["kind"] == "instruction")
-    first["messages"][-1]["content"] += "\n" + HOSTILE
-    write_jsonl(prompts, rows)
-    run_pipeline(cfg)
+    config["prompts"]["builtin"] = "test_report:hostile_mix"
+    run_pipeline(parse_config(config))
     return root / "run"
 
 
@@ -55,8 +54,8 @@ def page(run_dir: Path) -> Path:
 
 def test_train_router_stores_heldout_predictions(run_dir: Path) -> None:
     split = json.loads((run_dir / "calibration.json").read_text())
-    rows = read_jsonl(run_dir / "router" / "val_predictions.jsonl")
-    assert [r["prompt_id"] for r in rows] == split["router_val"]
+    rows = read_jsonl(run_dir / "router" / "test_predictions.jsonl")
+    assert [r["prompt_id"] for r in rows] == split["router_test"]
     oracle = {r["prompt_id"]: r["oracle"] for r in read_jsonl(run_dir / "rewards.jsonl")}
     for row in rows:
         assert row["oracle"] == oracle[row["prompt_id"]]
@@ -70,8 +69,8 @@ def test_run_without_heldout_predictions_is_refused_in_one_line(
     """A run from before predictions were stored: one line saying to rerun."""
     old = tmp_path / "run"
     shutil.copytree(run_dir, old)
-    (old / "router" / "val_predictions.jsonl").unlink()
-    with pytest.raises(ReportError, match=r"val_predictions.jsonl: missing .* rerun") as err:
+    (old / "router" / "test_predictions.jsonl").unlink()
+    with pytest.raises(ReportError, match=r"test_predictions.jsonl: missing .* rerun") as err:
         load_artifacts(old)
     assert "\n" not in str(err.value)
 

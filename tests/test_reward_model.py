@@ -49,7 +49,8 @@ def signal(rm_dir: Path, **options: object) -> RewardModelScore:
 def test_batched_scores_match_one_at_a_time(rm_dir: Path) -> None:
     scorer = signal(rm_dir, kinds=["instruction", "math"], batch_tokens=4096)
     batched = scorer.score(list(zip(PROMPTS, RESPONSES, strict=True)))
-    model, tokenizer = scorer.load()
+    scorer.load()
+    model, tokenizer = scorer.model, scorer.tokenizer
     for (prompt, response), s in zip(zip(PROMPTS, RESPONSES, strict=True), batched, strict=True):
         ids = torch.tensor([conversation_ids(tokenizer, prompt.messages, response)])
         with torch.no_grad():
@@ -60,7 +61,9 @@ def test_batched_scores_match_one_at_a_time(rm_dir: Path) -> None:
 
 
 def test_conversation_uses_the_chat_template(rm_dir: Path) -> None:
-    _, tokenizer = signal(rm_dir).load()
+    scorer = signal(rm_dir)
+    scorer.load()
+    tokenizer = scorer.tokenizer
     text = tokenizer.decode(conversation_ids(tokenizer, PROMPTS[0].messages, RESPONSES[0]))
     assert "<|im_start|>user\nDescribe the sea." in text
     assert "<|im_start|>assistant\nThe sea is wide" in text
@@ -108,3 +111,35 @@ def test_validate_checks_signal_options_before_any_model(tiny_lm_dir: Path, tmp_
         validate(parse_config(config(judge)))
     with pytest.raises(ConfigError, match=r"options.mode: use strict or loose"):
         validate(parse_config(config({"kind": "ifeval", "options": {"mode": "lax"}})))
+
+
+def test_score_stage_loads_the_reward_model_once(
+    tiny_lm_dir: Path, rm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several quality chunks, one load: the signal keeps its model for the whole stage."""
+    from conftest import tiny_run_config
+    from transformers import AutoModelForSequenceClassification
+
+    import persyn.stages.score as score_stage
+    from persyn.config import parse_config
+    from persyn.pipeline import Run, run_stage
+    from persyn.store import read_jsonl
+
+    loads: list[str] = []
+    original = AutoModelForSequenceClassification.from_pretrained
+
+    def counted(path: str, *args: object, **kwargs: object) -> object:
+        loads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", counted)
+    monkeypatch.setattr(score_stage, "QUALITY_CHUNK", 8)
+    rm = {"model": str(rm_dir), "dtype": "float32", "kinds": ["instruction", "math"]}
+    quality = [{"kind": "math"}, {"kind": "reward_model", "options": rm}]
+    cfg = parse_config(tiny_run_config(tiny_lm_dir, tmp_path / "run", rewards={"quality": quality}))
+    run = Run.open(cfg)
+    run_stage(run, "score")
+    rows = read_jsonl(run.store.path("scores") / "quality.jsonl")
+    assert len(rows) > 3 * 8  # several chunks were scored
+    assert all("reward_model" in r["signals"] for r in rows)
+    assert loads == [str(rm_dir)]

@@ -12,20 +12,23 @@ from conftest import tiny_run_config
 from typer.testing import CliRunner
 
 from persyn.calibration_select import (
+    carry_over_selection,
     kcenter_selection,
     random_selection,
     select_calibration,
 )
 from persyn.config import CalibrationConfig, RouterConfig, parse_config
-from persyn.pipeline import Run, run_stage
-from persyn.router.encoder import PromptEncoder
-from persyn.router.evaluate import (
+from persyn.eval.routers import (
     HeldOut,
     budget_curve,
     compare_routers,
     compare_selection,
     learning_curve,
 )
+from persyn.pipeline import Run, run_stage
+from persyn.router.encoder import PromptEncoder
+from persyn.router.metrics import routing_metrics
+from persyn.router.routers import make_router
 
 TEACHERS = ["fruit-expert", "water-expert", "weak"]
 PHRASES = ["tell me about the", "write a poem on the", "explain the", "a fact about the"]
@@ -41,7 +44,7 @@ def planted(n: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def held_out() -> HeldOut:
-    return HeldOut(TEACHERS, *planted(24, 0), *planted(12, 1))
+    return HeldOut(TEACHERS, *planted(24, 0), *planted(12, 1), *planted(12, 2))
 
 
 FAST = RouterConfig(epochs=40, knn_k=3)
@@ -93,6 +96,28 @@ def test_random_strategy_draws_what_prepare_always_drew() -> None:
     assert random_selection(5, 10, 0) == random_selection(5, 10, 0)
 
 
+def test_carry_over_keeps_calibration_prompts_and_stays_uniform() -> None:
+    import random
+    from collections import Counter
+
+    old = [f"p{i:03d}" for i in range(40)]
+    ids = old + [f"n{i:03d}" for i in range(20)]
+    previous = sorted(random.Random(7).sample(old, 10))
+    # nothing changed: the same calibration set
+    assert carry_over_selection(previous, old, old, 10, 7) == previous
+    picked = carry_over_selection(previous, old, ids, 10, 7)
+    assert len(set(picked)) == 10 and set(picked) <= set(ids)
+    assert all(p in previous for p in picked if p.startswith("p"))  # old slots: kept ones
+    # over draws, every prompt of the edited file is as likely to calibrate (10 / 60)
+    counts: Counter[str] = Counter()
+    for seed in range(3000):
+        before = random.Random(seed).sample(old, 10)
+        counts.update(carry_over_selection(before, old, ids, 10, seed))
+    share_old = sum(counts[i] for i in old) / (3000 * 10)
+    assert abs(share_old - 40 / 60) < 0.02
+    assert max(counts.values()) / min(counts.values()) < 1.5
+
+
 def test_selection_strategies_compared_at_equal_size(
     held_out: HeldOut, encoder: PromptEncoder
 ) -> None:
@@ -140,7 +165,9 @@ def test_eval_router_command_writes_its_tables(scored_run: tuple[Path, dict]) ->
     assert "| bradley-terry |" in table and "| oracle | 1.000 |" in table
     assert "Learning curve" in table
     stored = json.loads((run_dir / "router" / "eval.json").read_text())
-    assert stored["val_prompts"] == 5 and stored["train_prompts"] == 15
+    # 20 calibration prompts: 5 test, 5 validation (conftest's fractions), 10 train
+    assert stored["test_prompts"] == 5 and stored["val_prompts"] == 5
+    assert stored["train_prompts"] == 10
 
 
 def test_route_stage_applies_the_budget_policy(scored_run: tuple[Path, dict]) -> None:
@@ -166,3 +193,53 @@ def test_prepare_with_kcenter_selection(tiny_lm_dir: Path, tmp_path: Path) -> No
     assert len(split.calibration) == 12 == len(set(split.calibration))
     kinds = {p.kind for p in run.prompts if p.id in set(split.calibration)}
     assert kinds == {"math", "instruction"}  # diversity: both kinds of prompt are covered
+
+
+def test_router_is_charged_the_real_reward_of_its_choice() -> None:
+    """A failed teacher (NaN) costs the router; a prompt no teacher answered is left out."""
+    reward = np.array(
+        [
+            [1.0, np.nan, 0.0],  # the router picks teacher 1, which failed
+            [np.nan, np.nan, np.nan],  # nobody answered: not a top-1 hit, not counted
+            [0.2, 0.9, 0.5],
+        ]
+    )
+    scores = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    m = routing_metrics(scores, reward)
+    assert m["prompts"] == 2 and m["prompts_without_reward"] == 1
+    assert m["top1"] == 0.5  # only the third prompt
+    assert m["reward"] == pytest.approx((0.0 + 0.9) / 2)  # failed choice earns 0
+    assert m["routed_to_failed"] == 0.5
+    assert m["oracle_reward"] == pytest.approx((1.0 + 0.9) / 2)
+    assert np.isfinite([m[k] for k in ("reward", "regret", "captured")]).all()
+
+
+def test_random_router_draw_depends_on_the_prompt_not_its_position() -> None:
+    router = make_router(RouterConfig(kind="random", seed=3), TEACHERS)
+    texts = [f"prompt {i}" for i in range(600)]  # more than one routing chunk
+    whole = router.scores(texts)
+    assert np.array_equal(router.scores(texts[::-1]), whole[::-1])
+    assert np.array_equal(router.scores(texts[300:]), whole[300:])
+    assert len({tuple(row.argmax() for row in whole[i : i + 256]) for i in (0, 256)}) == 2
+    other_seed = make_router(RouterConfig(kind="random", seed=4), TEACHERS).scores(texts)
+    assert not np.array_equal(other_seed, whole)
+
+
+def test_split_keeps_test_prompts_out_of_training_and_epoch_choice(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_run_config(tiny_lm_dir, tmp_path)
+    data["calibration"] = {"size": 20}
+    data["router"] = {"val_fraction": 0.2, "test_fraction": 0.3}
+    run = Run.open(parse_config(data), str(tmp_path))
+    run_stage(run, "prepare")
+    split = run.store.split()
+    parts = [set(split.router_train), set(split.router_val), set(split.router_test)]
+    assert [len(p) for p in parts] == [10, 4, 6]
+    assert set.union(*parts) == set(split.calibration)
+    assert sum(len(p) for p in parts) == len(split.calibration)
+
+
+def test_fractions_must_leave_training_prompts() -> None:
+    with pytest.raises(ValueError, match="must leave calibration prompts to train on"):
+        RouterConfig(val_fraction=0.5, test_fraction=0.5)

@@ -10,7 +10,14 @@ from conftest import SMOL, tiny_run_config
 
 from persyn.config import ConfigError, ModelRef, StudentConfig, parse_config
 from persyn.data import DataError
-from persyn.eval.student import evaluate_student, lm_eval, score_answers
+from persyn.eval.student import (
+    check_held_out,
+    evaluate_student,
+    lm_eval,
+    normalise_text,
+    prompt_scores,
+    score_answers,
+)
 from persyn.executors import LocalExecutor
 from persyn.models import load_tokenizer
 from persyn.student.sft import (
@@ -147,6 +154,48 @@ def test_score_answers_uses_math_verify_and_ifeval_strict_and_loose():
     assert metrics["score"] == 0.75
     missing = score_answers([math], {})
     assert missing["math_accuracy"] == 0.0 and missing["failed_generations"] == 1
+    # Per prompt, for paired comparisons: the task, its 0/1 scores and the one that counts.
+    rows = prompt_scores([math, lower, quoted], answers)
+    assert [(r["prompt_id"], r["task"], r["score"]) for r in rows] == [
+        ("m", "math", 1.0),
+        ("i", "instruction", 1.0),
+        ("q", "instruction", 0.0),
+    ]
+    assert rows[2]["ifeval_loose"] == 1.0
+    # A failed generation is wrong even where an empty answer would pass (lowercase).
+    failed = prompt_scores([lower], {"i": Generation("i", error="timeout")})
+    assert failed[0]["score"] == 0.0
+
+
+def _user(ident: str, text: str) -> Prompt:
+    return Prompt(ident, [{"role": "user", "content": text}])
+
+
+def test_normalised_text_ignores_case_spacing_and_end_punctuation_only():
+    assert normalise_text("  What is 2+2?\n") == normalise_text("what  is 2+2") == "what is 2+2"
+    assert normalise_text("What is 2+3?") != normalise_text("What is 2+2?")
+
+
+def test_held_out_prompt_equal_to_a_training_prompt_is_an_error_naming_it():
+    training = [_user("t1", "Describe the sea."), _user("t2", "Sam has 3 apples. How many?")]
+    held_out = [_user("e1", "sam has 3 apples.  how many"), _user("e2", "Describe the moon.")]
+    with pytest.raises(ConfigError) as err:
+        check_held_out(held_out, training)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "1 of 2 held-out prompts" in message
+    assert "e1 = training t2" in message and "sam has 3 apples" in message
+    # Same ids with different texts are no overlap: the check reads text, not ids.
+    assert check_held_out([_user("t1", "Describe the moon.")], training)[0].id == "t1"
+    # Opting in leaves the overlap out instead.
+    assert [p.id for p in check_held_out(held_out, training, drop=True)] == ["e2"]
+
+
+def test_held_out_error_names_at_most_three_prompts_and_counts_all():
+    training = [_user(f"t{i}", f"Question {i}") for i in range(5)]
+    with pytest.raises(ConfigError, match="5 of 5 held-out prompts") as err:
+        check_held_out([_user(f"e{i}", f"question {i}.") for i in range(5)], training)
+    assert str(err.value).count("= training") == 3
 
 
 def test_evaluate_student_generates_once_and_writes_metrics(tiny_lm_dir: Path, tmp_path: Path):
@@ -157,6 +206,8 @@ def test_evaluate_student_generates_once_and_writes_metrics(tiny_lm_dir: Path, t
     assert len(answers) == metrics["prompts"] == 4
     assert metrics["math_prompts"] + metrics["instruction_prompts"] == 4
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["score"] == metrics["score"]
+    scores = (tmp_path / "eval" / "scores.jsonl").read_text().splitlines()
+    assert len(scores) == 4 and all("score" in json.loads(line) for line in scores)
     evaluate_student(cfg, ref, tmp_path / "eval", LocalExecutor())
     assert (tmp_path / "eval" / "answers.jsonl").read_text().splitlines() == answers
 

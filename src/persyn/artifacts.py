@@ -7,17 +7,19 @@ else. Layout (relative to the run directory):
     config.yaml                    the resolved config of the last run
     prompts.jsonl                  normalised prompts (id, messages, kind, reference, meta)
     calibration.json               calibration ids, the router's train/val split, routed ids
+    imported.jsonl                 calibration answers read from `calibration.source`
     generations/<teacher>.jsonl    row log: one row per (prompt, teacher config)
     scores/<signal>.jsonl          row logs: learnability per (prompt, teacher, student),
                                    quality per (prompt, teacher, quality config)
     rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle
     rewards_alpha<a>.jsonl, alpha_sweep.{json,md}   `persyn score --alpha` re-mixes
-    router/                        checkpoint, metrics.json, val_predictions.jsonl,
+    router/                        checkpoint, metrics.json, test_predictions.jsonl,
                                    scores.jsonl (row log of router scores), eval.{json,md}
     routes.jsonl                   per routed prompt: teacher and router scores
     dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
     failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
     stages/<stage>.json, manifest.json   completion markers; section hashes per stage
+    .lock                          the lock of the process working here (`RunStore.lock`)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 import yaml
 
 from persyn.config import RunConfig, load_config
+from persyn.redact import redact
 from persyn.store import (
     RowLog,
     RunStore,
@@ -54,6 +57,10 @@ class Split:
     router_train: list[str]
     router_val: list[str]
     routed: list[str]
+    # hash of the calibration settings the draw used (none in runs before it was recorded)
+    drawn_with: str | None = None
+    # calibration prompts neither router training nor model selection sees
+    router_test: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,7 +144,9 @@ class RunArtifacts(RunStore):
 
     # -- config and prompts -------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
-        text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        # Redacted: a run directory gets copied and shared; keys pasted into a URL or
+        # `extra_body` must not travel with it.
+        text = yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)
         atomic_write_text(self.path("config.yaml"), text)
 
     def config(self) -> RunConfig:
@@ -154,6 +163,15 @@ class RunArtifacts(RunStore):
 
     def write_split(self, split: Split) -> None:
         atomic_write_json(self.path("calibration.json"), split.__dict__)
+
+    def write_imported(self, rows: list[dict[str, Any]]) -> None:
+        """The calibration answers `prepare` read from `calibration.source` (one row per
+        answer: prompt_id, model, teacher, text, raw_score, score, completion_tokens,
+        source_row); `calibrate` copies them into the generation logs."""
+        write_jsonl(self.path("imported.jsonl"), rows)
+
+    def imported(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path("imported.jsonl"))
 
     # -- row logs -----------------------------------------------------------------------
     def generation_log(self, teacher: str) -> RowLog:
@@ -221,6 +239,25 @@ class RunArtifacts(RunStore):
     def router_dir(self) -> Path:
         return self.path("router")
 
+    def router_checkpoint_files(self) -> list[Path]:
+        """The router checkpoint: `router.json` and the state files the router wrote beside
+        it, not the scores, metrics and evaluations kept in the same folder."""
+        folder = self.router_dir()
+        others = {"scores.jsonl", "metrics.json", "test_predictions.jsonl", "eval.json", "eval.md"}
+        state = (
+            sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file()
+                and p.name not in {*others, "router.json"}
+                and not p.name.startswith(".")
+                and not p.name.endswith(".tmp")
+            )
+            if folder.is_dir()
+            else []
+        )
+        return [folder / "router.json", *state]
+
     def write_router_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_json(self.path("router", "metrics.json"), metrics)
 
@@ -228,12 +265,12 @@ class RunArtifacts(RunStore):
         path = self.path("router", "metrics.json")
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def write_val_predictions(self, rows: list[dict[str, Any]]) -> None:
-        write_jsonl(self.path("router", "val_predictions.jsonl"), rows)
+    def write_test_predictions(self, rows: list[dict[str, Any]]) -> None:
+        write_jsonl(self.path("router", "test_predictions.jsonl"), rows)
 
-    def val_predictions(self) -> list[dict[str, Any]]:
-        """The router's and the oracle's choice per held-out calibration prompt."""
-        path = self.path("router", "val_predictions.jsonl")
+    def test_predictions(self) -> list[dict[str, Any]]:
+        """The router's and the oracle's choice per test calibration prompt."""
+        path = self.path("router", "test_predictions.jsonl")
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: missing (a run from an earlier persyn, or a damaged run directory); "

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from persyn.artifacts import RunArtifacts
@@ -18,6 +19,8 @@ from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
 from persyn.progress import set_quiet
+from persyn.redact import redact_text
+from persyn.store import RunDirBusy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -59,12 +62,15 @@ def user_errors(*extra: type[Exception]) -> Iterator[None]:
     """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
     try:
         yield
-    except (ConfigError, DataError, StageError, *extra) as err:
+    except (ConfigError, DataError, StageError, RunDirBusy, *extra) as err:
         _fail(err)
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+    # One line, secrets scrubbed, and printed as text: a message quoting "[...]" (a file's
+    # line, a list of teachers) must not be read as console markup and lose words.
+    line = " ".join(redact_text(str(err)).split())
+    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -85,15 +91,15 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
             f"{summary['dataset_share'][t]:.0%}",
         )
     console.print(table)
-    held = summary.get("router_heldout")
-    if held:
+    held = summary.get("router_test")
+    if held and held["prompts"]:
         console.print(
-            f"router on {int(held['prompts'])} held-out calibration prompts: top-1 agreement "
-            f"with the oracle {held['top1']:.0%}, "
-            f"pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
-            f"  mean combined reward: router {held['reward']:.3f} | best single teacher "
-            f"({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f} | random "
-            f"{held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
+            f"router on its test split, {int(held['prompts'])} calibration prompts used neither "
+            f"to train it nor to pick its epoch: top-1 agreement with the oracle "
+            f"{held['top1']:.0%}, pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
+            f"  mean combined reward: router {held['reward']:.3f} | best single teacher on "
+            f"these prompts ({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f}"
+            f" | random {held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
         )
         beats = held["reward"] > max(held["best_fixed_reward"], held["random_reward"])
         console.print(
@@ -105,10 +111,13 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
         f"most frequent oracle teacher: {top} with {summary['oracle_share'][top]:.0%} of "
         f"{summary['calibration_prompts']} calibration prompts"
     )
+    imported = summary.get("imported_responses")
     console.print(
         f"generations: {summary['generations']} used vs "
         f"{summary['generate_then_select_generations']} for Generate-then-Select "
-        f"({summary['generation_ratio']:.0%}); dataset rows {summary['dataset_rows']}, "
+        f"({summary['generation_ratio']:.0%})"
+        + (f", {imported} calibration answers imported" if imported else "")
+        + f"; dataset rows {summary['dataset_rows']}, "
         f"failed {summary['failed_rows']}\n"
         f"artifacts in {run_dir} (dataset.jsonl, dataset/, summary.json)"
     )
@@ -149,7 +158,35 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     with user_errors():
         cfg = _load(config, set_)
         n = len(load_prompts(cfg.prompts))
-    console.print(f"ok: {len(cfg.teachers)} teachers, {n} prompts")
+        imported = ""
+        if cfg.calibration.source is not None:
+            from persyn.calibration_import import load_import
+
+            data = load_import(cfg)
+            imported = f", {len(data.prompts)} imported prompts with {len(data.answers)} answers"
+    console.print(f"ok: {len(cfg.teachers)} teachers, {n} prompts{imported}")
+
+
+@app.command("import")
+def import_cmd(
+    config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Calibrate from `calibration.source`: its prompts become the calibration set and its
+    answers the calibration rows (the `prepare` and `calibrate` stages); nothing is
+    generated unless `fill_missing` is set."""
+    set_quiet(quiet)
+    with user_errors():
+        cfg = _load(config, set_)
+        if cfg.calibration.source is None:
+            raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
+        run_ = Run.open(cfg, run_dir)
+        marker = run_stage(run_, "calibrate")
+        calibration = len(run_.store.split().calibration)
+    per_teacher = ", ".join(
+        f"{t} {v['imported']} imported + {v['generated']} generated"
+        for t, v in marker["teachers"].items()
+    )
+    console.print(f"import: {calibration} calibration prompts; answers: {per_teacher}")
 
 
 def _stage_command(stage: str) -> None:
@@ -193,13 +230,16 @@ def score_cmd(
     with user_errors():
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
-        run_stage(run_, "score")
-        if alpha is not None:
-            try:
-                alphas = [float(a) for a in alpha.split(",")]
-            except ValueError:
-                raise StageError(f"--alpha {alpha!r}: expected numbers like 0.1,0.4,0.7") from None
-            alpha_sweep(run_, alphas)
+        with run_.store.lock():
+            run_stage(run_, "score")
+            if alpha is not None:
+                try:
+                    alphas = [float(a) for a in alpha.split(",")]
+                except ValueError:
+                    raise StageError(
+                        f"--alpha {alpha!r}: expected numbers like 0.1,0.4,0.7"
+                    ) from None
+                alpha_sweep(run_, alphas)
     if alpha is None:
         console.print("score: done")
     else:
@@ -253,15 +293,16 @@ def eval_router(
     quiet: QuietOpt = False,
 ) -> None:
     """Routers side by side on held-out calibration prompts; writes router/eval.md."""
-    from persyn.router.evaluate import evaluate_routers
+    from persyn.eval.routers import evaluate_routers
 
     set_quiet(quiet)
     with user_errors(ValueError):
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
-        run_stage(run_, "score")
         kinds = [k.strip() for k in routers.split(",")] if routers else None
-        result = evaluate_routers(run_, kinds)
+        with run_.store.lock():  # it writes router/eval.*
+            run_stage(run_, "score")
+            result = evaluate_routers(run_, kinds)
     console.print(result["markdown"], markup=False, highlight=False)
     console.print(f"written to {result['path']}")
 

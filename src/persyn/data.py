@@ -1,13 +1,19 @@
-"""Prompts in: JSONL, JSON, Parquet, a `datasets` folder, a hub dataset, or a generated set
-(a built-in name or the user's `module:function`).
+"""Prompts in: JSONL, JSON, CSV/TSV, Parquet, a `datasets` folder, a hub dataset, or a
+generated set (a built-in name or the user's `module:function`).
 
 Every row becomes a `Prompt` (id, chat messages, kind, reference, meta). A bad row stops
 the load with one line naming the file, the row and the field, before any model loads.
+`source_digest` hashes a local source's bytes: `prepare`'s fingerprint includes it, so an
+edited prompts file is prepared again.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,46 +37,181 @@ def _rows_from_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # else a cut-off row errs on "line 2"
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {lineno}: malformed JSON ({err.msg})") from None
+                raise DataError(f"{path}: line {lineno}: {_json_problem(err)}") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {lineno}: expected a JSON object per line")
             yield lineno, row
+
+
+def _json_problem(err: json.JSONDecodeError) -> str:
+    # err.msg alone can end mid-sentence ("Invalid control character at"): add the column.
+    return f"malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})"
+
+
+def _rows_from_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A JSON array of objects, or an object whose `data` is one."""
+    try:
+        data = json.loads(path.read_bytes())
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: invalid UTF-8 ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: line {err.lineno}: {_json_problem(err)}") from None
+    rows = data.get("data") if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise DataError(
+            f'{path}: expected a JSON array of objects (or {{"data": [...]}}); '
+            "for one object per line use .jsonl"
+        )
+    for i, row in enumerate(rows):
+        where = f"{path}: item {i}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
+
+
+def _rows_from_csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """CSV (or TSV) with a header row; every value is text, `meta` and `messages`
+    columns hold JSON. Locations are the line where the record starts."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    # utf-8-sig: spreadsheet programs start CSV files with a byte order mark
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        line = 1
+        try:
+            header = next(reader, [])
+            if len(set(header)) != len(header) or any(not h.strip() for h in header):
+                raise DataError(f"{path}: line 1: header has empty or repeated column names")
+            for record in reader:
+                start, line = line + 1, reader.line_num
+                if not record:
+                    continue
+                if len(record) != len(header):
+                    raise DataError(
+                        f"{path}: line {start}: {len(record)} fields, the header has "
+                        f"{len(header)}; quote values that contain {delimiter!r} or line breaks"
+                    )
+                yield f"{path}: line {start}", dict(zip(header, record, strict=True))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: line {line + 1}: invalid UTF-8 ({err.reason})") from None
+        except csv.Error as err:
+            raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from None
+
+
+# What a hub dataset id looks like (`name` or `owner/name`); anything else is a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_FILE_FORMATS = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
+
+
+def _rows_from_hub(source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A hub dataset. One request checks it exists first: a wrong id then fails in a
+    second with a clear line, not after the hub client's retries."""
+    if not _HUB_ID.fullmatch(source):
+        raise DataError(
+            f"{source}: no such file or folder (nor a hub dataset id OWNER/NAME); "
+            "check prompts.source"
+        )
+    import datasets
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:  # offline: only the cache can answer
+        try:
+            huggingface_hub.HfApi().dataset_info(source, timeout=10)
+        except GatedRepoError:
+            raise DataError(
+                f"{source}: gated hub dataset; accept its terms on the hub, then log in "
+                "(`hf auth login`)"
+            ) from None
+        except RepositoryNotFoundError:
+            raise DataError(
+                f"{source}: no such file or folder, and no hub dataset by that id (a private "
+                "one needs `hf auth login`); check prompts.source"
+            ) from None
+        except Exception as err:  # network errors: the hub client raises many kinds
+            raise DataError(
+                f"{source}: cannot reach the hub ({type(err).__name__}: {_first_line(err)}); "
+                "check the network, or set HF_HUB_OFFLINE=1 to use a cached copy"
+            ) from None
+    try:
+        ds = datasets.load_dataset(source, split=split)
+    except Exception as err:  # missing split, unsupported layout, cache miss offline, ...
+        raise DataError(
+            f"{source}: cannot load the hub dataset ({type(err).__name__}: "
+            f"{_first_line(err)}); check prompts.source and prompts.split"
+        ) from None
+    for i, row in enumerate(ds):
+        yield f"{source}: row {i}", row
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 def _iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location for error messages, row) for every source row."""
     source = str(cfg.source)
     path = Path(source).expanduser()
-    if path.suffix == ".jsonl":
-        if not path.is_file():
-            raise DataError(f"{path}: prompts file not found")
+    suffix = path.suffix.lower()
+    if suffix in _FILE_FORMATS and not path.is_file():
+        raise DataError(f"{path}: prompts file not found")
+    if suffix == ".jsonl":
         for lineno, row in _rows_from_jsonl(path):
             yield f"{path}: line {lineno}", row
-        return
-    if path.suffix in {".json", ".parquet"} and not path.exists():
-        raise DataError(f"{path}: prompts file not found")
-    import datasets
+    elif suffix == ".json":
+        yield from _rows_from_json(path)
+    elif suffix in {".csv", ".tsv"}:
+        yield from _rows_from_csv(path)
+    elif suffix == ".parquet" or path.is_dir():
+        import datasets
 
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: not valid UTF-8 JSON ({err})") from None
-        rows = data if isinstance(data, list) else data.get("data", [])
-        for i, row in enumerate(rows):
-            yield f"{path}: row {i}", row
-        return
-    if path.suffix == ".parquet":
-        ds = datasets.Dataset.from_parquet(str(path))
+        if path.is_dir():
+            loaded = datasets.load_from_disk(str(path))
+            ds = loaded[cfg.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            ds = datasets.Dataset.from_parquet(str(path))
+        for i, row in enumerate(ds):
+            yield f"{source}: row {i}", row
+    elif path.exists():
+        raise DataError(
+            f"{path}: unsupported prompts file type {suffix or '(no extension)'}; use .jsonl, "
+            ".json, .csv, .tsv, .parquet or a `datasets` folder"
+        )
+    else:
+        yield from _rows_from_hub(source, cfg.split)
+
+
+def source_digest(cfg: PromptsConfig) -> str | None:
+    """sha256 of a local prompts source's bytes (a folder: every file, by relative path);
+    None for a hub id or a generated set. Part of `prepare`'s fingerprint: an edited file
+    is prepared again even if its size and modification time did not change."""
+    if cfg.source is None:
+        return None
+    path = Path(cfg.source).expanduser()
+    if path.is_file():
+        files = [path]
     elif path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        ds = loaded[cfg.split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    else:  # a hub dataset id
-        ds = datasets.load_dataset(source, split=cfg.split)
-    for i, row in enumerate(ds):
-        yield f"{source}: row {i}", row
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else "").encode() + b"\0")
+        stat = f.stat()
+        digest.update(_file_sha256(str(f.resolve()), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # Cached per process by (path, size, mtime): fingerprints are computed several times
+    # per run; a new process always reads the bytes.
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _text(where: str, row: dict[str, Any], field: str) -> str:
@@ -82,8 +223,19 @@ def _text(where: str, row: dict[str, Any], field: str) -> str:
     return value
 
 
-def _messages(where: str, row: dict[str, Any], field: str) -> list[dict[str, str]]:
+def _json_cell(where: str, row: dict[str, Any], field: str) -> Any:
+    """A structured value; in a CSV cell it is JSON text (an empty cell is none)."""
     value = row.get(field)
+    if not isinstance(value, str) or value.lstrip()[:1] not in {"[", "{"}:
+        return None if isinstance(value, str) and not value.strip() else value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: field {field!r}: {_json_problem(err)}") from None
+
+
+def _messages(where: str, row: dict[str, Any], field: str) -> list[dict[str, str]]:
+    value = _json_cell(where, row, field)
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: field {field!r} must be a non-empty list of messages")
     out = []
@@ -138,6 +290,8 @@ def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
             )
         if cfg.id_field and cfg.id_field in row:
             pid = str(row[cfg.id_field])
+            if not pid.strip():
+                raise DataError(f"{where}: field {cfg.id_field!r} (prompts.id_field) is empty")
         elif cfg.id_field and cfg.id_field != "id":
             raise DataError(f"{where}: missing field {cfg.id_field!r} (prompts.id_field)")
         else:
@@ -145,15 +299,20 @@ def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
         if pid in seen:
             raise DataError(f"{where}: duplicate id {pid!r} (first seen at {seen[pid]})")
         seen[pid] = where
-        kind = row.get(cfg.kind_field, cfg.kind) if cfg.kind_field else cfg.kind
+        # an empty cell (CSV) or null means the default kind
+        kind = (row.get(cfg.kind_field) or cfg.kind) if cfg.kind_field else cfg.kind
         if kind not in {"math", "instruction"}:
             raise DataError(f"{where}: field {cfg.kind_field!r} must be math or instruction")
         reference = None
         if cfg.reference_field:
-            if row.get(cfg.reference_field) in (None, ""):
-                raise DataError(f"{where}: missing field {cfg.reference_field!r} (reference)")
-            reference = str(row[cfg.reference_field])
-        meta = row.get(cfg.meta_field) if cfg.meta_field else None
+            if row.get(cfg.reference_field) not in (None, ""):
+                reference = str(row[cfg.reference_field])
+            elif kind == "math":  # instruction rows are verified without one
+                raise DataError(
+                    f"{where}: missing field {cfg.reference_field!r} (the reference answer "
+                    "every math prompt needs; prompts.reference_field)"
+                )
+        meta = _json_cell(where, row, cfg.meta_field) if cfg.meta_field else None
         if meta is not None and not isinstance(meta, dict):
             raise DataError(f"{where}: field {cfg.meta_field!r} must be an object")
         prompts.append(Prompt(pid, messages, kind, reference, dict(meta or {})))

@@ -1,14 +1,18 @@
 """Where the heavy work runs. Stages hand an executor whole jobs and a sink for results;
 the executor owns batching and workers, so the same stage runs locally or on Ray.
 
-Each sink call persists the rows it receives (see `persyn.store.RowLog`), so a job killed
-midway loses at most the batch in flight.
+Each sink call persists the rows it receives (see `persyn.store.RowLog`, one fsync per
+call), so a job killed midway loses at most the rows not yet handed to the sink.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from persyn.config import StudentConfig, TeacherConfig
 from persyn.progress import bar
@@ -18,6 +22,7 @@ from persyn.teachers.base import Generation, Prompt, make_teacher
 GenerationSink = Callable[[list[Generation]], None]
 ScoreSink = Callable[[list[int], list[LearnabilityScore]], None]
 ScorePair = tuple[list[dict[str, str]], str]
+RouterScoreSink = Callable[[list[int], np.ndarray], None]
 
 
 class Executor(ABC):
@@ -29,28 +34,55 @@ class Executor(ABC):
     def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
         """Score every (messages, response) pair; `sink(indices, scores)` as they finish."""
 
+    @abstractmethod
+    def router_scores(
+        self, router_dir: Path, teachers: list[str], texts: list[str], sink: RouterScoreSink
+    ) -> None:
+        """Score every prompt text with the router saved in `router_dir` (trained for
+        `teachers`); `sink(indices, scores [len(indices), teachers])` as they finish."""
+
+
+# Local generation hands rows to the stage's sink (which fsyncs them) at least this often.
+SINK_ROWS = 512
+SINK_SECONDS = 2.0
+
 
 class LocalExecutor(Executor):
     """In this process, one batch at a time."""
 
     # Pairs per scorer call, each call's rows saved before the next: large enough for the
     # scorer's length bucketing (and vLLM's scheduler) to see a real batch.
-    def __init__(self, score_chunk: int = 512) -> None:
+    # Prompts per router call: each chunk's scores are logged before the next, so a killed
+    # `route` resumes where it stopped.
+    def __init__(self, score_chunk: int = 512, route_chunk: int = 256) -> None:
         self.score_chunk = score_chunk
+        self.route_chunk = route_chunk
 
     def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
         if not prompts:
             return
         backend = make_teacher(teacher)
         backend.load()
+        # Batches are small (8 prompts by default) and a fast teacher answers thousands a
+        # second: one sink call (one fsync) per batch made the fsync most of the stage's
+        # time. Rows are passed on every `SINK_ROWS` rows or `SINK_SECONDS`, whichever
+        # comes first, so a kill loses at most that much work.
+        pending: list[Generation] = []
+        last_sink = time.monotonic()
         try:
             with bar(f"generate {teacher.name}", len(prompts)) as progress:
                 for start in range(0, len(prompts), backend.batch_size):
                     batch = prompts[start : start + backend.batch_size]
-                    sink(backend.generate(batch))
+                    pending.extend(backend.generate(batch))
                     progress.advance(len(batch))
+                    if len(pending) >= SINK_ROWS or time.monotonic() - last_sink >= SINK_SECONDS:
+                        rows, pending = pending, []
+                        sink(rows)
+                        last_sink = time.monotonic()
         finally:
             backend.unload()
+            if pending:  # also when a later batch failed: what was answered is kept
+                sink(pending)
 
     def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
         if not pairs:
@@ -60,6 +92,20 @@ class LocalExecutor(Executor):
             for start in range(0, len(pairs), self.score_chunk):
                 idx = list(range(start, min(start + self.score_chunk, len(pairs))))
                 sink(idx, scorer.score([pairs[i] for i in idx]))
+                progress.advance(len(idx))
+
+    def router_scores(
+        self, router_dir: Path, teachers: list[str], texts: list[str], sink: RouterScoreSink
+    ) -> None:
+        if not texts:
+            return
+        from persyn.router.routers import Router  # torch and the encoder, only when used
+
+        router = Router.load(router_dir, teachers)  # once: every chunk reuses the model
+        with bar("route: router scores", len(texts)) as progress:
+            for start in range(0, len(texts), self.route_chunk):
+                idx = list(range(start, min(start + self.route_chunk, len(texts))))
+                sink(idx, router.scores([texts[i] for i in idx]))
                 progress.advance(len(idx))
 
 

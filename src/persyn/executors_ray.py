@@ -1,7 +1,8 @@
-"""Ray executor (`executor: {kind: ray}`, `pip install 'persyn[ray]'`): generation and
-learnability scoring run as Ray Data `map_batches` over a pool of actors, one model
-replica per actor, `executor.concurrency` replicas with `executor.num_gpus` GPUs each (the
-student and `hf` teachers; HTTP and programmatic teachers take none). On a cluster
+"""Ray executor (`executor: {kind: ray}`, `pip install 'persyn[ray]'`): generation,
+learnability scoring and the router's scores (`route`) run as Ray Data `map_batches` over
+a pool of actors, one model replica per actor, `executor.concurrency` replicas with
+`executor.num_gpus` GPUs each (the student, the router and `hf` teachers; HTTP and
+programmatic teachers take none). Models in a replica follow the run's `device`. On a cluster
 started with `ray start` (`executor.address: auto`) the replicas spread over the nodes;
 the driver only streams results back.
 
@@ -11,8 +12,8 @@ backends, and vLLM on an older Ray, run in the generic replica actor.
 
 Results reach the stage's sink one block at a time as actors finish them (each input
 block is one batch), so a job killed midway keeps every finished row. Nodes need the same
-Python environment, the model files (or hub access) and, for HTTP teachers, the API key
-variable set.
+Python environment, the model files (or hub access), for `route` the run directory's
+`router/` folder, and for HTTP teachers the API key variable set.
 """
 
 from __future__ import annotations
@@ -20,18 +21,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
-from persyn.executors import Executor, GenerationSink, ScorePair, ScoreSink
+from persyn.executors import Executor, GenerationSink, RouterScoreSink, ScorePair, ScoreSink
+from persyn.models import use_device
 from persyn.progress import bar
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
 from persyn.teachers.base import Generation, Prompt, make_teacher
 
 # Pairs per scoring call; the scorer packs them into token-budgeted batches itself.
 SCORE_CHUNK = 64
+# Prompts per router call in a replica (a batch of the encoder or LM router).
+ROUTE_CHUNK = 256
+MODEL_FREE_ROUTERS = frozenset({"best-fixed", "random"})
 # Backends that hold model weights in the replica, so they get `executor.num_gpus` each.
 GPU_BACKENDS = frozenset({"hf", "vllm"})
 
@@ -39,7 +45,8 @@ GPU_BACKENDS = frozenset({"hf", "vllm"})
 class TeacherReplica:
     """A Ray actor holding one teacher: loads it once, then answers batches of prompts."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], device: str) -> None:
+        use_device(device)  # the driver's rule, in this actor's process
         self.teacher = make_teacher(TeacherConfig.model_validate(config))
         self.teacher.load()
 
@@ -52,7 +59,8 @@ class TeacherReplica:
 class StudentReplica:
     """A Ray actor holding the student: scores batches of (messages, response) pairs."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], device: str) -> None:
+        use_device(device)
         self.scorer = LearnabilityScorer(StudentConfig.model_validate(config))
         self.scorer.load()
 
@@ -63,9 +71,29 @@ class StudentReplica:
         return {"result": np.array([json.dumps(r) for r in results])}
 
 
+class RouterReplica:
+    """A Ray actor holding the trained router (its encoder or LM loaded once): scores
+    batches of prompt texts."""
+
+    def __init__(self, config: dict[str, Any], device: str) -> None:
+        from persyn.router.routers import Router
+
+        use_device(device)
+        self.router = Router.load(Path(config["router_dir"]), config["teachers"])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [json.loads(item) for item in batch["item"]]
+        scores = self.router.scores([r["text"] for r in rows])
+        results = [
+            {"index": r["index"], "scores": s.tolist()} for r, s in zip(rows, scores, strict=True)
+        ]
+        return {"result": np.array([json.dumps(r) for r in results])}
+
+
 class RayExecutor(Executor):
-    def __init__(self, cfg: ExecutorConfig) -> None:
+    def __init__(self, cfg: ExecutorConfig, device: str = "auto") -> None:
         self.cfg = cfg
+        self.device = device  # `RunConfig.device`, applied in every replica
 
     def _ray(self) -> Any:
         try:
@@ -92,7 +120,7 @@ class RayExecutor(Executor):
         dataset = _one_block_per_batch(ray, {"item": items}, batch_size)
         results = dataset.map_batches(
             replica,
-            fn_constructor_kwargs={"config": config},
+            fn_constructor_kwargs={"config": config, "device": self.device},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.cfg.concurrency),
@@ -132,6 +160,21 @@ class RayExecutor(Executor):
         with bar("score learnability (ray)", len(pairs)) as progress:
             for rows in self._stream(items, StudentReplica, config, SCORE_CHUNK, self.cfg.num_gpus):
                 sink([r.pop("index") for r in rows], [LearnabilityScore(**r) for r in rows])
+                progress.advance(len(rows))
+
+    def router_scores(
+        self, router_dir: Path, teachers: list[str], texts: list[str], sink: RouterScoreSink
+    ) -> None:
+        if not texts:
+            return
+        items = [json.dumps({"index": i, "text": t}) for i, t in enumerate(texts)]
+        config = {"router_dir": str(router_dir.resolve()), "teachers": teachers}
+        kind = json.loads((router_dir / "router.json").read_text())["router"]
+        # Baseline routers hold no model: reserve no GPU for them.
+        gpus = 0 if kind in MODEL_FREE_ROUTERS else self.cfg.num_gpus
+        with bar("route: router scores (ray)", len(texts)) as progress:
+            for rows in self._stream(items, RouterReplica, config, ROUTE_CHUNK, gpus):
+                sink([r["index"] for r in rows], np.array([r["scores"] for r in rows]))
                 progress.advance(len(rows))
 
     def _vllm_processor(

@@ -10,6 +10,7 @@ model is ever held.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,45 @@ def check_model_exists(ref: ModelRef, where: str) -> None:
         raise ConfigError(f"{where}.gguf_file: {ref.gguf_file} not found in {path}")
 
 
-def _torch_dtype(ref: ModelRef) -> Any:
+# The run's `device` (see `use_device`): every model persyn loads goes where
+# `resolve_device()` says, so one setting moves the student scorer, the router, the reward
+# model and HF teachers together. Process-wide because loaders sit deep under the stages;
+# Ray replicas receive it with their config and set it in their own process.
+_device_setting = "auto"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def use_device(setting: str) -> None:
+    """Make `setting` ("auto", "cpu", "cuda" or "cuda:N") this process's device rule."""
+    global _device_setting
+    # Only the form is checked: whether a GPU is there is asked (importing torch) at the
+    # first model load, so commands that load no model stay fast.
+    if not _DEVICE.fullmatch(setting):
+        raise ConfigError(f"device: {setting!r}: use auto, cpu, cuda or cuda:N")
+    _device_setting = setting
+
+
+def resolve_device(setting: str | None = None) -> str:
+    """The torch device for `setting` (default: the process's rule): `auto` is `cuda` when a
+    GPU is present, else `cpu`; `cuda`/`cuda:N` without a GPU is a `ConfigError`."""
+    import torch
+
+    setting = setting or _device_setting
+    if not _DEVICE.fullmatch(setting):
+        raise ConfigError(f"device: {setting!r}: use auto, cpu, cuda or cuda:N")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {setting}: no CUDA GPU is visible here; use auto or cpu")
+    return setting
+
+
+def _torch_dtype(ref: ModelRef, device: str | None = None) -> Any:
     import torch
 
     if ref.dtype != "auto":
         return getattr(torch, ref.dtype)
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return torch.bfloat16 if (device or resolve_device()).startswith("cuda") else torch.float32
 
 
 def _ref_key(ref: ModelRef) -> tuple[Any, ...]:
@@ -70,21 +104,20 @@ def load_tokenizer(ref: ModelRef) -> Any:
 
 
 def load_causal_lm(ref: ModelRef) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode on the best device, cached one model deep."""
-    import torch
+    """(model, tokenizer) in eval mode on `resolve_device()`, cached one model deep."""
     from transformers import AutoModelForCausalLM
 
-    key = _ref_key(ref)
+    device = resolve_device()
+    key = (*_ref_key(ref), device)
     if _cache.get("key") == key:
         return _cache["model"], _cache["tokenizer"]
     release_cached_model()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(ref.model),
         gguf_file=ref.gguf_file,
         revision=ref.revision,
         trust_remote_code=ref.trust_remote_code,
-        dtype=_torch_dtype(ref),
+        dtype=_torch_dtype(ref, device),
     ).to(device)
     model.eval()
     tokenizer = load_tokenizer(ref)

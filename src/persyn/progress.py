@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +35,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from persyn.redact import redact_text
+
 console = Console(stderr=True)
 
 # What third-party libraries read at import time to silence their progress bars and chatter.
@@ -43,6 +46,9 @@ _QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # the hub's "Retrying in 1s [Retry 1/5]" and the like
+    "HF_HUB_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
 }
 
 _quiet = False
@@ -95,15 +101,28 @@ def _silence_imported_libraries() -> None:
         import datasets
 
         datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
     if "huggingface_hub" in sys.modules:
         import huggingface_hub
 
         huggingface_hub.utils.disable_progress_bars()
+        huggingface_hub.utils.logging.set_verbosity_error()
 
 
 def log(message: str) -> None:
     if not _quiet:
-        console.print(message)
+        console.print(redact_text(message))
+
+
+def warn(message: str) -> None:
+    """Something the user should know even in quiet mode (CI and log files keep it): a
+    damaged artifact dropped, rows failed within the error budget, a setting adjusted."""
+    # soft_wrap: one line however narrow the terminal (grep-able in CI logs)
+    console.print(
+        f"[yellow]warning:[/yellow] {escape(redact_text(message))}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 class RateColumn(ProgressColumn):

@@ -14,21 +14,32 @@ Layout (all paths relative to `run_dir`):
     dataset.jsonl, dataset/   the personalised dataset (JSONL and `datasets` folder)
     summary.json              counts, generations used vs Generate-then-Select
     stages/<stage>.json       completion marker: input fingerprint and stats
+    .lock                     held (flock) by the one process working here; its PID
 
 Row logs are keyed: a rerun reads the rows already written and only computes the missing
 ones, so a killed job loses at most the rows in flight. A torn last line (the process was
-killed while writing it) is ignored.
+killed while writing it) is ignored; a damaged line elsewhere is dropped with a warning,
+and its row recomputed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+# mkstemp creates files readable by the owner only; artifacts get the mode any new file
+# would get (0666 less the umask), so a shared run directory stays readable. Read once:
+# os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -36,6 +47,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # Keep the mode of the file being replaced (a user may have changed it).
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -82,19 +95,41 @@ class RowLog:
         self.key_fields = key_fields
         self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         if path.exists():
-            self._repair_tail()
-            for row in iter_jsonl(path):
-                self.rows[self.key(row)] = row
+            self._load()
 
     def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[k] for k in self.key_fields)
 
-    def _repair_tail(self) -> None:
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # Drop the torn last line so later appends start on a fresh line.
-            keep = data[: data.rfind(b"\n") + 1]
-            atomic_write_text(self.path, keep.decode("utf-8"))
+    def _load(self) -> None:
+        """Read the rows; drop a torn last line (a killed writer) and any damaged line (not
+        a JSON row with the key fields), so those rows count as missing and are recomputed
+        rather than trusted or fatal."""
+        lines = self.path.read_bytes().split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline
+        kept: list[bytes] = []
+        damaged: list[int] = []
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key = self.key(row)
+            except (ValueError, KeyError, TypeError):  # JSON and UTF-8 errors are ValueErrors
+                damaged.append(lineno)
+                continue
+            self.rows[key] = row
+            kept.append(line)
+        if damaged:
+            from persyn.progress import warn
+
+            shown = ", ".join(map(str, damaged[:5])) + (" ..." if len(damaged) > 5 else "")
+            warn(
+                f"{self.path}: line {shown} damaged (not a JSON row); dropped, "
+                f"{len(damaged)} row(s) will be recomputed"
+            )
+        if damaged or torn:
+            # Rewrite without them so later appends start on a fresh, clean line.
+            atomic_write_text(self.path, b"".join(line + b"\n" for line in kept).decode())
 
     def __contains__(self, key: tuple[Any, ...]) -> bool:
         return key in self.rows
@@ -116,12 +151,27 @@ class RowLog:
             self.rows[self.key(row)] = row
 
 
+class DamagedMarker(ValueError):
+    """A stage marker that cannot be read; the message names the file."""
+
+
+class RunDirBusy(RuntimeError):
+    """Another process holds the run directory's lock; the message names its PID."""
+
+
+# Run directories whose lock this process holds. The lock is re-entrant within a process
+# (`run_pipeline` holds it around `run_stage`, which takes it again): flock locks belong to
+# an open file, so opening and locking the file a second time would lock us out.
+_held: set[str] = set()
+
+
 class RunStore:
     """Paths and stage markers of one run directory."""
 
     def __init__(self, run_dir: str | Path) -> None:
+        # Nothing is created until something is written: readers (report, inspect) must
+        # not leave empty run directories behind.
         self.root = Path(run_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, *parts: str) -> Path:
         p = (self.root / Path(*parts)).resolve()
@@ -129,9 +179,26 @@ class RunStore:
             raise ValueError(f"artifact path {'/'.join(parts)!r} escapes the run directory")
         return p
 
-    def marker(self, stage: str) -> dict[str, Any] | None:
+    def read_marker(self, stage: str) -> dict[str, Any] | None:
+        """The stage's completion marker; None when absent. Raises `DamagedMarker` (one
+        line naming the file) when it cannot be read: the stage is then redone."""
         p = self.path("stages", f"{stage}.json")
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            marker = json.loads(p.read_bytes())
+        except ValueError:  # not JSON, or not UTF-8
+            raise DamagedMarker(f"{p}: damaged stage marker (not valid JSON)") from None
+        if not isinstance(marker, dict) or not isinstance(marker.get("fingerprint"), str):
+            raise DamagedMarker(f"{p}: damaged stage marker (no fingerprint)")
+        return marker
+
+    def marker(self, stage: str) -> dict[str, Any] | None:
+        """The stage's completion marker; None when absent or damaged (not done)."""
+        try:
+            return self.read_marker(stage)
+        except DamagedMarker:
+            return None
 
     def is_done(self, stage: str, fingerprint: str) -> bool:
         m = self.marker(stage)
@@ -142,3 +209,40 @@ class RunStore:
             self.path("stages", f"{stage}.json"),
             {"stage": stage, "fingerprint": fingerprint, "finished_at": time.time(), **stats},
         )
+
+    def update_marker(self, stage: str, **fields: Any) -> None:
+        """Add fields to a stage's marker; when it finished stays as it was."""
+        marker = self.read_marker(stage)
+        if marker is not None:
+            atomic_write_json(self.path("stages", f"{stage}.json"), {**marker, **fields})
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory exclusively (`RUN_DIR/.lock`, with the holder's PID).
+
+        Two runs on one directory would compute and append every row twice; the second
+        fails at once instead (`RunDirBusy`). The lock is `flock`, which the kernel drops
+        when the holder exits, even by SIGKILL, so a stale lock is taken over for free."""
+        key = str(self.root.resolve())
+        if key in _held:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirBusy(
+                f"{self.root} is in use by persyn (PID {holder}); wait for it or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            os.ftruncate(fd, 0)  # no PID left behind to mislead a reader
+            os.close(fd)  # releases the lock

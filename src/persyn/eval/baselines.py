@@ -152,7 +152,14 @@ def _link_tree(source: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
+    # Not the lock file: a hard link would make the two runs share one lock.
+    shutil.copytree(
+        source,
+        target,
+        copy_function=link,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".lock"),
+    )
 
 
 def persyn_with_alpha(alpha: float) -> Callable[[BaselineContext], Choice]:

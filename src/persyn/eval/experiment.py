@@ -4,8 +4,14 @@
 2. build every dataset of `experiment.datasets` (see `persyn.eval.baselines`) on the same
    prompts, then keep only the prompts every dataset has, so all are the same size;
 3. train the same student with the same seed and budget (`student_training`) on each;
-4. evaluate the untrained student and every trained one on the held-out prompts;
-5. write `results.md`, `results.csv` and `results.png` in the output folder.
+4. evaluate the untrained student and every trained one on the held-out prompts, after
+   checking that none of them equals a prompt of the run's prompt table (normalised text,
+   `persyn.eval.student.check_held_out`): a student is never tested on what it could have
+   been trained on;
+5. write `results.md`, `results.csv`, `results.png` and `per_prompt.json` (every
+   student's per-prompt scores) in the output folder, with paired
+   bootstrap 95% intervals (`persyn.eval.stats`) of every score and of every dataset's
+   difference from PerSyn, resampling the same evaluation prompts for all.
 
 Students and evaluations are stored under a fingerprint of what they depend on (the
 dataset's rows, the training and evaluation settings): a rerun resumes where it stopped,
@@ -22,17 +28,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from persyn.artifacts import RunArtifacts
 from persyn.config import ModelRef, RunConfig, fingerprint
 from persyn.eval.baselines import BaselineContext, build_dataset
-from persyn.eval.student import evaluate_student, held_out_prompts
+from persyn.eval.stats import paired_bootstrap
+from persyn.eval.student import check_held_out, evaluate_student, held_out_prompts
 from persyn.models import release_cached_model
-from persyn.pipeline import Run, run_pipeline
+from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.progress import log
-from persyn.store import atomic_write_text, read_jsonl, write_jsonl
+from persyn.store import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from persyn.student.sft import train_student, training_summary
+from persyn.teachers.base import Prompt
 
 BASE_STUDENT = "student (no SFT)"
+REFERENCE = "persyn"  # the dataset every other one is compared with
 COLUMNS = [
     "dataset",
     "rows",
@@ -44,20 +55,32 @@ COLUMNS = [
     "ifeval_loose",
     "score",
 ]
+# Interval columns: the score's own CI, and score - PerSyn's with its CI (paired).
+CI_COLUMNS = ["score_low", "score_high", "vs_persyn", "vs_persyn_low", "vs_persyn_high"]
 
 
 def output_dir(cfg: RunConfig) -> Path:
     return Path(cfg.experiment.output_dir or Path(cfg.run_dir) / "experiment")
 
 
-def prepare_run(cfg: RunConfig) -> Run:
+def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
+    """The finished run and the checked held-out prompts.
+
+    The held-out check runs on the prompt table (the `prepare` stage) before the rest of
+    the pipeline, so an overlap fails in seconds, not after the generations.
+    """
     run_dir = Path(cfg.run_dir)
     base = cfg.experiment.base_run
     if base and not RunArtifacts(run_dir).marker("prepare"):
         log(f"experiment: copying {base} into {run_dir}")
         shutil.copytree(base, run_dir, dirs_exist_ok=True)
+    table = Run.open(cfg)
+    run_stage(table, "prepare")
+    held_out = check_held_out(
+        held_out_prompts(cfg), table.prompts, drop=cfg.evaluation.exclude_training_prompts
+    )
     run_pipeline(cfg)
-    return Run.open(cfg)
+    return Run.open(cfg), held_out
 
 
 def experiment_prompts(run: Run) -> list[str]:
@@ -98,16 +121,20 @@ def _shares(rows: list[dict[str, Any]]) -> str:
 def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     """Every step above; returns the result rows (also written to the output folder)."""
     out = output_dir(cfg)
-    held_out_prompts(cfg)  # fail on a missing evaluation set before any training
-    run = prepare_run(cfg)
+    held_out_prompts(cfg)  # fail on a missing evaluation set before any work
+    run, held_out = prepare_run(cfg)
     paths = build_datasets(run, out)
     results: list[dict[str, Any]] = []
-    eval_fp = fingerprint(cfg.evaluation)
+    per_prompt: dict[str, np.ndarray] = {}
+    tasks = np.array([], dtype=str)  # the prompts' task kinds, read with the first scores
+    # The prompts evaluated, not just the settings: the check may have left some out.
+    eval_fp = fingerprint(cfg.evaluation, [p.id for p in held_out])
     if cfg.experiment.include_base_student:
         release_cached_model()
         base_dir = out / "eval" / f"base-{fingerprint(cfg.student, eval_fp)}"
-        metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor)
+        metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor, held_out)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
+        per_prompt[BASE_STUDENT], tasks = _scores(base_dir)
     for name, path in paths.items():
         rows = read_jsonl(path)
         key = fingerprint(
@@ -119,7 +146,9 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
         final = train_student(cfg, path, out / "students" / key)
         release_cached_model()
         trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        metrics = evaluate_student(cfg, trained, out / "eval" / f"{key}-{eval_fp}", run.executor)
+        eval_dir = out / "eval" / f"{key}-{eval_fp}"
+        metrics = evaluate_student(cfg, trained, eval_dir, run.executor, held_out)
+        per_prompt[name], tasks = _scores(eval_dir)
         summary = training_summary(final)
         results.append(
             {
@@ -132,8 +161,64 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
             }
         )
         log(f"experiment: {name}: score {_fmt(metrics['score'])}")
+        add_intervals(results, per_prompt, tasks, cfg)
         write_results(results, out)  # after each student, so a long run shows results early
+        write_per_prompt(per_prompt, tasks, held_out, out)
     return results
+
+
+def write_per_prompt(
+    per_prompt: dict[str, np.ndarray], tasks: np.ndarray, prompts: list[Prompt], out: Path
+) -> None:
+    """`per_prompt.json`: every student's score per held-out prompt, for other tests."""
+    atomic_write_json(
+        out / "per_prompt.json",
+        {
+            "prompt_ids": [p.id for p in prompts],
+            "tasks": tasks.tolist(),
+            "scores": {
+                name: [None if np.isnan(v) else v for v in s.tolist()]
+                for name, s in per_prompt.items()
+            },
+        },
+    )
+
+
+def _scores(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(score, task kind) per held-out prompt, in prompt order: NaN and "" where no
+    verifier applies. Every student has the same prompts, so the same kinds."""
+    rows = read_jsonl(eval_dir / "scores.jsonl")
+    scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=float)
+    return scores, np.array([r["task"] or "" for r in rows])
+
+
+def add_intervals(
+    results: list[dict[str, Any]],
+    per_prompt: dict[str, np.ndarray],
+    tasks: np.ndarray,
+    cfg: RunConfig,
+) -> None:
+    """Fill the CI columns of `results` (paired bootstrap over the held-out prompts).
+
+    Prompts no verifier scores carry no score and are left out, as `score` leaves them out.
+    """
+    scored = tasks != ""
+    ex = cfg.experiment
+    own, diffs = paired_bootstrap(
+        {name: s[scored] for name, s in per_prompt.items()},
+        tasks[scored],
+        REFERENCE,
+        resamples=ex.bootstrap_resamples,
+        seed=ex.seed,
+        level=ex.confidence,
+    )
+    for row in results:
+        name = row["dataset"]
+        if name in own:
+            row.update(score_low=own[name].low, score_high=own[name].high)
+        if name in diffs and name != REFERENCE:
+            d = diffs[name]
+            row.update(vs_persyn=d.estimate, vs_persyn_low=d.low, vs_persyn_high=d.high)
 
 
 def _fmt(value: Any) -> str:
@@ -144,22 +229,61 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _ci(row: dict[str, Any], low: str, high: str) -> str:
+    if row.get(low) is None:
+        return "-"
+    return f"[{row[low]:.3f}, {row[high]:.3f}]"
+
+
+def _signed(value: Any) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
 def results_markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in results]
+    """The results table; with intervals, `score 95% CI` and `- persyn [95% CI]` too."""
+    header = list(COLUMNS)
+    with_ci = any(r.get("score_low") is not None for r in results)
+    if with_ci:
+        header += ["score 95% CI", "score - persyn", "95% CI (paired)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [_fmt(r.get(c)) for c in COLUMNS]
+        if with_ci:
+            cells += [
+                _ci(r, "score_low", "score_high"),
+                _signed(r.get("vs_persyn")),
+                _ci(r, "vs_persyn_low", "vs_persyn_high"),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def results_csv(results: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + CI_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results)
     return buffer.getvalue()
 
 
+def _error_bars(results: list[dict[str, Any]], values: list[float]) -> Any:
+    """[2, datasets] distances from each score down and up to its CI (0 without one).
+
+    Clipped at 0: a percentile interval need not contain the point estimate (a skewed
+    bootstrap distribution), and matplotlib refuses negative error bars.
+    """
+    if all(r.get("score_low") is None for r in results):
+        return None
+    import numpy as np
+
+    low = [r.get("score_low", v) for v, r in zip(values, results, strict=True)]
+    high = [r.get("score_high", v) for v, r in zip(values, results, strict=True)]
+    return np.clip([np.subtract(values, low), np.subtract(high, values)], 0, None)
+
+
 def plot_results(results: list[dict[str, Any]], path: Path) -> None:
-    """Grouped bars per dataset: math accuracy, IFEval strict, and their mean."""
+    """Grouped bars per dataset: math accuracy, IFEval strict, and their mean, the mean
+    with its bootstrap 95% interval as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,7 +300,11 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 4))
     for k, (key, label) in enumerate(metrics):
         values = [r.get(key) or 0.0 for r in results]
-        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=label)
+        errors = _error_bars(results, values) if key == "score" else None
+        offset = (k - (len(metrics) - 1) / 2) * width
+        if errors is not None:
+            label += " (bars: bootstrap CI)"
+        ax.bar(x + offset, values, width, label=label, yerr=errors, capsize=3)
     ax.set_xticks(x, [r["dataset"] for r in results], rotation=30, ha="right")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)

@@ -6,7 +6,12 @@ checked as teacher answers are (`persyn.rewards.quality`): math final-answer acc
 math-verify; instruction following with if-verifiable, prompt-level strict and loose (every
 instruction of the prompt must hold; loose also accepts the answer with its first/last line
 or markdown removed, as IFEval does). `score` is the mean of the two task accuracies that
-have prompts. Answers are cached per model, so a rerun only scores.
+have prompts. Answers are cached per model, so a rerun only scores; the per-prompt scores
+are written next to the metrics (`scores.jsonl`) for paired comparisons between students.
+
+Held-out means held out: `check_held_out` compares evaluation prompts with training prompts
+by normalised text (`normalise_text`), since ids say nothing about content (two built-in
+draws reuse the same ids for different problems, and may draw the same problem).
 
 `lm_eval` runs lm-evaluation-harness tasks (gsm8k, ifeval, ...) on the same checkpoint for
 users with hub access; without the package or the hub it reports why it skipped.
@@ -16,15 +21,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from persyn.config import ConfigError, ModelRef, QualitySignal, RunConfig, TeacherConfig
 from persyn.data import load_prompts
 from persyn.executors import Executor
-from persyn.rewards.base import QualityScorer, Sample
+from persyn.progress import log
 from persyn.rewards.quality import IFEvalConstraints, MathCorrectness
-from persyn.store import RowLog, atomic_write_json
+from persyn.store import RowLog, atomic_write_json, write_jsonl
 from persyn.teachers.base import Generation, Prompt
 
 
@@ -47,6 +54,44 @@ def held_out_prompts(cfg: RunConfig) -> list[Prompt]:
             "with another seed), never the training prompts"
         )
     return load_prompts(cfg.evaluation.prompts)
+
+
+def normalise_text(text: str) -> str:
+    """Lowercase, every run of whitespace made one space, punctuation stripped at both
+    ends: "What is 2+2?" and "what is  2+2" are the same prompt, "2+3" is another."""
+    return re.sub(r"\s+", " ", text.lower()).strip().strip(".,;:!?\"'()[]{}<>*` ")
+
+
+def _excerpt(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def check_held_out(
+    prompts: list[Prompt], training: Iterable[Prompt], drop: bool = False
+) -> list[Prompt]:
+    """`prompts` with no normalised text equal to a training prompt's.
+
+    An overlap is a ConfigError naming up to 3 of the prompts and the count, or with
+    `drop` (`evaluation.exclude_training_prompts`) those prompts are left out and counted
+    in the log.
+    """
+    seen = {normalise_text(p.text): p.id for p in training}
+    overlap = [p for p in prompts if normalise_text(p.text) in seen]
+    if not overlap:
+        return prompts
+    if drop:
+        log(f"evaluation: {len(overlap)} held-out prompts equal a training prompt; left out")
+        return [p for p in prompts if normalise_text(p.text) not in seen]
+    named = "; ".join(
+        f"{p.id} = training {seen[normalise_text(p.text)]} ({_excerpt(p.text)!r})"
+        for p in overlap[:3]
+    )
+    raise ConfigError(
+        f"evaluation.prompts: {len(overlap)} of {len(prompts)} held-out prompts equal a "
+        f"training prompt (normalised text), e.g. {named}; draw a disjoint set or set "
+        "evaluation.exclude_training_prompts: true to leave them out"
+    )
 
 
 def generate_answers(
@@ -79,45 +124,72 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _applicable(scorer: QualityScorer, samples: list[Sample]) -> list[float]:
-    """The scores of the samples the signal applies to; one it cannot score counts as wrong."""
-    return [s.value or 0.0 for s in scorer.score(samples) if s is not None]
+def prompt_scores(prompts: list[Prompt], answers: dict[str, Generation]) -> list[dict[str, Any]]:
+    """Per prompt: its task (`math`, `instruction` or None when no verifier applies) and
+    its 0/1 scores; a failed or missing generation counts as wrong."""
+    samples = [(p, answers[p.id].text if p.id in answers else "") for p in prompts]
+    math = MathCorrectness(QualitySignal(kind="math")).score(samples)
+    strict = IFEvalConstraints(
+        QualitySignal(kind="ifeval", options={"mode": "strict", "binary": True})
+    ).score(samples)
+    loose = IFEvalConstraints(
+        QualitySignal(kind="ifeval", options={"mode": "loose", "binary": True})
+    ).score(samples)
+    rows = []
+    for p, m, s, lo in zip(prompts, math, strict, loose, strict=True):
+        ok = p.id in answers and not answers[p.id].error
+        row: dict[str, Any] = {"prompt_id": p.id, "task": None}
+        if m is not None:
+            row.update(task="math", math=(m.value or 0.0) if ok else 0.0)
+        if s is not None:
+            row.update(task="instruction", ifeval_strict=(s.value or 0.0) if ok else 0.0)
+            row["ifeval_loose"] = ((lo.value or 0.0) if lo is not None else 0.0) if ok else 0.0
+        # The score a task's accuracy averages: the strict check for instructions.
+        row["score"] = row.get("math", row.get("ifeval_strict"))
+        rows.append(row)
+    return rows
 
 
 def score_answers(prompts: list[Prompt], answers: dict[str, Generation]) -> dict[str, Any]:
     """Accuracies on the held-out prompts; a failed generation counts as wrong."""
-    samples = [(p, answers[p.id].text if p.id in answers else "") for p in prompts]
-    math_ok = _applicable(MathCorrectness(QualitySignal(kind="math")), samples)
-    strict_ok = _applicable(
-        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "strict", "binary": True})),
-        samples,
-    )
-    loose_ok = _applicable(
-        IFEvalConstraints(QualitySignal(kind="ifeval", options={"mode": "loose", "binary": True})),
-        samples,
-    )
+    return summarise_scores(prompt_scores(prompts, answers), answers)
+
+
+def summarise_scores(rows: list[dict[str, Any]], answers: dict[str, Generation]) -> dict[str, Any]:
+    math_ok = [r["math"] for r in rows if "math" in r]
+    strict_ok = [r["ifeval_strict"] for r in rows if "ifeval_strict" in r]
+    loose_ok = [r["ifeval_loose"] for r in rows if "ifeval_loose" in r]
     task_scores = [s for s in (_mean(math_ok), _mean(strict_ok)) if s is not None]
     return {
-        "prompts": len(prompts),
+        "prompts": len(rows),
         "math_prompts": len(math_ok),
         "math_accuracy": _mean(math_ok),
         "instruction_prompts": len(strict_ok),
         "ifeval_strict": _mean(strict_ok),
         "ifeval_loose": _mean(loose_ok),
         "score": _mean(task_scores),
-        "failed_generations": sum(1 for p in prompts if p.id not in answers or answers[p.id].error),
+        "failed_generations": sum(
+            1 for r in rows if r["prompt_id"] not in answers or answers[r["prompt_id"]].error
+        ),
         "mean_answer_tokens": _mean([float(a.completion_tokens) for a in answers.values()]),
     }
 
 
 def evaluate_student(
-    cfg: RunConfig, model: ModelRef, out_dir: str | Path, executor: Executor
+    cfg: RunConfig,
+    model: ModelRef,
+    out_dir: str | Path,
+    executor: Executor,
+    prompts: list[Prompt] | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and write `answers.jsonl` + `metrics.json` in `out_dir`."""
+    """Generate, score and write `answers.jsonl`, `scores.jsonl` (per prompt) and
+    `metrics.json` in `out_dir`; `prompts` defaults to `evaluation.prompts`."""
     out = Path(out_dir)
-    prompts = held_out_prompts(cfg)
+    prompts = held_out_prompts(cfg) if prompts is None else prompts
     answers = generate_answers(cfg, model, prompts, executor, out / "answers.jsonl")
-    metrics = score_answers(prompts, answers)
+    rows = prompt_scores(prompts, answers)
+    write_jsonl(out / "scores.jsonl", rows)
+    metrics = summarise_scores(rows, answers)
     if cfg.evaluation.lm_eval_tasks:
         metrics["lm_eval"] = lm_eval(
             model, cfg.evaluation.lm_eval_tasks, cfg.evaluation.lm_eval_limit

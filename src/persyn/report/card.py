@@ -19,11 +19,10 @@ import yaml
 
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig, fingerprint
+from persyn.redact import redact
 from persyn.store import atomic_write_text
 
 PAPER = "https://arxiv.org/abs/2510.10925"
-# Option keys whose values must not leave the machine (API keys, auth headers).
-_SECRET_KEY = re.compile(r"key|token|secret|password|authorization|credential", re.IGNORECASE)
 
 
 def reward_statistics(rewards: RewardTable) -> dict[str, dict[str, Any]]:
@@ -40,18 +39,6 @@ def reward_statistics(rewards: RewardTable) -> dict[str, dict[str, Any]]:
         stats["oracle_share"] = round(rewards.oracle.count(name) / max(len(rewards.ids), 1), 4)
         out[name] = stats
     return out
-
-
-def redact(value: Any) -> Any:
-    """A copy of a config tree with the values of secret-looking keys replaced."""
-    if isinstance(value, dict):
-        return {
-            k: "<redacted>" if _SECRET_KEY.search(str(k)) and v else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def _size_category(rows: int) -> str:
@@ -92,7 +79,7 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
     names = cfg.teacher_names
     stats = reward_statistics(rewards)
     config = redact(cfg.model_dump(mode="json"))
-    held = summary.get("router_heldout") or {}
+    held = summary.get("router_test") or {}
     provenance = {
         "generator": f"persyn {_persyn_version()}",
         "method": f"PerSyn, Route then Generate ({PAPER})",
@@ -112,7 +99,7 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
         "routed_prompts": summary["routed_prompts"],
         "generations": summary["generations"],
         "generate_then_select_generations": summary["generate_then_select_generations"],
-        "router_heldout_top1": held.get("top1"),
+        "router_test_top1": held.get("top1"),
     }
     front = {
         "license": "other",
@@ -124,7 +111,8 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
         "configs": [
             {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
         ],
-        "persyn": provenance,
+        # the card is meant for the Hub: e.g. a model or source URL may carry a key
+        "persyn": redact(provenance),
     }
     teacher_rows = "\n".join(
         f"| {t} | {_percent(summary['dataset_share'][t])} | {_percent(summary['oracle_share'][t])}"
@@ -139,13 +127,14 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
         for t, s in stats.items()
     )
     router_line = (
-        f"On {int(held['prompts'])} held-out calibration prompts the router picks an "
+        f"On its test split, {int(held['prompts'])} calibration prompts used neither to train "
+        "the router nor to pick its epoch, the router picks an "
         f"oracle-best teacher for {held['top1']:.1%} of prompts (top-3: {held['hit3']:.1%}); "
         f"mean combined reward {held['reward']:.3f} against {held['best_fixed_reward']:.3f} "
-        f"for the best single teacher, {held['random_reward']:.3f} at random and "
+        f"for the best single teacher on those prompts, {held['random_reward']:.3f} at random and "
         f"{held['oracle_reward']:.3f} for the oracle."
         if held
-        else "No held-out calibration prompts: the router was not evaluated."
+        else "No test split (router.test_fraction 0): the router was not evaluated."
     )
     body = f"""# {cfg.name}
 

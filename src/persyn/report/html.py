@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig
 from persyn.report.card import reward_statistics
+from persyn.report.plots import PLOTS, cost_comparison
 from persyn.store import atomic_write_text
 
 EXAMPLE_ROWS = 16  # rows in the examples table: enough to see every teacher and both sources
@@ -50,10 +50,12 @@ class ReportData:
 def load_artifacts(run_dir: Path) -> ReportData:
     store = RunArtifacts(run_dir)
     if store.marker("export") is None:
-        raise ReportError(f"{run_dir}: the run is not finished; run `persyn run CONFIG` first")
+        raise ReportError(
+            f"{run_dir}: not a finished run; finish the run first (persyn run CONFIG)"
+        )
     cfg = store.config()
     try:
-        heldout = store.val_predictions()
+        heldout = store.test_predictions()
     except FileNotFoundError as err:
         raise ReportError(str(err)) from None
     return ReportData(
@@ -68,254 +70,6 @@ def load_artifacts(run_dir: Path) -> ReportData:
         router_metrics=store.router_metrics(),
         heldout=heldout,
     )
-
-
-# -- plots ------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> Any:
-    # A bare Figure renders with the Agg canvas: no pyplot state, no display needed.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _colors(teachers: list[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10"]
-    return {t: palette(i % 10) for i, t in enumerate(teachers)}
-
-
-def plot_shares(art: ReportData) -> bytes:
-    """Share of prompts per teacher: oracle (calibration), router (routed), dataset."""
-    s = art.summary
-    series = [
-        ("oracle (calibration)", s["oracle_share"]),
-        ("router (routed)", s["router_share"]),
-        ("dataset", s["dataset_share"]),
-    ]
-    fig = _figure(7, 0.5 * len(art.teachers) + 1.8)
-    ax = fig.add_subplot()
-    y = np.arange(len(art.teachers))
-    height = 0.8 / len(series)
-    for k, (label, share) in enumerate(series):
-        ax.barh(y + k * height, [share[t] for t in art.teachers], height, label=label)
-    ax.set_yticks(y + height, art.teachers)
-    ax.invert_yaxis()
-    ax.set_xlabel("share of prompts")
-    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
-    ax.legend(loc="lower right", fontsize="small")
-    ax.set_title("Share of prompts per teacher")
-    return _png(fig)
-
-
-def plot_reward_distributions(art: ReportData) -> bytes:
-    """Box plots per teacher of raw learnability, raw quality and the combined reward."""
-    panels = [
-        ("learnability", "learnability (mean token log-prob)"),
-        ("quality", "quality (raw)"),
-        ("reward", f"combined reward (alpha={art.cfg.rewards.alpha})"),
-    ]
-    fig = _figure(11, 3.8)
-    colors = _colors(art.teachers)
-    for k, (kind, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, k + 1)
-        matrix = getattr(art.rewards, kind)
-        columns = [matrix[~np.isnan(matrix[:, j]), j] for j in range(len(art.teachers))]
-        boxes = ax.boxplot(columns, vert=False, patch_artist=True, showmeans=True)
-        for patch, teacher in zip(boxes["boxes"], art.teachers, strict=True):
-            patch.set_facecolor(colors[teacher])
-            patch.set_alpha(0.6)
-        ax.set_yticks(range(1, len(art.teachers) + 1), art.teachers if k == 0 else [])
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize="medium")
-    fig.suptitle(f"Rewards on {len(art.rewards.ids)} calibration prompts (triangle: mean)")
-    return _png(fig)
-
-
-def plot_learnability_quality(art: ReportData) -> bytes:
-    """Each calibration response: learnability against quality, teacher means on top."""
-    learn, qual = art.rewards.learnability, art.rewards.quality
-    # Quality is often 0/1: a little vertical jitter keeps the points apart.
-    jitter = np.random.default_rng(0).uniform(-0.03, 0.03, qual.shape)
-    fig = _figure(7, 4.8)
-    ax = fig.add_subplot()
-    for j, (teacher, color) in enumerate(_colors(art.teachers).items()):
-        ok = ~np.isnan(learn[:, j]) & ~np.isnan(qual[:, j])
-        ax.scatter(learn[ok, j], qual[ok, j] + jitter[ok, j], s=10, alpha=0.35, color=color)
-        if ok.any():
-            ax.scatter(
-                learn[ok, j].mean(),
-                qual[ok, j].mean(),
-                s=140,
-                marker="*",
-                color=color,
-                edgecolors="black",
-                label=teacher,
-            )
-    ax.set_xlabel("learnability (student's mean token log-prob)")
-    ax.set_ylabel("quality (jittered)")
-    ax.set_title("Learnability against quality (star: teacher mean)")
-    ax.legend(fontsize="small")
-    return _png(fig)
-
-
-def confusion_matrix(art: ReportData) -> np.ndarray:
-    """Counts [oracle teacher, router teacher] over the held-out calibration prompts."""
-    index = {t: i for i, t in enumerate(art.teachers)}
-    counts = np.zeros((len(art.teachers), len(art.teachers)), dtype=int)
-    for row in art.heldout:
-        if row["oracle"] is not None:
-            counts[index[row["oracle"]], index[row["router"]]] += 1
-    return counts
-
-
-def plot_router(art: ReportData) -> bytes:
-    """Confusion matrix against the oracle, and mean held-out reward of each policy."""
-    counts = confusion_matrix(art)
-    held = art.router_metrics.get("val", {})
-    fig = _figure(12, 0.45 * len(art.teachers) + 3.2)
-    ax = fig.add_subplot(1, 2, 1)
-    ax.imshow(counts, cmap="Blues")
-    ticks = range(len(art.teachers))
-    ax.set_xticks(ticks, art.teachers, rotation=30, ha="right")
-    ax.set_yticks(ticks, art.teachers)
-    for i in ticks:
-        for j in ticks:
-            dark = counts[i, j] > counts.max() / 2
-            ax.text(
-                j,
-                i,
-                str(counts[i, j]),
-                ha="center",
-                va="center",
-                color="white" if dark else "black",
-            )
-    ax.set_xlabel("router's choice")
-    ax.set_ylabel("oracle's choice")
-    ax.set_title(f"Held-out prompts: {counts.sum()}, same teacher: {np.trace(counts)}")
-    ax = fig.add_subplot(1, 2, 2)
-    if held:
-        policies = {
-            "random teacher": held["random_reward"],
-            f"best single ({art.teachers[int(held['best_fixed_teacher'])]})": held[
-                "best_fixed_reward"
-            ],
-            "router": held["reward"],
-            "oracle": held["oracle_reward"],
-        }
-        bars = ax.barh(
-            list(policies),
-            list(policies.values()),
-            color=["#bbbbbb", "#999999", "#1f77b4", "#2ca02c"],
-        )
-        ax.bar_label(bars, fmt="%.3f", padding=3)
-        ax.invert_yaxis()
-        ax.set_xlim(0, max(policies.values()) * 1.2)
-    ax.set_xlabel("mean combined reward")
-    ax.set_title("Held-out calibration prompts")
-    return _png(fig)
-
-
-def plot_router_training(art: ReportData) -> bytes:
-    history = art.router_metrics.get("history", [])
-    fig = _figure(6, 3.2)
-    ax = fig.add_subplot()
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="held-out")
-    if not history:
-        ax.text(
-            0.5,
-            0.5,
-            f"{art.cfg.router.kind}: no training epochs",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
-    if art.router_metrics.get("best_epoch") is not None:
-        ax.axvline(art.router_metrics["best_epoch"], color="gray", linestyle=":", label="kept")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Bradley-Terry loss")
-    ax.set_title("Router training")
-    ax.legend(fontsize="small")
-    return _png(fig)
-
-
-def cost_comparison(art: ReportData) -> dict[str, dict[str, float]]:
-    """Generations, completion tokens and cost: this run against Generate then Select.
-
-    Generate then Select has every teacher answer every prompt; its tokens are estimated
-    from each teacher's mean completion tokens per response in this run.
-    """
-    s = art.summary
-    n_prompts, n_cal = s["prompts"], s["calibration_prompts"]
-    routed = {t: sum(r["teacher"] == t for r in art.routes) for t in art.teachers}
-    prices = {t.name: t.cost_per_1k_tokens for t in art.cfg.teachers}
-    out: dict[str, dict[str, float]] = {}
-    for t in art.teachers:
-        used = n_cal + routed[t]
-        tokens = s["completion_tokens"][t]
-        gts_tokens = tokens / used * n_prompts if used else 0.0
-        out[t] = {
-            "generations": used,
-            "gts_generations": n_prompts,
-            "tokens": tokens,
-            "gts_tokens": gts_tokens,
-            "cost": s["cost"][t],
-            "gts_cost": gts_tokens / 1000 * prices.get(t, 0.0),
-        }
-    return out
-
-
-def plot_generations(art: ReportData) -> bytes:
-    """Stacked per teacher: generations, tokens and cost, this run against Generate then
-    Select."""
-    costs = cost_comparison(art)
-    panels = [
-        ("generations", "generations"),
-        ("tokens", "completion tokens (GtS estimated)"),
-        ("cost", "cost (GtS estimated)"),
-    ]
-    fig = _figure(12, 3.6)
-    colors = _colors(art.teachers)
-    for k, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, k + 1)
-        bottoms = np.zeros(2)
-        for t in art.teachers:
-            values = np.array([costs[t][key], costs[t][f"gts_{key}"]], dtype=float)
-            ax.bar(
-                ["PerSyn", "Generate then Select"], values, bottom=bottoms, color=colors[t], label=t
-            )
-            bottoms += values
-        if key == "cost" and not bottoms.any():
-            ax.text(
-                0.5,
-                0.5,
-                "no prices set\n(teachers' cost_per_1k_tokens = 0)",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-            )
-        ax.set_title(title, fontsize="medium")
-        if k == 0:
-            ax.legend(fontsize="small")
-    return _png(fig)
-
-
-PLOTS = {
-    "shares": ("Share of prompts per teacher", plot_shares),
-    "rewards": ("Reward distributions per teacher", plot_reward_distributions),
-    "learnability_quality": ("Learnability against quality", plot_learnability_quality),
-    "router": ("Router against the oracle", plot_router),
-    "router_training": ("Router training", plot_router_training),
-    "generations": ("Generations and cost", plot_generations),
-}
 
 
 # -- HTML -------------------------------------------------------------------------------
@@ -385,7 +139,7 @@ def _fmt(x: float | None, pattern: str = "{:.3f}") -> str:
 
 def _headline(art: ReportData) -> str:
     s = art.summary
-    held = s.get("router_heldout") or {}
+    held = s.get("router_test") or {}
     cards = [
         ("prompts", s["prompts"]),
         ("dataset rows", s["dataset_rows"]),
@@ -422,9 +176,9 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
             for t, v in stats.items()
         ],
     )
-    held = art.router_metrics.get("val", {})
+    held = art.router_metrics.get("test", {})
     agreement = _table(
-        ["metric", "held-out", "meaning"],
+        ["metric", "test split", "meaning"],
         [
             ["top-1", _fmt(held.get("top1"), "{:.1%}"), "router picks an oracle-best teacher"],
             ["hit@3", _fmt(held.get("hit3"), "{:.1%}"), "an oracle-best teacher in its top 3"],
@@ -470,8 +224,9 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
 <h2>Rewards</h2>{img("rewards")}{reward_table}
 {img("learnability_quality")}
 <h2>Router against the oracle</h2>
-<p>{len(art.heldout)} held-out calibration prompts the router never trained on; every
-teacher answered them, so the oracle's choice is known.</p>
+<p>The router's test split: {len(art.heldout)} calibration prompts used neither to train
+the router nor to pick its epoch (the validation split did that); every teacher answered
+them, so the oracle's choice is known.</p>
 {img("router")}{agreement}{img("router_training")}
 <h2>Generations and cost against Generate then Select</h2>{img("generations")}{cost_table}
 <h2>Examples</h2>

@@ -1,22 +1,25 @@
 """`persyn inspect RUN_DIR`: which stages are done, how many rows and errors, where things are.
 
 Read-only: row logs are read as they are (a torn last line from a killed job is ignored,
-not repaired), so inspecting a run that is still being written is safe.
+not repaired; a damaged line is counted, not fatal), so inspecting a run that is still being
+written, or a damaged one, is safe.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from persyn.artifacts import RowLogSpec, RunArtifacts
 from persyn.pipeline import STAGES
-from persyn.store import iter_jsonl
+from persyn.store import DamagedMarker
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Artifact:
     exists: bool
     rows: int | None = None
     errors: int | None = None
+    damaged: int = 0  # lines that are not JSON rows (the next run drops and recomputes them)
 
 
 @dataclass
@@ -35,25 +39,37 @@ class RunInspection:
     run_dir: Path
     stages: dict[str, dict[str, Any] | None]  # stage -> completion marker, None if not done
     artifacts: list[Artifact] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # stage -> why its marker is unreadable
 
     @property
     def done(self) -> list[str]:
         return [s for s, marker in self.stages.items() if marker is not None]
 
 
-def _latest_rows(path: Path, key_fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    # Reruns append: the last row for a key is the one that counts (as in RowLog).
+def _latest_rows(path: Path, key_fields: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
+    """The rows (the last for each key, as in RowLog: reruns append) and how many lines are
+    damaged; a torn last line (a job killed mid-write) is neither."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in iter_jsonl(path, tolerate_torn_tail=True):
-        rows[tuple(row.get(k) for k in key_fields)] = row
-    return list(rows.values())
+    lines = path.read_bytes().split(b"\n")
+    lines.pop()  # b"" after the last newline, or the torn last line
+    damaged = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows[tuple(row.get(k) for k in key_fields)] = row
+        except (ValueError, AttributeError):  # not JSON / not an object
+            damaged += 1
+    return list(rows.values()), damaged
 
 
 def _row_log(spec: RowLogSpec) -> Artifact:
     if not spec.path.exists():
         return Artifact(spec.name, spec.path, exists=False)
-    rows = _latest_rows(spec.path, spec.key_fields)
-    return Artifact(spec.name, spec.path, True, len(rows), sum(1 for r in rows if spec.failed(r)))
+    rows, damaged = _latest_rows(spec.path, spec.key_fields)
+    failed = sum(1 for r in rows if spec.failed(r))
+    return Artifact(spec.name, spec.path, True, len(rows), failed, damaged)
 
 
 def inspect_run(run_dir: str | Path) -> RunInspection:
@@ -61,7 +77,12 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
     store = RunArtifacts(root)
-    report = RunInspection(root, {stage: store.marker(stage) for stage in STAGES})
+    report = RunInspection(root, dict.fromkeys(STAGES))
+    for stage in STAGES:
+        try:
+            report.stages[stage] = store.read_marker(stage)
+        except DamagedMarker as err:
+            report.damaged[stage] = str(err)
     report.artifacts += [_row_log(spec) for spec in store.row_logs()]
     report.artifacts += [Artifact(name, path, path.exists()) for name, path in store.folders()]
     return report
@@ -71,10 +92,10 @@ def _stage_details(marker: dict[str, Any]) -> str:
     """The marker's stats in one line (per-teacher dicts summed)."""
     parts = []
     for key, value in marker.items():
-        if key in {"stage", "fingerprint", "finished_at"}:
+        if key in {"stage", "fingerprint", "finished_at", "inputs", "outputs"}:
             continue
-        if key == "metrics" and isinstance(value, dict) and "val" in value:
-            parts.append(f"held-out top-1 {value['val']['top1']:.0%}")
+        if key == "metrics" and isinstance(value, dict) and "test" in value:
+            parts.append(f"test top-1 {value['test']['top1']:.0%}")
         elif key == "teachers" and isinstance(value, dict):
             generated = sum(v.get("generated", 0) for v in value.values())
             errors = sum(v.get("errors", 0) for v in value.values())
@@ -87,7 +108,8 @@ def _stage_details(marker: dict[str, Any]) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    return str(path.relative_to(root))
+    # artifact paths are resolved; RUN_DIR may be given relative
+    return str(path.relative_to(root.resolve()))
 
 
 def print_inspection(report: RunInspection, console: Console) -> None:
@@ -95,6 +117,9 @@ def print_inspection(report: RunInspection, console: Console) -> None:
     for col in ("stage", "status", "finished", "details"):
         stages.add_column(col)
     for stage, marker in report.stages.items():
+        if stage in report.damaged:
+            stages.add_row(stage, "[red]damaged", "", escape(report.damaged[stage]))
+            continue
         if marker is None:
             stages.add_row(stage, "[yellow]not done", "", "")
             continue
@@ -116,6 +141,8 @@ def print_inspection(report: RunInspection, console: Console) -> None:
             artifacts.add_row(a.name, "", "", _relative(a.path, report.run_dir))
         else:
             errors = f"[red]{a.errors}" if a.errors else "0"
+            if a.damaged:
+                errors += f" [red]+{a.damaged} damaged lines"
             artifacts.add_row(a.name, str(a.rows), errors, _relative(a.path, report.run_dir))
     console.print(artifacts)
     todo = [s for s in STAGES if s not in report.done]

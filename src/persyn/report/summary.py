@@ -27,17 +27,22 @@ def build_summary(
     tokens = dict.fromkeys(names, 0)
     wanted = {(pid, t) for pid in split.calibration for t in names}
     wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
+    imported = dict.fromkeys(names, 0)
     for pid, t in wanted:
         g = logs[t].get((pid, fps[t]))
-        if g is not None:
+        if g is not None and g.get("provenance") == "imported":
+            imported[t] += 1  # read from calibration.source: no generation, no cost
+        elif g is not None:
             used[t] += 1
             tokens[t] += g["completion_tokens"]
     cost = {t.name: tokens[t.name] / 1000 * t.cost_per_1k_tokens for t in cfg.teachers}
     oracle = run.store.rewards().oracle
     router_metrics = (run.store.marker("train-router") or {}).get("metrics", {})
-    heldout = router_metrics.get("val")
-    if heldout is not None:
-        heldout = {**heldout, "best_fixed_teacher_name": names[int(heldout["best_fixed_teacher"])]}
+    # The test split: calibration prompts that neither trained the router nor picked its
+    # epoch (the validation split did that).
+    test = router_metrics.get("test")
+    if test is not None and test["prompts"]:
+        test = {**test, "best_fixed_teacher_name": names[int(test["best_fixed_teacher"])]}
     generations = sum(used.values())
     gts = n_prompts * len(names)
     return {
@@ -55,8 +60,9 @@ def build_summary(
         "router_share": {
             t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
         },
-        "router_heldout": heldout,
+        "router_test": test,
         "generations": generations,
+        "imported_responses": sum(imported.values()),
         "generate_then_select_generations": gts,
         "generation_ratio": generations / gts if gts else None,
         "completion_tokens": tokens,

@@ -29,6 +29,15 @@ class QualityScorer(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise `ConfigError` for bad options, loading nothing (`persyn validate`)."""
 
+    # A stage scores its responses in chunks (each saved before the next): a signal that
+    # holds a model loads it once, on the first chunk that needs it, keeps it for the
+    # following chunks and lets it go in `unload` (see `persyn.rewards.quality.scorers`).
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load what scoring needs (a model, a judge); called again, does nothing."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release what `load` holds."""
+
     @abstractmethod
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         """One `SignalScore` (or None: not applicable) per (prompt, response)."""

@@ -13,9 +13,9 @@ import re
 
 from pydantic import ValidationError
 
-from persyn.config import ConfigError, TeacherConfig
+from persyn.config import ConfigError, QualitySignal, TeacherConfig
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
-from persyn.teachers.base import Prompt, backend_class, make_teacher
+from persyn.teachers.base import Prompt, Teacher, backend_class, make_teacher
 
 DEFAULT_RUBRIC = """You are grading an AI assistant's answer to a user's request.
 Judge whether the answer is correct, helpful and follows every instruction in the request.
@@ -111,6 +111,25 @@ class LLMJudge(QualityScorer):
             raise ConfigError(f"{self.where}: max_score must be above min_score")
         return min_score, max_score
 
+    def __init__(self, cfg: QualitySignal) -> None:
+        super().__init__(cfg)
+        self.judge: Teacher | None = None
+
+    def load(self) -> None:
+        self._loaded_judge()
+
+    def _loaded_judge(self) -> Teacher:
+        if self.judge is None:
+            judge = make_teacher(self._teacher_config())
+            judge.load()
+            self.judge = judge
+        return self.judge
+
+    def unload(self) -> None:
+        if self.judge is not None:
+            self.judge.unload()
+            self.judge = None
+
     def check(self) -> None:
         teacher = self._teacher_config()
         backend_class(teacher.backend)(teacher)  # checks the backend's options, loads nothing
@@ -125,21 +144,15 @@ class LLMJudge(QualityScorer):
         todo = [i for i, (p, _) in enumerate(samples) if kinds is None or p.kind in kinds]
         if not todo:
             return out
-        judge = make_teacher(teacher_cfg)
-        judge.load()
-        try:
-            for start in range(0, len(todo), teacher_cfg.batch_size):
-                batch = todo[start : start + teacher_cfg.batch_size]
-                requests = [self.judge_prompt(rubric, *samples[i]) for i in batch]
-                for i, gen in zip(batch, judge.generate(requests), strict=True):
-                    if gen.error is not None:
-                        out[i] = SignalScore(
-                            None, f"judge {teacher_cfg.name!r} failed: {gen.error}"
-                        )
-                        continue
-                    grade, why = parse_grade(gen.text, min_score, max_score)
-                    value = None if grade is None else (grade - min_score) / (max_score - min_score)
-                    out[i] = SignalScore(value, why, raw=grade)
-        finally:
-            judge.unload()
+        judge = self._loaded_judge()  # once per stage: later chunks reuse it
+        for start in range(0, len(todo), teacher_cfg.batch_size):
+            batch = todo[start : start + teacher_cfg.batch_size]
+            requests = [self.judge_prompt(rubric, *samples[i]) for i in batch]
+            for i, gen in zip(batch, judge.generate(requests), strict=True):
+                if gen.error is not None:
+                    out[i] = SignalScore(None, f"judge {teacher_cfg.name!r} failed: {gen.error}")
+                    continue
+                grade, why = parse_grade(gen.text, min_score, max_score)
+                value = None if grade is None else (grade - min_score) / (max_score - min_score)
+                out[i] = SignalScore(value, why, raw=grade)
         return out

@@ -54,6 +54,29 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+def response_logprob_means(logits: Any, input_ids: Any, n_resp: list[int]) -> Any:
+    """Per row, the mean log-probability of its last `n_resp[row]` tokens, from `logits`
+    ending at the row's last position (left padding: every response ends the row).
+
+    One cross-entropy call over all response tokens of the batch, not one per row (a loop
+    of small kernels was a fifth of the scorer's time): the positions are picked with a
+    mask first, so the float32 log-softmax never touches the padding of shorter responses.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    longest = max(n_resp)
+    n = torch.tensor(n_resp, device=logits.device)
+    # logits[:, j] predicts the token after position j; the last position predicts nothing.
+    predicting = logits[:, -longest - 1 : -1]
+    targets = input_ids[:, -longest:]
+    mask = torch.arange(longest, device=logits.device)[None, :] >= (longest - n)[:, None]
+    token_logprob = -F.cross_entropy(predicting[mask].float(), targets[mask], reduction="none")
+    rows = torch.arange(len(n_resp), device=logits.device)[:, None].expand(-1, longest)[mask]
+    sums = torch.zeros(len(n_resp), device=logits.device).index_add_(0, rows, token_logprob)
+    return sums / n
+
+
 class LearnabilityScorer:
     """Scores (messages, response) pairs with the student model."""
 
@@ -71,7 +94,6 @@ class LearnabilityScorer:
         if self.cfg.scorer == "vllm":
             return self._score_vllm(pairs)
         import torch
-        import torch.nn.functional as F
 
         if self.model is None:
             self.load()
@@ -104,14 +126,7 @@ class LearnabilityScorer:
                     position_ids=positions.to(device),
                     logits_to_keep=max(n_resp) + 1,
                 ).logits
-                # Per row, a view of just its response positions: the log-softmax never
-                # touches the padding of shorter responses, and only those rows are upcast.
-                means = torch.stack(
-                    [
-                        -F.cross_entropy(logits[row, -n - 1 : -1].float(), input_ids[row, -n:])
-                        for row, n in enumerate(n_resp)
-                    ]
-                ).tolist()
+                means = response_logprob_means(logits, input_ids, n_resp).tolist()
             for row, i in enumerate(batch):
                 results[i] = LearnabilityScore(means[row], n_resp[row], encoded[i][2])
         return results

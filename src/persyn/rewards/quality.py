@@ -9,17 +9,21 @@ never guessed): its reward is missing and it cannot be the oracle's choice.
 
 Every signal's value is on the same [0, 1] scale, so weights mean what they say: 0/1
 correctness (math), share of constraints satisfied (ifeval), a judge's grade divided by the
-top of its scale (judge), and a reward model's raw score through a logistic (reward_model;
-the raw score is kept next to it). Normalisation within the prompt comes after, in
+top of its scale (judge), a reward model's raw score through a logistic (reward_model;
+the raw score is kept next to it), and an imported dataset's score min-max scaled
+(imported). Normalisation within the prompt comes after, in
 `persyn.rewards.mix`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from persyn.config import ConfigError, QualitySignal
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
+from persyn.rewards.imported import ImportedScore
 from persyn.rewards.judge import LLMJudge
 from persyn.rewards.reward_model import RewardModelScore
 
@@ -115,7 +119,8 @@ class IFEvalConstraints(QualityScorer):
 
 
 QUALITY_SIGNALS: dict[str, type[QualityScorer]] = {
-    cls.name: cls for cls in (MathCorrectness, IFEvalConstraints, RewardModelScore, LLMJudge)
+    cls.name: cls
+    for cls in (MathCorrectness, IFEvalConstraints, RewardModelScore, LLMJudge, ImportedScore)
 }
 
 
@@ -127,11 +132,34 @@ def quality_signal(cfg: QualitySignal) -> QualityScorer:
     return QUALITY_SIGNALS[cfg.kind](cfg)
 
 
+QualityFn = Callable[[list[Sample]], list[dict[str, Any]]]
+
+
+@contextmanager
+def quality_scorers(signals: list[QualitySignal]) -> Iterator[QualityFn]:
+    """`combined_quality` for many chunks of samples: every signal is built once, loads its
+    model or judge once (on the first chunk it applies to) and unloads it on exit, so a
+    stage that saves its scores chunk by chunk does not reload a reward model per chunk."""
+    scorers = [(s.label, s.weight, quality_signal(s)) for s in signals]
+    try:
+        yield lambda samples: _combine(scorers, samples)
+    finally:
+        for _, _, scorer in scorers:
+            scorer.unload()
+
+
 def combined_quality(signals: list[QualitySignal], samples: list[Sample]) -> list[dict[str, Any]]:
     """Per sample: {"quality": weighted mean or None, "signals": {label: value}, "raw": ...,
     "error": why a signal that applies gave no value, or None}.
     """
-    per_signal = {s.label: (s.weight, quality_signal(s).score(samples)) for s in signals}
+    with quality_scorers(signals) as score:
+        return score(samples)
+
+
+def _combine(
+    scorers: list[tuple[str, float, QualityScorer]], samples: list[Sample]
+) -> list[dict[str, Any]]:
+    per_signal = {label: (weight, scorer.score(samples)) for label, weight, scorer in scorers}
     out = []
     for i in range(len(samples)):
         applied = {k: scores[i] for k, (_, scores) in per_signal.items() if scores[i] is not None}

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from persyn.config import ConfigError, ModelRef
+from persyn.config import ConfigError, ModelRef, QualitySignal
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
 
 
@@ -32,9 +32,10 @@ def conversation_ids(tokenizer: Any, messages: list[dict[str, str]], response: s
 
 class RewardModelScore(QualityScorer):
     """Options: `model` (required; hub id, folder or `pkg:NAME`), `revision`, `dtype`,
-    `trust_remote_code`; `kinds` prompt kinds it scores (default [instruction]);
-    `temperature` of the logistic (default 1); `max_length` in tokens (default 4096;
-    longer conversations get no score and say so); `batch_tokens` (default 8192).
+    `trust_remote_code`, `device` (default: the run's `device`); `kinds` prompt kinds it
+    scores (default [instruction]); `temperature` of the logistic (default 1); `max_length`
+    in tokens (default 4096; longer conversations get no score and say so); `batch_tokens`
+    (default 8192).
     """
 
     name = "reward_model"
@@ -53,24 +54,32 @@ class RewardModelScore(QualityScorer):
 
         check_model_exists(self._model_ref(), self.where)
 
-    def load(self) -> tuple[Any, Any]:
-        import torch
+    def __init__(self, cfg: QualitySignal) -> None:
+        super().__init__(cfg)
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
         from transformers import AutoModelForSequenceClassification
 
         from persyn.models import (
             _torch_dtype,
             load_tokenizer,
             release_cached_model,
+            resolve_device,
             resolve_model_path,
         )
 
         ref = self._model_ref()
         release_cached_model()  # one model in memory at a time (see persyn.models)
+        device = resolve_device(self.cfg.options.get("device"))
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(ref.model),
             revision=ref.revision,
             trust_remote_code=ref.trust_remote_code,
-            dtype=_torch_dtype(ref),
+            dtype=_torch_dtype(ref, device),
         )
         if model.config.num_labels != 1:
             raise ConfigError(
@@ -81,8 +90,14 @@ class RewardModelScore(QualityScorer):
         # The classifier reads the last non-padding token of each row.
         model.config.pad_token_id = tokenizer.pad_token_id
         tokenizer.padding_side = "right"
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return model.to(device).eval(), tokenizer
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+
+    def unload(self) -> None:
+        from persyn.models import release_cached_model
+
+        self.model = self.tokenizer = None
+        release_cached_model()  # collects the weights and empties the GPU cache
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         import torch
@@ -97,7 +112,8 @@ class RewardModelScore(QualityScorer):
         todo = [i for i, (prompt, _) in enumerate(samples) if prompt.kind in kinds]
         if not todo:
             return out
-        model, tokenizer = self.load()
+        self.load()  # once per stage: later chunks reuse the model
+        model, tokenizer = self.model, self.tokenizer
         encoded = {
             i: conversation_ids(tokenizer, samples[i][0].messages, samples[i][1]) for i in todo
         }
@@ -119,5 +135,4 @@ class RewardModelScore(QualityScorer):
                 raw = model(**padded).logits[:, 0].float().tolist()
             for i, r in zip(rows, raw, strict=True):
                 out[i] = SignalScore(float(expit(r / temperature)), raw=r)
-        del model
         return out

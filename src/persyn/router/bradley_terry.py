@@ -102,10 +102,11 @@ def bradley_terry_loss(scores: Any, pairs: Any, targets: Any = None) -> Any:
     """
     import torch.nn.functional as F
 
+    pairs = pairs.to(scores.device)  # a router on a GPU scores there; pairs are built on CPU
     margin = scores[pairs[:, 0], pairs[:, 1]] - scores[pairs[:, 0], pairs[:, 2]]
     if targets is None:
         return -F.logsigmoid(margin).mean()
-    return F.binary_cross_entropy_with_logits(margin, targets)
+    return F.binary_cross_entropy_with_logits(margin, targets.to(scores.device))
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def predict(module: torch.nn.Module, prompts: Any, chunk: int | None = None) -> 
     step = chunk or max(n, 1)
     with torch.inference_mode():
         parts = [module(prompts[start : start + step]) for start in range(0, max(n, 1), step)]
-    return torch.cat(parts).numpy()
+    return torch.cat(parts).cpu().numpy()
 
 
 def _epoch_loss(
@@ -225,7 +226,8 @@ def load_trained(module: torch.nn.Module, path: Path) -> None:
     """Load what `save_trained` wrote; RuntimeError when the tensors do not fit `module`."""
     import torch
 
-    state = torch.load(path, weights_only=True)
+    # On the CPU first: `load_state_dict` copies onto the module's device, wherever it ran.
+    state = torch.load(path, weights_only=True, map_location="cpu")
     expected = {n for n, p in module.named_parameters() if p.requires_grad}
     misfits = sorted(set(state) ^ expected)
     if misfits:

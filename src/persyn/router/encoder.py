@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.models import resolve_model_path
+from persyn.models import resolve_device, resolve_model_path
 from persyn.progress import bar
 
 
@@ -29,7 +29,8 @@ class PromptEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # causal LMs used as encoders
-        self._model = AutoModel.from_pretrained(path).eval()
+        self.device = resolve_device()
+        self._model = AutoModel.from_pretrained(path).to(self.device).eval()
 
     @property
     def dim(self) -> int:
@@ -57,8 +58,9 @@ class PromptEncoder:
         batch = self.tokenizer(
             chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        batch = batch.to(self.device)
         with torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
         mask = batch["attention_mask"][..., None].float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()

@@ -83,7 +83,10 @@ def fit_head(
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train `head` on features [prompts, dim] (`data.prompts`) with random batches of
-    `cfg.batch_pairs` pairs; returns the training stats of `fit_bradley_terry`."""
+    `cfg.batch_pairs` pairs; returns the training stats of `fit_bradley_terry`.
+
+    Heads stay on the CPU whatever `device` says: they are a few small matrix products per
+    step, which a GPU's launch overhead would make slower; their encoder follows `device`."""
     schedule = Schedule(cfg.epochs, cfg.learning_rate, cfg.batch_pairs, by="pairs")
     with _one_thread():
         return fit_bradley_terry(head, data.map(_as_tensor), schedule, cfg, on_epoch)

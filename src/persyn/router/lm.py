@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from persyn.config import ConfigError, RouterConfig
-from persyn.models import resolve_model_path
+from persyn.models import resolve_device, resolve_model_path
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +75,7 @@ def build_scoring_model(backbone: str, n_teachers: int, cfg: RouterConfig) -> to
                 max_length=cfg.lm.max_length,
                 return_tensors="pt",
             )
+            batch = batch.to(self.head.weight.device)
             attention_mask = batch["attention_mask"]
             hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=attention_mask)
             hidden = hidden.last_hidden_state
@@ -86,4 +87,6 @@ def build_scoring_model(backbone: str, n_teachers: int, cfg: RouterConfig) -> to
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             return self.head(pooled)
 
-    return TeacherScorer()
+    # The backbone and head train and score on the run's device; batches follow them
+    # (`forward`), scores come back to the CPU in `predict`.
+    return TeacherScorer().to(resolve_device())

@@ -16,6 +16,7 @@ a clear error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -260,12 +261,18 @@ class BestFixedRouter(Router):
 
 
 class RandomRouter(Router):
-    """A uniformly random teacher per prompt; the same prompts get the same draw (seeded)."""
+    """A uniformly random teacher per prompt. The draw is a function of the seed and the
+    prompt alone (a hash of its text), not of its position: the same prompt gets the same
+    teacher in every batch, chunk and run."""
 
     name = "random"
 
     def scores(self, prompts: list[str]) -> np.ndarray:
-        return np.random.default_rng(self.cfg.seed).random((len(prompts), len(self.teachers)))
+        def draw(text: str) -> np.ndarray:
+            digest = hashlib.sha256(f"{self.cfg.seed}:{text}".encode()).digest()
+            return np.random.default_rng(list(digest)).random(len(self.teachers))
+
+        return np.array([draw(p) for p in prompts]).reshape(len(prompts), len(self.teachers))
 
 
 ROUTERS: dict[str, type[Router]] = {

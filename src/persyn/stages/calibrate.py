@@ -1,11 +1,14 @@
 """calibrate: every teacher answers every calibration prompt (Generate-then-Select on a
-small set), so the router can learn from every teacher's rewards."""
+small set), so the router can learn from every teacher's rewards. With `calibration.source`
+the answers come from the data instead (`persyn.stages.imported`); teachers generate only
+the answers the data lacks, and only with `fill_missing`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from persyn.stages.common import generate_rows
+from persyn.stages.imported import write_imported_rows
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
@@ -13,4 +16,16 @@ if TYPE_CHECKING:
 
 def calibrate(run: Run) -> dict[str, Any]:
     ids = run.store.split().calibration
-    return {"teachers": {t.name: generate_rows(run, t, ids, "calibrate") for t in run.cfg.teachers}}
+    source = run.cfg.calibration.source
+    if source is None:
+        return {
+            "teachers": {t.name: generate_rows(run, t, ids, "calibrate") for t in run.cfg.teachers}
+        }
+    imported = write_imported_rows(run)
+    stats: dict[str, dict[str, int]] = {}
+    for t in run.cfg.teachers:
+        generated = {"generated": 0, "errors": 0}
+        if source.fill_missing and t.backend != "imported":
+            generated = generate_rows(run, t, ids, "calibrate")
+        stats[t.name] = {"imported": imported[t.name], **generated}
+    return {"teachers": stats, "imported": sum(imported.values())}

@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from persyn.config import RunConfig, TeacherConfig, fingerprint
-from persyn.progress import log
-from persyn.teachers.base import Generation, backend_class
+from persyn.progress import log, warn
+from persyn.redact import redact_text
+from persyn.teachers.base import Generation, Prompt, backend_class
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
 
 
 class StageError(RuntimeError):
-    """A stage could not finish; everything computed so far is kept in the run directory."""
+    """A stage could not finish; everything computed so far is kept in the run directory.
+
+    The message is one line with secrets scrubbed: it often quotes a server's error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(redact_text(message).split()))
 
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
@@ -36,6 +42,18 @@ def quality_fingerprint(cfg: RunConfig) -> str:
     return fingerprint(cfg.rewards.quality)
 
 
+def prompt_fingerprint(prompt: Prompt) -> str:
+    """What a teacher is asked. Generation rows record it, so after the prompts file was
+    edited an answer to the old text of the same id counts as missing, not as cached."""
+    return fingerprint(prompt.messages)
+
+
+def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:
+    """A finished answer to the prompt as it is now. Rows written before persyn recorded
+    `prompt_fp`, and imported answers, are trusted as they are."""
+    return row is not None and row["error"] is None and row.get("prompt_fp", prompt_fp) == prompt_fp
+
+
 # -- generation (calibrate, generate and the baselines) ---------------------------------
 def generate_rows(
     run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
@@ -47,10 +65,12 @@ def generate_rows(
     by_id = run.prompts_by_id()
 
     def done(pid: str) -> bool:
-        row = rowlog.get((pid, fp))
-        return row is not None and row["error"] is None
+        return usable_generation(rowlog.get((pid, fp)), run.prompt_fp(pid))
 
     todo = [by_id[pid] for pid in prompt_ids if not done(pid)]
+    retried = sum((pid, fp) in rowlog for pid in (p.id for p in todo))
+    if retried:
+        log(f"{stage}: teacher {teacher.name!r}: retrying {retried} failed or outdated rows")
 
     def sink(results: list[Generation]) -> None:
         rowlog.append(
@@ -58,10 +78,14 @@ def generate_rows(
                 "prompt_id": g.prompt_id,
                 "teacher": teacher.name,
                 "fp": fp,
+                "prompt_fp": run.prompt_fp(g.prompt_id),
                 "text": g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
-                "error": g.error if g.error is not None or g.text.strip() else "empty response",
+                # a server's message can quote the endpoint, credentials included
+                "error": redact_text(g.error)
+                if g.error is not None
+                else (None if g.text.strip() else "empty response"),
             }
             for g in results
         )
@@ -96,4 +120,4 @@ def check_errors(
             f"{message} - above max_error_rate {cfg.max_error_rate}; finished rows are "
             "kept, fix the cause and rerun"
         )
-    log(f"[yellow]{message} (within max_error_rate; counted in the export)")
+    warn(f"{message} (within max_error_rate; counted in the export; a rerun retries them)")

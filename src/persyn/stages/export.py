@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.artifacts import dataset_row
 from persyn.report.card import write_dataset_card
 from persyn.report.summary import build_summary
-from persyn.stages.common import teacher_fingerprint
+from persyn.stages.common import teacher_fingerprint, usable_generation
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
@@ -36,11 +36,15 @@ def export(run: Run) -> dict[str, Any]:
             teacher, source = routes[p.id]["teacher"], "router"
             scores, known = routes[p.id]["router_scores"], None
         gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
-        if gen is None or gen["error"] is not None:
+        if not usable_generation(gen, run.prompt_fp(p.id)):
             why = (
                 "no teacher had a usable response"
                 if teacher is None
-                else (gen["error"] if gen else "not generated")
+                else (
+                    gen["error"] or "answer is to an earlier prompt text"
+                    if gen
+                    else "not generated"
+                )
             )
             failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
             continue

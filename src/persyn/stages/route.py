@@ -8,24 +8,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persyn.policies import cost_per_prompt, make_policy, policy_report
-from persyn.progress import bar, log
-from persyn.router.routers import Router
+from persyn.progress import log
 from persyn.stages.common import teacher_fingerprint
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
 
-ROUTE_CHUNK = 256  # prompts scored per router call; each chunk is logged before the next
-
 
 def route(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     ids = run.store.split().routed
-    router = Router.load(run.store.router_dir(), cfg.teacher_names)
-    scores = router_scores(run, router, ids, run.fingerprint("train-router"))
+    scores = router_scores(run, ids, run.fingerprint("train-router"))
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run))
-    choice = make_policy(cfg.routing, names, cost).choose(scores)
+    # A teacher known only from imported data cannot answer: the policy chooses among the
+    # others (all of them when none can; `generate` then says why that fails).
+    able = [j for j, t in enumerate(cfg.teachers) if t.backend != "imported"] or list(
+        range(len(names))
+    )
+    local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
+    choice = np.array(able, dtype=int)[local]
     rows = [
         {
             "prompt_id": pid,
@@ -36,7 +38,7 @@ def route(run: Run) -> dict[str, Any]:
     ]
     run.store.write_routes(rows)
     shares = {n: sum(r["teacher"] == n for r in rows) for n in names}
-    report = policy_report(scores, choice, cost, names)
+    report = policy_report(scores[:, able], local, cost[able], [names[j] for j in able])
     log(f"route ({cfg.routing.kind}): {len(rows)} prompts -> {shares}")
     if cfg.routing.kind != "argmax":
         log(
@@ -46,23 +48,24 @@ def route(run: Run) -> dict[str, Any]:
     return {"routed": len(rows), "per_teacher": shares, "policy": report}
 
 
-def router_scores(run: Run, router: Router, ids: list[str], router_fp: str) -> np.ndarray:
-    """The router's scores [prompts, teachers] for `ids`, computed in chunks and appended
-    to the router score log under the trained router's fingerprint: a killed `route`
-    resumes where it stopped. The policy needs every score (a budget is global), so it
-    runs once they are all there."""
+def router_scores(run: Run, ids: list[str], router_fp: str) -> np.ndarray:
+    """The router's scores [prompts, teachers] for `ids`, computed by the executor (in
+    process, or Ray replicas holding the router) and appended chunk by chunk to the router
+    score log under the trained router's fingerprint: a killed `route` resumes where it
+    stopped. The policy needs every score (a budget is global), so it runs once they are
+    all there."""
     rowlog = run.store.router_score_log()
     by_id = run.prompts_by_id()
     todo = [pid for pid in ids if (pid, router_fp) not in rowlog]
-    with bar("route: router scores", len(todo)) as progress:
-        for start in range(0, len(todo), ROUTE_CHUNK):
-            chunk = todo[start : start + ROUTE_CHUNK]
-            chunk_scores = router.scores([by_id[pid].text for pid in chunk])
-            rowlog.append(
-                {"prompt_id": pid, "fp": router_fp, "scores": [float(v) for v in row]}
-                for pid, row in zip(chunk, chunk_scores, strict=True)
-            )
-            progress.advance(len(chunk))
+
+    def sink(indices: list[int], scores: np.ndarray) -> None:
+        rowlog.append(
+            {"prompt_id": todo[i], "fp": router_fp, "scores": [float(v) for v in row]}
+            for i, row in zip(indices, scores, strict=True)
+        )
+
+    texts = [by_id[pid].text for pid in todo]
+    run.executor.router_scores(run.store.router_dir(), run.cfg.teacher_names, texts, sink)
     rows = [rowlog.get((pid, router_fp))["scores"] for pid in ids]  # type: ignore[index]
     return np.array(rows, dtype=float).reshape(len(ids), len(run.cfg.teachers))
 

@@ -7,21 +7,25 @@ re-mixes them, and `alpha_sweep` re-mixes at several alphas without calling a mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from persyn.artifacts import RewardTable
 from persyn.config import fingerprint
+from persyn.redact import redact_text
 from persyn.rewards.mix import combine, oracle_choice
-from persyn.rewards.quality import combined_quality
+from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,
     check_errors,
     quality_fingerprint,
     student_fingerprint,
     teacher_fingerprint,
+    usable_generation,
 )
+from persyn.store import RowLog
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
@@ -33,43 +37,113 @@ def score(run: Run) -> dict[str, Any]:
     ids = run.store.split().calibration
     learn, qual, scored = score_responses(run, ids)
     mix_rewards(run, ids, learn, qual)
-    missing = np.argwhere(np.isnan(learn))
+    expected = asked(run, ids)
+    missing = np.argwhere(np.isnan(learn) & expected)
     check_errors(
         run.cfg,
         "score",
         "learnability/quality",
-        [{"prompt_id": ids[i], "error": "missing score"} for i, _ in missing],
-        learn.size,
+        missing_reasons(run, [(ids[i], run.cfg.teacher_names[j]) for i, j in missing]),
+        int(expected.sum()),
     )
     return {"scored": scored, "missing": len(missing)}
 
 
-def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Raw learnability and quality [prompts, teachers] of every teacher's cached response
-    to `ids` (NaN where none), computing only the scores not cached; also the count computed.
-    Used on calibration prompts by `score`, and on any prompts by Generate-then-Select."""
+def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Why each (prompt, teacher) has no reward, from the rows that failed (for the stage's
+    error line: the cause, not just "missing")."""
+    if not cells:
+        return []
+    cfg = run.cfg
+    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    logs = {
+        "learnability": run.store.score_log("learnability"),
+        "quality": run.store.score_log("quality"),
+    }
+    generations = {t: run.store.generation_log(t) for t in {t for _, t in cells}}
+    out = []
+    for pid, t in cells:
+        t_fp = teacher_fingerprint(cfg.teacher(t))
+        gen = generations[t].get((pid, t_fp))
+        why = f"{t}: no usable answer ({gen['error']})" if gen and gen["error"] else None
+        for signal, key_fp in (("learnability", student_fp), ("quality", quality_fp)):
+            row = logs[signal].get((pid, t, fingerprint(t_fp, key_fp)))
+            if why is None and row is not None and row["error"]:
+                why = f"{t}: {signal}: {row['error']}"
+        out.append({"prompt_id": pid, "error": why or f"{t}: not scored"})
+    return out
+
+
+def asked(run: Run, ids: list[str]) -> np.ndarray:
+    """[prompts, teachers]: whether the generation log has a row (an answer or an error).
+    Imported data without a teacher's answer to a prompt leaves no row: that cell has no
+    reward by design, not by a failed score."""
+    logs = [(run.store.generation_log(t.name), teacher_fingerprint(t)) for t in run.cfg.teachers]
+    return np.array([[(pid, fp) in log for log, fp in logs] for pid in ids], dtype=bool).reshape(
+        len(ids), len(logs)
+    )
+
+
+@dataclass
+class ScorePlan:
+    """Which cached scores of the responses to some prompts can be used, and which must be
+    computed: missing, failed (a failed score is retried, like a failed generation) or
+    scored for another prompt text or response (`input_fp` differs)."""
+
+    responses: dict[tuple[str, str], dict[str, Any]]  # (prompt, teacher) -> generation row
+    inputs: dict[tuple[str, str], str]  # (prompt, teacher) -> hash of prompt and response
+    l_log: RowLog
+    q_log: RowLog
+    todo_l: list[tuple[str, str, str]]  # row keys (prompt, teacher, fp)
+    todo_q: list[tuple[str, str, str]]
+
+
+def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePlan:
     cfg = run.cfg
     student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     l_log, q_log = run.store.score_log("learnability"), run.store.score_log("quality")
-    generations = {t.name: run.store.generation_log(t.name) for t in cfg.teachers}
-
-    def response(pid: str, teacher: str) -> dict[str, Any] | None:
-        row = generations[teacher].get((pid, teacher_fps[teacher]))
-        return row if row is not None and row["error"] is None else None
-
-    todo_l, todo_q = [], []
+    plan = ScorePlan({}, {}, l_log, q_log, [], [])
+    for t in cfg.teacher_names:
+        generations = run.store.generation_log(t)
+        for pid in ids:
+            row = generations.get((pid, teacher_fps[t]))
+            if usable_generation(row, run.prompt_fp(pid)):
+                plan.responses[pid, t] = row  # type: ignore[assignment]
     for pid in ids:
         for t in cfg.teacher_names:
-            if response(pid, t) is None:
+            if (pid, t) not in plan.responses:
                 continue
-            l_key = (pid, t, fingerprint(teacher_fps[t], student_fp))
-            if l_key not in l_log:
-                todo_l.append(l_key)
-            q_key = (pid, t, fingerprint(teacher_fps[t], quality_fp))
-            if q_key not in q_log:
-                todo_q.append(q_key)
+            inputs = fingerprint(by_id[pid].to_row(), plan.responses[pid, t]["text"])
+            plan.inputs[pid, t] = inputs
+            for log, todo, key_fp in (
+                (l_log, plan.todo_l, fingerprint(teacher_fps[t], student_fp)),
+                (q_log, plan.todo_q, fingerprint(teacher_fps[t], quality_fp)),
+            ):
+                row = log.get((pid, t, key_fp))
+                failed = row is not None and row["error"] is not None and retry_failed
+                if row is None or failed or row.get("input_fp", inputs) != inputs:
+                    todo.append((pid, t, key_fp))
+    return plan
+
+
+def score_responses(
+    run: Run, ids: list[str], retry_failed: bool = True
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Raw learnability and quality [prompts, teachers] of every teacher's cached response
+    to `ids` (NaN where none), computing only the scores not cached (and, with
+    `retry_failed`, those that failed); also the count computed. Used on calibration
+    prompts by `score`, and on any prompts by Generate-then-Select."""
+    cfg = run.cfg
+    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
+    by_id = run.prompts_by_id()
+    plan = plan_scores(run, ids, retry_failed)
+    l_log, q_log, todo_l, todo_q = plan.l_log, plan.q_log, plan.todo_l, plan.todo_q
+
+    def response(pid: str, teacher: str) -> dict[str, Any] | None:
+        return plan.responses.get((pid, teacher))
 
     # Learnability: the student sees the prompt as it is, without the teacher's system prompt.
     pairs = [(by_id[pid].messages, response(pid, t)["text"]) for pid, t, _ in todo_l]
@@ -86,6 +160,7 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
                     "prompt_id": pid,
                     "teacher": t,
                     "fp": key_fp,
+                    "input_fp": plan.inputs[pid, t],
                     "learnability": None if error == "non-finite" else value,
                     "response_tokens": s.response_tokens,
                     "truncated": s.truncated,
@@ -98,20 +173,30 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
 
     # In chunks, each saved when done: a judge or reward model over many responses is slow,
     # and a killed run keeps what was scored.
-    for start in range(0, len(todo_q), QUALITY_CHUNK):
-        chunk = todo_q[start : start + QUALITY_CHUNK]
-        samples = [(by_id[pid], response(pid, t)["text"]) for pid, t, _ in chunk]
-        qualities = combined_quality(cfg.rewards.quality, samples)
-        q_log.append(
-            {"prompt_id": pid, "teacher": t, "fp": key_fp, **finite_quality(q)}
-            for (pid, t, key_fp), q in zip(chunk, qualities, strict=True)
-        )
+    # The signals load their models once for all chunks (`quality_scorers`).
+    with quality_scorers(cfg.rewards.quality) as quality_of:
+        for start in range(0, len(todo_q), QUALITY_CHUNK):
+            chunk = todo_q[start : start + QUALITY_CHUNK]
+            samples = [(by_id[pid], response(pid, t)["text"]) for pid, t, _ in chunk]
+            qualities = quality_of(samples)
+            q_log.append(
+                {
+                    "prompt_id": pid,
+                    "teacher": t,
+                    "fp": key_fp,
+                    "input_fp": plan.inputs[pid, t],
+                    **finite_quality(q),
+                }
+                for (pid, t, key_fp), q in zip(chunk, qualities, strict=True)
+            )
 
     n_t = len(cfg.teachers)
     learn = np.full((len(ids), n_t), np.nan)
     qual = np.full((len(ids), n_t), np.nan)
     for i, pid in enumerate(ids):
         for j, t in enumerate(cfg.teacher_names):
+            if (pid, t) not in plan.responses:
+                continue  # no usable answer: an old score would be of another response
             lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], student_fp)))
             qrow = q_log.get((pid, t, fingerprint(teacher_fps[t], quality_fp)))
             if qrow and qrow.get("error"):
@@ -126,6 +211,8 @@ def score_responses(run: Run, ids: list[str]) -> tuple[np.ndarray, np.ndarray, i
 def finite_quality(row: dict[str, Any]) -> dict[str, Any]:
     """A quality row with any NaN or infinite value turned into an error (a broken reward
     model must not rank teachers, and NaN/Infinity are not JSON)."""
+    if row["error"]:  # a judge's or reward model's message can quote its endpoint
+        row = {**row, "error": redact_text(row["error"])}
     bad = sorted(k for k, v in row["signals"].items() if v is not None and not np.isfinite(v))
     if not bad:
         return row
@@ -161,7 +248,8 @@ def alpha_sweep(run: Run, alphas: list[float]) -> dict[str, dict[str, float]]:
         if not 0 <= a <= 1:
             raise StageError(f"--alpha {a}: alpha must be in [0, 1]")
     ids = run.store.split().calibration
-    learn, qual, computed = score_responses(run, ids)
+    # no model call: failed scores stay failed (the `score` stage retries them)
+    learn, qual, computed = score_responses(run, ids, retry_failed=False)
     if computed:
         raise StageError(f"alpha sweep: {computed} scores were missing after `score`")
     shares = {f"{a:g}": mix_rewards(run, ids, learn, qual, a) for a in alphas}

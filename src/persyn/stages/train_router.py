@@ -10,6 +10,7 @@ import numpy as np
 from persyn.progress import bar, log
 from persyn.router.metrics import routing_metrics
 from persyn.router.routers import make_router
+from persyn.stages.common import StageError
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
@@ -21,8 +22,18 @@ def train_router(run: Run) -> dict[str, Any]:
     by_id = run.prompts_by_id()
     rewards = run.store.rewards()
     train, val = rewards.subset(split.router_train), rewards.subset(split.router_val)
+    test = rewards.subset(split.router_test)
     x_train = [by_id[i].text for i in train.ids]
     x_val = [by_id[i].text for i in val.ids]
+    if cfg.router.kind != "random" and not any_ordered_pair(train.reward, cfg.router.tie_margin):
+        # Checked here, not left to the router: its error names neither cause nor fix.
+        raise StageError(
+            f"train-router: on all {len(train.ids)} calibration prompts of the router's train "
+            "split every teacher got the same reward (or none), so there is nothing to learn; "
+            "check that rewards.quality applies to these prompts (math needs a reference: "
+            "prompts.reference_field) and that the teachers' answers differ, or raise "
+            "calibration.size"
+        )
     router = make_router(cfg.router, cfg.teacher_names)
     epochs = cfg.router.lm.epochs if cfg.router.kind == "lm-bradley-terry" else cfg.router.epochs
     with bar("train router (epochs)", epochs) as progress:
@@ -33,26 +44,43 @@ def train_router(run: Run) -> dict[str, Any]:
             val.reward if x_val else None,
             on_epoch=lambda _losses: progress.advance(),
         )
+    # Per split: `train` (fitted), `val` (picked the best epoch), `test` (touched by
+    # neither: the figures reported as the router's).
     metrics: dict[str, Any] = {
         "train": routing_metrics(router.scores(x_train), train.reward),
         "pairs": fit["pairs"],
         "best_epoch": fit.get("best_epoch"),
     }
-    val_scores = router.scores(x_val)
     if len(val.ids):
-        metrics["val"] = routing_metrics(val_scores, val.reward)
+        metrics["val"] = routing_metrics(router.scores(x_val), val.reward)
+    test_scores = router.scores([by_id[i].text for i in test.ids])
+    if len(test.ids):
+        metrics["test"] = routing_metrics(test_scores, test.reward)
     router.save(run.store.router_dir())
-    # Held-out choices next to the oracle's, for the report's agreement and confusion matrix.
-    run.store.write_val_predictions(
-        prediction_rows(cfg.teacher_names, val.ids, val_scores, val.reward, val.oracle)
+    # Test choices next to the oracle's, for the report's agreement and confusion matrix.
+    run.store.write_test_predictions(
+        prediction_rows(cfg.teacher_names, test.ids, test_scores, test.reward, test.oracle)
     )
     run.store.write_router_metrics({**metrics, "history": fit.get("history", [])})
-    held = metrics.get("val", metrics["train"])
-    log(
-        f"train-router: {fit['pairs']} pairs; held-out top-1 {held['top1']:.2f}, "
-        f"pairwise accuracy {held['pairwise_accuracy']:.2f}"
-    )
+    if "test" in metrics:
+        held = metrics["test"]
+        log(
+            f"train-router: {fit['pairs']} pairs; on {len(test.ids)} test prompts top-1 "
+            f"{held['top1']:.2f}, pairwise accuracy {held['pairwise_accuracy']:.2f}"
+        )
+    else:
+        log(f"train-router: {fit['pairs']} pairs; no test split (router.test_fraction 0)")
     return {"metrics": metrics}
+
+
+def any_ordered_pair(reward: np.ndarray, tie_margin: float) -> bool:
+    """Whether some prompt has two teachers whose rewards differ by more than the tie
+    margin (a pair a router can learn an order from)."""
+    filled = np.isfinite(reward)
+    high = np.where(filled, reward, -np.inf).max(axis=1, initial=-np.inf)
+    low = np.where(filled, reward, np.inf).min(axis=1, initial=np.inf)
+    two = filled.sum(axis=1) >= 2  # rows with at least one pair
+    return bool(np.any((high - low)[two] > tie_margin))
 
 
 def prediction_rows(

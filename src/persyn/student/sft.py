@@ -124,11 +124,20 @@ def load_trainable_student(ref: StudentConfig) -> tuple[Any, Any]:
 
 
 def sft_config(
-    tc: StudentTrainingConfig, student: StudentConfig, output_dir: Path, **loss: bool
+    tc: StudentTrainingConfig,
+    student: StudentConfig,
+    output_dir: Path,
+    device: str | None = None,
+    **loss: bool,
 ) -> Any:
-    """`trl.SFTConfig` from the named fields, then `tc.sft` overrides (unknown key: error)."""
+    """`trl.SFTConfig` from the named fields, then `tc.sft` overrides (unknown key: error);
+    `device` is a `RunConfig.device` setting (default: the process's rule)."""
     import torch
     from trl import SFTConfig
+
+    from persyn.models import resolve_device
+
+    device = resolve_device(device)
 
     known = {f.name for f in dataclasses.fields(SFTConfig)}
     unknown = sorted(set(tc.sft) - known)
@@ -154,8 +163,10 @@ def sft_config(
         "save_total_limit": 2,
         "report_to": "none",
         "disable_tqdm": True,
-        # TRL defaults to bf16, which CPUs and older GPUs refuse.
-        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # TRL picks its own device: `device: cpu` must say so (`use_cpu`), or a visible
+        # GPU is used anyway. TRL defaults to bf16, which CPUs and older GPUs refuse.
+        "use_cpu": device == "cpu",
+        "bf16": device != "cpu" and torch.cuda.is_bf16_supported(),
         **loss,
     }
     fields.update(tc.sft)
@@ -208,7 +219,7 @@ def train_student(
     model, tokenizer = load_trainable_student(cfg.student)
     assistant_masks = has_generation_markers(tokenizer)
     loss = {"assistant_only_loss": True} if assistant_masks else {"completion_only_loss": True}
-    args = sft_config(tc, cfg.student, out, **loss)
+    args = sft_config(tc, cfg.student, out, cfg.device, **loss)
     trainer = SFTTrainer(
         model=model,
         args=args,

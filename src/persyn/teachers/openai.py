@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from persyn.config import ConfigError, Section, TeacherConfig, backend_options
+from persyn.redact import looks_like_key, redact_text, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
@@ -76,12 +78,22 @@ class OpenAITeacher(Teacher):
         name = self.options.api_key_env
         if name is None:
             return _NO_KEY
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or looks_like_key(name):
+            # Never echo it: this is most likely the key itself, pasted in the wrong place.
+            raise ConfigError(
+                f"teacher {self.cfg.name!r}: options.api_key_env must be the NAME of the "
+                "environment variable holding the key (e.g. OPENAI_API_KEY), and the value "
+                "given looks like a key itself; remove it from the config (rotate the key if "
+                "the config was shared), export OPENAI_API_KEY=<key> and set "
+                "api_key_env: OPENAI_API_KEY"
+            )
         key = os.environ.get(name, "")
         if not key:
             raise ConfigError(
                 f"teacher {self.cfg.name!r}: environment variable {name} (options.api_key_env) "
                 f"is not set; export {name}=... before running"
             )
+        remember_secret(key)  # scrubbed from every message and artifact from now on
         return key
 
     def load(self) -> None:
@@ -168,6 +180,5 @@ class OpenAITeacher(Teacher):
             message = f"HTTP {err.status_code} from {url}{retried}: {err.message}"
         else:
             message = f"{type(err).__name__}: {err}"
-        key = self._api_key()
-        message = " ".join(message.split())
-        return message.replace(key, "***") if key != _NO_KEY else message
+        # the key, and credentials in base_url, scrubbed
+        return redact_text(" ".join(message.split()))

@@ -1,7 +1,8 @@
 """`persyn eval-router`: routers side by side on held-out calibration prompts.
 
-Every router is trained on the router's train split of the calibration set and scored on
-its validation split, where every teacher's reward is known: top-1 agreement with the
+Every router is trained on the router's train split of the calibration set, picks its
+best epoch on the validation split and is scored on the test split, which neither step
+touched and where every teacher's reward is known: top-1 agreement with the
 oracle, Hit@3, pairwise accuracy, mean reward, regret (oracle minus routed reward) and
 captured reward ((router - random) / (oracle - random)). Also a learning curve over
 calibration size, a comparison of calibration-selection strategies at equal size, and the
@@ -34,56 +35,66 @@ METRIC_COLUMNS = {
 
 @dataclass
 class HeldOut:
-    """Calibration prompts with every teacher's reward, split by prompt."""
+    """Calibration prompts with every teacher's reward, split by prompt: `train` fits,
+    `val` picks the epoch (may be empty), `test` measures."""
 
     teachers: list[str]
     train_texts: list[str]
     train_reward: np.ndarray
     val_texts: list[str]
     val_reward: np.ndarray
+    test_texts: list[str]
+    test_reward: np.ndarray
 
     def subset(self, rows: list[int]) -> HeldOut:
-        """The same validation split with only `rows` of the training split."""
+        """The same validation and test splits with only `rows` of the training split."""
         return HeldOut(
             self.teachers,
             [self.train_texts[i] for i in rows],
             self.train_reward[rows],
             self.val_texts,
             self.val_reward,
+            self.test_texts,
+            self.test_reward,
         )
 
 
 def held_out_from_run(run: Any) -> HeldOut:
-    """The router train/val split of a run whose `score` stage is done."""
+    """The router's train/val/test split of a run whose `score` stage is done."""
     split = run.store.split()
-    if not split.router_val:
-        raise ValueError("router.val_fraction is 0: no held-out calibration prompts to evaluate on")
+    if not split.router_test:
+        raise ValueError("router.test_fraction is 0: no test calibration prompts to evaluate on")
     by_id = run.prompts_by_id()
     rewards = run.store.rewards()
-    train, val = rewards.subset(split.router_train), rewards.subset(split.router_val)
+    parts = [
+        rewards.subset(ids) for ids in (split.router_train, split.router_val, split.router_test)
+    ]
     return HeldOut(
         run.cfg.teacher_names,
-        [by_id[i].text for i in train.ids],
-        train.reward,
-        [by_id[i].text for i in val.ids],
-        val.reward,
+        *(x for part in parts for x in ([by_id[i].text for i in part.ids], part.reward)),
     )
 
 
 def fit_and_score(
     data: HeldOut, cfg: RouterConfig, encoder: PromptEncoder | None = None
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Train `cfg.kind` on the train split; (held-out metrics, held-out scores)."""
+    """Train `cfg.kind` on the train split (best epoch by the validation split); (test
+    metrics, test scores)."""
     router = make_router(cfg, data.teachers, encoder)
-    router.fit(data.train_texts, data.train_reward, data.val_texts, data.val_reward)
-    scores = router.scores(data.val_texts)
-    return routing_metrics(scores, data.val_reward), scores
+    router.fit(
+        data.train_texts,
+        data.train_reward,
+        data.val_texts or None,
+        data.val_reward if data.val_texts else None,
+    )
+    scores = router.scores(data.test_texts)
+    return routing_metrics(scores, data.test_reward), scores
 
 
 def compare_routers(
     data: HeldOut, cfg: RouterConfig, kinds: list[str], encoder: PromptEncoder | None = None
 ) -> dict[str, dict[str, float]]:
-    """Held-out metrics per router kind, plus the oracle's."""
+    """Test-split metrics per router kind, plus the oracle's."""
     for kind in kinds:
         if kind not in ROUTERS:
             raise ValueError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
@@ -91,8 +102,8 @@ def compare_routers(
         kind: fit_and_score(data, cfg.model_copy(update={"kind": kind}), encoder)[0]
         for kind in kinds
     }
-    oracle_scores = np.where(np.isnan(data.val_reward), -np.inf, data.val_reward)
-    results["oracle"] = routing_metrics(oracle_scores, data.val_reward)
+    oracle_scores = np.where(np.isnan(data.test_reward), -np.inf, data.test_reward)
+    results["oracle"] = routing_metrics(oracle_scores, data.test_reward)
     return results
 
 
@@ -103,7 +114,7 @@ def learning_curve(
     repeats: int = 3,
     encoder: PromptEncoder | None = None,
 ) -> list[dict[str, float]]:
-    """Held-out metrics of `cfg.kind` trained on random subsets of each size (mean of
+    """Test-split metrics of `cfg.kind` trained on random subsets of each size (mean of
     `repeats` draws; the full training split is drawn once)."""
     n_train = len(data.train_texts)
     rows = []
@@ -125,7 +136,7 @@ def compare_selection(
     encoder: PromptEncoder | None = None,
 ) -> list[dict[str, Any]]:
     """Calibration prompts chosen from the train split by random, k-center or uncertainty
-    selection, at equal sizes; held-out metrics of `cfg.kind` (mean over seeds).
+    selection, at equal sizes; test-split metrics of `cfg.kind` (mean over seeds).
 
     Uncertainty is a second round: half the prompts at random, a router trained on them,
     then the prompts whose two best teachers it scores closest."""
@@ -216,7 +227,7 @@ def curve_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
 def evaluate_routers(
     run: Any, kinds: list[str] | None = None, sizes: list[int] | None = None
 ) -> dict[str, Any]:
-    """Compare routers on a run's held-out calibration prompts; write `router/eval.{json,md}`."""
+    """Compare routers on a run's test calibration prompts; write `router/eval.{json,md}`."""
     from persyn.policies import cost_per_prompt
     from persyn.stages.route import mean_response_tokens
 
@@ -229,19 +240,21 @@ def evaluate_routers(
     result: dict[str, Any] = {
         "train_prompts": n_train,
         "val_prompts": len(data.val_texts),
+        "test_prompts": len(data.test_texts),
         "routers": compare_routers(data, cfg.router, kinds, encoder),
         "learning_curve": learning_curve(data, cfg.router, sizes, encoder=encoder),
     }
     sections = [
-        f"## Routers on {len(data.val_texts)} held-out calibration prompts "
-        f"(trained on {n_train})\n\n" + router_table(result["routers"]),
-        f"## Learning curve ({cfg.router.kind}, held-out metrics)\n\n"
+        f"## Routers on the test split: {len(data.test_texts)} calibration prompts "
+        f"(trained on {n_train}, epoch picked on {len(data.val_texts)} others)\n\n"
+        + router_table(result["routers"]),
+        f"## Learning curve ({cfg.router.kind}, test-split metrics)\n\n"
         + curve_table(result["learning_curve"], ["calibration_prompts"]),
     ]
     cost = cost_per_prompt(cfg, mean_response_tokens(run))
     if cost.any():
         scores = fit_and_score(data, cfg.router, encoder)[1]
-        result["budget_curve"] = budget_curve(scores, data.val_reward, cost, data.teachers)
+        result["budget_curve"] = budget_curve(scores, data.test_reward, cost, data.teachers)
         sections.append(
             "## Budget policy (reward given up for money saved)\n\n"
             + markdown_table(

@@ -1,0 +1,175 @@
+"""Write the mini-replication's section of bench/RESULTS.md from a finished experiment.
+
+Called by bench/run_replication.sh; reads the experiment's `results.csv` and
+`per_prompt.json` and adds what the table alone does not show: every trained student
+against the untrained one (paired bootstrap, the same resamples), and which differences
+from PerSyn have an interval that excludes zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+from results_md import replace_section  # bench/ is on sys.path when run as a script
+
+from persyn.config import load_config
+from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir
+from persyn.eval.stats import paired_bootstrap
+
+HEADING = "replication: PerSyn vs every baseline (student SFT, 95% paired bootstrap CIs)"
+
+# (teacher, kind, what it reads, right on, answer format)
+TEACHER_ROWS = [
+    (
+        "smol",
+        "LLM: SmolLM2-135M-Instruct, the student's own model (family smollm2)",
+        "the prompt text",
+        "whatever it gets right",
+        "its own words",
+    ),
+    (
+        "boxed",
+        "programmatic",
+        "`meta` (start value, steps); never the text or the reference",
+        "every problem",
+        "LaTeX equations, `\\boxed{N}`",
+    ),
+    (
+        "plain",
+        "programmatic",
+        "`meta` (same)",
+        "1- and 2-step problems (a 3-step one's last step comes out 10 too high)",
+        "`a + b = c.` ... `The answer is N.`",
+    ),
+    (
+        "quick",
+        "programmatic",
+        "`meta` (same)",
+        "1-step problems (it does only the first step)",
+        "`The answer is N.`",
+    ),
+]
+TEACHERS_NOTE = """Training problems and held-out problems come from the two sides of a hash
+partition of the normalised problem text, so no held-out problem equals a training problem
+(the experiment checks it, by normalised text, against the whole prompt table)."""
+
+
+def _teachers(names: list[str]) -> list[str]:
+    lines = [
+        "Teachers (task and programmatic teachers: `src/persyn/demo/replication.py`):",
+        "",
+        "| teacher | kind | reads | right on | format |",
+        "|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in TEACHER_ROWS if row[0] in names]
+    return [*lines, "", TEACHERS_NOTE]
+
+
+def _load_args() -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--started", required=True)
+    parser.add_argument("--wall-s", type=int, required=True)
+    parser.add_argument("--load", default="")
+    parser.add_argument("--args", default="")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--set", action="append", default=[])
+    return parser.parse_known_args()  # the rest are `persyn experiment` flags (--quiet)
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
+
+
+def _vs_untrained(per_prompt: dict[str, object], resamples: int, seed: int) -> list[str]:
+    tasks = np.array(per_prompt["tasks"])
+    scores = {
+        name: np.array([np.nan if v is None else v for v in values], dtype=float)
+        for name, values in per_prompt["scores"].items()  # type: ignore[attr-defined]
+    }
+    if BASE_STUDENT not in scores:
+        return []
+    keep = tasks != ""
+    own, diffs = paired_bootstrap(
+        {n: s[keep] for n, s in scores.items()}, tasks[keep], BASE_STUDENT, resamples, seed
+    )
+    lines = ["| dataset | score | score - untrained | 95% CI (paired) |", "|---|---:|---:|---|"]
+    for name, d in diffs.items():
+        if name != BASE_STUDENT:
+            lines.append(
+                f"| {name} | {own[name].estimate:.3f} | {d.estimate:+.3f} | "
+                f"[{d.low:+.3f}, {d.high:+.3f}] |"
+            )
+    return lines
+
+
+def _verdicts(rows: list[dict[str, str]]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["dataset"] in (REFERENCE, BASE_STUDENT) or not r.get("vs_persyn"):
+            continue
+        d, lo, hi = (float(r[k]) for k in ("vs_persyn", "vs_persyn_low", "vs_persyn_high"))
+        if hi < 0:
+            verdict = "PerSyn better (interval excludes 0)"
+        elif lo > 0:
+            verdict = "PerSyn worse (interval excludes 0)"
+        else:
+            verdict = "no difference detected (interval contains 0)"
+        out.append(f"- {r['dataset']}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}")
+    return out
+
+
+def main() -> None:
+    args, _ = _load_args()
+    cfg = load_config(Path(args.config), _overrides(args.set))
+    out = output_dir(cfg)
+    table = (out / "results.md").read_text().strip()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    per_prompt = json.loads((out / "per_prompt.json").read_text())
+    ex, tc, ev = cfg.experiment, cfg.student_training, cfg.evaluation
+    trained = [r for r in rows if r["dataset"] != BASE_STUDENT]
+    n_rows = trained[0]["rows"] if trained else "?"
+    command = "bench/run_replication.sh" + (f" {args.args}" if args.args else "")
+    body = [
+        *([f"**{args.note}**", ""] if args.note else []),
+        f"Command: `{command}` (= `persyn experiment {args.config}`, then this section). "
+        f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs "
+        f"(load average before / after: {args.load}). Started {args.started}; wall time "
+        f"{args.wall_s / 60:.1f} min (a resumed run counts only its own part).",
+        "",
+        f"Setting: student SmolLM2-135M-Instruct, {tc.method} (r={tc.lora_r}), "
+        f"{tc.epochs:g} epochs, lr {tc.learning_rate:g}, batch {tc.batch_size}, seed "
+        f"{tc.seed}; {n_rows} training rows per dataset (the same prompts for every "
+        f"dataset); {len(per_prompt['prompt_ids'])} held-out problems, greedy, "
+        f"{ev.max_new_tokens} new tokens; alpha {cfg.rewards.alpha} for PerSyn and Oracle; "
+        f"{ex.bootstrap_resamples} paired bootstrap resamples of the held-out problems "
+        f"(seed {ex.seed}), {ex.confidence:.0%} percentile intervals.",
+        "",
+        *_teachers(cfg.teacher_names),
+        "",
+        "### Results",
+        "",
+        table,
+        "",
+        "### Against PerSyn (score - PerSyn, 95% paired CI)",
+        "",
+        *_verdicts(rows),
+        "",
+        "### Did training move the students? (score - untrained student, 95% paired CI)",
+        "",
+        *_vs_untrained(per_prompt, ex.bootstrap_resamples, ex.seed),
+    ]
+    replace_section(HEADING, "\n".join(body))
+    print(f"bench/RESULTS.md: section {HEADING!r} written")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Paired bootstrap confidence intervals for students evaluated on the same prompts.
+
+A student's `score` is the mean over task kinds of its per-task accuracy (math accuracy,
+IFEval strict), so the bootstrap resamples evaluation prompts with replacement and
+recomputes that same statistic on each resample. Paired: every dataset is measured on the
+same resampled prompts, so the interval of a difference reflects how the two students
+differ prompt by prompt, not the spread of the prompts' difficulty (which both share).
+Intervals are percentile intervals; draws are seeded, so a rerun gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, n] prompt indices drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def task_mean(scores: np.ndarray, tasks: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean over task kinds of each kind's mean score, for each row of `idx` (a resample;
+    an `idx` of one row `arange(n)` gives the plain estimate). A kind a resample happens
+    to miss is left out of that resample's mean, as `score` leaves out absent kinds."""
+    per_task = []
+    for kind in np.unique(tasks):
+        member = tasks[idx] == kind
+        count = member.sum(axis=1)
+        total = np.where(member, scores[idx], 0.0).sum(axis=1)
+        per_task.append(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    return np.nanmean(np.stack(per_task), axis=0)
+
+
+def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(float(point), float(low), float(high))
+
+
+def paired_bootstrap(
+    scores: dict[str, np.ndarray],
+    tasks: np.ndarray,
+    reference: str,
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """({dataset: its score with a CI}, {dataset: score - reference's score with a CI}).
+
+    `scores[name]` holds one score per evaluation prompt, in the same prompt order for
+    every dataset; `tasks` the prompts' task kinds (any labels). The differences are
+    empty when `reference` is not among the datasets.
+    """
+    n = len(tasks)
+    whole = np.arange(n)[None, :]
+    idx = resample_indices(n, resamples, seed)
+    means = {
+        name: (task_mean(s, tasks, whole)[0], task_mean(s, tasks, idx))
+        for name, s in scores.items()
+    }
+    own = {name: _interval(point, draws, level) for name, (point, draws) in means.items()}
+    if reference not in means:
+        return own, {}
+    ref_point, ref_draws = means[reference]
+    diffs = {
+        name: _interval(point - ref_point, draws - ref_draws, level)
+        for name, (point, draws) in means.items()
+    }
+    return own, diffs
