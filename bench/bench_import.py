@@ -21,6 +21,7 @@ benchmark's section in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -40,10 +41,11 @@ from persyn.pipeline import STAGES, Run, run_stage, validate
 from persyn.store import read_jsonl, write_jsonl
 
 NAME = "bench_import: calibrating from an imported dataset (issue 17)"
+DEMO = yaml.safe_load(demo_config_path().read_text())
 
 
 def demo_config(run_dir: Path, prompts: int, calibration: int) -> dict[str, Any]:
-    data = yaml.safe_load(demo_config_path().read_text())
+    data = copy.deepcopy(DEMO)  # read once: both runs get the same config
     data["run_dir"] = str(run_dir)
     data["prompts"]["num_prompts"] = prompts
     data["calibration"]["size"] = calibration

@@ -7,6 +7,7 @@ import torch
 
 from persyn.config import StudentConfig
 from persyn.models import load_causal_lm
+from persyn.rewards import learnability
 from persyn.rewards.learnability import (
     LearnabilityScorer,
     encode_pair,
@@ -50,7 +51,7 @@ def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
         assert not s.truncated
 
 
-def test_batched_means_match_a_per_row_loop() -> None:
+def test_batched_means_match_a_per_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The one-call cross-entropy equals the per-row loop it replaced, rows of any length."""
     generator = torch.Generator().manual_seed(0)
     n_resp = [1, 7, 3, 7]
@@ -62,6 +63,9 @@ def test_batched_means_match_a_per_row_loop() -> None:
     ]
     batched = response_logprob_means(logits, input_ids, n_resp)
     assert batched.tolist() == pytest.approx([float(v) for v in loop], abs=1e-5)
+    monkeypatch.setattr(learnability, "CE_TOKENS", 5)  # calls that split rows
+    chunked = response_logprob_means(logits, input_ids, n_resp)
+    assert chunked.tolist() == pytest.approx([float(v) for v in loop], abs=1e-5)
 
 
 def test_only_response_tokens_count(tiny_lm_dir: Path) -> None:

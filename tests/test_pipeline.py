@@ -64,6 +64,12 @@ def test_one_row_per_prompt_with_provenance(tiny_run) -> None:
             assert row["teacher"] == routes[row["id"]]["teacher"]
             scores = row["router_scores"]
             assert set(scores) == teachers and max(scores, key=scores.get) == row["teacher"]
+    # Router scores are stored once, in the router score log; the routes name its key.
+    assert not any("router_scores" in r for r in routes.values())
+    logged = {r["prompt_id"]: r["scores"] for r in read_jsonl(run_dir / "router" / "scores.jsonl")}
+    for row in rows:
+        if row["id"] in routed:
+            assert list(row["router_scores"].values()) == pytest.approx(logged[row["id"]], abs=1e-5)
 
 
 def test_datasets_folder_loads(tiny_run) -> None:

@@ -15,7 +15,7 @@ else. Layout (relative to the run directory):
     rewards_alpha<a>.jsonl, alpha_sweep.{json,md}   `persyn score --alpha` re-mixes
     router/                        checkpoint, metrics.json, test_predictions.jsonl,
                                    scores.jsonl (row log of router scores), eval.{json,md}
-    routes.jsonl                   per routed prompt: teacher and router scores
+    routes.jsonl                   per routed prompt: teacher, key of its router scores
     dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
     failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
     stages/<stage>.json, manifest.json   completion markers; section hashes per stage
@@ -285,11 +285,27 @@ class RunArtifacts(RunStore):
 
     # -- routes and dataset -------------------------------------------------------------
     def write_routes(self, rows: list[dict[str, Any]]) -> None:
+        """Per routed prompt: `prompt_id`, `teacher` and `router_fp`, the fingerprint under
+        which its scores are in the router score log (stored once there: at 60K prompts a
+        copy here was 25 MB)."""
         write_jsonl(self.path("routes.jsonl"), rows)
 
-    def routes(self) -> list[dict[str, Any]]:
-        """Per routed prompt: `prompt_id`, `teacher`, `router_scores` {teacher: score}."""
-        return read_jsonl(self.path("routes.jsonl"))
+    def routes(self, with_scores: bool = False) -> list[dict[str, Any]]:
+        """Per routed prompt: `prompt_id`, `teacher`; `with_scores` adds `router_scores`
+        {teacher: score} from the router score log (runs routed before the log was the only
+        copy have them in the rows already)."""
+        rows = read_jsonl(self.path("routes.jsonl"))
+        if not with_scores or all("router_scores" in r for r in rows):
+            return rows
+        log = self.router_score_log()
+        teachers = json.loads(self.path("router", "router.json").read_text())["teachers"]
+        for r in rows:
+            if "router_scores" not in r:
+                scores = log.get((r["prompt_id"], r["router_fp"]))["scores"]  # type: ignore[index]
+                r["router_scores"] = {
+                    t: round(float(v), 5) for t, v in zip(teachers, scores, strict=True)
+                }
+        return rows
 
     def write_dataset(self, rows: list[dict[str, Any]]) -> None:
         """`dataset.jsonl` and the `datasets` folder `dataset/`, replaced atomically."""

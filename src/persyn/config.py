@@ -322,10 +322,12 @@ class RouterConfig(Section):
         "skip", description="Teacher pairs within `tie_margin`: skipped, or trained to 0.5."
     )
     patience: int | None = Field(
-        None,
+        20,
         gt=0,
         description="Stop after this many epochs without a better validation "
-        "loss; none runs every epoch. The best epoch is kept either way.",
+        "loss; none runs every epoch. The best epoch is kept either way. Default 20: on "
+        "2,500 prompts x 20 teachers the best epoch came within the first few of 200, so "
+        "the rest cost 90% of the time for nothing (bench/RESULTS.md, bench_scale).",
     )
     mf_dim: int = Field(32, gt=0, description="`mf`: size of the teacher and prompt factors.")
     knn_k: int = Field(10, gt=0, description="`knn`: neighbours averaged per prompt.")

@@ -10,7 +10,7 @@ Layout (all paths relative to `run_dir`):
     scores/quality.jsonl          one row per (prompt, teacher, quality config)
     rewards.jsonl             per calibration prompt: raw, normalised, combined, oracle
     router/                   router checkpoint and metrics
-    routes.jsonl              per routed prompt: teacher and router scores
+    routes.jsonl              per routed prompt: teacher, key of its router scores
     dataset.jsonl, dataset/   the personalised dataset (JSONL and `datasets` folder)
     summary.json              counts, generations used vs Generate-then-Select
     stages/<stage>.json       completion marker: input fingerprint and stats

@@ -54,13 +54,20 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return batches
 
 
+# Response tokens per cross-entropy call: each call copies [tokens, vocabulary] logits (in
+# float32) and takes their log-softmax, ~100 MB each at a 49K vocabulary, so the peak stays
+# near the model's own logits. Measured on 3,104 tokens: +199 MB over the logits at 512,
+# +1,170 MB in one call, CPU time within 15%.
+CE_TOKENS = 512
+
+
 def response_logprob_means(logits: Any, input_ids: Any, n_resp: list[int]) -> Any:
     """Per row, the mean log-probability of its last `n_resp[row]` tokens, from `logits`
     ending at the row's last position (left padding: every response ends the row).
 
-    One cross-entropy call over all response tokens of the batch, not one per row (a loop
-    of small kernels was a fifth of the scorer's time): the positions are picked with a
-    mask first, so the float32 log-softmax never touches the padding of shorter responses.
+    A few cross-entropy calls over the batch's response tokens, `CE_TOKENS` at a time, not
+    one per row (a loop of small kernels was a fifth of the scorer's time): positions are
+    picked first, so the log-softmax never touches the padding of shorter responses.
     """
     import torch
     import torch.nn.functional as F
@@ -71,8 +78,13 @@ def response_logprob_means(logits: Any, input_ids: Any, n_resp: list[int]) -> An
     predicting = logits[:, -longest - 1 : -1]
     targets = input_ids[:, -longest:]
     mask = torch.arange(longest, device=logits.device)[None, :] >= (longest - n)[:, None]
-    token_logprob = -F.cross_entropy(predicting[mask].float(), targets[mask], reduction="none")
-    rows = torch.arange(len(n_resp), device=logits.device)[:, None].expand(-1, longest)[mask]
+    rows, steps = mask.nonzero(as_tuple=True)
+    token_logprob = torch.empty(len(rows), device=logits.device)
+    for start in range(0, len(rows), CE_TOKENS):
+        r, s = rows[start : start + CE_TOKENS], steps[start : start + CE_TOKENS]
+        token_logprob[start : start + CE_TOKENS] = -F.cross_entropy(
+            predicting[r, s].float(), targets[r, s], reduction="none"
+        )
     sums = torch.zeros(len(n_resp), device=logits.device).index_add_(0, rows, token_logprob)
     return sums / n
 

@@ -25,7 +25,7 @@ def export(run: Run) -> dict[str, Any]:
     rewards = run.store.rewards()
     oracle = dict(zip(rewards.ids, rewards.oracle, strict=True))
     reward_row = {pid: i for i, pid in enumerate(rewards.ids)}
-    routes = {r["prompt_id"]: r for r in run.store.routes()}
+    routes = {r["prompt_id"]: r for r in run.store.routes(with_scores=True)}
 
     rows, failed = [], []
     for p in run.prompts:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def route(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     ids = run.store.split().routed
-    scores = router_scores(run, ids, run.fingerprint("train-router"))
+    router_fp = run.fingerprint("train-router")
+    scores = router_scores(run, ids, router_fp)
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run))
     # A teacher known only from imported data cannot answer: the policy chooses among the
@@ -29,12 +30,9 @@ def route(run: Run) -> dict[str, Any]:
     local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
     choice = np.array(able, dtype=int)[local]
     rows = [
-        {
-            "prompt_id": pid,
-            "teacher": names[int(c)],
-            "router_scores": {n: round(float(v), 5) for n, v in zip(names, s, strict=True)},
-        }
-        for pid, s, c in zip(ids, scores, choice, strict=True)
+        # the scores themselves stay in the router score log (`RunArtifacts.routes`)
+        {"prompt_id": pid, "teacher": names[int(c)], "router_fp": router_fp}
+        for pid, c in zip(ids, choice, strict=True)
     ]
     run.store.write_routes(rows)
     shares = {n: sum(r["teacher"] == n for r in rows) for n in names}
