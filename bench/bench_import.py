@@ -72,6 +72,12 @@ def timed_run(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def rows_without_fp(path: Path) -> list[dict[str, Any]]:
+    """The rows without the fingerprints of the config that made them (the import is part
+    of the imported run's config)."""
+    return [{k: v for k, v in r.items() if not k.endswith("_fp")} for r in read_jsonl(path)]
+
+
 def export_calibration(run_dir: Path, teachers: list[str], path: Path) -> int:
     """The scratch run's calibration answers as a parallel-response file: one row per
     prompt, a column per teacher (the magpie-zoo shape, with an id column)."""
@@ -120,7 +126,7 @@ def main() -> None:
     imported = timed_run(parse_config(imported_data))
 
     same = {
-        name: read_jsonl(work / "scratch" / name) == read_jsonl(work / "imported" / name)
+        name: rows_without_fp(work / "scratch" / name) == rows_without_fp(work / "imported" / name)
         for name in ("rewards.jsonl", "routes.jsonl")
     }
     calib = ("prepare", "calibrate")

@@ -22,9 +22,6 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from persyn.cli import demo_config_path
 from persyn.config import RouterConfig, load_config
-from persyn.pipeline import Run, run_stage
-from persyn.progress import set_quiet
-from persyn.router.encoder import PromptEncoder
 from persyn.eval.routers import (
     HeldOut,
     budget_curve,
@@ -37,6 +34,9 @@ from persyn.eval.routers import (
     markdown_table,
     router_table,
 )
+from persyn.pipeline import Run, run_stage
+from persyn.progress import set_quiet
+from persyn.router.encoder import PromptEncoder
 from persyn.router.routers import Router, make_router
 from persyn.stages.route import mean_response_tokens
 
