@@ -1,0 +1,205 @@
+"""Typed run configuration, loaded from YAML.
+
+One pydantic model per component, `extra="forbid"` so a misspelt key is an error, and a
+description on every field. `load_config` turns any validation problem into a single
+`ConfigError` line naming the file, the key and the problem, before any model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from persyn.config.base import (
+    ConfigError,
+    GenerationParams,
+    ModelRef,
+    Section,
+    SectionT,
+    StudentConfig,
+    TeacherConfig,
+    backend_options,
+    fingerprint,
+    format_error,
+)
+from persyn.config.experiment import EvaluationConfig, ExperimentConfig, StudentTrainingConfig
+from persyn.config.sections import (
+    CalibrationConfig,
+    CalibrationSource,
+    ExecutorConfig,
+    LMRouterConfig,
+    PromptsConfig,
+    QualitySignal,
+    RewardsConfig,
+    RouterConfig,
+    RoutingPolicyConfig,
+)
+
+__all__ = [
+    "CalibrationConfig",
+    "CalibrationSource",
+    "ConfigError",
+    "EvaluationConfig",
+    "ExecutorConfig",
+    "ExperimentConfig",
+    "GenerationParams",
+    "LMRouterConfig",
+    "ModelRef",
+    "PromptsConfig",
+    "QualitySignal",
+    "RewardsConfig",
+    "RouterConfig",
+    "RoutingPolicyConfig",
+    "RunConfig",
+    "Section",
+    "SectionT",
+    "StudentConfig",
+    "StudentTrainingConfig",
+    "TeacherConfig",
+    "backend_options",
+    "fingerprint",
+    "format_error",
+    "load_config",
+    "parse_config",
+]
+
+
+class RunConfig(Section):
+    name: str = Field("persyn-run", description="Run name (for the dataset card).")
+    run_dir: str = Field("runs/persyn-run", description="Where every artifact is written.")
+    student: StudentConfig
+    teachers: list[TeacherConfig] = Field(min_length=2)
+    prompts: PromptsConfig
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    routing: RoutingPolicyConfig = Field(default_factory=RoutingPolicyConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    student_training: StudentTrainingConfig = Field(default_factory=StudentTrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where every model persyn loads runs (student scorer, router, reward "
+        "model, HF teachers, student training): `auto` is `cuda` when a GPU is visible, else "
+        "`cpu`; `cpu`, `cuda` or `cuda:N` force it. vLLM engines place themselves.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_teachers(self) -> RunConfig:
+        seen: set[str] = set()
+        for t in self.teachers:
+            if t.name in seen:
+                raise ValueError(f"teacher name {t.name!r} is used twice")
+            seen.add(t.name)
+        for key in ("max_share", "expected_tokens"):
+            for name in getattr(self.routing, key):
+                if name not in seen:
+                    raise ValueError(
+                        f"routing.{key}: unknown teacher {name!r}; the pool is {sorted(seen)}"
+                    )
+        self._check_import(seen)
+        return self
+
+    def _check_import(self, pool: set[str]) -> None:
+        """What imported calibration data needs from the rest of the config."""
+        source = self.calibration.source
+        if source is None:
+            for t in self.teachers:
+                if t.backend == "imported":
+                    raise ValueError(
+                        f"teacher {t.name!r}: backend `imported` needs calibration.source"
+                    )
+            if any(s.kind == "imported" for s in self.rewards.quality):
+                raise ValueError("rewards.quality: kind `imported` needs calibration.source")
+            return
+        from persyn.calibration_import import resolve_source
+
+        if any(s.kind == "imported" for s in self.rewards.quality):
+            resolved = resolve_source(source)
+            if not (resolved.score_field or resolved.scores):
+                raise ValueError(
+                    "rewards.quality: kind `imported` needs a score in the data: set "
+                    "calibration.source.score_field (or `scores` per teacher)"
+                )
+        for key, names in (
+            ("responses", source.responses),
+            ("scores", source.scores),
+            ("models", source.models.values()),
+        ):
+            for name in names:
+                if name not in pool:
+                    raise ValueError(
+                        f"calibration.source.{key}: unknown teacher {name!r}; the pool is "
+                        f"{sorted(pool)}"
+                    )
+
+    @property
+    def teacher_names(self) -> list[str]:
+        return [t.name for t in self.teachers]
+
+    def teacher(self, name: str) -> TeacherConfig:
+        for t in self.teachers:
+            if t.name == name:
+                return t
+        raise ConfigError(f"unknown teacher {name!r}; the pool is {self.teacher_names}")
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_error(source, err)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (safe loader); `overrides` are dotted keys, e.g. `rewards.alpha`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data, str(path))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """`teachers.0.name=x`: mapping keys by name, list items by index (from 0)."""
+    node: Any = data
+    *parents, leaf = dotted.split(".")
+    for depth, key in enumerate([*parents, leaf]):
+        where = ".".join([*parents, leaf][: depth + 1])
+        last = depth == len(parents)
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                raise ConfigError(
+                    f"--set {dotted}: {where.rpartition('.')[0]} is a list of {len(node)} "
+                    f"items; use an index from 0 to {len(node) - 1}"
+                )
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(
+                f"--set {dotted}: {where.rpartition('.')[0]} is a single value, not a section"
+            )

