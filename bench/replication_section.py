@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,6 @@ def _load_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--started", required=True)
     parser.add_argument("--wall-s", type=int, required=True)
     parser.add_argument("--load", default="")
-    parser.add_argument("--args", default="")
     parser.add_argument("--note", default="")
     parser.add_argument("--set", action="append", default=[])
     return parser.parse_known_args()  # the rest are `persyn experiment` flags (--quiet)
@@ -137,7 +137,7 @@ def main() -> None:
     ex, tc, ev = cfg.experiment, cfg.student_training, cfg.evaluation
     trained = [r for r in rows if r["dataset"] != BASE_STUDENT]
     n_rows = trained[0]["rows"] if trained else "?"
-    command = "bench/run_replication.sh" + (f" {args.args}" if args.args else "")
+    command = " ".join(["bench/run_replication.sh", *(f"--set {shlex.quote(v)}" for v in args.set)])
     body = [
         *([f"**{args.note}**", ""] if args.note else []),
         f"Command: `{command}` (= `persyn experiment {args.config}`, then this section). "

@@ -17,5 +17,5 @@ t0=$(date +%s)
 "$PERSYN" experiment "$CONFIG" "$@"
 wall=$(($(date +%s) - t0))
 "$PY" bench/replication_section.py --config "$CONFIG" --started "$started" --wall-s "$wall" \
-  --load "$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" --args "$*" \
+  --load "$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" \
   --note "${REPLICATION_NOTE:-}" "$@"
