@@ -154,27 +154,29 @@ def main() -> None:
         f"python bench/bench_import.py --prompts {args.prompts} --calibration {args.calibration}"
     )
     body = f"""Command: `{command}`  
-Machine: {platform.machine()} CPU, {os.cpu_count()} cores, shared with other jobs (load average
-{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; one run each)  
+Machine: {platform.machine()} CPU, {os.cpu_count()} cores, shared with other jobs
+(load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; one run each)  
 Date: {datetime.date.today().isoformat()}
 
 The demo config (`persyn/configs/demo.yaml`: two SmolLM2-135M teachers on transformers,
 three programmatic solvers, SmolLM2 student, Bradley-Terry router) with
 `prompts.num_prompts={args.prompts}` and `calibration.size={args.calibration}` instead of
-400 and 200, so that both runs fit in a few minutes on this loaded machine. "imported"
-calibrates from a JSONL file of the scratch run's own calibration answers (one column per
-teacher, `calibration.source` with `responses`), in a fresh run directory.
+400 and 200, so that both runs fit in well under an hour on this shared machine.
+"imported" calibrates from a JSONL file of the scratch run's own calibration answers (one
+column per teacher, `calibration.source` with `responses`), in a fresh run directory.
 
 {table}
 
-Imported calibration saved **{saved_gen} generations** ({args.calibration} calibration
-prompts x {len(teachers)} teachers = {args.calibration * len(teachers)}) and
-**{calib_s[0] - calib_s[1]:.1f} s** of calibration ({calib_s[0]:.1f} s -> {calib_s[1]:.1f} s;
-{saved_s:.1f} s of the whole pipeline). The generations left are the routed prompts'.
-Same router inputs (`rewards.jsonl` identical): {"yes" if same["rewards.jsonl"] else "NO"};
-same routes (`routes.jsonl` identical): {"yes" if same["routes.jsonl"] else "NO"}. Scoring
-runs on imported answers as on generated ones (the student's learnability; the demo's
-quality signals are verifiers), so it is not saved."""
+- Saved: **{saved_gen} generations** ({args.calibration} calibration prompts x
+  {len(teachers)} teachers = {args.calibration * len(teachers)}) and
+  **{calib_s[0] - calib_s[1]:.1f} s** of calibration ({calib_s[0]:.1f} s -> {calib_s[1]:.1f} s),
+  {saved_s:.1f} s of the whole pipeline. The generations left are the routed prompts'.
+- Same router inputs (`rewards.jsonl` identical): {"yes" if same["rewards.jsonl"] else "NO"};
+  same routes (`routes.jsonl` identical but for the router fingerprint):
+  {"yes" if same["routes.jsonl"] else "NO"}.
+- Not saved: scoring runs on imported answers as on generated ones (the student's
+  learnability; the demo's quality signals are verifiers), and the routed prompts are
+  generated as before."""
     print(body)
     if not args.no_write:
         replace_section(NAME, body)

@@ -18,11 +18,9 @@ def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.getbasetemp() / "smollm2-135m-instruct"
     if folder.exists():
         return folder
-    # The same float32 rebuild a GGUF student gets before training.
+    # The same float32 rebuild a GGUF student gets before training (which also drops the
+    # GGUF quantisation entry from its config: vLLM would look for a GGUF file).
     model, tokenizer = load_trainable_student(StudentConfig(**SMOL))
-    # The config still names the GGUF quantisation, which would send vLLM looking for a
-    # GGUF file: the rebuilt weights are plain float32.
-    del model.config.quantization_config
     partial = folder.with_name(folder.name + ".partial")
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
