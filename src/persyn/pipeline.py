@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from persyn.artifacts import RunArtifacts
-from persyn.calibration_import import source_fingerprint
+from persyn.calibration_source import source_fingerprint
 from persyn.config import RunConfig, fingerprint
 from persyn.data import source_digest
 from persyn.executors import EXECUTORS, Executor
