@@ -5,15 +5,13 @@ those, `records` files, a `datasets` folder or a hub id, and a fingerprint of it
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from persyn.config import CalibrationSource, fingerprint
-from persyn.data import DataError
+from persyn.data import DataError, jsonl_rows, path_digest
 
 
 def source_fingerprint(source: CalibrationSource | None) -> str:
@@ -21,48 +19,14 @@ def source_fingerprint(source: CalibrationSource | None) -> str:
     dataset is identified by id, split and revision (its content is not read here)."""
     if source is None:
         return fingerprint(None)
-    path = Path(source.path).expanduser()
-    if path.is_file():
-        root, files = path.parent, [path]
-    elif path.is_dir():
-        root, files = path, sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        return fingerprint(source, "hub")
-    stats = tuple((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return fingerprint(source, _content_digest(str(root), stats))
-
-
-@lru_cache(maxsize=8)
-def _content_digest(root: str, stats: tuple[tuple[str, int, int], ...]) -> str:
-    """sha256 of the files' names and content; cached on (name, size, mtime) since every
-    command computes the run's fingerprints."""
-    h = hashlib.sha256()
-    for name, _, _ in stats:
-        h.update(name.encode())
-        with open(Path(root, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    digest = path_digest(Path(source.path).expanduser())
+    return fingerprint(source, "hub" if digest is None else digest)
 
 
 # -- reading --------------------------------------------------------------------------
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}: line {lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: invalid UTF-8 ({err.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: malformed JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object per line")
-            yield where, row
+    for lineno, row in jsonl_rows(path):
+        yield f"{path}: line {lineno}", row
 
 
 def _read_json(path: Path) -> Any:

@@ -27,7 +27,7 @@ class DataError(ValueError):
     """Bad input data; the message names the file, row and field."""
 
 
-def _rows_from_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -157,7 +157,7 @@ def _iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
     if suffix in _FILE_FORMATS and not path.is_file():
         raise DataError(f"{path}: prompts file not found")
     if suffix == ".jsonl":
-        for lineno, row in _rows_from_jsonl(path):
+        for lineno, row in jsonl_rows(path):
             yield f"{path}: line {lineno}", row
     elif suffix == ".json":
         yield from _rows_from_json(path)
@@ -186,9 +186,12 @@ def source_digest(cfg: PromptsConfig) -> str | None:
     """sha256 of a local prompts source's bytes (a folder: every file, by relative path);
     None for a hub id or a generated set. Part of `prepare`'s fingerprint: an edited file
     is prepared again even if its size and modification time did not change."""
-    if cfg.source is None:
-        return None
-    path = Path(cfg.source).expanduser()
+    return None if cfg.source is None else path_digest(Path(cfg.source).expanduser())
+
+
+def path_digest(path: Path) -> str | None:
+    """sha256 of a local file's bytes, or of every file of a folder with its relative
+    path; None when `path` is neither (a hub id)."""
     if path.is_file():
         files = [path]
     elif path.is_dir():
