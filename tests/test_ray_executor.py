@@ -66,14 +66,23 @@ def test_ray_executor_builds_the_same_dataset_as_the_local_one(
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_results_reach_the_sink_one_batch_at_a_time() -> None:
+def test_generated_rows_reach_the_sink_grouped_as_batches_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import persyn.executors as executors
     from persyn.executors_ray import RayExecutor
 
     teacher = TeacherConfig(name="solver", backend="scripted", model="solver-concise", batch_size=3)
     prompts = load_prompts(PromptsConfig(builtin="arithmetic", num_prompts=10))
+    executor = RayExecutor(ExecutorConfig(kind="ray", concurrency=2))
     calls: list[list[Generation]] = []
-    RayExecutor(ExecutorConfig(kind="ray", concurrency=2)).generate(teacher, prompts, calls.append)
-    # ten prompts, batch size 3: four batches, each saved as soon as it is answered
+    executor.generate(teacher, prompts, calls.append)
+    # four batches of at most 3, one sink call (one fsync) as in the local executor
+    assert [len(c) for c in calls] == [10]
+    calls.clear()
+    monkeypatch.setattr(executors, "SINK_ROWS", 1)
+    executor.generate(teacher, prompts, calls.append)
+    # every batch saved as soon as it is answered
     assert sorted(len(c) for c in calls) == [1, 3, 3, 3]
     answers = {g.prompt_id: g for c in calls for g in c}
     assert sorted(answers) == sorted(p.id for p in prompts)

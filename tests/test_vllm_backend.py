@@ -113,6 +113,30 @@ def test_auto_dtype_is_float32_on_vllms_cpu_backend() -> None:
 
 @pytest.mark.vllm
 @needs_vllm
+def test_the_run_device_is_checked_against_the_installed_vllm() -> None:
+    """vLLM places its engine itself: `device` is checked against the build, not ignored."""
+    from vllm.platforms import current_platform
+
+    from persyn.models import use_device
+    from persyn.teachers.vllm import check_engine_device
+
+    own, other = ("cpu", "cuda") if current_platform.is_cpu() else ("cuda", "cpu")
+    try:
+        for fine in ("auto", own):
+            use_device(fine)
+            check_engine_device("teacher t")
+        use_device(other)
+        with pytest.raises(ConfigError, match=f"teacher t: device {other}, but the installed"):
+            check_engine_device("teacher t")
+        use_device("cuda:1")
+        with pytest.raises(ConfigError, match=r"CPU build|CUDA_VISIBLE_DEVICES=1"):
+            check_engine_device("student.scorer vllm")
+    finally:
+        use_device("auto")
+
+
+@pytest.mark.vllm
+@needs_vllm
 def test_one_call_answers_every_prompt_in_order(smol_dir: Path) -> None:
     from persyn.models import chat_prompt_ids, load_tokenizer
 

@@ -42,19 +42,45 @@ class Executor(ABC):
         `teachers`); `sink(indices, scores [len(indices), teachers])` as they finish."""
 
 
-# Local generation hands rows to the stage's sink (which fsyncs them) at least this often.
+# Generated rows reach the stage's sink (one fsync per call) at least this often. Batches
+# are small (8 prompts by default) and a fast teacher answers thousands a second: one sink
+# call per batch made the fsync most of the stage's time. A kill loses at most this much.
 SINK_ROWS = 512
 SINK_SECONDS = 2.0
+# Pairs per scorer call, each call's rows saved before the next: large enough for the
+# scorer's length bucketing (and vLLM's scheduler) to see a real batch.
+SCORE_CHUNK = 512
+# Prompts per router call: each chunk's scores are logged before the next, so a killed
+# `route` resumes where it stopped.
+ROUTE_CHUNK = 256
+
+
+class GroupedSink:
+    """Collects generated rows and passes them on every `SINK_ROWS` rows or `SINK_SECONDS`,
+    whichever comes first; `flush` passes the rest (call it also when a batch failed, so
+    what was answered is kept). Both executors' `generate` go through it."""
+
+    def __init__(self, sink: GenerationSink) -> None:
+        self.sink = sink
+        self.pending: list[Generation] = []
+        self.last = time.monotonic()
+
+    def add(self, rows: list[Generation]) -> None:
+        self.pending.extend(rows)
+        if len(self.pending) >= SINK_ROWS or time.monotonic() - self.last >= SINK_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self.sink(rows)
+        self.last = time.monotonic()
 
 
 class LocalExecutor(Executor):
     """In this process, one batch at a time."""
 
-    # Pairs per scorer call, each call's rows saved before the next: large enough for the
-    # scorer's length bucketing (and vLLM's scheduler) to see a real batch.
-    # Prompts per router call: each chunk's scores are logged before the next, so a killed
-    # `route` resumes where it stopped.
-    def __init__(self, score_chunk: int = 512, route_chunk: int = 256) -> None:
+    def __init__(self, score_chunk: int = SCORE_CHUNK, route_chunk: int = ROUTE_CHUNK) -> None:
         self.score_chunk = score_chunk
         self.route_chunk = route_chunk
 
@@ -63,26 +89,16 @@ class LocalExecutor(Executor):
             return
         backend = make_teacher(teacher)
         backend.load()
-        # Batches are small (8 prompts by default) and a fast teacher answers thousands a
-        # second: one sink call (one fsync) per batch made the fsync most of the stage's
-        # time. Rows are passed on every `SINK_ROWS` rows or `SINK_SECONDS`, whichever
-        # comes first, so a kill loses at most that much work.
-        pending: list[Generation] = []
-        last_sink = time.monotonic()
+        grouped = GroupedSink(sink)
         try:
             with bar(f"generate {teacher.name}", len(prompts)) as progress:
                 for start in range(0, len(prompts), backend.batch_size):
                     batch = prompts[start : start + backend.batch_size]
-                    pending.extend(backend.generate(batch))
+                    grouped.add(backend.generate(batch))
                     progress.advance(len(batch))
-                    if len(pending) >= SINK_ROWS or time.monotonic() - last_sink >= SINK_SECONDS:
-                        rows, pending = pending, []
-                        sink(rows)
-                        last_sink = time.monotonic()
         finally:
             backend.unload()
-            if pending:  # also when a later batch failed: what was answered is kept
-                sink(pending)
+            grouped.flush()
 
     def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
         if not pairs:

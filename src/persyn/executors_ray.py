@@ -10,8 +10,9 @@ vLLM teachers run through Ray Data's own vLLM processor (`ray.data.llm`) where t
 installed Ray has it, so tensor/pipeline parallelism and GPU placement are Ray's; other
 backends, and vLLM on an older Ray, run in the generic replica actor.
 
-Results reach the stage's sink one block at a time as actors finish them (each input
-block is one batch), so a job killed midway keeps every finished row. Nodes need the same
+Results stream back one block at a time as actors finish them (each input block is one
+batch; generated rows are grouped as in the local executor, scores and router scores go
+to the sink per block), so a job killed midway keeps what had reached the sink. Nodes need the same
 Python environment, the model files (or hub access), for `route` the run directory's
 `router/` folder, and for HTTP teachers the API key variable set.
 """
@@ -27,16 +28,21 @@ from typing import Any
 import numpy as np
 
 from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
-from persyn.executors import Executor, GenerationSink, RouterScoreSink, ScorePair, ScoreSink
+from persyn.executors import (
+    ROUTE_CHUNK,
+    SCORE_CHUNK,
+    Executor,
+    GenerationSink,
+    GroupedSink,
+    RouterScoreSink,
+    ScorePair,
+    ScoreSink,
+)
 from persyn.models import use_device
 from persyn.progress import bar
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
 from persyn.teachers.base import Generation, Prompt, make_teacher
 
-# Pairs per scoring call; the scorer packs them into token-budgeted batches itself.
-SCORE_CHUNK = 64
-# Prompts per router call in a replica (a batch of the encoder or LM router).
-ROUTE_CHUNK = 256
 MODEL_FREE_ROUTERS = frozenset({"best-fixed", "random"})
 # Backends that hold model weights in the replica, so they get `executor.num_gpus` each.
 GPU_BACKENDS = frozenset({"hf", "vllm"})
@@ -144,10 +150,14 @@ class RayExecutor(Executor):
                 self.cfg.num_gpus if teacher.backend in GPU_BACKENDS else 0,
             )
         )
-        with bar(f"generate {teacher.name} (ray)", len(prompts)) as progress:
-            for rows in batches:
-                sink([Generation(**r) for r in rows])
-                progress.advance(len(rows))
+        grouped = GroupedSink(sink)  # blocks are one teacher batch: group their fsyncs
+        try:
+            with bar(f"generate {teacher.name} (ray)", len(prompts)) as progress:
+                for rows in batches:
+                    grouped.add([Generation(**r) for r in rows])
+                    progress.advance(len(rows))
+        finally:
+            grouped.flush()
 
     def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
         if not pairs:

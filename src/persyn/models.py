@@ -59,6 +59,11 @@ def use_device(setting: str) -> None:
     _device_setting = setting
 
 
+def device_setting() -> str:
+    """This process's device rule as written ("auto", "cpu", "cuda" or "cuda:N")."""
+    return _device_setting
+
+
 def resolve_device(setting: str | None = None) -> str:
     """The torch device for `setting` (default: the process's rule): `auto` is `cuda` when a
     GPU is present, else `cpu`; `cuda`/`cuda:N` without a GPU is a `ConfigError`."""

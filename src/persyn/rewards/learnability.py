@@ -152,9 +152,10 @@ class LearnabilityScorer:
         from vllm.platforms import current_platform
 
         from persyn.models import load_tokenizer, resolve_model_path
-        from persyn.teachers.vllm import engine_dtype
+        from persyn.teachers.vllm import check_engine_device, engine_dtype
 
         if self.model is None:
+            check_engine_device("student.scorer vllm")
             self.tokenizer = load_tokenizer(self.cfg)
             folder = resolve_model_path(self.cfg.model)
             self.model = LLM(

