@@ -9,9 +9,10 @@ import pytest
 from conftest import SMOL, tiny_run_config
 
 from persyn.config import ConfigError, ModelRef, StudentConfig, parse_config
-from persyn.data import DataError
+from persyn.data import DataError, load_prompts
 from persyn.eval.student import (
     check_held_out,
+    evaluate_checkpoint,
     evaluate_student,
     lm_eval,
     normalise_text,
@@ -210,6 +211,24 @@ def test_evaluate_student_generates_once_and_writes_metrics(tiny_lm_dir: Path, t
     assert len(scores) == 4 and all("score" in json.loads(line) for line in scores)
     evaluate_student(cfg, ref, tmp_path / "eval", LocalExecutor())
     assert (tmp_path / "eval" / "answers.jsonl").read_text().splitlines() == answers
+
+
+def test_evaluate_refuses_prompts_the_checkpoint_trained_on(tiny_lm_dir: Path, tmp_path: Path):
+    """`persyn evaluate`: the held-out prompts are checked against the checkpoint's own
+    training data (recorded by `persyn train`) before any model loads."""
+    cfg = _config(tiny_lm_dir, tmp_path)
+    held_out = load_prompts(cfg.evaluation.prompts)
+    trained_on = held_out[2].messages[0]["content"].upper() + "  "  # same normalised text
+    data = _write_rows(
+        tmp_path / "train.jsonl",
+        [{"messages": [{"role": "user", "content": trained_on}, CHAT[1]]}, {"messages": CHAT}],
+    )
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "persyn_training.json").write_text(json.dumps({"dataset": str(data)}))
+    with pytest.raises(ConfigError, match=r"1 of 4 held-out prompts .* training train\.jsonl#0"):
+        evaluate_checkpoint(cfg, checkpoint, tmp_path / "eval", LocalExecutor())
+    assert not (tmp_path / "eval").exists()
 
 
 def test_evaluation_without_held_out_prompts_is_a_config_error(tiny_lm_dir: Path, tmp_path: Path):

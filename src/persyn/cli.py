@@ -341,17 +341,16 @@ def evaluate_cmd(
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy."""
-    from persyn.config import ModelRef
-    from persyn.eval.student import evaluate_student
+    """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
+    The prompts are checked disjoint from the checkpoint's training prompts first."""
+    from persyn.eval.student import evaluate_checkpoint
     from persyn.pipeline import make_executor
 
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
         path = Path(model or Path(cfg.run_dir) / "student" / "final")
-        ref = ModelRef(model=str(path), dtype=cfg.student.dtype)
-        metrics = evaluate_student(cfg, ref, output_dir or path / "eval", make_executor(cfg))
+        metrics = evaluate_checkpoint(cfg, path, output_dir or path / "eval", make_executor(cfg))
     console.print_json(json.dumps(metrics))
 
 

@@ -20,6 +20,7 @@ users with hub access; without the package or the hub it reports why it skipped.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -196,6 +197,37 @@ def evaluate_student(
         )
     atomic_write_json(out / "metrics.json", {"model": model.model, **metrics})
     return metrics
+
+
+def checkpoint_training_prompts(cfg: RunConfig, checkpoint: Path) -> list[Prompt]:
+    """Every prompt `checkpoint` may have learned from: its training data (recorded by
+    `persyn train` in `persyn_training.json`) and the run's prompt table, where present."""
+    from persyn.artifacts import RunArtifacts
+    from persyn.student.sft import load_sft_messages
+
+    prompts: list[Prompt] = []
+    record = checkpoint / "persyn_training.json"
+    if record.is_file():
+        data = json.loads(record.read_text())["dataset"]
+        for i, messages in enumerate(load_sft_messages(data)):
+            prompts.append(Prompt(f"{Path(data).name}#{i}", messages))
+    table = RunArtifacts(cfg.run_dir)
+    if table.path("prompts.jsonl").is_file():
+        prompts.extend(table.prompts())
+    return prompts
+
+
+def evaluate_checkpoint(
+    cfg: RunConfig, checkpoint: Path, out_dir: str | Path, executor: Executor
+) -> dict[str, Any]:
+    """`persyn evaluate`: `evaluate_student` on the held-out prompts, after checking them
+    disjoint from the checkpoint's training prompts (`check_held_out`)."""
+    training = checkpoint_training_prompts(cfg, checkpoint)
+    prompts = check_held_out(
+        held_out_prompts(cfg), training, drop=cfg.evaluation.exclude_training_prompts
+    )
+    model = ModelRef(model=str(checkpoint), dtype=cfg.student.dtype)
+    return evaluate_student(cfg, model, out_dir, executor, prompts)
 
 
 def lm_eval(model: ModelRef, tasks: list[str], limit: int | None) -> dict[str, Any]:
