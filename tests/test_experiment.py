@@ -15,6 +15,7 @@ from persyn.config import ConfigError, parse_config
 from persyn.eval.experiment import (
     BASE_STUDENT,
     add_intervals,
+    build_datasets,
     experiment_prompts,
     results_csv,
     results_markdown,
@@ -23,6 +24,7 @@ from persyn.eval.experiment import (
 )
 from persyn.eval.stats import paired_bootstrap, task_mean
 from persyn.pipeline import Run
+from persyn.store import RunDirBusy
 from persyn.teachers.base import Prompt
 
 RESULTS = [
@@ -76,6 +78,37 @@ def test_experiment_prompts_are_not_the_calibration_draw(tiny_lm_dir: Path, tmp_
     chosen = experiment_prompts(run)
     assert len(chosen) == 10 and chosen == sorted(chosen) and chosen == experiment_prompts(run)
     assert chosen != sorted(random.Random(0).sample(ids, 10))
+
+
+def test_baseline_datasets_wait_for_nobody_else_in_the_run(tiny_lm_dir: Path, tmp_path: Path):
+    """Baselines answer and score into the run's logs, so building them takes the run's
+    lock: with another process in the run directory it fails at once, writing nothing."""
+    import subprocess
+    import sys
+
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment={"size": 10})
+    run = Run(parse_config(data), RunArtifacts(tmp_path / "run"), None)  # type: ignore[arg-type]
+    run.store.write_prompts(Prompt(f"p{i}", [{"role": "user", "content": "q"}]) for i in range(20))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "os.write(fd, b'4242'); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+            "time.sleep(60)",
+            str(tmp_path / "run" / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirBusy, match="is in use by persyn"):
+            build_datasets(run, tmp_path / "experiment")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "experiment").exists()
 
 
 def test_paired_bootstrap_finds_a_known_difference():

@@ -94,11 +94,13 @@ def experiment_prompts(run: Run) -> list[str]:
 
 def build_datasets(run: Run, out: Path) -> dict[str, Path]:
     """One JSONL per dataset, all restricted to the prompts every dataset has."""
-    ctx = BaselineContext(run, experiment_prompts(run), run.cfg.experiment)
     full: dict[str, list[dict[str, Any]]] = {}
-    for name in run.cfg.experiment.datasets:
-        log(f"experiment: building dataset {name}")  # cheap: answers and scores are cached
-        full[name] = build_dataset(name, ctx)
+    # Baselines answer and score into the run's own logs: hold the run, as the stages do.
+    with run.store.lock():
+        ctx = BaselineContext(run, experiment_prompts(run), run.cfg.experiment)
+        for name in run.cfg.experiment.datasets:
+            log(f"experiment: building dataset {name}")  # cheap: answers, scores are cached
+            full[name] = build_dataset(name, ctx)
     common = set.intersection(*({r["id"] for r in rows} for rows in full.values()))
     paths = {}
     for name, rows in full.items():
