@@ -15,13 +15,18 @@ import os
 import platform
 import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
-from persyn.config import load_config
+from persyn.artifacts import RunArtifacts
+from persyn.config import RunConfig, load_config
 from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir
 from persyn.eval.stats import paired_bootstrap
+from persyn.eval.student import held_out_prompts, prompt_scores
+from persyn.store import read_jsonl
+from persyn.teachers.base import Generation
 
 HEADING = "replication: PerSyn vs every baseline (student SFT, 95% paired bootstrap CIs)"
 
@@ -111,6 +116,56 @@ def _vs_untrained(per_prompt: dict[str, object], resamples: int, seed: int) -> l
     return lines
 
 
+def _by_difficulty(cfg: RunConfig, per_prompt: dict[str, Any]) -> list[str]:
+    """Held-out accuracy per dataset and number of steps of the problem."""
+    steps = {p.id: p.meta.get("difficulty") for p in held_out_prompts(cfg)}
+    levels = sorted({d for d in steps.values() if d is not None})
+    of = [steps.get(i) for i in per_prompt["prompt_ids"]]
+    counts = " / ".join(str(of.count(d)) for d in levels)
+    lines = [
+        f"| dataset | {' | '.join(f'{d}-step' for d in levels)} |",
+        "|---|" + "---:|" * len(levels),
+    ]
+    for name, values in per_prompt["scores"].items():
+        cells = []
+        for d in levels:
+            got = [v for v, level in zip(values, of, strict=True) if level == d]
+            cells.append(f"{np.mean([0.0 if v is None else v for v in got]):.2f}")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return [f"Held-out problems per level: {counts}.", "", *lines]
+
+
+def _training_data(cfg: RunConfig, out: Path, names: list[str]) -> list[str]:
+    """Per dataset: which teachers wrote it, how many of its answers are right (the math
+    verifier against the reference), per problem level, and how long the answers are."""
+    table = {p.id: p for p in RunArtifacts(cfg.run_dir).prompts()}
+    lines = [
+        "| dataset | teachers | answers right | right on 1 / 2 / 3-step | words per answer |",
+        "|---|---|---:|---|---:|",
+    ]
+    for name in names:
+        path = out / "datasets" / f"{name}.jsonl"
+        if not path.is_file():
+            continue
+        rows = read_jsonl(path)
+        prompts = [table[r["id"]] for r in rows]
+        answers = {r["id"]: Generation(r["id"], r["messages"][-1]["content"]) for r in rows}
+        right = [s.get("math", 0.0) for s in prompt_scores(prompts, answers)]
+        by_level = []
+        for d in (1, 2, 3):
+            got = [ok for ok, p in zip(right, prompts, strict=True) if p.meta["difficulty"] == d]
+            by_level.append(f"{np.mean(got):.2f}" if got else "-")
+        words = np.mean([len(a.text.split()) for a in answers.values()])
+        shares: dict[str, int] = {}
+        for r in rows:
+            shares[r["teacher"]] = shares.get(r["teacher"], 0) + 1
+        mix = " ".join(f"{t} {n / len(rows):.0%}" for t, n in sorted(shares.items()))
+        lines.append(
+            f"| {name} | {mix} | {np.mean(right):.2f} | {' / '.join(by_level)} | {words:.0f} |"
+        )
+    return lines
+
+
 def _verdicts(rows: list[dict[str, str]]) -> list[str]:
     out = []
     for r in rows:
@@ -166,6 +221,14 @@ def main() -> None:
         "### Did training move the students? (score - untrained student, 95% paired CI)",
         "",
         *_vs_untrained(per_prompt, ex.bootstrap_resamples, ex.seed),
+        "",
+        "### Held-out accuracy by problem level",
+        "",
+        *_by_difficulty(cfg, per_prompt),
+        "",
+        "### What each student was trained on",
+        "",
+        *_training_data(cfg, out, ex.datasets),
     ]
     replace_section(HEADING, "\n".join(body))
     print(f"bench/RESULTS.md: section {HEADING!r} written")
