@@ -276,7 +276,9 @@ def main() -> None:
     parser.add_argument("--router-sizes", type=int, nargs="*", default=[2500, 10000])
     parser.add_argument("--router-epochs", type=int, default=200)
     parser.add_argument("--note", default="", help="machine load and anything unusual")
-    parser.add_argument("--keep", type=Path, help="keep the run folders here")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the run folders here; runs measured there are reused"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--student", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -291,11 +293,14 @@ def main() -> None:
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     results = []
     for spec in args.runs:
-        result = work / f"result-{spec.replace(':', '-')}.json"
-        command = [sys.executable, __file__, "--child", spec, "--student", str(student)]
-        command += ["--work", str(work), "--result", str(result)]
-        command += ["--router-epochs", str(args.router_epochs)]
-        subprocess.run(command, check=True)
+        result = work / f"result-{spec.replace(':', '-')}-{args.router_epochs}.json"
+        if result.is_file():  # measured by an earlier, killed invocation with --keep
+            print(f"{spec}: measured before, from {result}")
+        else:
+            command = [sys.executable, __file__, "--child", spec, "--student", str(student)]
+            command += ["--work", str(work), "--result", str(result)]
+            command += ["--router-epochs", str(args.router_epochs)]
+            subprocess.run(command, check=True)
         results.append((spec, json.loads(result.read_text())))
     router_rows = bench_router(args.router_sizes, args.router_epochs)
     load_after = os.getloadavg()
