@@ -12,6 +12,7 @@ from persyn.rewards.learnability import (
     LearnabilityScorer,
     encode_pair,
     response_logprob_means,
+    split_head,
     token_batches,
 )
 
@@ -49,6 +50,34 @@ def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
         )
         assert s.response_tokens == len(tokenizer(response, add_special_tokens=False)["input_ids"])
         assert not s.truncated
+
+
+def test_the_head_is_split_off_only_where_it_gives_the_models_own_logits(
+    tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny Llama's logits are its head over its decoder: the scorer runs the head on
+    response tokens only. A model that scales its logits after the head is not split, and
+    scores like the reference (its own logits) all the same."""
+    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", batch_tokens=256)
+    scorer = LearnabilityScorer(cfg)
+    scorer.load()
+    assert scorer.split is not None
+    model_class = type(scorer.model)
+    forward = model_class.forward
+
+    def capped(self, *args, **kwargs):  # as Gemma-2's final_logit_softcapping does
+        out = forward(self, *args, **kwargs)
+        out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+        return out
+
+    monkeypatch.setattr(model_class, "forward", capped)
+    assert split_head(scorer.model) is None
+    scores = LearnabilityScorer(cfg).score(PAIRS)
+    model, tokenizer = load_causal_lm(cfg)
+    for (messages, response), s in zip(PAIRS, scores, strict=True):
+        assert s.logprob_mean == pytest.approx(
+            reference_logprob(model, tokenizer, messages, response), abs=1e-4
+        )
 
 
 def test_batched_means_match_a_per_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:

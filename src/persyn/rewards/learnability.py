@@ -7,10 +7,18 @@ tokenizer on its own (so any teacher, any tokenizer). Only response tokens count
 Batches are length-bucketed: examples are sorted by length and packed under a token
 budget, so padding stays small. A response that does not fit the student's context is
 cut and flagged `truncated`.
+
+The vocabulary projection is most of the cost (and, as [batch x positions x vocabulary]
+logits, most of the memory). Where the student's logits are exactly its output head over
+its decoder's last hidden state (checked once per load, `split_head`), the head runs only
+on the response tokens, `CE_TOKENS` at a time: no logits for prompt or padding positions
+are ever made. Models that scale or cap their logits after the head take the full
+forward (`logits_to_keep`: still no logits before the responses).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,32 +69,62 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 CE_TOKENS = 512
 
 
-def response_logprob_means(logits: Any, input_ids: Any, n_resp: list[int]) -> Any:
-    """Per row, the mean log-probability of its last `n_resp[row]` tokens, from `logits`
-    ending at the row's last position (left padding: every response ends the row).
+def response_logprob_means(
+    states: Any, input_ids: Any, n_resp: list[int], head: Callable[[Any], Any] | None = None
+) -> Any:
+    """Per row, the mean log-probability of its last `n_resp[row]` tokens, from `states`
+    ending at the row's last position (left padding: every response ends the row): logits,
+    or hidden states that `head` turns into logits.
 
     A few cross-entropy calls over the batch's response tokens, `CE_TOKENS` at a time, not
     one per row (a loop of small kernels was a fifth of the scorer's time): positions are
-    picked first, so the log-softmax never touches the padding of shorter responses.
+    picked first, so neither the head nor the log-softmax touches the padding of shorter
+    responses.
     """
     import torch
     import torch.nn.functional as F
 
     longest = max(n_resp)
-    n = torch.tensor(n_resp, device=logits.device)
-    # logits[:, j] predicts the token after position j; the last position predicts nothing.
-    predicting = logits[:, -longest - 1 : -1]
+    device = states.device
+    n = torch.tensor(n_resp, device=device)
+    # states[:, j] predicts the token after position j; the last position predicts nothing.
+    predicting = states[:, -longest - 1 : -1]
     targets = input_ids[:, -longest:]
-    mask = torch.arange(longest, device=logits.device)[None, :] >= (longest - n)[:, None]
+    mask = torch.arange(longest, device=device)[None, :] >= (longest - n)[:, None]
     rows, steps = mask.nonzero(as_tuple=True)
-    token_logprob = torch.empty(len(rows), device=logits.device)
+    token_logprob = torch.empty(len(rows), device=device)
     for start in range(0, len(rows), CE_TOKENS):
         r, s = rows[start : start + CE_TOKENS], steps[start : start + CE_TOKENS]
+        logits = predicting[r, s] if head is None else head(predicting[r, s])
         token_logprob[start : start + CE_TOKENS] = -F.cross_entropy(
-            predicting[r, s].float(), targets[r, s], reduction="none"
+            logits.float(), targets[r, s], reduction="none"
         )
-    sums = torch.zeros(len(n_resp), device=logits.device).index_add_(0, rows, token_logprob)
+    sums = torch.zeros(len(n_resp), device=device).index_add_(0, rows, token_logprob)
     return sums / n
+
+
+def split_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, head) of a causal LM when `head(decoder(x).last_hidden_state)` gives
+    exactly the model's own logits, checked on a short input; None when it does not (a
+    model that scales or soft-caps its logits, or has no separable head)."""
+    import torch
+
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    ids = (torch.arange(8, device=model.device)[None] * 7 + 3) % model.config.vocab_size
+    with torch.inference_mode():
+        full = model(input_ids=ids).logits.float()
+        try:
+            split = head(decoder(input_ids=ids).last_hidden_state).float()
+        except (AttributeError, TypeError):
+            return None
+    if split.shape != full.shape or not torch.allclose(split, full, rtol=1e-4, atol=1e-4):
+        return None
+    return decoder, head
 
 
 class LearnabilityScorer:
@@ -96,11 +134,13 @@ class LearnabilityScorer:
         self.cfg = student
         self.model: Any = None
         self.tokenizer: Any = None
+        self.split: tuple[Any, Any] | None = None
 
     def load(self) -> None:
         from persyn.models import load_causal_lm
 
         self.model, self.tokenizer = load_causal_lm(self.cfg)
+        self.split = split_head(self.model)
 
     def score(self, pairs: list[tuple[list[dict[str, str]], str]]) -> list[LearnabilityScore]:
         if self.cfg.scorer == "vllm":
@@ -128,17 +168,23 @@ class LearnabilityScorer:
                 attention[row, longest - len(ids) :] = 1
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             input_ids = input_ids.to(device)
+            inputs = {
+                "input_ids": input_ids,
+                "attention_mask": attention.to(device),
+                "position_ids": positions.to(device),
+            }
+            # Left padding puts every response at the end of its row: only the last `keep`
+            # positions predict response tokens.
+            keep = max(n_resp) + 1
             with torch.inference_mode():
-                # Left padding puts every response at the end of its row, so the LM head
-                # runs only on the last `keep` positions (`logits_to_keep`): the prompt
-                # tokens never pay for the vocabulary projection.
-                logits = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention.to(device),
-                    position_ids=positions.to(device),
-                    logits_to_keep=max(n_resp) + 1,
-                ).logits
-                means = response_logprob_means(logits, input_ids, n_resp).tolist()
+                if self.split is not None:
+                    decoder, head = self.split
+                    hidden = decoder(**inputs).last_hidden_state[:, -keep:]
+                    means = response_logprob_means(hidden, input_ids, n_resp, head)
+                else:
+                    logits = self.model(**inputs, logits_to_keep=keep).logits
+                    means = response_logprob_means(logits, input_ids, n_resp)
+                means = means.tolist()
             for row, i in enumerate(batch):
                 results[i] = LearnabilityScore(means[row], n_resp[row], encoded[i][2])
         return results
