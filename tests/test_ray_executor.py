@@ -76,6 +76,7 @@ def test_generated_rows_reach_the_sink_grouped_as_batches_finish(
     prompts = load_prompts(PromptsConfig(builtin="arithmetic", num_prompts=10))
     executor = RayExecutor(ExecutorConfig(kind="ray", concurrency=2))
     calls: list[list[Generation]] = []
+    monkeypatch.setattr(executors, "SINK_SECONDS", 600.0)  # rows decide, not a slow machine
     executor.generate(teacher, prompts, calls.append)
     # four batches of at most 3, one sink call (one fsync) as in the local executor
     assert [len(c) for c in calls] == [10]
