@@ -302,7 +302,13 @@ def main() -> None:
             command += ["--router-epochs", str(args.router_epochs)]
             subprocess.run(command, check=True)
         results.append((spec, json.loads(result.read_text())))
-    router_rows = bench_router(args.router_sizes, args.router_epochs)
+    sizes = "-".join(map(str, args.router_sizes))
+    router_result = work / f"result-router-{sizes}-{args.router_epochs}.json"
+    if router_result.is_file():
+        router_rows = json.loads(router_result.read_text())
+    else:
+        router_rows = bench_router(args.router_sizes, args.router_epochs)
+        router_result.write_text(json.dumps(router_rows))
     load_after = os.getloadavg()
     body = "\n".join(
         [
