@@ -121,12 +121,16 @@ def test_oracle_keeps_the_best_combined_reward_of_every_prompt(tiny_run: Run):
 
     ctx = _ctx(tiny_run)
     choice = BASELINES["oracle"](ctx)
-    quality, learnability, scored = score_responses(tiny_run, ctx.prompt_ids)
+    learnability, quality, scored = score_responses(tiny_run, ctx.prompt_ids)
     assert scored == 0  # every score was cached by the oracle itself
     reward = combine(quality, learnability, tiny_run.cfg.rewards.alpha, "minmax")
     names = tiny_run.cfg.teacher_names
     for i, pid in enumerate(ctx.prompt_ids):
         assert reward[i, names.index(choice[pid])] == np.nanmax(reward[i])
+    # On the calibration prompts it is the `score` stage's own oracle (rewards.jsonl),
+    # which it once missed by taking learnability for quality.
+    calibration = read_jsonl(tiny_run.store.rewards_path())
+    assert calibration and all(choice[r["prompt_id"]] == r["oracle"] for r in calibration)
 
 
 def test_persyn_and_its_alpha_ablations(tiny_run: Run):

@@ -122,7 +122,7 @@ def oracle(ctx: BaselineContext) -> Choice:
     run = ctx.run
     for teacher in run.cfg.teachers:
         generate_rows(run, teacher, ctx.prompt_ids, "oracle")
-    quality, learnability, scored = score_responses(run, ctx.prompt_ids)
+    learnability, quality, scored = score_responses(run, ctx.prompt_ids)
     rw = run.cfg.rewards
     best = oracle_choice(combine(quality, learnability, rw.alpha, rw.normalization))
     names = run.cfg.teacher_names
