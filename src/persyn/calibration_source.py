@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from persyn.config import CalibrationSource, fingerprint
-from persyn.data import DataError, jsonl_rows, path_digest
+from persyn.data import DataError, first_line, jsonl_rows, path_digest
 
 
 def source_fingerprint(source: CalibrationSource | None) -> str:
@@ -94,10 +94,9 @@ def source_rows(src: CalibrationSource) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             ds = datasets.load_dataset(src.path, split=src.split, revision=src.revision)
         except Exception as err:  # offline, unknown id, gated: one line, not a traceback
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(
                 f"{src.path}: not a local file or folder, and not loadable as a hub dataset "
-                f"({first})"
+                f"({first_line(err) or type(err).__name__})"
             ) from None
     for i, row in enumerate(ds):
         yield f"{src.path}: row {i}", row

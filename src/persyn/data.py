@@ -131,7 +131,7 @@ def _rows_from_hub(source: str, split: str) -> Iterator[tuple[str, dict[str, Any
             ) from None
         except Exception as err:  # network errors: the hub client raises many kinds
             raise DataError(
-                f"{source}: cannot reach the hub ({type(err).__name__}: {_first_line(err)}); "
+                f"{source}: cannot reach the hub ({type(err).__name__}: {first_line(err)}); "
                 "check the network, or set HF_HUB_OFFLINE=1 to use a cached copy"
             ) from None
     try:
@@ -139,13 +139,14 @@ def _rows_from_hub(source: str, split: str) -> Iterator[tuple[str, dict[str, Any
     except Exception as err:  # missing split, unsupported layout, cache miss offline, ...
         raise DataError(
             f"{source}: cannot load the hub dataset ({type(err).__name__}: "
-            f"{_first_line(err)}); check prompts.source and prompts.split"
+            f"{first_line(err)}); check prompts.source and prompts.split"
         ) from None
     for i, row in enumerate(ds):
         yield f"{source}: row {i}", row
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
+    """An exception's message, first line only (for one-line errors)."""
     return (str(err).strip().splitlines() or [""])[0]
 
 
