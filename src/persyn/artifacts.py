@@ -28,6 +28,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from persyn.store import (
     RunStore,
     atomic_write_json,
     atomic_write_text,
+    iter_jsonl,
     read_jsonl,
     write_jsonl,
 )
@@ -307,26 +309,39 @@ class RunArtifacts(RunStore):
                 }
         return rows
 
-    def write_dataset(self, rows: list[dict[str, Any]]) -> None:
-        """`dataset.jsonl` and the `datasets` folder `dataset/`, replaced atomically."""
+    def write_dataset(self, rows: Iterable[dict[str, Any]]) -> None:
+        """`dataset.jsonl` and the `datasets` folder `dataset/`, replaced atomically. Rows
+        stream through to disk: neither file is ever whole in memory (100K rows)."""
         import datasets
+        import pyarrow as pa
 
-        write_jsonl(self.path("dataset.jsonl"), rows)
+        n_rows = write_jsonl(self.path("dataset.jsonl"), rows)
         out_dir, tmp_dir = self.dataset_dir(), self.path(".dataset.tmp")
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        # JSON-encode the nested per-teacher dicts: their keys differ per pool, Arrow wants
-        # one schema.
-        hf_rows = [
+        tmp_dir.mkdir()
+        rows_file = tmp_dir / "rows.arrow"  # an Arrow stream `Dataset.from_file` maps
+        text = datasets.Value("string")
+        columns = ("teacher", "selected_by", "kind", "reference", "router_scores", "rewards")
+        features = datasets.Features(
             {
-                **r,
-                "router_scores": _json_or_none(r["router_scores"]),
-                "rewards": _json_or_none(r["rewards"]),
+                "id": text,
+                "messages": [{"role": text, "content": text}],
+                **dict.fromkeys(columns, text),
             }
-            for r in rows
-        ]
-        datasets.Dataset.from_list(hf_rows).save_to_disk(str(tmp_dir))
+        )
+        schema = features.arrow_schema
+        with pa.OSFile(str(rows_file), "wb") as sink, pa.ipc.new_stream(sink, schema) as out:
+            hf_rows = map(_hf_row, iter_jsonl(self.dataset_path()))
+            while batch := list(islice(hf_rows, 1000)):
+                out.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+        table = datasets.Dataset.from_file(str(rows_file))
+        # One shard when empty: `save_to_disk` writes none otherwise, and the folder would
+        # not load.
+        table.save_to_disk(str(tmp_dir / "dataset"), num_shards=1 if n_rows == 0 else None)
+        del table
         shutil.rmtree(out_dir, ignore_errors=True)
-        tmp_dir.rename(out_dir)
+        (tmp_dir / "dataset").rename(out_dir)
+        shutil.rmtree(tmp_dir)
 
     def dataset(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path("dataset.jsonl"))
@@ -397,3 +412,13 @@ def _never(_row: dict[str, Any]) -> bool:
 
 def _json_or_none(x: Any) -> str | None:
     return None if x is None else json.dumps(x, sort_keys=True)
+
+
+def _hf_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A dataset row for the `datasets` folder: the nested per-teacher dicts JSON-encoded
+    (their keys differ per pool; Arrow wants one schema)."""
+    return {
+        **row,
+        "router_scores": _json_or_none(row["router_scores"]),
+        "rewards": _json_or_none(row["rewards"]),
+    }

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 # mkstemp creates files readable by the owner only; artifacts get the mode any new file
 # would get (0666 less the umask), so a shared run directory stays readable. Read once:
@@ -42,15 +42,17 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+@contextmanager
+def atomic_open(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces `path` only when the block ends without error: written to
+    a temporary file in the same folder, fsynced, then renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # Keep the mode of the file being replaced (a user may have changed it).
         os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -59,32 +61,39 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Write `rows` atomically, one at a time (a 100K-row dataset is never one string)."""
+    n = 0
+    with atomic_open(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: Path, tolerate_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL file, read a line at a time."""
     with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if tolerate_torn_tail and i == len(lines) - 1 and not line.endswith("\n"):
-                return  # killed mid-write: the row was never complete
-            raise ValueError(f"{path}: line {i + 1}: not valid JSON") from None
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: line {i + 1}: not valid JSON") from None
 
 
 class RowLog:

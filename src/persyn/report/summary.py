@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def build_summary(
     run: Run,
-    rows: list[dict[str, Any]],
+    teacher_rows: Counter[str],
     failed: list[dict[str, Any]],
     logs: dict[str, RowLog],
     fps: dict[str, str],
@@ -50,12 +50,10 @@ def build_summary(
         "prompts": n_prompts,
         "calibration_prompts": len(split.calibration),
         "routed_prompts": len(split.routed),
-        "dataset_rows": len(rows),
+        "dataset_rows": teacher_rows.total(),
         "failed_rows": len(failed),
         "failed_reasons": dict(Counter(f["error"] for f in failed)),
-        "dataset_share": {
-            t: sum(r["teacher"] == t for r in rows) / max(len(rows), 1) for t in names
-        },
+        "dataset_share": {t: teacher_rows[t] / max(teacher_rows.total(), 1) for t in names},
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
         "router_share": {
             t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names

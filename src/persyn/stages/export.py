@@ -6,6 +6,8 @@ take the router's. A prompt without a usable response goes to `failed.jsonl` wit
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from persyn.artifacts import dataset_row
@@ -27,31 +29,38 @@ def export(run: Run) -> dict[str, Any]:
     reward_row = {pid: i for i, pid in enumerate(rewards.ids)}
     routes = {r["prompt_id"]: r for r in run.store.routes(with_scores=True)}
 
-    rows, failed = [], []
-    for p in run.prompts:
-        if p.id in reward_row:
-            teacher, source, scores = oracle[p.id], "oracle", None
-            known = rewards.by_teacher(reward_row[p.id])
-        else:
-            teacher, source = routes[p.id]["teacher"], "router"
-            scores, known = routes[p.id]["router_scores"], None
-        gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
-        if not usable_generation(gen, run.prompt_fp(p.id)):
-            why = (
-                "no teacher had a usable response"
-                if teacher is None
-                else (
-                    gen["error"] or "answer is to an earlier prompt text"
-                    if gen
-                    else "not generated"
+    teacher_rows: Counter[str] = Counter()  # dataset rows per teacher, for the summary
+    failed: list[dict[str, Any]] = []
+
+    def rows() -> Iterator[dict[str, Any]]:
+        """The dataset's rows, one at a time (written as they come: 100K rows are never in
+        memory at once); prompts without a usable response go to `failed`."""
+        for p in run.prompts:
+            if p.id in reward_row:
+                teacher, source, scores = oracle[p.id], "oracle", None
+                known = rewards.by_teacher(reward_row[p.id])
+            else:
+                teacher, source = routes[p.id]["teacher"], "router"
+                scores, known = routes[p.id]["router_scores"], None
+            gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
+            if not usable_generation(gen, run.prompt_fp(p.id)):
+                why = (
+                    "no teacher had a usable response"
+                    if teacher is None
+                    else (
+                        gen["error"] or "answer is to an earlier prompt text"
+                        if gen
+                        else "not generated"
+                    )
                 )
-            )
-            failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
-            continue
-        rows.append(dataset_row(p, gen["text"], teacher, source, scores, known))
-    run.store.write_dataset(rows)
+                failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
+                continue
+            teacher_rows[teacher] += 1
+            yield dataset_row(p, gen["text"], teacher, source, scores, known)
+
+    run.store.write_dataset(rows())
     run.store.write_failed(failed)
-    summary = build_summary(run, rows, failed, logs, fps)
+    summary = build_summary(run, teacher_rows, failed, logs, fps)
     run.store.write_summary(summary)
     write_dataset_card(run.store, cfg, summary)
-    return {"dataset_rows": len(rows), "failed_rows": len(failed)}
+    return {"dataset_rows": teacher_rows.total(), "failed_rows": len(failed)}
