@@ -99,3 +99,30 @@ def test_save_load_round_trip(tmp_path) -> None:
     again = build_head("linear", 8, 3, cfg.model_copy(update={"seed": 1}))
     load_trained(again, tmp_path / "head.pt")
     np.testing.assert_allclose(head_scores(again, x), head_scores(head, x))
+
+
+def test_pair_batches_cover_every_pair_and_score_few_prompts(monkeypatch) -> None:
+    """An epoch of pair batches has every pair once. Above `PAIR_BATCH_PROMPTS` prompts the
+    pairs come from random groups of that many prompts, so a batch scores at most two
+    groups' prompts (an epoch is linear in the calibration size); at or below it, the
+    batches are random pairs over all prompts, as they always were."""
+    import persyn.router.bradley_terry as bt
+
+    reward = np.random.default_rng(0).uniform(size=(200, 5))
+    pairs, targets = training_pairs(reward, 1e-6)
+    expected = sorted(map(tuple, pairs.tolist()))
+    for group, most_rows in ((16, 32), (1000, 64)):
+        monkeypatch.setattr(bt, "PAIR_BATCH_PROMPTS", group)
+        epoch = bt._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)
+        for _ in range(2):
+            batches = list(epoch())
+            seen = [
+                (int(b.rows[i]), int(w), int(lo)) for b in batches for i, w, lo in b.pairs.tolist()
+            ]
+            assert sorted(seen) == expected
+            widest = max(len(b.rows) for b in batches)
+            assert widest <= most_rows and (group == 16 or widest > 32)
+    # One group: the same batches as a plain shuffle of all pairs with the seed.
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))
+    first = next(bt._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)())
+    assert torch.equal(first.rows, torch.unique(torch.as_tensor(pairs)[order[:64], 0]))

@@ -129,8 +129,16 @@ class Batch:
     targets: torch.Tensor
 
 
+# Random pairs over many prompts make each step score every prompt they touch: with 4,096
+# pairs a step scores up to 4,096 prompts, so an epoch would grow as prompts x pairs until
+# the calibration set is several times larger than that. Pairs are instead drawn from
+# random groups of this many prompts (a step scores at most about this many), which keeps
+# an epoch linear in the calibration size; smaller sets are one group, all pairs at random.
+PAIR_BATCH_PROMPTS = 1024
+
+
 def _batches_of_pairs(
-    pairs: np.ndarray, targets: np.ndarray, size: int, seed: int
+    pairs: np.ndarray, targets: np.ndarray, n_prompts: int, size: int, seed: int
 ) -> Callable[[], Iterator[Batch]]:
     import torch
 
@@ -139,10 +147,14 @@ def _batches_of_pairs(
 
     def epoch() -> Iterator[Batch]:
         order = torch.randperm(len(all_pairs), generator=generator)
+        if n_prompts > PAIR_BATCH_PROMPTS:
+            rank = torch.randperm(n_prompts, generator=generator)
+            group = rank[all_pairs[order, 0]] // PAIR_BATCH_PROMPTS
+            order = order[torch.argsort(group, stable=True)]  # random within each group
         for start in range(0, len(order), size):
             picked = order[start : start + size]
             chosen = all_pairs.index_select(0, picked)
-            # Score only the prompts of this batch: an epoch stays linear in the prompts.
+            # Score only the prompts of this batch.
             rows, local = torch.unique(chosen[:, 0], return_inverse=True)
             local_pairs = torch.column_stack([local, chosen[:, 1:]])
             yield Batch(rows, local_pairs, all_targets.index_select(0, picked))
@@ -257,7 +269,7 @@ def fit_bradley_terry(
         val = None
     torch.manual_seed(cfg.seed)  # dropout (e.g. LoRA's) draws from the global generator
     if schedule.by == "pairs":
-        batches = _batches_of_pairs(*train, schedule.batch, cfg.seed)
+        batches = _batches_of_pairs(*train, len(data.prompts), schedule.batch, cfg.seed)
         chunk = None
     else:
         batches = _batches_of_prompts(*train, len(data.prompts), schedule.batch, cfg.seed)
