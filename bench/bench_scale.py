@@ -227,7 +227,7 @@ def bench_router(sizes: list[int], router_epochs: int) -> list[dict[str, Any]]:
 
 def run_table(results: list[tuple[str, list[dict[str, Any]]]]) -> str:
     lines = [
-        "| run (prompts:calibration) | stage | rows | wall s | CPU s | ms/row (wall) "
+        "| run (prompts:calibration, commit) | stage | rows | wall s | CPU s | ms/row (wall) "
         "| ms/row (CPU) | peak MB so far |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -258,11 +258,23 @@ def router_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def code_commit() -> str:
+    """The commit measured (runs cached with `--keep` may come from different commits)."""
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+    )
+    return described.stdout.strip() or "unknown"
+
+
 def child(args: argparse.Namespace) -> None:
     """One `--runs` entry in this process; rows go to `--result` as JSON."""
     n_prompts, calibration = map(int, args.child.split(":"))
+    commit = code_commit()  # before: later commits do not change what this process runs
     rows = bench_run(args.student, args.work, n_prompts, calibration, args.router_epochs)
-    args.result.write_text(json.dumps(rows))
+    args.result.write_text(json.dumps({"commit": commit, "rows": rows}))
 
 
 def main() -> None:
@@ -301,14 +313,15 @@ def main() -> None:
             command += ["--work", str(work), "--result", str(result)]
             command += ["--router-epochs", str(args.router_epochs)]
             subprocess.run(command, check=True)
-        results.append((spec, json.loads(result.read_text())))
+        measured = json.loads(result.read_text())
+        results.append((f"{spec} ({measured['commit']})", measured["rows"]))
     sizes = "-".join(map(str, args.router_sizes))
     router_result = work / f"result-router-{sizes}-{args.router_epochs}.json"
-    if router_result.is_file():
-        router_rows = json.loads(router_result.read_text())
-    else:
+    if not router_result.is_file():
+        commit = code_commit()
         router_rows = bench_router(args.router_sizes, args.router_epochs)
-        router_result.write_text(json.dumps(router_rows))
+        router_result.write_text(json.dumps({"commit": commit, "rows": router_rows}))
+    router = json.loads(router_result.read_text())
     load_after = os.getloadavg()
     body = "\n".join(
         [
@@ -327,11 +340,11 @@ def main() -> None:
             "",
             run_table(results),
             "",
-            "train-router alone (default router, demo-mix prompts, synthetic rewards for 20 "
-            "teachers, 70% train / 15% validation; the encoder's time apart, the fit reuses "
-            "its embeddings):",
+            f"train-router alone (commit {router['commit']}; default router, demo-mix "
+            "prompts, synthetic rewards for 20 teachers, 70% train / 15% validation; the "
+            "encoder's time apart, the fit reuses its embeddings):",
             "",
-            router_table(router_rows),
+            router_table(router["rows"]),
         ]
     )
     print(body)
