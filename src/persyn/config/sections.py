@@ -242,7 +242,12 @@ class RouterConfig(Section):
     epochs: int = Field(200, gt=0)
     learning_rate: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    batch_pairs: int = Field(4096, gt=0, description="Teacher pairs per optimiser step.")
+    batch_pairs: int = Field(
+        4096,
+        gt=0,
+        description="Teacher pairs per optimiser step of a head router, at random from a "
+        "random group of 1,024 training prompts (all of them when fewer).",
+    )
     val_fraction: float = Field(
         0.15,
         ge=0,
