@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from persyn.config import ConfigError, RouterConfig
-from persyn.router.bradley_terry import training_pairs
+from persyn.method import training_pairs
 from persyn.router.metrics import routing_metrics
 from persyn.router.routers import ROUTERS, Router, make_router
 

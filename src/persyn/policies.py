@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from persyn.config import ConfigError, RoutingPolicyConfig, RunConfig
+from persyn.method import choose_teachers
 
 if TYPE_CHECKING:
     from scipy.optimize import OptimizeResult
@@ -80,7 +81,7 @@ class ArgmaxPolicy(Policy):
     name = "argmax"
 
     def choose(self, scores: np.ndarray) -> np.ndarray:
-        return np.argmax(scores, axis=1)
+        return choose_teachers(scores)
 
 
 class SamplePolicy(Policy):
@@ -358,7 +359,7 @@ def policy_report(
 ) -> dict[str, Any]:
     """Cost and score (and true reward, when known) of `choice` against argmax."""
     rows = np.arange(len(scores))
-    best = scores.argmax(axis=1)
+    best = choose_teachers(scores)
     report: dict[str, Any] = {
         "prompts": len(scores),
         "cost": float(cost[choice].sum()),

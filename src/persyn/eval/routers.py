@@ -18,6 +18,7 @@ import numpy as np
 
 from persyn.calibration_select import kcenter_selection, random_selection, uncertainty_selection
 from persyn.config import RouterConfig
+from persyn.method import choose_teachers
 from persyn.router.encoder import PromptEncoder
 from persyn.router.metrics import routing_metrics
 from persyn.router.routers import ROUTERS, make_router
@@ -179,7 +180,7 @@ def budget_curve(
     from persyn.config import RoutingPolicyConfig
     from persyn.policies import make_policy, policy_report
 
-    argmax_cost = float(cost[scores.argmax(axis=1)].sum())
+    argmax_cost = float(cost[choose_teachers(scores)].sum())
     floor = float(cost.min()) * len(scores)
     rows = []
     for fraction in fractions:

@@ -12,7 +12,7 @@ correctness (math), share of constraints satisfied (ifeval), a judge's grade div
 top of its scale (judge), a reward model's raw score through a logistic (reward_model;
 the raw score is kept next to it), and an imported dataset's score min-max scaled
 (imported). Normalisation within the prompt comes after, in
-`persyn.rewards.mix`.
+`persyn.method`.
 """
 
 from __future__ import annotations

@@ -25,15 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from persyn.config import ConfigError, RouterConfig
-from persyn.router.bradley_terry import (
-    EpochCallback,
-    RouterData,
-    Schedule,
-    fit_bradley_terry,
-    load_trained,
-    predict,
-    save_trained,
-)
+from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
+from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
 from persyn.store import atomic_write_json
@@ -227,8 +220,8 @@ class LanguageModelRouter(Router):
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         lm = self.cfg.lm
-        schedule = Schedule(lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
-        return fit_bradley_terry(self.model, data.map(_text_array), schedule, self.cfg, on_epoch)
+        settings = fit_settings(self.cfg, lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
+        return fit_bradley_terry(self.model, data.map(_text_array), settings, on_epoch)
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         return predict(self.model, _text_array(prompts), self.cfg.lm.batch_size)
