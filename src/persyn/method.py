@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy.stats import rankdata
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +75,8 @@ def normalize(x: np.ndarray, method: str = "minmax") -> np.ndarray:
         elif method == "zscore":
             out[i, ok] = (v - v.mean()) / v.std()
         else:
+            from scipy.stats import rankdata  # scipy.stats takes a second to import
+
             out[i, ok] = (rankdata(v) - 1) / (v.size - 1)
     return out
 
