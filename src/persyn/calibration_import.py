@@ -37,7 +37,7 @@ from typing import Any, Literal
 from persyn.calibration_source import source_rows
 from persyn.config import CalibrationSource, RunConfig
 from persyn.data import DataError
-from persyn.teachers.base import Prompt
+from persyn.teachers.base import Prompt, can_generate
 
 # Mapping fields per known dataset shape; a field set in the config overrides the preset's.
 # Scales: UltraFeedback's overall_score is a 1-10 grade, Nectar's rank 1 (best) to 7,
@@ -389,7 +389,7 @@ def _check_coverage(cfg: RunConfig, reader: _Reader) -> None:
                 "row; a teacher needs answers to at least two prompts"
             )
     for t in cfg.teachers:
-        can_fill = src.fill_missing and t.backend != "imported"
+        can_fill = src.fill_missing and can_generate(t)
         if t.name not in per_teacher and not can_fill:
             raise DataError(
                 f"{src.path}: no answers for teacher {t.name!r}; map a data model to it "

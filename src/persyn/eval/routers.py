@@ -97,8 +97,7 @@ def compare_routers(
 ) -> dict[str, dict[str, float]]:
     """Test-split metrics per router kind, plus the oracle's."""
     for kind in kinds:
-        if kind not in ROUTERS:
-            raise ValueError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
+        ROUTERS.check(kind, "routers")
     results = {
         kind: fit_and_score(data, cfg.model_copy(update={"kind": kind}), encoder)[0]
         for kind in kinds
