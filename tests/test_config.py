@@ -189,3 +189,58 @@ def test_cli_prints_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "rewards.alpha" in lines[0], result.output
+
+
+def test_a_prompt_kind_no_quality_signal_covers_is_one_line_at_validate_and_run(
+    tmp_path: Path,
+) -> None:
+    """The defaults score `math` only: instruction prompts would be routed on learnability
+    alone, without a word. `validate` and `run` both refuse, naming the kind, how many
+    prompts and the signals that would cover it, before any model loads."""
+    data = base_config(tmp_path)
+    data["prompts"] = {"builtin": "instructions", "num_prompts": 6}
+    config = write(tmp_path, data)
+    for args in (["validate"], ["run", "--quiet"]):
+        result = CliRunner().invoke(app, [*args, str(config)])
+        assert result.exit_code == 2, result.output
+        line = " ".join(result.output.split())
+        assert (
+            "no quality signal (configured: math) covers the 6 prompts of kind `instruction`"
+            in line
+        )
+        assert "ifeval (prompts with IFEval metadata" in line
+        assert "reward_model (" in line and "judge (" in line and "imported" not in line
+        assert "rewards.learnability_only: true" in line
+    assert not (tmp_path / "run" / "prompts.jsonl").exists()  # stopped before writing
+
+    # Said explicitly, it is allowed; a signal that covers the kind is the other fix.
+    for rewards in ({"learnability_only": True}, {"quality": [{"kind": "ifeval"}]}):
+        result = CliRunner().invoke(
+            app, ["validate", str(write(tmp_path, {**data, "rewards": rewards}))]
+        )
+        assert result.exit_code == 0, result.output
+        assert "prompts with a quality signal: instruction" in result.output
+
+
+def test_coverage_counts_what_each_signal_applies_to(tmp_path: Path) -> None:
+    from persyn.config_checks import check_quality_coverage
+    from persyn.teachers.base import Prompt
+
+    data = base_config(tmp_path)
+    data["rewards"] = {
+        "quality": [{"kind": "math"}, {"kind": "judge", "options": {"kinds": ["math"]}}]
+    }
+    cfg = load_config(write(tmp_path, data))
+    user = [{"role": "user", "content": "q"}]
+    prompts = [
+        Prompt("m1", user, "math", "4"),
+        Prompt("m2", user, "math", None),  # no reference: math cannot score it, the judge can
+        Prompt("i1", user, "instruction", None, {"instruction_id_list": ["x"]}),
+    ]
+    with pytest.raises(ConfigError, match=r"covers the 1 prompts of kind `instruction`"):
+        check_quality_coverage(cfg, prompts)
+    cfg.rewards.quality.append(cfg.rewards.quality[0].model_copy(update={"kind": "ifeval"}))
+    assert check_quality_coverage(cfg, prompts) == {
+        "math": {"prompts": 2, "covered": 2},
+        "instruction": {"prompts": 1, "covered": 1},
+    }

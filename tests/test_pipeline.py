@@ -123,6 +123,49 @@ def test_summary_numbers(tiny_run) -> None:
     assert sum(summary["oracle_share"].values()) == pytest.approx(1.0)
     held = summary["router_test"]  # the test split: 4 of 16 calibration prompts
     assert held["prompts"] == 4 and held["best_fixed_teacher_name"] in summary["oracle_share"]
+    # Every calibration prompt has a quality signal: math ones math, instruction ones ifeval.
+    coverage = summary["quality_coverage"]
+    kinds = coverage["kinds"]
+    assert sum(c["prompts"] for c in kinds.values()) == 16
+    assert all(c["covered"] == c["prompts"] for c in kinds.values())
+    assert coverage["learnability_only_kinds"] == []
+    signals = coverage["signals"]
+    assert signals["math"]["prompts"] == kinds["math"]["prompts"]
+    assert signals["ifeval"]["prompts"] == kinds["instruction"]["prompts"]
+    answers = signals["math"]["answers"] + signals["ifeval"]["answers"]
+    assert answers + signals["ifeval"]["failed_answers"] <= 16 * 4
+
+
+def test_learnability_only_kinds_are_recorded_and_shown(tiny_run, tmp_path: Path) -> None:
+    """Instruction prompts with only `math` configured: allowed when said, and then the
+    summary, the log, the report's banner and the card all say those prompts were ranked on
+    learnability alone."""
+    from persyn.report.html import build_report
+
+    data, run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    changed = {
+        **data,
+        "run_dir": str(copy),
+        "rewards": {"quality": [{"kind": "math"}], "learnability_only": True},
+    }
+    summary = run_pipeline(parse_config(changed))
+    coverage = summary["quality_coverage"]
+    assert coverage["learnability_only_kinds"] == ["instruction"]
+    assert set(coverage["signals"]) == {"math"}
+    n = coverage["kinds"]["instruction"]["prompts"]
+    assert n > 0 and coverage["kinds"]["instruction"]["covered"] == 0
+    page = build_report(copy).read_text()
+    assert (
+        f'<div class="banner">No quality signal applied to the {n} calibration prompts of '
+        "kind &#x27;instruction&#x27;" in page
+    )
+    card = (copy / "dataset" / "README.md").read_text()
+    assert (
+        f"**No quality signal applied to the {n} calibration prompts of kind `instruction`" in card
+    )
+    assert "learnability_only_kinds:\n  - instruction" in card
 
 
 def test_manifest_hashes_stage_inputs(tiny_run) -> None:

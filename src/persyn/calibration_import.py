@@ -418,3 +418,11 @@ def quality_table(answers: list[ImportedAnswer]) -> dict[str, dict[str, float]]:
         if a.score is not None:
             sums.setdefault(a.prompt_id, {}).setdefault(response_digest(a.text), []).append(a.score)
     return {pid: {d: sum(v) / len(v) for d, v in table.items()} for pid, table in sums.items()}
+
+
+def with_imported_scores(prompt: Prompt, scores: dict[str, dict[str, float]]) -> Prompt:
+    """`prompt` with its imported scores (from `quality_table`) in its meta, if it has any."""
+    if prompt.id not in scores:
+        return prompt
+    meta = {**prompt.meta, IMPORTED_QUALITY: scores[prompt.id]}
+    return Prompt(prompt.id, prompt.messages, prompt.kind, prompt.reference, meta)

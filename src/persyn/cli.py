@@ -152,19 +152,29 @@ def demo(
 
 @app.command("validate")
 def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check a config (keys, backends, model paths, prompts) without loading any model."""
+    """Check a config (keys, backends, model paths, prompts, which prompts a quality signal
+    covers) without loading any model."""
+    from persyn.config_checks import check_quality_coverage
     from persyn.data import load_prompts
 
     with user_errors():
         cfg = _load(config, set_)
-        n = len(load_prompts(cfg.prompts))
+        prompts = load_prompts(cfg.prompts)
+        n = len(prompts)
         imported = ""
         if cfg.calibration.source is not None:
-            from persyn.calibration_import import load_import
+            from persyn.calibration_import import load_import, quality_table, with_imported_scores
 
             data = load_import(cfg)
             imported = f", {len(data.prompts)} imported prompts with {len(data.answers)} answers"
-    console.print(f"ok: {len(cfg.teachers)} teachers, {n} prompts{imported}")
+            scores = quality_table(data.answers)
+            prompts += [with_imported_scores(p, scores) for p in data.prompts]
+        kinds = check_quality_coverage(cfg, prompts)
+    covered = ", ".join(f"{k} {c['covered']}/{c['prompts']}" for k, c in kinds.items())
+    console.print(
+        f"ok: {len(cfg.teachers)} teachers, {n} prompts{imported}; "
+        f"prompts with a quality signal: {covered}"
+    )
 
 
 @app.command("import")

@@ -13,9 +13,10 @@ from persyn.calibration_import import resolve_source
 from persyn.config import ConfigError, RunConfig
 from persyn.executors import EXECUTORS
 from persyn.policies import POLICIES
-from persyn.rewards.quality import QUALITY_SIGNALS
+from persyn.progress import warn
+from persyn.rewards.quality import QUALITY_SIGNALS, quality_signal
 from persyn.router.routers import ROUTERS
-from persyn.teachers.base import can_generate, checked_backend
+from persyn.teachers.base import Prompt, can_generate, checked_backend
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -53,3 +54,52 @@ def check_capabilities(cfg: RunConfig) -> None:
                 f"rewards.quality: kind `{signal.kind}` needs a score in the data: set "
                 "calibration.source.score_field (or `scores` per teacher)"
             )
+
+
+def check_quality_coverage(cfg: RunConfig, prompts: list[Prompt]) -> dict[str, dict[str, int]]:
+    """Per prompt kind: its prompts and how many of them a configured quality signal
+    applies to (`QualityScorer.applies`; nothing is loaded).
+
+    A kind none of whose prompts any signal covers would have its teachers ranked on the
+    student's learnability alone, which the defaults (`prompts.kind: instruction`,
+    `rewards.quality: [math]`) would do without a word: one line naming the kind, its
+    prompts and the signals that would cover it, unless the config says it is meant
+    (`rewards.learnability_only`, or `alpha` 1). A kind only partly covered is a warning.
+    """
+    scorers = [quality_signal(s) for s in cfg.rewards.quality]
+    coverage: dict[str, dict[str, int]] = {}
+    for p in prompts:
+        counts = coverage.setdefault(p.kind, {"prompts": 0, "covered": 0})
+        counts["prompts"] += 1
+        counts["covered"] += any(s.applies(p) for s in scorers)
+    if cfg.rewards.learnability_only or cfg.rewards.alpha == 1:
+        return coverage
+    labels = ", ".join(s.label for s in cfg.rewards.quality) or "none"
+    for kind, counts in coverage.items():
+        if counts["covered"] == 0:
+            raise ConfigError(
+                f"rewards.quality: no quality signal (configured: {labels}) covers the "
+                f"{counts['prompts']} prompts of kind `{kind}`, so their teachers would be "
+                f"ranked on the student's learnability alone; add one that covers them: "
+                f"{signals_covering(cfg, kind)}; or set rewards.learnability_only: true"
+            )
+        if counts["covered"] < counts["prompts"]:
+            warn(
+                f"rewards.quality: {counts['prompts'] - counts['covered']} of "
+                f"{counts['prompts']} prompts of kind `{kind}` have no quality signal "
+                f"({labels}); they are ranked on learnability alone"
+            )
+    return coverage
+
+
+def signals_covering(cfg: RunConfig, kind: str) -> str:
+    """The registered quality signals that can cover prompts of `kind`, with what each
+    covers (those that need scores in `calibration.source` only when it is set)."""
+    found = []
+    for name in QUALITY_SIGNALS.names():
+        cls = QUALITY_SIGNALS.load(name)
+        if cls.needs_source_scores and cfg.calibration.source is None:
+            continue
+        if cls.kinds is None or kind in cls.kinds:
+            found.append(f"{name} ({cls.covers})")
+    return ", ".join(found)

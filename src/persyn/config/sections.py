@@ -181,7 +181,14 @@ class RewardsConfig(Section):
     )
     quality: list[QualitySignal] = Field(
         default_factory=lambda: [QualitySignal(kind="math")],
-        description="Quality signals; each scores the prompts it applies to.",
+        description="Quality signals; each scores the prompts it applies to. A prompt "
+        "kind none of them covers is an error at `persyn validate` and `persyn run` (its "
+        "teachers would be ranked on learnability alone) unless `learnability_only` is set.",
+    )
+    learnability_only: bool = Field(
+        False,
+        description="Allow prompt kinds no quality signal covers: their teachers are ranked "
+        "on the student's learnability alone (the coverage is still recorded and reported).",
     )
 
     @field_validator("quality")

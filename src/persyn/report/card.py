@@ -75,6 +75,33 @@ def _number(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def coverage_section(coverage: dict[str, Any] | None) -> str:
+    """Markdown: what each quality signal scored, the prompt kinds it covered, and a warning
+    for kinds no signal applied to (their teachers were ranked on learnability alone)."""
+    if coverage is None:
+        return "Not recorded for this run (it was scored before persyn recorded coverage)."
+    signal_rows = "\n".join(
+        f"| {label} | {c['prompts']} | {c['answers']} | {c['failed_answers']} |"
+        for label, c in coverage["signals"].items()
+    )
+    kind_rows = "\n".join(
+        f"| {kind} | {c['prompts']} | {c['covered']} |" for kind, c in coverage["kinds"].items()
+    )
+    warnings = "".join(
+        f"\n\n**No quality signal applied to the {coverage['kinds'][kind]['prompts']} "
+        f"calibration prompts of kind `{kind}`: their teachers were ranked on the student's "
+        "learnability alone.**"
+        for kind in coverage["learnability_only_kinds"]
+    )
+    return f"""| quality signal | prompts scored | answers scored | answers it could not score |
+|---|---|---|---|
+{signal_rows}
+
+| prompt kind | calibration prompts | with a quality signal |
+|---|---|---|
+{kind_rows}{warnings}"""
+
+
 def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) -> str:
     names = cfg.teacher_names
     stats = reward_statistics(rewards)
@@ -95,6 +122,9 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
         "alpha": cfg.rewards.alpha,
         "normalization": cfg.rewards.normalization,
         "quality_signals": [q.kind for q in cfg.rewards.quality],
+        "learnability_only_kinds": (summary.get("quality_coverage") or {}).get(
+            "learnability_only_kinds"
+        ),
         "calibration_prompts": summary["calibration_prompts"],
         "routed_prompts": summary["routed_prompts"],
         "generations": summary["generations"],
@@ -168,6 +198,10 @@ combined reward after normalisation and mixing.
 | teacher | learnability | quality | combined reward |
 |---|---|---|---|
 {reward_rows}
+
+## Quality coverage (calibration prompts)
+
+{coverage_section(summary.get("quality_coverage"))}
 
 ## Router
 

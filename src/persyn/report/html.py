@@ -157,6 +157,41 @@ def _headline(art: ReportData) -> str:
     )
 
 
+def coverage_banner(coverage: dict[str, Any] | None) -> str:
+    """A warning above everything when no quality signal applied to some prompt kind."""
+    coverage = coverage or {}
+    lines = [
+        f"No quality signal applied to the {coverage['kinds'][kind]['prompts']} calibration "
+        f"prompts of kind {kind!r}: their teachers were ranked on the student's learnability "
+        "alone."
+        for kind in coverage.get("learnability_only_kinds", [])
+    ]
+    return "".join(f'<div class="banner">{_e(line)}</div>' for line in lines)
+
+
+def coverage_html(coverage: dict[str, Any] | None) -> str:
+    """What each quality signal scored, and per prompt kind how many prompts it covered."""
+    if coverage is None:  # a run scored before persyn recorded coverage
+        return "<p>Quality coverage was not recorded for this run (rerun `score`).</p>"
+    signals = _table(
+        ["quality signal", "prompts scored", "answers scored", "could not score"],
+        [
+            [
+                label,
+                c["prompts"],
+                c["answers"],
+                f"{c['failed_answers']} answers ({c['failed_prompts']} prompts)",
+            ]
+            for label, c in coverage["signals"].items()
+        ],
+    )
+    kinds = _table(
+        ["prompt kind", "calibration prompts", "with a quality signal"],
+        [[k, c["prompts"], c["covered"]] for k, c in coverage["kinds"].items()],
+    )
+    return signals + kinds
+
+
 def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
         data = base64.b64encode(images[key]).decode("ascii")
@@ -222,6 +257,7 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     return f"""
 <h2>Teacher shares</h2>{img("shares")}
 <h2>Rewards</h2>{img("rewards")}{reward_table}
+<h3>Quality coverage</h3>{coverage_html(art.summary.get("quality_coverage"))}
 {img("learnability_quality")}
 <h2>Router against the oracle</h2>
 <p>The router's test split: {len(art.heldout)} calibration prompts used neither to train
@@ -246,6 +282,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 td,th{border:1px solid #ddd;padding:.35em .6em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}td.text{white-space:pre-wrap;max-width:28em}
 ol{margin:0;padding-left:1.3em}li.chosen{font-weight:700}
+.banner{background:#fff3cd;border:1px solid #e0b252;border-radius:6px;padding:.6em 1em;margin:1em 0}
 """
 
 
@@ -261,6 +298,7 @@ def render_html(art: ReportData, images: dict[str, bytes]) -> str:
 <p class="muted">run directory {_e(art.run_dir)}; student {_e(cfg.student.model)};
 alpha {_e(cfg.rewards.alpha)}, {_e(cfg.rewards.normalization)} normalisation; written
 {_e(created)}</p>
+{coverage_banner(art.summary.get("quality_coverage"))}
 <div class="cards">{_headline(art)}</div>
 {_sections(art, images)}
 </body></html>

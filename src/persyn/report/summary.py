@@ -59,6 +59,8 @@ def build_summary(
             t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
         },
         "router_test": test,
+        # which calibration prompts and answers each quality signal scored (`score`)
+        "quality_coverage": (run.store.marker("score") or {}).get("quality_coverage"),
         "generations": generations,
         "imported_responses": sum(imported.values()),
         "generate_then_select_generations": gts,

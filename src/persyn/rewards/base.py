@@ -21,6 +21,10 @@ class SignalScore:
 
 class QualityScorer(ABC):
     name: ClassVar[str]  # its registry key (`rewards.quality[].kind`)
+    #: the prompt kinds it can score with suitable options (None: any kind), and in words
+    #: which prompts it scores: what the coverage check suggests for an uncovered kind
+    kinds: ClassVar[tuple[str, ...] | None] = None
+    covers: ClassVar[str] = "prompts of any kind"
     #: it scores answers with the scores `calibration.source` gave them, so it needs a source
     #: with scores in it (`score_field`, or `scores` per teacher)
     needs_source_scores: ClassVar[bool] = False
@@ -40,6 +44,12 @@ class QualityScorer(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Release what `load` holds."""
+
+    def applies(self, prompt: Prompt) -> bool:
+        """Whether it scores the answers to `prompt` (a value, or the reason it has none):
+        `score` gives None for the others, and the coverage check (`persyn validate`,
+        `prepare`) counts the prompts no configured signal applies to."""
+        return self.kinds is None or prompt.kind in self.kinds
 
     @abstractmethod
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:

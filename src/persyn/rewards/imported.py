@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from persyn.calibration_import import IMPORTED_QUALITY, response_digest
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
+from persyn.teachers.base import Prompt
 
 
 class ImportedScore(QualityScorer):
@@ -22,6 +23,10 @@ class ImportedScore(QualityScorer):
 
     name = "imported"
     needs_source_scores: ClassVar[bool] = True
+    covers = "calibration prompts whose answers `calibration.source` scored"
+
+    def applies(self, prompt: Prompt) -> bool:
+        return bool(prompt.meta.get(IMPORTED_QUALITY))
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         out: list[SignalScore | None] = []

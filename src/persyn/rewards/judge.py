@@ -72,6 +72,11 @@ class LLMJudge(QualityScorer):
     """
 
     name = "judge"
+    covers = "the prompt kinds in its `options.kinds` (default: every kind)"
+
+    def applies(self, prompt: Prompt) -> bool:
+        kinds = self.cfg.options.get("kinds")
+        return kinds is None or prompt.kind in kinds
 
     def _teacher_config(self) -> TeacherConfig:
         spec = self.cfg.options.get("teacher")
@@ -138,11 +143,10 @@ class LLMJudge(QualityScorer):
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         min_score, max_score = self._scale()
-        kinds = self.cfg.options.get("kinds")
         teacher_cfg = self._teacher_config()
         rubric = self._rubric(min_score, max_score)
         out: list[SignalScore | None] = [None] * len(samples)
-        todo = [i for i, (p, _) in enumerate(samples) if kinds is None or p.kind in kinds]
+        todo = [i for i, (p, _) in enumerate(samples) if self.applies(p)]
         if not todo:
             return out
         judge = self._loaded_judge()  # once per stage: later chunks reuse it

@@ -27,6 +27,7 @@ from persyn.rewards.base import QualityScorer, Sample, SignalScore
 from persyn.rewards.imported import ImportedScore
 from persyn.rewards.judge import LLMJudge
 from persyn.rewards.reward_model import RewardModelScore
+from persyn.teachers.base import Prompt
 
 
 class MathCorrectness(QualityScorer):
@@ -39,6 +40,11 @@ class MathCorrectness(QualityScorer):
     """
 
     name = "math"
+    kinds = ("math",)
+    covers = "`math` prompts with a reference answer"
+
+    def applies(self, prompt: Prompt) -> bool:
+        return prompt.kind == "math" and prompt.reference is not None
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         from math_verify import parse, verify
@@ -46,7 +52,7 @@ class MathCorrectness(QualityScorer):
         timeout = int(self.cfg.options.get("timeout_seconds", 5))
         out: list[SignalScore | None] = []
         for prompt, response in samples:
-            if prompt.kind != "math" or prompt.reference is None:
+            if not self.applies(prompt):
                 out.append(None)
                 continue
             gold = parse(f"${prompt.reference}$", parsing_timeout=timeout)
@@ -66,6 +72,10 @@ class IFEvalConstraints(QualityScorer):
     """
 
     name = "ifeval"
+    covers = "prompts with IFEval metadata (`instruction_id_list` in their meta)"
+
+    def applies(self, prompt: Prompt) -> bool:
+        return bool(prompt.meta.get("instruction_id_list"))
 
     def check(self) -> None:
         mode = self.cfg.options.get("mode", "strict")
@@ -81,10 +91,10 @@ class IFEvalConstraints(QualityScorer):
         field = f"{'binary' if self.cfg.options.get('binary', False) else 'partial'}_{mode}"
         out: list[SignalScore | None] = []
         for prompt, response in samples:
-            ids = prompt.meta.get("instruction_id_list")
-            if not ids:
+            if not self.applies(prompt):
                 out.append(None)
                 continue
+            ids = prompt.meta["instruction_id_list"]
             kwargs = prompt.meta.get("kwargs") or [{} for _ in ids]
             unknown = [i for i in ids if i not in INSTRUCTION_DICT]
             if unknown or len(kwargs) != len(ids):

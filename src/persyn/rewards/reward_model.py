@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from persyn.config import ConfigError, ModelRef, QualitySignal
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
+from persyn.teachers.base import Prompt
 
 
 def conversation_ids(tokenizer: Any, messages: list[dict[str, str]], response: str) -> list[int]:
@@ -39,6 +40,10 @@ class RewardModelScore(QualityScorer):
     """
 
     name = "reward_model"
+    covers = "the prompt kinds in its `options.kinds` (default [instruction])"
+
+    def applies(self, prompt: Prompt) -> bool:
+        return prompt.kind in self.cfg.options.get("kinds", ["instruction"])
 
     def _model_ref(self) -> ModelRef:
         keys = ("model", "revision", "dtype", "trust_remote_code")
@@ -105,11 +110,10 @@ class RewardModelScore(QualityScorer):
 
         from persyn.rewards.learnability import token_batches
 
-        kinds = self.cfg.options.get("kinds", ["instruction"])
         max_length = int(self.cfg.options.get("max_length", 4096))
         temperature = float(self.cfg.options.get("temperature", 1.0))
         out: list[SignalScore | None] = [None] * len(samples)
-        todo = [i for i, (prompt, _) in enumerate(samples) if prompt.kind in kinds]
+        todo = [i for i, (prompt, _) in enumerate(samples) if self.applies(prompt)]
         if not todo:
             return out
         self.load()  # once per stage: later chunks reuse the model

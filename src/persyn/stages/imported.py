@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from persyn.calibration_import import (
-    IMPORTED_QUALITY,
     load_import,
     quality_table,
     resolve_source,
+    with_imported_scores,
 )
 from persyn.calibration_select import select_calibration
 from persyn.data import DataError
@@ -45,26 +45,19 @@ def import_calibration(run: Run, prompts: list[Prompt]) -> tuple[list[Prompt], l
     by_id = {p.id: p for p in prompts}
     source = cfg.prompts.source or cfg.prompts.builtin
 
-    def with_scores(p: Prompt) -> Prompt:
-        if p.id not in scores:
-            return p
-        return Prompt(
-            p.id, p.messages, p.kind, p.reference, {**p.meta, IMPORTED_QUALITY: scores[p.id]}
-        )
-
     added = []
     for p in data.prompts:
         if p.id not in chosen:
             continue
         known = by_id.get(p.id)
         if known is None:
-            added.append(with_scores(p))
+            added.append(with_imported_scores(p, scores))
         elif known.text != p.text:
             raise DataError(
                 f"{data.prompt_rows[p.id]}: {prompt_field}: prompt {p.id!r} "
                 f"has another text in prompts ({source})"
             )
-    table = [with_scores(p) for p in prompts] + added
+    table = [with_imported_scores(p, scores) for p in prompts] + added
     run.store.write_imported([a.to_row() for a in data.answers if a.prompt_id in chosen])
     notes = [f"imported {len(ids)} prompts and {len(data.answers)} answers from {path}"]
     if data.ignored_models:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.artifacts import Split
 from persyn.calibration_select import carry_over_selection, select_calibration
 from persyn.config import fingerprint
+from persyn.config_checks import check_quality_coverage
 from persyn.data import load_prompts
 from persyn.progress import log, warn
 from persyn.stages.imported import import_calibration
@@ -42,6 +43,8 @@ def prepare(run: Run) -> dict[str, Any]:
             )
     else:  # the data's prompts calibrate; every prompt of `prompts` not among them is routed
         prompts, calibration = import_calibration(run, prompts)
+    # Before anything is written: a prompt kind no quality signal covers stops the run here.
+    kinds = check_quality_coverage(cfg, prompts)
     ids = [p.id for p in prompts]
     shuffled = calibration[:]
     random.Random(cfg.router.seed).shuffle(shuffled)
@@ -62,7 +65,7 @@ def prepare(run: Run) -> dict[str, Any]:
     run.store.write_split(split)
     run.set_prompts(prompts)
     log(f"prepare: {len(ids)} prompts, {len(calibration)} for calibration")
-    return {"prompts": len(ids), "calibration": len(calibration)}
+    return {"prompts": len(ids), "calibration": len(calibration), "kinds": kinds}
 
 
 def previous_split(run: Run, drawn_with: str) -> Split | None:

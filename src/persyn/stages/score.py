@@ -14,7 +14,9 @@ import numpy as np
 
 from persyn.artifacts import RewardTable
 from persyn.config import fingerprint
+from persyn.config_checks import check_quality_coverage
 from persyn.method import combine, oracle_choice
+from persyn.progress import log, warn
 from persyn.redact import redact_text
 from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
@@ -35,6 +37,8 @@ QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before th
 
 def score(run: Run) -> dict[str, Any]:
     ids = run.store.split().calibration
+    # The rewards may have changed since `prepare` checked them: check before scoring.
+    check_quality_coverage(run.cfg, run.prompts)
     learn, qual, scored = score_responses(run, ids)
     mix_rewards(run, ids, learn, qual)
     expected = asked(run, ids)
@@ -46,7 +50,61 @@ def score(run: Run) -> dict[str, Any]:
         missing_reasons(run, [(ids[i], run.cfg.teacher_names[j]) for i, j in missing]),
         int(expected.sum()),
     )
-    return {"scored": scored, "missing": len(missing)}
+    coverage = quality_coverage(run, ids)
+    log_coverage(coverage)
+    return {"scored": scored, "missing": len(missing), "quality_coverage": coverage}
+
+
+def quality_coverage(run: Run, ids: list[str]) -> dict[str, Any]:
+    """What the quality signals scored among the answers to `ids`: per signal, the prompts
+    and teacher answers it scored and those it applied to but could not score; per prompt
+    kind, its prompts and how many a signal applied to (on the others only learnability
+    ranked the teachers); `learnability_only_kinds`, the kinds no signal applied to."""
+    plan = plan_scores(run, ids, retry_failed=False)
+    by_id = run.prompts_by_id()
+    quality_fp = quality_fingerprint(run.cfg)
+    key_fps = {t.name: fingerprint(teacher_fingerprint(t), quality_fp) for t in run.cfg.teachers}
+    scored: dict[str, set[tuple[str, str]]] = {s.label: set() for s in run.cfg.rewards.quality}
+    failed: dict[str, set[tuple[str, str]]] = {s.label: set() for s in run.cfg.rewards.quality}
+    covered: set[str] = set()
+    for pid, t in plan.responses:
+        row = plan.q_log.get((pid, t, key_fps[t]))
+        for label, value in (row or {}).get("signals", {}).items():
+            (scored if value is not None else failed)[label].add((pid, t))
+            covered.add(pid)
+    kinds: dict[str, dict[str, int]] = {}
+    for pid in ids:
+        counts = kinds.setdefault(by_id[pid].kind, {"prompts": 0, "covered": 0})
+        counts["prompts"] += 1
+        counts["covered"] += pid in covered
+    return {
+        "signals": {
+            label: {
+                "prompts": len({pid for pid, _ in scored[label]}),
+                "answers": len(scored[label]),
+                "failed_prompts": len({pid for pid, _ in failed[label]}),
+                "failed_answers": len(failed[label]),
+            }
+            for label in scored
+        },
+        "kinds": kinds,
+        "learnability_only_kinds": [k for k, c in kinds.items() if c["covered"] == 0],
+    }
+
+
+def log_coverage(coverage: dict[str, Any]) -> None:
+    parts = [
+        f"{label} {c['prompts']} prompts / {c['answers']} answers"
+        + (f" ({c['failed_answers']} answers it could not score)" if c["failed_answers"] else "")
+        for label, c in coverage["signals"].items()
+    ]
+    log(f"score: quality coverage: {'; '.join(parts) or 'no quality signal'}")
+    for kind in coverage["learnability_only_kinds"]:
+        warn(
+            f"score: no quality signal applied to the {coverage['kinds'][kind]['prompts']} "
+            f"calibration prompts of kind `{kind}`: their teachers are ranked on learnability "
+            "alone (rewards.learnability_only)"
+        )
 
 
 def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -117,11 +175,11 @@ def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePla
                 continue
             inputs = fingerprint(by_id[pid].to_row(), plan.responses[pid, t]["text"])
             plan.inputs[pid, t] = inputs
-            for log, todo, key_fp in (
+            for rowlog, todo, key_fp in (
                 (l_log, plan.todo_l, fingerprint(teacher_fps[t], student_fp)),
                 (q_log, plan.todo_q, fingerprint(teacher_fps[t], quality_fp)),
             ):
-                row = log.get((pid, t, key_fp))
+                row = rowlog.get((pid, t, key_fp))
                 failed = row is not None and row["error"] is not None and retry_failed
                 if row is None or failed or row.get("input_fp", inputs) != inputs:
                     todo.append((pid, t, key_fp))
