@@ -176,14 +176,16 @@ def import_config(
     tiny_lm_dir: Path, run_dir: Path, source: dict[str, Any], **overrides: Any
 ) -> dict[str, Any]:
     """The solvers as the pool (they answer the routed arithmetic prompts), calibrated
-    from `source`."""
+    from `source`. Only `math` scores quality, so the data's instruction prompts are
+    ranked on learnability alone, said explicitly (a test adds `imported` where the data
+    has scores)."""
     data = tiny_run_config(
         tiny_lm_dir,
         run_dir,
         teachers=[{"name": n, "backend": "scripted", "model": n} for n in SOLVERS],
         prompts={"builtin": "arithmetic", "num_prompts": 6, "seed": 0},
         calibration={"size": 100, "source": source},
-        rewards={"quality": [{"kind": "math"}]},
+        rewards={"quality": [{"kind": "math"}], "learnability_only": True},
         router={"epochs": 5, "val_fraction": 0.25},
     )
     data.update(overrides)

@@ -230,7 +230,10 @@ def test_csv_and_json_arrays_are_prompt_files(run: tuple[Path, Path], tmp_path: 
     array = tmp_path / "prompts.json"
     array.write_text(json.dumps(rows))
     code, output = persyn("validate", str(config), "--set", f"prompts.source={array}")
-    assert (code, output.strip()) == (0, "ok: 2 teachers, 24 prompts")
+    assert (code, " ".join(output.split())) == (
+        0,
+        "ok: 2 teachers, 24 prompts; prompts with a quality signal: math 24/24",
+    )
 
 
 # -- 2. secrets -------------------------------------------------------------------------
@@ -490,6 +493,8 @@ def test_mixed_kinds_need_a_reference_only_for_math(run: tuple[Path, Path], tmp_
         ],
     )
     args = ["--set", f"prompts.source={path}", "--set", "prompts.kind_field=kind"]
+    # only `math` scores quality here: the instruction prompt is ranked on learnability
+    args += ["--set", "rewards.learnability_only=true"]
     code, output = persyn("validate", str(config), *args)
     assert code == 2
     assert one_error_line(output) == (
@@ -497,7 +502,11 @@ def test_mixed_kinds_need_a_reference_only_for_math(run: tuple[Path, Path], tmp_
         "prompt needs; prompts.reference_field)"
     )
     write_jsonl(path, [json.loads(line) for line in path.read_text().splitlines()[:2]])
-    assert persyn("validate", str(config), *args) == (0, "ok: 2 teachers, 2 prompts\n")
+    code, output = persyn("validate", str(config), *args)
+    assert (code, " ".join(output.split())) == (
+        0,
+        "ok: 2 teachers, 2 prompts; prompts with a quality signal: math 1/1, instruction 0/1",
+    )
 
 
 def test_a_calibration_set_larger_than_the_prompts_is_said(run: tuple[Path, Path]) -> None:

@@ -232,3 +232,17 @@ def test_teacher_change_reruns_only_that_teacher(tiny_run, tmp_path: Path) -> No
     assert after["generations/tiny-llm.jsonl"] - before["generations/tiny-llm.jsonl"] >= 16
     for name in ("scores/learnability.jsonl", "scores/quality.jsonl"):
         assert after[name] - before[name] == 16
+
+
+def test_a_price_change_reroutes_and_regenerates_nothing(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Either price moves the budget's costs: `route` reruns, no teacher's answers do."""
+    from persyn.pipeline import stage_fingerprints
+
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run")
+    before = stage_fingerprints(parse_config(data))
+    for price in ("cost_per_1k_input_tokens", "cost_per_1k_output_tokens"):
+        teachers = [dict(t) for t in data["teachers"]]
+        teachers[0][price] = 0.5
+        after = stage_fingerprints(parse_config({**data, "teachers": teachers}))
+        assert after["route"] != before["route"]
+        assert after["calibrate"] == before["calibrate"] and after["score"] == before["score"]

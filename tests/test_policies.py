@@ -13,6 +13,7 @@ from persyn.policies import (
     POLICIES,
     BudgetPolicy,
     cost_per_prompt,
+    expected_reward,
     make_policy,
     policy_report,
 )
@@ -49,6 +50,9 @@ def test_sampling_is_seeded_and_its_temperature_controls_diversity() -> None:
 
 
 def best_by_brute_force(scores: np.ndarray, budget: float, caps: dict[int, int]) -> float:
+    """The largest total expected reward (what the budget policy maximises) over every
+    assignment within the budget and caps."""
+    reward = expected_reward(scores)
     best = -np.inf
     for choice in itertools.product(range(scores.shape[1]), repeat=len(scores)):
         picked = np.array(choice)
@@ -56,7 +60,7 @@ def best_by_brute_force(scores: np.ndarray, budget: float, caps: dict[int, int])
             continue
         if any((picked == t).sum() > cap for t, cap in caps.items()):
             continue
-        best = max(best, scores[np.arange(len(scores)), picked].sum())
+        best = max(best, reward[np.arange(len(scores)), picked].sum())
     return best
 
 
@@ -67,8 +71,45 @@ def test_budget_assignment_is_optimal_and_within_budget_and_quota(seed: int) -> 
     choice = choose(scores, kind="budget", budget=budget, max_share={"mid": 0.4})
     assert COST[choice].sum() <= budget + 1e-9
     assert (choice == 1).sum() <= 2
-    total = scores[np.arange(5), choice].sum()
+    total = expected_reward(scores)[np.arange(5), choice].sum()
     assert total == pytest.approx(best_by_brute_force(scores, budget, {1: 2}))
+
+
+def test_expected_reward_is_the_mean_pairwise_win_probability() -> None:
+    scores = np.array([[2.0, 0.0, -1.0]])
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    by_hand = [
+        (sig(2) + sig(3)) / 2,
+        (sig(-2) + sig(1)) / 2,
+        (sig(-3) + sig(-1)) / 2,
+    ]
+    assert expected_reward(scores)[0] == pytest.approx(by_hand)
+    # A per-prompt constant changes no Bradley-Terry preference, so no expected reward.
+    assert expected_reward(scores + 7.5) == pytest.approx(expected_reward(scores))
+
+
+@pytest.mark.parametrize("solver", ["exact", "relaxed"])
+def test_a_per_prompt_constant_changes_no_budget_assignment(solver: str) -> None:
+    scores = np.random.default_rng(3).normal(size=(40, 3))
+    policy = make_policy(RoutingPolicyConfig(kind="budget", budget=30.0), TEACHERS, COST)
+    shifted = scores + np.random.default_rng(4).normal(scale=50, size=(40, 1))
+    choice = getattr(policy, solver)(scores)
+    assert (getattr(policy, solver)(shifted) == choice).all()
+    assert (choice != scores.argmax(axis=1)).any()  # the budget binds
+
+
+@pytest.mark.parametrize("solver", ["exact", "relaxed"])
+def test_budget_buys_win_probability_not_logit_gaps(solver: str) -> None:
+    """One upgrade to the paid teacher fits the budget. Prompt A's logit gap to the free
+    teacher is larger (3 > 2.5), but the third teacher is far behind there, so the free one
+    already beats it: the upgrade wins A 0.45 of expected reward (mean win probability)
+    and B 0.70, where the free teacher loses to both. Logits would upgrade A."""
+    scores = np.array([[0.0, 3.0, -100.0], [0.0, 2.5, 1.25]])
+    cost = np.array([0.0, 1.0, 100.0])
+    policy = BudgetPolicy(RoutingPolicyConfig(kind="budget", budget=1.0), TEACHERS, cost)
+    gain = expected_reward(scores)[:, 1] - expected_reward(scores)[:, 0]
+    assert gain == pytest.approx([0.4526, 0.7014], abs=1e-4)
+    assert getattr(policy, solver)(scores).tolist() == [0, 1]
 
 
 def test_a_budget_that_does_not_bind_gives_argmax() -> None:
@@ -113,10 +154,31 @@ def run_config(**routing: object) -> dict[str, object]:
 
 def test_costs_use_measured_lengths_unless_configured() -> None:
     cfg = parse_config(run_config(kind="budget", expected_tokens={"small": 100}))
-    cost = cost_per_prompt(cfg, {"big": 400.0, "small": 20.0})
+    no_prompt = {"big": 0.0, "small": 0.0}
+    cost = cost_per_prompt(cfg, {"big": 400.0, "small": 20.0}, no_prompt)
     assert cost == pytest.approx([3.0 * 0.4, 0.5 * 0.1])
     with pytest.raises(ConfigError, match="teacher 'big' has a price but no calibration"):
-        cost_per_prompt(cfg, {})
+        cost_per_prompt(cfg, {}, no_prompt)
+
+
+def test_prompt_and_completion_tokens_have_their_own_prices() -> None:
+    data = run_config(kind="budget")
+    data["teachers"][0] = {  # type: ignore[index]
+        "name": "big",
+        "backend": "scripted",
+        "model": "solver-quick",
+        "cost_per_1k_input_tokens": 1.0,
+        "cost_per_1k_output_tokens": 4.0,
+    }
+    cfg = parse_config(data)
+    cost = cost_per_prompt(cfg, {"big": 100.0, "small": 20.0}, {"big": 500.0, "small": 500.0})
+    # big: 500 prompt tokens at 1.0 + 100 completion tokens at 4.0 per 1K; small's old
+    # `cost_per_1k_tokens` is its output price, its prompt tokens free.
+    assert cost == pytest.approx([0.5 + 0.4, 0.5 * 0.02])
+    assert cfg.teachers[1].cost_per_1k_output_tokens == 0.5
+    both = {**data["teachers"][1], "cost_per_1k_output_tokens": 0.7}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="cost_per_1k_tokens is the old name of"):
+        parse_config({**data, "teachers": [data["teachers"][0], both]})  # type: ignore[index]
 
 
 def test_config_rejects_quotas_for_unknown_teachers_and_bad_shares() -> None:
@@ -174,7 +236,8 @@ def test_relaxed_meets_the_limits_within_a_tenth_of_a_percent_of_exact(
     policy = budget_policy(cost, **limits(kind, scores, cost))
     relaxed, exact = policy.relaxed(scores), policy.exact(scores)
     assert_within_limits(policy, relaxed)
-    assert total(scores, relaxed) >= total(scores, exact) * (1 - 1e-3)
+    reward = expected_reward(scores)
+    assert total(reward, relaxed) >= total(reward, exact) * (1 - 1e-3)
 
 
 def test_relaxed_finds_a_known_optimum_above_the_exact_size_limit() -> None:
@@ -200,7 +263,8 @@ def test_relaxed_budget_spends_leftovers_on_tied_prompts() -> None:
     policy = budget_policy(COST, budget=1000 * 1.0 + 2.0)
     relaxed = policy.relaxed(scores)
     assert_within_limits(policy, relaxed)
-    assert total(scores, relaxed) == pytest.approx(total(scores, policy.exact(scores)))
+    reward = expected_reward(scores)
+    assert total(reward, relaxed) == pytest.approx(total(reward, policy.exact(scores)))
 
 
 @pytest.mark.parametrize("solver", ["exact", "relaxed"])

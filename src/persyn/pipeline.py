@@ -113,7 +113,10 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     "rewards.quality": quality_fingerprint,
     "rewards.mix": lambda c: fingerprint(c.rewards.alpha, c.rewards.normalization),
     "router": lambda c: fingerprint(c.router),
-    "routing": lambda c: fingerprint(c.routing, [t.cost_per_1k_tokens for t in c.teachers]),
+    "routing": lambda c: fingerprint(
+        c.routing,
+        [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
+    ),
     # The card shows the whole config; where the run lives changes nothing in it.
     "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
 }

@@ -7,7 +7,14 @@ import hashlib
 import json
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -73,10 +80,34 @@ class TeacherConfig(ModelRef):
     generation: GenerationParams = Field(default_factory=GenerationParams)
     batch_size: int = Field(8, gt=0, description="Prompts per generate call.")
     family: str | None = Field(None, description="Model family (for Family-Strong baselines).")
-    cost_per_1k_tokens: float = Field(0.0, ge=0, description="Price per 1K generated tokens.")
+    cost_per_1k_input_tokens: float = Field(
+        0.0, ge=0, description="Price per 1K prompt tokens (prompt, system prompt, template)."
+    )
+    cost_per_1k_output_tokens: float = Field(
+        0.0,
+        ge=0,
+        description="Price per 1K generated tokens. `cost_per_1k_tokens`, its name before "
+        "prompt tokens had a price of their own, is still read as this.",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Backend-specific settings (see the backend's docs)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_price_alias(cls, data: Any) -> Any:
+        """Configs written before input and output prices were apart keep working."""
+        if not isinstance(data, dict) or "cost_per_1k_tokens" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("cost_per_1k_tokens")
+        if data.get("cost_per_1k_output_tokens", old) != old:
+            raise ValueError(
+                "cost_per_1k_tokens is the old name of cost_per_1k_output_tokens; set only "
+                "cost_per_1k_output_tokens"
+            )
+        data["cost_per_1k_output_tokens"] = old
+        return data
 
     @field_validator("name")
     @classmethod

@@ -229,7 +229,7 @@ def evaluate_routers(
 ) -> dict[str, Any]:
     """Compare routers on a run's test calibration prompts; write `router/eval.{json,md}`."""
     from persyn.policies import cost_per_prompt
-    from persyn.stages.route import mean_response_tokens
+    from persyn.stages.route import expected_prompt_tokens, mean_response_tokens
 
     cfg = run.cfg
     data = held_out_from_run(run)
@@ -251,7 +251,8 @@ def evaluate_routers(
         f"## Learning curve ({cfg.router.kind}, test-split metrics)\n\n"
         + curve_table(result["learning_curve"], ["calibration_prompts"]),
     ]
-    cost = cost_per_prompt(cfg, mean_response_tokens(run))
+    prompt_tokens = expected_prompt_tokens(run, run.store.split().router_test)
+    cost = cost_per_prompt(cfg, mean_response_tokens(run), prompt_tokens)
     if cost.any():
         scores = fit_and_score(data, cfg.router, encoder)[1]
         result["budget_curve"] = budget_curve(scores, data.test_reward, cost, data.teachers)

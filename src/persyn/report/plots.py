@@ -190,25 +190,25 @@ def plot_router_training(art: ReportData) -> bytes:
 def cost_comparison(art: ReportData) -> dict[str, dict[str, float]]:
     """Generations, completion tokens and cost: this run against Generate then Select.
 
-    Generate then Select has every teacher answer every prompt; its tokens are estimated
-    from each teacher's mean completion tokens per response in this run.
+    Generate then Select has every teacher answer every prompt; its tokens and cost are
+    estimated from each teacher's mean completion tokens and cost per response in this run.
     """
     s = art.summary
     n_prompts, n_cal = s["prompts"], s["calibration_prompts"]
     routed = {t: sum(r["teacher"] == t for r in art.routes) for t in art.teachers}
-    prices = {t.name: t.cost_per_1k_tokens for t in art.cfg.teachers}
     out: dict[str, dict[str, float]] = {}
     for t in art.teachers:
         used = n_cal + routed[t]
         tokens = s["completion_tokens"][t]
         gts_tokens = tokens / used * n_prompts if used else 0.0
+        gts_cost = s["cost"][t] / used * n_prompts if used else 0.0
         out[t] = {
             "generations": used,
             "gts_generations": n_prompts,
             "tokens": tokens,
             "gts_tokens": gts_tokens,
             "cost": s["cost"][t],
-            "gts_cost": gts_tokens / 1000 * prices.get(t, 0.0),
+            "gts_cost": gts_cost,
         }
     return out
 
@@ -237,7 +237,7 @@ def plot_generations(art: ReportData) -> bytes:
             ax.text(
                 0.5,
                 0.5,
-                "no prices set\n(teachers' cost_per_1k_tokens = 0)",
+                "no prices set\n(teachers' cost_per_1k_*_tokens = 0)",
                 ha="center",
                 va="center",
                 transform=ax.transAxes,

@@ -25,6 +25,7 @@ def build_summary(
     routes = run.store.routes()
     used = dict.fromkeys(names, 0)
     tokens = dict.fromkeys(names, 0)
+    prompt_tokens = dict.fromkeys(names, 0)
     wanted = {(pid, t) for pid in split.calibration for t in names}
     wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
     imported = dict.fromkeys(names, 0)
@@ -35,7 +36,16 @@ def build_summary(
         elif g is not None:
             used[t] += 1
             tokens[t] += g["completion_tokens"]
-    cost = {t.name: tokens[t.name] / 1000 * t.cost_per_1k_tokens for t in cfg.teachers}
+            prompt_tokens[t] += g.get("prompt_tokens", 0)
+    # Each kind of token at its own price (backends that count no prompt tokens record 0).
+    cost = {
+        t.name: (
+            prompt_tokens[t.name] * t.cost_per_1k_input_tokens
+            + tokens[t.name] * t.cost_per_1k_output_tokens
+        )
+        / 1000
+        for t in cfg.teachers
+    }
     oracle = run.store.rewards().oracle
     router_metrics = (run.store.marker("train-router") or {}).get("metrics", {})
     # The test split: calibration prompts that neither trained the router nor picked its
@@ -66,6 +76,7 @@ def build_summary(
         "generate_then_select_generations": gts,
         "generation_ratio": generations / gts if gts else None,
         "completion_tokens": tokens,
+        "prompt_tokens": prompt_tokens,
         "cost": cost,
         "total_cost": sum(cost.values()),
     }

@@ -72,7 +72,7 @@ class LLMJudge(QualityScorer):
     """
 
     name = "judge"
-    covers = "the prompt kinds in its `options.kinds` (default: every kind)"
+    covers = "the prompt kinds in `options.kinds`, default every kind"
 
     def applies(self, prompt: Prompt) -> bool:
         kinds = self.cfg.options.get("kinds")

@@ -72,7 +72,7 @@ class IFEvalConstraints(QualityScorer):
     """
 
     name = "ifeval"
-    covers = "prompts with IFEval metadata (`instruction_id_list` in their meta)"
+    covers = "prompts with IFEval metadata, `instruction_id_list` in meta"
 
     def applies(self, prompt: Prompt) -> bool:
         return bool(prompt.meta.get("instruction_id_list"))

@@ -40,7 +40,7 @@ class RewardModelScore(QualityScorer):
     """
 
     name = "reward_model"
-    covers = "the prompt kinds in its `options.kinds` (default [instruction])"
+    covers = "the prompt kinds in `options.kinds`, default instruction"
 
     def applies(self, prompt: Prompt) -> bool:
         return prompt.kind in self.cfg.options.get("kinds", ["instruction"])

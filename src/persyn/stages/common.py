@@ -24,12 +24,12 @@ class StageError(RuntimeError):
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its cost, family, batch size or runtime options."""
+    """What decides a teacher's output: not its prices, family, batch size or runtime
+    options."""
     runtime = set(backend_class(t.backend).runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
-    return fingerprint(
-        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}), options
-    )
+    prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
+    return fingerprint(t.model_dump(exclude={"family", "batch_size", "options", *prices}), options)
 
 
 def student_fingerprint(cfg: RunConfig) -> str:

@@ -22,7 +22,7 @@ def route(run: Run) -> dict[str, Any]:
     router_fp = run.fingerprint("train-router")
     scores = router_scores(run, ids, router_fp)
     names = cfg.teacher_names
-    cost = cost_per_prompt(cfg, mean_response_tokens(run))
+    cost = cost_per_prompt(cfg, mean_response_tokens(run), expected_prompt_tokens(run, ids))
     # A teacher known only from imported data cannot answer: the policy chooses among the
     # others (all of them when none can; `generate` then says why that fails).
     able = [j for j, t in enumerate(cfg.teachers) if can_generate(t)] or list(range(len(names)))
@@ -40,7 +40,8 @@ def route(run: Run) -> dict[str, Any]:
     if cfg.routing.kind != "argmax":
         log(
             f"route: expected cost {report['cost']:.4g} vs {report['argmax_cost']:.4g} for "
-            f"argmax; router score given up {report['score_given_up']:.3f} per prompt"
+            f"argmax; expected reward (mean win probability) given up "
+            f"{report['expected_reward_given_up']:.3f} per prompt"
         )
     return {"routed": len(rows), "per_teacher": shares, "policy": report}
 
@@ -65,6 +66,34 @@ def router_scores(run: Run, ids: list[str], router_fp: str) -> np.ndarray:
     run.executor.router_scores(run.store.router_dir(), run.cfg.teacher_names, texts, sink)
     rows = [rowlog.get((pid, router_fp))["scores"] for pid in ids]  # type: ignore[index]
     return np.array(rows, dtype=float).reshape(len(ids), len(run.cfg.teachers))
+
+
+# Characters per token where no count was recorded: the usual rule of thumb for English
+# text under BPE tokenizers (code and other languages run fewer characters per token).
+CHARS_PER_TOKEN = 4
+
+
+def expected_prompt_tokens(run: Run, ids: list[str]) -> dict[str, float]:
+    """Expected prompt tokens per teacher for the prompts `ids`: the mean of the counts its
+    calibration answers recorded (the server's own count: chat template and system prompt
+    included), else, for a backend that records none (scripted, imported answers), its
+    system prompt and the prompts' mean length at `CHARS_PER_TOKEN`, the teacher's
+    tokenizer not being loaded."""
+    calibration = run.store.split().calibration
+    by_id = run.prompts_by_id()
+    chars = float(np.mean([len(by_id[pid].text) for pid in ids])) if ids else 0.0
+    out = {}
+    for t in run.cfg.teachers:
+        rowlog, fp = run.store.generation_log(t.name), teacher_fingerprint(t)
+        rows = [rowlog.get((pid, fp)) for pid in calibration]
+        counted = [
+            r["prompt_tokens"]
+            for r in rows
+            if r is not None and r["error"] is None and r.get("prompt_tokens", 0) > 0
+        ]
+        system = len(t.system_prompt or "")
+        out[t.name] = float(np.mean(counted)) if counted else (system + chars) / CHARS_PER_TOKEN
+    return out
 
 
 def mean_response_tokens(run: Run) -> dict[str, float]:
