@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_run_config
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import RunArtifacts, Split
 from persyn.config import ConfigError, parse_config
 from persyn.eval.experiment import (
     BASE_STUDENT,
@@ -20,6 +20,7 @@ from persyn.eval.experiment import (
     results_csv,
     results_markdown,
     run_experiment,
+    train_and_evaluate,
     write_results,
 )
 from persyn.eval.stats import paired_bootstrap, task_mean
@@ -67,17 +68,39 @@ def test_results_table_csv_and_chart(tmp_path: Path):
     assert (tmp_path / "results.md").read_text() == table
 
 
+def prepared_run(tiny_lm_dir: Path, tmp_path: Path, **experiment: object) -> Run:
+    """A run directory with 40 prompts, the first 15 calibration prompts, the rest routed."""
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment=experiment)
+    run = Run(parse_config(data), RunArtifacts(tmp_path / "run"), None)  # type: ignore[arg-type]
+    ids = [f"p{i:03d}" for i in range(40)]
+    run.store.write_prompts(Prompt(i, [{"role": "user", "content": i}]) for i in ids)
+    run.store.write_split(Split(ids[:15], ids[:9], ids[9:12], ids[15:], None, ids[12:15]))
+    return run
+
+
 def test_experiment_prompts_are_not_the_calibration_draw(tiny_lm_dir: Path, tmp_path: Path):
     """`Random(seed).sample(ids, k)` would be a prefix of the calibration draw."""
     import random
 
-    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment={"size": 10, "seed": 0})
-    run = Run(parse_config(data), RunArtifacts(tmp_path / "run"), None)  # type: ignore[arg-type]
-    ids = [f"p{i:03d}" for i in range(40)]
-    run.store.write_prompts(Prompt(i, [{"role": "user", "content": i}]) for i in ids)
+    run = prepared_run(tiny_lm_dir, tmp_path, size=10, seed=0)
+    routed = run.store.split().routed
     chosen = experiment_prompts(run)
     assert len(chosen) == 10 and chosen == sorted(chosen) and chosen == experiment_prompts(run)
-    assert chosen != sorted(random.Random(0).sample(ids, 10))
+    assert chosen != sorted(random.Random(0).sample(routed, 10))
+
+
+@pytest.mark.parametrize("size", [10, None, 30])
+def test_no_calibration_prompt_trains_a_compared_student(
+    tiny_lm_dir: Path, tmp_path: Path, size: int | None
+):
+    """On a calibration prompt PerSyn's row is the oracle's pick (every teacher answered
+    and was scored), which no baseline gets: the datasets are drawn from routed prompts
+    only, all of them when `size` asks for more."""
+    run = prepared_run(tiny_lm_dir, tmp_path, size=size)
+    split = run.store.split()
+    chosen = experiment_prompts(run)
+    assert set(chosen) <= set(split.routed) and not set(chosen) & set(split.calibration)
+    assert len(chosen) == (10 if size == 10 else len(split.routed))
 
 
 def test_baseline_datasets_wait_for_nobody_else_in_the_run(tiny_lm_dir: Path, tmp_path: Path):
@@ -138,6 +161,94 @@ def test_paired_bootstrap_of_identical_datasets_is_zero_width():
     _, diffs = paired_bootstrap({"persyn": scores, "same": scores.copy()}, tasks, "persyn")
     assert (diffs["same"].estimate, diffs["same"].low, diffs["same"].high) == (0.0, 0.0, 0.0)
     assert (diffs["persyn"].low, diffs["persyn"].high) == (0.0, 0.0)
+
+
+def test_disagreeing_seeds_widen_the_interval():
+    """Three seeds' students of one dataset on the same 400 prompts: when they agree, the
+    interval is the prompts-only one; when their accuracies differ (0.4, 0.5, 0.6, the same
+    mean), resampling the seeds widens it, and the paired difference from a dataset whose
+    seeds agree widens too."""
+    n = 400
+    prompt = np.arange(n) % 10
+    tasks = np.array(["math"] * n)
+    agreeing = np.stack([(prompt < 5).astype(float)] * 3)
+    disagreeing = np.stack([(prompt < k).astype(float) for k in (4, 5, 6)])
+    one = paired_bootstrap({"persyn": agreeing[0]}, tasks, "persyn", resamples=2000)[0]
+    same, _ = paired_bootstrap({"persyn": agreeing}, tasks, "persyn", resamples=2000)
+    # identical seeds: nothing to add
+    assert [same["persyn"].low, same["persyn"].high] == pytest.approx(
+        [one["persyn"].low, one["persyn"].high]
+    )
+    own, diffs = paired_bootstrap(
+        {"persyn": agreeing, "other": disagreeing}, tasks, "persyn", resamples=2000
+    )
+    assert own["other"].estimate == pytest.approx(0.5)
+    width = {k: v.high - v.low for k, v in own.items()}
+    assert width["other"] > 1.5 * width["persyn"]
+    assert diffs["other"].estimate == pytest.approx(0.0)
+    assert diffs["other"].low < -0.05 and diffs["other"].high > 0.05
+    # a seed draw is a real draw: all-low (0.4) and all-high (0.6) resamples both occur
+    assert own["other"].low < 0.45 and own["other"].high > 0.55
+
+
+def test_seeds_in_the_table_and_the_csv():
+    rows = [
+        {**RESULTS[0], "seed_scores": [0.15]},
+        {**RESULTS[1], "seed_scores": [0.4, 0.6], "score_low": 0.3, "score_high": 0.7},
+    ]
+    lines = results_markdown(rows).splitlines()
+    assert "| score per seed |" in lines[0]
+    assert "| 0.400 / 0.600 |" in lines[3] and "| 0.150 |" in lines[2]
+    assert "resampling the held-out prompts and the 2 training seeds" in lines[-1]
+    parsed = list(csv.DictReader(io.StringIO(results_csv(rows))))
+    assert parsed[1]["score_per_seed"] == "0.400 / 0.600"
+
+
+def test_each_seed_trains_and_evaluates_its_own_student(tiny_lm_dir: Path, tmp_path: Path):
+    """`experiment.seeds`: one student per seed, each evaluated; the row is their mean and
+    lists each; the default seed keeps the key a one-seed experiment had, and a rerun
+    trains nothing again."""
+    import json
+
+    from persyn.data import load_prompts
+    from persyn.executors import LocalExecutor
+
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", experiment={"seeds": [0, 1]})
+    data["student_training"] = {
+        "batch_size": 2,
+        "sft": {"max_steps": 1, "gradient_checkpointing": False},
+    }
+    data["evaluation"] = {
+        "prompts": {"builtin": "demo-mix", "num_prompts": 4, "seed": 7},
+        "max_new_tokens": 4,
+        "batch_size": 4,
+    }
+    cfg = parse_config(data)
+    chat = [
+        {"role": "user", "content": "What is 2 + 3?"},
+        {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
+    ]
+    path = tmp_path / "persyn.jsonl"
+    path.write_text((json.dumps({"messages": chat, "teacher": "t"}) + "\n") * 2)
+    held_out = load_prompts(cfg.evaluation.prompts)
+    out = tmp_path / "exp"
+    row, scores, tasks = train_and_evaluate(
+        cfg, "persyn", path, held_out, "eval-fp", out, LocalExecutor()
+    )
+    students = sorted((out / "students").glob("*/final"))
+    assert len(students) == 2 and len(list((out / "eval").glob("*-eval-fp"))) == 2
+    trained = [json.loads((s / "persyn_training.json").read_text()) for s in students]
+    seeds = [t["student_training"]["seed"] for t in trained]
+    assert sorted(seeds) == [0, 1]
+    assert scores.shape == (2, 4) and len(tasks) == 4
+    assert len(row["seed_scores"]) == 2
+    assert row["score"] == pytest.approx(np.mean(row["seed_scores"]))
+    stamps = [(s / "persyn_training.json").stat().st_mtime for s in students]
+    again, again_scores, _ = train_and_evaluate(
+        cfg, "persyn", path, held_out, "eval-fp", out, LocalExecutor()
+    )
+    assert again == row and np.array_equal(again_scores, scores, equal_nan=True)
+    assert [(s / "persyn_training.json").stat().st_mtime for s in students] == stamps
 
 
 def test_bootstrap_statistic_is_the_mean_of_task_accuracies():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from persyn.config.base import Section
 from persyn.config.sections import PromptsConfig
@@ -91,13 +91,31 @@ class ExperimentConfig(Section):
     size: int | None = Field(
         None,
         gt=0,
-        description="Examples per dataset (a seeded draw of the run's prompts, the "
-        "same for every dataset); default: all prompts.",
+        description="Examples per dataset (a seeded draw of the run's routed prompts, the "
+        "same for every dataset; calibration prompts never train a compared student); "
+        "default: every routed prompt.",
     )
     seed: int = Field(0, description="Seed of the prompt draw and of the random baselines.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Training seeds: each dataset trains one student per seed (the same "
+        "seeds for every dataset), the table shows the mean over seeds and each seed's "
+        "score, and the intervals resample seeds as well as prompts; default: one, "
+        "`student_training.seed`.",
+    )
     car_beta: float = Field(1.0, ge=0, description="CAR: weight of the student's mean NLL.")
     include_base_student: bool = Field(True, description="Also evaluate the untrained student.")
     bootstrap_resamples: int = Field(
-        10_000, gt=0, description="Paired bootstrap resamples of the held-out prompts."
+        10_000,
+        gt=0,
+        description="Paired bootstrap resamples of the held-out prompts (and training seeds).",
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap intervals.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"{v} repeats a seed; each seed trains its own student")
+        return v

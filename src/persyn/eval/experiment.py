@@ -2,8 +2,10 @@
 
 1. run (or reuse) the pipeline, copying `experiment.base_run` in first when given;
 2. build every dataset of `experiment.datasets` (see `persyn.eval.baselines`) on the same
-   prompts, then keep only the prompts every dataset has, so all are the same size;
-3. train the same student with the same seed and budget (`student_training`) on each;
+   prompts, drawn from the run's routed prompts only (`experiment_prompts`), then keep
+   only the prompts every dataset has, so all are the same size;
+3. train the same student with the same budget (`student_training`) on each, once per
+   training seed (`experiment.seeds`, default one: `student_training.seed`);
 4. evaluate the untrained student and every trained one on the held-out prompts, after
    checking that none of them equals a prompt of the run's prompt table (normalised text,
    `persyn.eval.student.check_held_out`): a student is never tested on what it could have
@@ -11,10 +13,12 @@
 5. write `results.md`, `results.csv`, `results.png` and `per_prompt.json` (every
    student's per-prompt scores) in the output folder, with paired
    bootstrap 95% intervals (`persyn.eval.stats`) of every score and of every dataset's
-   difference from PerSyn, resampling the same evaluation prompts for all.
+   difference from PerSyn, resampling the same evaluation prompts (and training seeds)
+   for all.
 
 Students and evaluations are stored under a fingerprint of what they depend on (the
-dataset's rows, the training and evaluation settings): a rerun resumes where it stopped,
+dataset's rows, the training settings with the seed, the evaluation settings): a rerun
+resumes where it stopped (student by student, seed by seed),
 a changed setting never reuses a stale result, and two identical datasets (e.g. CAR and
 Strong picking the same teacher) share one student.
 """
@@ -25,6 +29,7 @@ import csv
 import io
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ from persyn.config import ModelRef, RunConfig, fingerprint
 from persyn.eval.baselines import BaselineContext, build_dataset
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import check_held_out, evaluate_student, held_out_prompts
+from persyn.executors import Executor
 from persyn.models import release_cached_model
 from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.progress import log
@@ -55,8 +61,11 @@ COLUMNS = [
     "ifeval_loose",
     "score",
 ]
-# Interval columns: the score's own CI, and score - PerSyn's with its CI (paired).
+# Interval columns: the score's own CI, and score - PerSyn's with its CI (paired); then
+# each training seed's score (the table's `score` is their mean).
 CI_COLUMNS = ["score_low", "score_high", "vs_persyn", "vs_persyn_low", "vs_persyn_high"]
+METRICS = ["math_accuracy", "ifeval_strict", "ifeval_loose", "score"]
+SEED_COLUMN = "score_per_seed"
 
 
 def output_dir(cfg: RunConfig) -> Path:
@@ -84,8 +93,19 @@ def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
 
 
 def experiment_prompts(run: Run) -> list[str]:
+    """The prompts every dataset is built on: a seeded draw of the routed prompts.
+
+    Never calibration prompts: there every teacher answered and was scored, so PerSyn's row
+    is the oracle's choice (Generate then Select), which would credit the router with
+    choices it did not make; PerSyn's rows here are all the router's.
+    """
     ex = run.cfg.experiment
-    ids = [p.id for p in run.prompts]
+    ids = run.store.split().routed
+    if ex.size is not None and ex.size > len(ids):
+        log(
+            f"experiment: size {ex.size} > {len(ids)} routed prompts (calibration prompts "
+            f"train no compared student): every dataset has {len(ids)} prompts"
+        )
     if ex.size is None or ex.size >= len(ids):
         return ids
     # A named stream: `Random(seed).sample` would repeat the calibration draw's prefix.
@@ -127,7 +147,7 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     run, held_out = prepare_run(cfg)
     paths = build_datasets(run, out)
     results: list[dict[str, Any]] = []
-    per_prompt: dict[str, np.ndarray] = {}
+    per_prompt: dict[str, np.ndarray] = {}  # [seeds, prompts] per dataset
     tasks = np.array([], dtype=str)  # the prompts' task kinds, read with the first scores
     # The prompts evaluated, not just the settings: the check may have left some out.
     eval_fp = fingerprint(cfg.evaluation, [p.id for p in held_out])
@@ -136,52 +156,103 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
         base_dir = out / "eval" / f"base-{fingerprint(cfg.student, eval_fp)}"
         metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor, held_out)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
-        per_prompt[BASE_STUDENT], tasks = _scores(base_dir)
+        scores, tasks = _scores(base_dir)
+        per_prompt[BASE_STUDENT] = scores[None, :]
     for name, path in paths.items():
-        rows = read_jsonl(path)
-        key = fingerprint(
-            [r["messages"] for r in rows],
-            cfg.student_training,
-            cfg.student.model_dump(exclude={"family"}),
+        row, per_prompt[name], tasks = train_and_evaluate(
+            cfg, name, path, held_out, eval_fp, out, run.executor
         )
-        release_cached_model()  # training loads its own copy of the student
-        final = train_student(cfg, path, out / "students" / key)
-        release_cached_model()
-        trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        eval_dir = out / "eval" / f"{key}-{eval_fp}"
-        metrics = evaluate_student(cfg, trained, eval_dir, run.executor, held_out)
-        per_prompt[name], tasks = _scores(eval_dir)
-        summary = training_summary(final)
-        results.append(
-            {
-                "dataset": name,
-                "rows": len(rows),
-                "teachers": _shares(rows),
-                "train_loss": summary["train_loss"],
-                "train_min": (summary["runtime_s"] or 0) / 60,
-                **metrics,
-            }
-        )
-        log(f"experiment: {name}: score {_fmt(metrics['score'])}")
+        results.append(row)
+        log(f"experiment: {name}: score {_fmt(row['score'])}")
         add_intervals(results, per_prompt, tasks, cfg)
         write_results(results, out)  # after each student, so a long run shows results early
-        write_per_prompt(per_prompt, tasks, held_out, out)
+        write_per_prompt(per_prompt, tasks, held_out, out, training_seeds(cfg))
     return results
 
 
+def training_seeds(cfg: RunConfig) -> list[int]:
+    return cfg.experiment.seeds or [cfg.student_training.seed]
+
+
+def train_and_evaluate(
+    cfg: RunConfig,
+    name: str,
+    path: Path,
+    held_out: list[Prompt],
+    eval_fp: str,
+    out: Path,
+    executor: Executor,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One student per training seed on the dataset at `path`, each evaluated on
+    `held_out`: the result row (metrics the mean over seeds, `seed_scores` each seed's
+    score), the scores [seeds, prompts] and the prompts' task kinds.
+
+    Each (dataset, seed) student and its evaluation is stored under a fingerprint of the
+    rows and the training settings with that seed (for `student_training.seed` the key a
+    single-seed experiment always had), so a killed experiment resumes seed by seed."""
+    rows = read_jsonl(path)
+    messages = [r["messages"] for r in rows]
+    per_seed: list[dict[str, Any]] = []
+    scores, tasks = [], np.array([], dtype=str)
+    for seed in training_seeds(cfg):
+        training = cfg.student_training.model_copy(update={"seed": seed})
+        seeded = cfg.model_copy(update={"student_training": training})
+        key = fingerprint(messages, training, cfg.student.model_dump(exclude={"family"}))
+        release_cached_model()  # training loads its own copy of the student
+        final = train_student(seeded, path, out / "students" / key)
+        release_cached_model()
+        trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
+        eval_dir = out / "eval" / f"{key}-{eval_fp}"
+        metrics = evaluate_student(seeded, trained, eval_dir, executor, held_out)
+        summary = training_summary(final)
+        per_seed.append(
+            {
+                **metrics,
+                "train_loss": summary["train_loss"],
+                "train_min": (summary["runtime_s"] or 0) / 60,
+            }
+        )
+        seed_scores, tasks = _scores(eval_dir)
+        scores.append(seed_scores)
+        if len(training_seeds(cfg)) > 1:
+            log(f"experiment: {name}, seed {seed}: score {_fmt(metrics['score'])}")
+    row = {"dataset": name, "rows": len(rows), "teachers": _shares(rows), **per_seed[0]}
+    for column in ("train_loss", "train_min", *METRICS):
+        values = [m[column] for m in per_seed if m.get(column) is not None]
+        row[column] = float(np.mean(values)) if values else None
+    row["seed_scores"] = [m["score"] for m in per_seed]
+    if len(per_seed) > 1 and "lm_eval" in row:  # not averaged: each seed's, by seed
+        row["lm_eval"] = {
+            str(s): m.get("lm_eval") for s, m in zip(training_seeds(cfg), per_seed, strict=True)
+        }
+    return row, np.stack(scores), tasks
+
+
 def write_per_prompt(
-    per_prompt: dict[str, np.ndarray], tasks: np.ndarray, prompts: list[Prompt], out: Path
+    per_prompt: dict[str, np.ndarray],
+    tasks: np.ndarray,
+    prompts: list[Prompt],
+    out: Path,
+    seeds: list[int],
 ) -> None:
-    """`per_prompt.json`: every student's score per held-out prompt, for other tests."""
+    """`per_prompt.json`: every student's score per held-out prompt, for other tests:
+    `scores` the mean over a dataset's training seeds, `seed_scores` each seed's (`seeds`;
+    the untrained student has one)."""
+
+    def plain(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in values.tolist()]
+
+    with warnings.catch_warnings():  # a prompt no verifier scores is NaN for every seed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = {name: np.nanmean(s, axis=0) for name, s in per_prompt.items()}
     atomic_write_json(
         out / "per_prompt.json",
         {
             "prompt_ids": [p.id for p in prompts],
             "tasks": tasks.tolist(),
-            "scores": {
-                name: [None if np.isnan(v) else v for v in s.tolist()]
-                for name, s in per_prompt.items()
-            },
+            "seeds": seeds,
+            "scores": {name: plain(m) for name, m in means.items()},
+            "seed_scores": {name: [plain(row) for row in s] for name, s in per_prompt.items()},
         },
     )
 
@@ -200,14 +271,15 @@ def add_intervals(
     tasks: np.ndarray,
     cfg: RunConfig,
 ) -> None:
-    """Fill the CI columns of `results` (paired bootstrap over the held-out prompts).
+    """Fill the CI columns of `results` (paired bootstrap over the held-out prompts and,
+    where `per_prompt` holds several seeds' scores [seeds, prompts], the seeds).
 
     Prompts no verifier scores carry no score and are left out, as `score` leaves them out.
     """
     scored = tasks != ""
     ex = cfg.experiment
     own, diffs = paired_bootstrap(
-        {name: s[scored] for name, s in per_prompt.items()},
+        {name: s[..., scored] for name, s in per_prompt.items()},
         tasks[scored],
         REFERENCE,
         resamples=ex.bootstrap_resamples,
@@ -241,15 +313,25 @@ def _signed(value: Any) -> str:
     return "-" if value is None else f"{value:+.3f}"
 
 
+def _per_seed(row: dict[str, Any]) -> str:
+    return " / ".join(_fmt(v) for v in row.get("seed_scores", []))
+
+
 def results_markdown(results: list[dict[str, Any]]) -> str:
-    """The results table; with intervals, `score 95% CI` and `- persyn [95% CI]` too."""
+    """The results table; with intervals, `score 95% CI` and `- persyn [95% CI]` too, and
+    a note on how they were drawn; with several training seeds, each seed's score."""
     header = list(COLUMNS)
+    seeds = max((len(r.get("seed_scores", [])) for r in results), default=0)
+    if seeds > 1:
+        header += ["score per seed"]
     with_ci = any(r.get("score_low") is not None for r in results)
     if with_ci:
         header += ["score 95% CI", "score - persyn", "95% CI (paired)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [_fmt(r.get(c)) for c in COLUMNS]
+        if seeds > 1:
+            cells += [_per_seed(r) or "-"]
         if with_ci:
             cells += [
                 _ci(r, "score_low", "score_high"),
@@ -257,14 +339,27 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
                 _ci(r, "vs_persyn_low", "vs_persyn_high"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    if with_ci:
+        over = (
+            f"the held-out prompts and the {seeds} training seeds (drawn independently; "
+            "`score` is the mean over a dataset's seeds)"
+            if seeds > 1
+            else "the held-out prompts"
+        )
+        lines += [
+            "",
+            f"Intervals: percentile bootstrap resampling {over}, the same draws for every "
+            "dataset, so a difference from PerSyn is paired (persyn.eval.stats).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def results_csv(results: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + CI_COLUMNS, extrasaction="ignore")
+    fields = COLUMNS + CI_COLUMNS + [SEED_COLUMN]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(results)
+    writer.writerows({**r, SEED_COLUMN: _per_seed(r)} for r in results)
     return buffer.getvalue()
 
 

@@ -5,7 +5,17 @@ IFEval strict), so the bootstrap resamples evaluation prompts with replacement a
 recomputes that same statistic on each resample. Paired: every dataset is measured on the
 same resampled prompts, so the interval of a difference reflects how the two students
 differ prompt by prompt, not the spread of the prompts' difficulty (which both share).
-Intervals are percentile intervals; draws are seeded, so a rerun gives the same numbers.
+
+With several training seeds (`experiment.seeds`) a dataset's score is the mean over its
+seeds' students, and a second source of chance enters: which seeds were drawn. Seeds and
+prompts are crossed (every seed's student answers every prompt), so each resample draws
+the prompts with replacement and, independently, the seeds with replacement, and
+recomputes the mean over the drawn seeds of each seed's score on the drawn prompts (the
+bootstrap for crossed factors, Owen 2007, "The pigeonhole bootstrap"). The seed draws are
+shared by the datasets with as many seeds, position by position, as the prompt draws are:
+the i-th seed of every dataset is the same training seed. A single seed resamples prompts
+only, exactly as before. Intervals are percentile intervals; draws are seeded, so a rerun
+gives the same numbers.
 """
 
 from __future__ import annotations
@@ -40,6 +50,23 @@ def task_mean(scores: np.ndarray, tasks: np.ndarray, idx: np.ndarray) -> np.ndar
     return np.nanmean(np.stack(per_task), axis=0)
 
 
+def seed_indices(n_seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, n_seeds] seed indices drawn with replacement, a stream apart from the
+    prompts' (one seed: always itself)."""
+    if n_seeds == 1:
+        return np.zeros((resamples, 1), dtype=np.int64)
+    return np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(resamples, n_seeds))
+
+
+def seed_mean(
+    scores: np.ndarray, tasks: np.ndarray, idx: np.ndarray, seeds: np.ndarray
+) -> np.ndarray:
+    """Per resample r: the mean over the drawn seeds `seeds[r]` of each seed's `task_mean`
+    on the drawn prompts `idx[r]`; `scores` is [seeds, prompts]."""
+    per_seed = np.stack([task_mean(s, tasks, idx) for s in scores])  # [seeds, resamples]
+    return np.take_along_axis(per_seed, seeds.T, axis=0).mean(axis=0)
+
+
 def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
@@ -57,15 +84,21 @@ def paired_bootstrap(
     """({dataset: its score with a CI}, {dataset: score - reference's score with a CI}).
 
     `scores[name]` holds one score per evaluation prompt, in the same prompt order for
-    every dataset; `tasks` the prompts' task kinds (any labels). The differences are
-    empty when `reference` is not among the datasets.
+    every dataset, either for one student ([prompts]) or for one student per training seed
+    ([seeds, prompts]; the score is the mean over seeds); `tasks` the prompts' task kinds
+    (any labels). The differences are empty when `reference` is not among the datasets.
     """
     n = len(tasks)
     whole = np.arange(n)[None, :]
     idx = resample_indices(n, resamples, seed)
+    per_seed = {name: np.atleast_2d(s) for name, s in scores.items()}
+    seed_draws = {k: seed_indices(k, resamples, seed) for k in {len(s) for s in per_seed.values()}}
     means = {
-        name: (task_mean(s, tasks, whole)[0], task_mean(s, tasks, idx))
-        for name, s in scores.items()
+        name: (
+            float(np.mean([task_mean(row, tasks, whole)[0] for row in s])),
+            seed_mean(s, tasks, idx, seed_draws[len(s)]),
+        )
+        for name, s in per_seed.items()
     }
     own = {name: _interval(point, draws, level) for name, (point, draws) in means.items()}
     if reference not in means:
