@@ -21,7 +21,8 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
                  `chat_template_kwargs`); part of the teacher's fingerprint
 
 `model` is the model name the server knows. Tokens used come from the response's `usage`;
-the export's cost per teacher is completion tokens x `cost_per_1k_tokens` / 1000.
+the summary's cost per teacher is prompt tokens x `cost_per_1k_input_tokens` / 1000
+plus completion tokens x `cost_per_1k_output_tokens` / 1000.
 """
 
 from __future__ import annotations
