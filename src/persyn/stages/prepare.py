@@ -43,7 +43,8 @@ def prepare(run: Run) -> dict[str, Any]:
             )
     else:  # the data's prompts calibrate; every prompt of `prompts` not among them is routed
         prompts, calibration = import_calibration(run, prompts)
-    # Before anything is written: a prompt kind no quality signal covers stops the run here.
+    # Before the prompt table and split are written: a prompt kind no quality signal
+    # covers stops the run here.
     kinds = check_quality_coverage(cfg, prompts)
     ids = [p.id for p in prompts]
     shuffled = calibration[:]
