@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from persyn.config import RunConfig, load_config
+from persyn.method import mark_failed
 from persyn.redact import redact
 from persyn.store import (
     RowLog,
@@ -68,7 +69,9 @@ class Split:
 @dataclass
 class RewardTable:
     """Per calibration prompt and teacher: raw learnability and quality, the combined
-    reward (NaN where a teacher has no usable response) and the oracle's teacher."""
+    reward (NaN where a teacher has no usable response) and the oracle's teacher; `failed`
+    marks the teachers whose answer failed (an error; see `stages.score.failed_answers`),
+    as opposed to a prompt not asked or a score that could not be computed."""
 
     ids: list[str]
     teachers: list[str]
@@ -76,6 +79,17 @@ class RewardTable:
     quality: np.ndarray
     reward: np.ndarray
     oracle: list[str | None]
+    failed: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+
+    def __post_init__(self) -> None:
+        if self.failed.shape != self.reward.shape:  # a table from before failures were kept
+            self.failed = np.zeros(self.reward.shape, dtype=bool)
+
+    @property
+    def routing_reward(self) -> np.ndarray:
+        """The combined reward with failed answers at -inf: what routers train on and are
+        measured against (`persyn.method.mark_failed`)."""
+        return mark_failed(self.reward, self.failed)
 
     def by_teacher(self, row: int) -> dict[str, dict[str, float | None]]:
         """Row `row` as {"learnability"|"quality"|"reward": {teacher: value or None}}."""
@@ -98,6 +112,7 @@ class RewardTable:
             self.quality[rows],
             self.reward[rows],
             [self.oracle[i] for i in rows],
+            self.failed[rows],
         )
 
 
@@ -205,6 +220,7 @@ class RunArtifacts(RunStore):
                 "quality": _nan_list(table.quality[i]),
                 "reward": _nan_list(table.reward[i]),
                 "oracle": table.oracle[i],
+                "failed": [t for t, f in zip(table.teachers, table.failed[i], strict=True) if f],
             }
             for i, pid in enumerate(table.ids)
         ]
@@ -228,6 +244,9 @@ class RunArtifacts(RunStore):
             _matrix(rows, "quality", len(teachers)),
             _matrix(rows, "reward", len(teachers)),
             [r["oracle"] for r in rows],
+            np.array(
+                [[t in r.get("failed", ()) for t in teachers] for r in rows], dtype=bool
+            ).reshape(len(rows), len(teachers)),
         )
 
     def write_alpha_sweep(self, sweep: dict[str, Any], table: str) -> None:

@@ -181,6 +181,17 @@ class RewardsConfig(Section):
         default_factory=lambda: [QualitySignal(kind="math")],
         description="Quality signals; each scores the prompts it applies to.",
     )
+    tie_margin_learnability: float = Field(
+        0.01,
+        ge=0,
+        description="Learnability scores of one prompt within this many nats (per token) "
+        "count as equal before normalising, so noise is not a full preference.",
+    )
+    tie_margin_quality: float = Field(
+        1e-9,
+        ge=0,
+        description="Quality scores of one prompt within this count as equal before normalising.",
+    )
 
     @field_validator("quality")
     @classmethod
@@ -263,6 +274,12 @@ class RouterConfig(Section):
         "router's reported (test) metrics come from these.",
     )
     tie_margin: float = Field(1e-6, ge=0, description="Pairs closer than this are ties, skipped.")
+    refit: bool = Field(
+        True,
+        description="After validation picks the epoch, refit the router that routes on "
+        "train + validation prompts for that many epochs (same seed); the test metrics "
+        "stay those of the model trained on the train split alone.",
+    )
     seed: int = Field(0)
     embed_batch_size: int = Field(64, gt=0)
 

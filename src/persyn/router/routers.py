@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from persyn.config import ConfigError, RouterConfig
-from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
+from persyn.method import (
+    EpochCallback,
+    RouterData,
+    charge_failures,
+    fit_bradley_terry,
+    predict,
+)
 from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
@@ -59,11 +65,15 @@ class Router(ABC):
         val_prompts: list[str] | None = None,
         val_reward: np.ndarray | None = None,
         on_epoch: EpochCallback | None = None,
+        failure_reward: float = 0.0,
     ) -> dict[str, Any]:
-        """Learn from rewards [prompts, teachers] (NaN: missing), with held-out prompts for
-        early stopping; returns training stats: "pairs", "best_epoch", "history" (per epoch
-        losses, also passed to `on_epoch` as each epoch ends) and router-specific ones."""
-        stats = self.learn(RouterData(prompts, reward, val_prompts, val_reward), on_epoch)
+        """Learn from rewards [prompts, teachers] (NaN: missing, -inf: the answer failed),
+        with held-out prompts for early stopping; `failure_reward` is what routers that
+        average rewards charge a failed answer (the bottom of the normalisation's scale).
+        Returns training stats: "pairs", "best_epoch", "history" (per epoch losses, also
+        passed to `on_epoch` as each epoch ends) and router-specific ones."""
+        data = RouterData(prompts, reward, val_prompts, val_reward, failure_reward)
+        stats = self.learn(data, on_epoch)
         return {"pairs": 0, "best_epoch": None, "history": [], **stats}
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
@@ -175,7 +185,7 @@ class NearestNeighbourRouter(EncoderRouter):
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         self.memory = self.features(data.prompts)
-        self.reward = np.asarray(data.reward, dtype=float)
+        self.reward = charge_failures(np.asarray(data.reward, dtype=float), data.failure_reward)
         return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:
@@ -235,12 +245,14 @@ class LanguageModelRouter(Router):
 
 
 class BestFixedRouter(Router):
-    """Every prompt to the teacher with the best mean calibration reward (a baseline)."""
+    """Every prompt to the teacher with the best mean calibration reward, failed answers
+    charged (a baseline)."""
 
     name = "best-fixed"
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
-        self.mean_reward = np.nan_to_num(np.nanmean(data.reward, axis=0), nan=-np.inf)
+        charged = charge_failures(data.reward, data.failure_reward)
+        self.mean_reward = np.nan_to_num(np.nanmean(charged, axis=0), nan=-np.inf)
         return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:

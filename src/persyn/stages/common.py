@@ -22,6 +22,20 @@ class StageError(RuntimeError):
         super().__init__(" ".join(redact_text(message).split()))
 
 
+def generating_teachers(cfg: RunConfig) -> list[str]:
+    """The teachers that can answer new prompts, in pool order: routing, router metrics and
+    every generating baseline choose among these; a teacher known only from imported
+    answers is scored on calibration prompts but cannot generate."""
+    # The registry merge replaces this check with `backend_class(t.backend).can_generate`.
+    return [t.name for t in cfg.teachers if t.backend != "imported"]
+
+
+def generating_columns(cfg: RunConfig) -> list[int]:
+    """The pool positions (reward and score columns) of `generating_teachers`."""
+    able = set(generating_teachers(cfg))
+    return [j for j, name in enumerate(cfg.teacher_names) if name in able]
+
+
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
     """What decides a teacher's output: not its cost, family, batch size or runtime options."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from persyn.policies import cost_per_prompt, make_policy, policy_report
 from persyn.progress import log
-from persyn.stages.common import teacher_fingerprint
+from persyn.stages.common import generating_columns, teacher_fingerprint
 
 if TYPE_CHECKING:
     from persyn.pipeline import Run
@@ -24,9 +24,7 @@ def route(run: Run) -> dict[str, Any]:
     cost = cost_per_prompt(cfg, mean_response_tokens(run))
     # A teacher known only from imported data cannot answer: the policy chooses among the
     # others (all of them when none can; `generate` then says why that fails).
-    able = [j for j, t in enumerate(cfg.teachers) if t.backend != "imported"] or list(
-        range(len(names))
-    )
+    able = generating_columns(cfg) or list(range(len(names)))
     local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
     choice = np.array(able, dtype=int)[local]
     rows = [

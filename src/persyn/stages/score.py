@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persyn.artifacts import RewardTable
-from persyn.config import fingerprint
+from persyn.config import RunConfig, fingerprint
 from persyn.method import combine, oracle_choice
 from persyn.redact import redact_text
 from persyn.rewards.quality import quality_scorers
@@ -221,6 +221,41 @@ def finite_quality(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "quality": None, "signals": signals, "error": error}
 
 
+def failed_answer(row: dict[str, Any] | None) -> bool:
+    """Whether a generation row is an answer that failed (an error, an empty answer): it
+    loses to every answer of its prompt in training and is charged in router metrics.
+    No row (imported data without this teacher's answer) is not a failure."""
+    return row is not None and row["error"] is not None
+
+
+def failed_answers(run: Run, ids: list[str]) -> np.ndarray:
+    """[prompts, teachers]: whether the teacher's answer to the prompt failed."""
+    cfg = run.cfg
+    logs = [(run.store.generation_log(t.name), teacher_fingerprint(t)) for t in cfg.teachers]
+    return np.array(
+        [[failed_answer(log.get((pid, fp))) for log, fp in logs] for pid in ids], dtype=bool
+    ).reshape(len(ids), len(logs))
+
+
+def combined_reward(
+    cfg: RunConfig, learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(combined reward, oracle's teacher index per prompt) at `alpha` (default: the
+    config's), with the config's normalisation and raw tie margins; oracle ties go to the
+    higher learnability, then the cheaper teacher."""
+    rw = cfg.rewards
+    reward = combine(
+        qual,
+        learn,
+        rw.alpha if alpha is None else alpha,
+        rw.normalization,
+        rw.tie_margin_quality,
+        rw.tie_margin_learnability,
+    )
+    price = np.array([t.cost_per_1k_tokens for t in cfg.teachers], dtype=float)
+    return reward, oracle_choice(reward, learn, price)
+
+
 def mix_rewards(
     run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
 ) -> dict[str, float]:
@@ -229,10 +264,16 @@ def mix_rewards(
     each teacher's oracle share."""
     rw = run.cfg.rewards
     names = run.cfg.teacher_names
-    reward = combine(qual, learn, rw.alpha if alpha is None else alpha, rw.normalization)
-    oracle = oracle_choice(reward)
+    reward, oracle = combined_reward(run.cfg, learn, qual, alpha)
+    failed = failed_answers(run, ids)
     table = RewardTable(
-        list(ids), names, learn, qual, reward, [names[j] if j >= 0 else None for j in oracle]
+        list(ids),
+        names,
+        learn,
+        qual,
+        reward,
+        [names[j] if j >= 0 else None for j in oracle],
+        failed,
     )
     run.store.write_rewards(table, alpha)
     if alpha is None:
