@@ -99,8 +99,9 @@ def family_strong(ctx: BaselineContext) -> Choice:
     members = [t.name for t in cfg.teachers if family and t.family == family and t.name in quality]
     if not members:
         raise ConfigError(
-            f"family-strong: no teacher that can generate has the student's family "
-            f"{family!r}; set student.family and the `family` of the teachers of that family"
+            f"family-strong: no teacher has the student's family {family!r} among those "
+            "that can generate; set student.family and the `family` of the teachers of "
+            "that family"
         )
     return _everywhere(ctx, _best({t: quality[t] for t in members}))
 
