@@ -197,8 +197,8 @@ class LearnabilityScorer:
         from vllm.inputs import TokensPrompt
         from vllm.platforms import current_platform
 
-        from persyn.models import load_tokenizer, resolve_model_path
-        from persyn.teachers.vllm import check_engine_device, engine_dtype
+        from persyn.models import dtype_name, load_tokenizer, resolve_device, resolve_model_path
+        from persyn.teachers.vllm import check_engine_device
 
         if self.model is None:
             check_engine_device("student.scorer vllm")
@@ -209,8 +209,9 @@ class LearnabilityScorer:
                 tokenizer=folder,
                 revision=self.cfg.revision,
                 trust_remote_code=self.cfg.trust_remote_code,
-                # float32 on a CPU, as the transformers scorer loads it: the two agree
-                dtype=engine_dtype(self.cfg),
+                # `auto` as the transformers scorer resolves it (float32 on a CPU, bfloat16
+                # on a GPU), not vLLM's own choice: the precision is part of the rows' key
+                dtype=dtype_name(self.cfg, resolve_device()),
                 # generate() samples one token after the prompt: room for it past max_length
                 max_model_len=self.cfg.max_length + 1,
                 # vLLM's CPU backend compiles the model for minutes on a few cores, more

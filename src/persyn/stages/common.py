@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from persyn.config import RunConfig, TeacherConfig, fingerprint
+from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
 from persyn.teachers.base import Generation, Prompt, backend_class
@@ -32,10 +33,35 @@ def teacher_fingerprint(t: TeacherConfig) -> str:
     )
 
 
+# Batching and the family (it only picks a baseline teacher) change no learnability score;
+# the engine (another kernel, another number) and max_length (where answers are cut) do.
+NOT_IN_SCORES = {"batch_tokens", "family"}
+
+
 def student_fingerprint(cfg: RunConfig) -> str:
-    # How the scores are computed (batching, engine) and the family (it only picks a
-    # baseline teacher) change no learnability score.
-    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"}))
+    """The student's section as written: a change reruns `score`."""
+    return fingerprint(cfg.student.model_dump(exclude=NOT_IN_SCORES))
+
+
+def learnability_fingerprint(cfg: RunConfig) -> str:
+    """The learnability rows' key: the student's settings as the scorer resolves them, with
+    the precision `auto` becomes where it runs (not the word `auto`) and the chat template
+    its tokenizer holds now (tokenizer files are read, no weights). Rows of another
+    precision, engine, length or template are recomputed, never mixed with these; `dtype:
+    auto` and `float32` on a CPU share rows. The GPU's index is left out."""
+    settings = cfg.student.model_dump(exclude=NOT_IN_SCORES | {"dtype"})
+    precision = dtype_name(cfg.student, scoring_device(cfg))
+    return fingerprint(settings, precision, chat_template_hash(cfg.student))
+
+
+def scoring_device(cfg: RunConfig) -> str:
+    """`cpu` or `cuda`: where the student scores. Ray replicas resolve `auto` themselves
+    and see a GPU exactly when they are given one (`executor.num_gpus`)."""
+    if cfg.device != "auto":
+        return "cpu" if cfg.device == "cpu" else "cuda"
+    if cfg.executor.kind == "ray":
+        return "cuda" if cfg.executor.num_gpus > 0 else "cpu"
+    return resolve_device("auto")
 
 
 def quality_fingerprint(cfg: RunConfig) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persyn.stages.common import teacher_fingerprint
+from persyn.stages.common import learnability_fingerprint, teacher_fingerprint
 from persyn.stages.score import plan_scores
 
 if TYPE_CHECKING:
@@ -171,6 +171,11 @@ def verify_score(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
     out = _files(run, [store.rewards_path(), store.path("rewards_meta.json")])
     if out.damaged is not None:
+        return out
+    # Markers from before persyn recorded the key are trusted on this count.
+    scored_under = (marker or {}).get("learnability_fp")
+    if scored_under is not None and scored_under != learnability_fingerprint(run.cfg):
+        out.retry = "the student's precision or chat template changed since it scored"
         return out
     if (found := _as_left(run, marker)) is not None and found.digest == out.digest:
         return found
