@@ -175,7 +175,14 @@ def budget_curve(
     teachers: list[str],
     fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25),
 ) -> list[dict[str, float]]:
-    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost."""
+    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost.
+    `scores` and `reward` are of the same prompts (a router's test-split scores, the
+    test split's rewards)."""
+    if scores.shape != reward.shape:
+        raise ValueError(
+            f"budget_curve: scores {scores.shape} and rewards {reward.shape} are not of the "
+            "same prompts and teachers"
+        )
     from persyn.config import RoutingPolicyConfig
     from persyn.policies import make_policy, policy_report
 
