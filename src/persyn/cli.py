@@ -260,7 +260,8 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Write an HTML report with PNG plots of a finished run (RUN_DIR/report by default)."""
-    from persyn.report.html import ReportError, build_report
+    from persyn.report.data import ReportError
+    from persyn.report.html import build_report
 
     set_quiet(quiet)
     with user_errors(ReportError):
@@ -344,7 +345,7 @@ def evaluate_cmd(
     """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
     The prompts are checked disjoint from the checkpoint's training prompts first."""
     from persyn.eval.student import evaluate_checkpoint
-    from persyn.pipeline import make_executor
+    from persyn.run import make_executor
 
     set_quiet(quiet)
     with user_errors():

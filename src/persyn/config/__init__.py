@@ -120,10 +120,8 @@ class RunConfig(Section):
             if any(s.kind == "imported" for s in self.rewards.quality):
                 raise ValueError("rewards.quality: kind `imported` needs calibration.source")
             return
-        from persyn.calibration_import import resolve_source
-
         if any(s.kind == "imported" for s in self.rewards.quality):
-            resolved = resolve_source(source)
+            resolved = source.resolved()
             if not (resolved.score_field or resolved.scores):
                 raise ValueError(
                     "rewards.quality: kind `imported` needs a score in the data: set "

@@ -11,7 +11,7 @@ from persyn.stages.common import generate_rows
 from persyn.stages.imported import write_imported_rows
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def calibrate(run: Run) -> dict[str, Any]:

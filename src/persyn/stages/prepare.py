@@ -13,7 +13,7 @@ from persyn.progress import log, warn
 from persyn.stages.imported import import_calibration
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def prepare(run: Run) -> dict[str, Any]:

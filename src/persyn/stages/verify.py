@@ -28,7 +28,7 @@ from persyn.stages.common import teacher_fingerprint
 from persyn.stages.score import plan_scores
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 Marker = dict[str, Any] | None
 
