@@ -24,11 +24,12 @@ ARTIFACT_FILES = re.compile(
     r"|test_predictions\.jsonl|scores\.jsonl|routes\.jsonl|dataset\.jsonl|failed\.jsonl"
     r"|summary\.json|manifest\.json|config\.yaml|report\.html|eval\.(?:json|md)"
     r"|answers\.jsonl|per_prompt\.json|results\.(?:md|csv|png)|persyn_training\.json"
-    r"|state\.json"
+    r"|state\.json|demo_summary\.json|persyn_inputs\.json"
     r")(?![\w-])"
 )
-# Folder names are common words ("router" is also a config section): they count where a
-# path is built of them (`x / "router"`, `store.path("router", ...)`, "router/...").
+# Folder names are common words ("router" is also a config section; "student" is left out,
+# the benches' scratch students live in one): they count where a path is built of them
+# (`x / "router"`, `store.path("router", ...)`, "router/...").
 ARTIFACT_FOLDERS = (
     "generations",
     "scores",
@@ -37,7 +38,6 @@ ARTIFACT_FOLDERS = (
     "datasets",
     "report",
     "stages",
-    "student",
     "students",
     "final",
     "experiment",
@@ -51,8 +51,8 @@ def _modules(*roots: Path) -> list[Path]:
     return sorted(p for root in roots for p in root.rglob("*.py"))
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def _module_name(path: Path, src: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -85,7 +85,8 @@ def _path_parts(tree: ast.AST) -> set[int]:
 
 def artifact_names(path: Path) -> list[tuple[int, str]]:
     """(line, text) of each string constant in `path` naming a run-directory file or
-    folder, the literal parts of f-strings included."""
+    folder, the literal parts of f-strings included. Prose (a help text, a message: a
+    string with a space) may mention a file for its reader; code may not build its path."""
     tree = ast.parse(path.read_text(), str(path))
     docstrings, path_parts = _docstrings(tree), _path_parts(tree)
     return [
@@ -94,12 +95,28 @@ def artifact_names(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and id(node) not in docstrings
+        and not any(c.isspace() for c in node.value)
         and (
             ARTIFACT_FILES.search(node.value)
             or FOLDER_IN_TEXT.search(node.value)
             or (id(node) in path_parts and node.value in ARTIFACT_FOLDERS)
         )
     ]
+
+
+def test_artifact_names_finds_paths_not_prose(tmp_path: Path):
+    module = tmp_path / "module.py"
+    module.write_text(
+        "def f(store, d, x):\n"
+        '    """Reads router/metrics.json."""\n'
+        '    a = store.path("router", "metrics.json")\n'
+        '    b = f"{d}/eval.md"\n'
+        '    c = x / "generations"\n'
+        '    help_text = "writes summary.json and dataset/"\n'
+        '    return {"router": a, "scores": [b, c]}\n'
+    )
+    found = [line for line, _text in artifact_names(module)]
+    assert sorted(found) == [3, 3, 4, 5]
 
 
 def test_only_artifacts_and_store_name_run_directory_files():
@@ -121,11 +138,12 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the persyn modules it imports, from every import statement (module level,
-    inside functions, under `TYPE_CHECKING`). `import a.b` is an edge to `a.b`; `from a
-    import b` is an edge to `a.b` where that is a module, else to `a` (its `__init__`)."""
-    paths = {_module_name(p): p for p in _modules(PACKAGE)}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the modules of `package` it imports, from every import statement (module
+    level, inside functions, under `TYPE_CHECKING`). `import a.b` is an edge to `a.b`;
+    `from a import b` is an edge to `a.b` where that is a module, else to `a` (its
+    `__init__`, which may import its submodules in turn)."""
+    paths = {_module_name(p, package.parent): p for p in _modules(package)}
     graph: dict[str, set[str]] = {}
     for module, path in paths.items():
         edges: set[str] = set()
@@ -163,6 +181,23 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if start not in state and (cycle := visit(start)):
             return cycle
     return None
+
+
+def test_import_graph_counts_local_and_relative_imports(tmp_path: Path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from pkg.sub import b\n")
+    (package / "a.py").write_text("def f():\n    from .sub import b\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("import pkg.c\n")
+    (package / "c.py").write_text("from pkg import a\n")
+    graph = import_graph(package)
+    assert graph["pkg"] == {"pkg.sub.b"}
+    assert graph["pkg.a"] == {"pkg.sub.b"}
+    cycle = _find_cycle(graph)
+    assert cycle == ["pkg.sub.b", "pkg.c", "pkg.a", "pkg.sub.b"]
+    (package / "c.py").write_text("")
+    assert _find_cycle(import_graph(package)) is None
 
 
 def test_import_graph_has_no_cycle():

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
 from persyn.executors import (
     ROUTE_CHUNK,
@@ -179,7 +180,7 @@ class RayExecutor(Executor):
             return
         items = [json.dumps({"index": i, "text": t}) for i, t in enumerate(texts)]
         config = {"router_dir": str(router_dir.resolve()), "teachers": teachers}
-        kind = json.loads((router_dir / "router.json").read_text())["router"]
+        kind = RouterCheckpoint(router_dir).meta()["router"]
         # Baseline routers hold no model: reserve no GPU for them.
         gpus = 0 if kind in MODEL_FREE_ROUTERS else self.cfg.num_gpus
         with bar("route: router scores (ray)", len(texts)) as progress:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
 from persyn.report.data import ReportData, load_artifacts
 from persyn.report.plots import PLOTS, cost_comparison
@@ -227,8 +227,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     out = Path(out_dir) if out_dir is not None else RunArtifacts(art.run_dir).report_dir()
     out.mkdir(parents=True, exist_ok=True)
     images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}
+    files = ReportFiles(out)
     for key, png in images.items():
-        (out / f"{key}.png").write_bytes(png)
-    page = out / "report.html"
-    atomic_write_text(page, render_html(art, images))
-    return page
+        files.plot(key).write_bytes(png)
+    atomic_write_text(files.page, render_html(art, images))
+    return files.page
