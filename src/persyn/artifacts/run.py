@@ -280,13 +280,14 @@ class RunArtifacts(RunStore):
     def report_dir(self) -> Path:
         return self.path("report")
 
+    # These two stay relative to the run directory as given: they name the trained models.
     def student_dir(self) -> Path:
         """Where `persyn train` trains the student unless told otherwise."""
-        return self.path("student")
+        return self.root / "student"
 
     def experiment_dir(self) -> Path:
         """Where `persyn experiment` writes unless `experiment.output_dir` says otherwise."""
-        return self.path("experiment")
+        return self.root / "experiment"
 
     def row_logs(self) -> list[RowLogSpec]:
         """Every row-shaped artifact, for `persyn inspect`."""
