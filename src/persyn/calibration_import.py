@@ -37,7 +37,7 @@ from typing import Any
 from persyn.calibration_source import source_rows
 from persyn.config import CalibrationSource, RunConfig
 from persyn.data import DataError
-from persyn.teachers.base import Prompt
+from persyn.teachers.base import Prompt, can_generate
 
 # Prompt meta key of the normalised imported scores: {response digest: score}. The quality
 # signal sees (prompt, response text) only, and a score belongs to the text it graded.
@@ -308,7 +308,7 @@ def _check_coverage(cfg: RunConfig, reader: _Reader) -> None:
                 "row; a teacher needs answers to at least two prompts"
             )
     for t in cfg.teachers:
-        can_fill = src.fill_missing and t.backend != "imported"
+        can_fill = src.fill_missing and can_generate(t)
         if t.name not in per_teacher and not can_fill:
             raise DataError(
                 f"{src.path}: no answers for teacher {t.name!r}; map a data model to it "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from persyn.artifacts import RunArtifacts
 from persyn.config import RunConfig, fingerprint
+from persyn.config_checks import check_config
 from persyn.executors import EXECUTORS, Executor
 from persyn.models import check_model_exists, use_device
 from persyn.redact import remember_secrets
@@ -58,23 +59,22 @@ def make_executor(cfg: RunConfig) -> Executor:
     # Where work runs is decided here, models included: every load in this process follows
     # `cfg.device` (Ray replicas get it with their config).
     use_device(cfg.device)
-    if cfg.executor.kind == "ray":
-        from persyn.executors_ray import RayExecutor
-
-        return RayExecutor(cfg.executor, cfg.device)
-    return EXECUTORS[cfg.executor.kind]()
+    return EXECUTORS.load(cfg.executor.kind).from_config(cfg.executor, cfg.device)
 
 
 def validate(cfg: RunConfig) -> None:
-    """Checks that need no model: backends importable, local model paths present."""
+    """Checks that need no model: registry names known, backends importable, local model
+    paths present."""
     # Secrets in the config (a key in a URL or `extra_body`) are scrubbed from every
     # message from now on, whatever their shape.
     remember_secrets(cfg.model_dump(mode="json"))
+    check_config(cfg)
     check_model_exists(cfg.student, "student")
     for i, t in enumerate(cfg.teachers):
         # Constructing a teacher loads nothing; it checks the backend's options (and keys).
-        backend_class(t.backend)(t)
-        if t.backend in {"hf", "vllm"}:
+        backend = backend_class(t.backend)
+        backend(t)
+        if backend.loads_model:
             check_model_exists(t, f"teachers[{i}]")
     for signal in cfg.rewards.quality:
         quality_signal(signal).check()  # options, judge backend, reward-model path

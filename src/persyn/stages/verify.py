@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from persyn.stages.common import teacher_fingerprint
 from persyn.stages.score import plan_scores
+from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -163,7 +164,7 @@ def verify_calibrate(run: Run, marker: Marker = None) -> Outputs:
     # Imported calibration: teachers generate only with `fill_missing`; a cell the data
     # has no answer for stays empty by design.
     generating = source is None or source.fill_missing
-    required = {t.name for t in run.cfg.teachers if generating and t.backend != "imported"}
+    required = {t.name for t in run.cfg.teachers if generating and can_generate(t)}
     pairs = {t.name: split.calibration for t in run.cfg.teachers}
     return _generations(run, pairs, required)
 

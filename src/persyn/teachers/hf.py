@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from persyn.models import chat_prompt_ids, load_causal_lm
 from persyn.teachers.base import Generation, Prompt, Teacher
@@ -10,6 +10,8 @@ from persyn.teachers.base import Generation, Prompt, Teacher
 
 class HFTeacher(Teacher):
     """Left-padded batched `generate`; one model in memory at a time (see `persyn.models`)."""
+
+    loads_model: ClassVar[bool] = True
 
     def load(self) -> None:
         self.model, self.tokenizer = load_causal_lm(self.cfg)

@@ -7,10 +7,15 @@ generate (a baseline, a rerun with `fill_missing`) gets one line saying why not.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
 class ImportedTeacher(Teacher):
+    can_generate: ClassVar[bool] = False
+    model_required: ClassVar[bool] = False
+
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         raise RuntimeError(
             f"teacher {self.cfg.name!r} has no generation backend (backend: imported): it only "
