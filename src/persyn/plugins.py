@@ -12,29 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from persyn.config import ConfigError
+from persyn.config.aliases import PROMPT_SETS, SCRIPTED_TEACHERS, locate
 
-# `prompts.builtin`: fn(num_prompts, seed) -> list[Prompt]
-PROMPT_SETS: dict[str, str] = {
-    "demo-mix": "persyn.demo.prompts:demo_mix",
-    "arithmetic": "persyn.demo.prompts:arithmetic",
-    "instructions": "persyn.demo.prompts:instructions",
-}
-# `model` of a `backend: scripted` teacher: fn(prompt) -> str
-SCRIPTED_TEACHERS: dict[str, str] = {
-    "solver-verbose": "persyn.demo.solvers:solver_verbose",
-    "solver-concise": "persyn.demo.solvers:solver_concise",
-    "solver-quick": "persyn.demo.solvers:solver_quick",
-}
-
-
-def locate(spec: str, what: str, builtins: Mapping[str, str]) -> tuple[str, str]:
-    """(module, function) that `spec` names, importing nothing (so configs can check it)."""
-    module, _, function = builtins.get(spec, spec).partition(":")
-    if not (module and function):
-        raise ConfigError(
-            f"{what} {spec!r}: use a built-in ({', '.join(builtins)}) or module:function"
-        )
-    return module, function
+# The aliases live in the config (it checks names without importing this module).
+__all__ = ["PROMPT_SETS", "SCRIPTED_TEACHERS", "locate", "resolve"]
 
 
 def resolve(spec: str, what: str, builtins: Mapping[str, str]) -> Callable[..., Any]:

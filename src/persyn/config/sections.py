@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from persyn.config.aliases import PROMPT_SETS, locate
 from persyn.config.base import Section
+from persyn.config.presets import PRESETS, Layout
 
 
 class PromptsConfig(Section):
@@ -39,9 +41,6 @@ class PromptsConfig(Section):
     @field_validator("builtin")
     @classmethod
     def _known_set(cls, v: str | None) -> str | None:
-        # Imported here, not at the top: persyn.plugins imports ConfigError from this module.
-        from persyn.plugins import PROMPT_SETS, locate
-
         if v is not None:
             locate(v, "prompt set", PROMPT_SETS)  # the name only; the code loads with the prompts
         return v
@@ -68,9 +67,7 @@ class CalibrationSource(Section):
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
     preset: (
         Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
-    ) = Field(
-        None, description="Mapping of a known dataset shape (persyn.calibration_import.PRESETS)."
-    )
+    ) = Field(None, description="Mapping of a known dataset shape (persyn.config.presets.PRESETS).")
     prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
     input: str | None = Field(
         None, description="Column appended to the prompt after a blank line when not empty."
@@ -129,11 +126,45 @@ class CalibrationSource(Section):
 
     @model_validator(mode="after")
     def _complete(self) -> CalibrationSource:
-        # Imported here: the mapping rules and presets live with the importer.
-        from persyn.calibration_import import resolve_source
-
-        resolve_source(self)
+        self.resolved()
         return self
+
+    def resolved(self) -> CalibrationSource:
+        """This source with its preset's fields filled in (fields set in the config win);
+        raises ValueError when the mapping is incomplete."""
+        source = self
+        if self.preset is not None:
+            explicit = self.model_dump(include=self.model_fields_set)
+            # The preset's values are typed as the fields are: no second validation needed.
+            update = {**PRESETS[self.preset], **explicit, "preset": None}
+            source = self.model_copy(update=update)
+        source.layout()
+        return source
+
+    def layout(self) -> Layout:
+        """Which layout the mapping fields give; raises ValueError unless exactly one."""
+        chosen: list[Layout] = []
+        if self.responses:
+            chosen.append("wide")
+        if self.list_column:
+            chosen.append("list")
+        if self.records_field or (self.model_field and not self.list_column):
+            chosen.append("records")
+        if len(chosen) != 1:
+            raise ValueError(
+                "set one layout: `responses` (a column per teacher), `list_column` (a list of "
+                "answers per prompt) or `records_field`/`model_field` (one row per answer)"
+                + (f"; got {' and '.join(chosen)}" if chosen else "")
+            )
+        if chosen[0] != "wide" and not self.response_field:
+            raise ValueError(f"the {chosen[0]} layout needs `response_field`")
+        if chosen[0] == "list" and not self.model_field:
+            raise ValueError("the list layout needs `model_field`")
+        if self.scores and chosen[0] != "wide":
+            raise ValueError("`scores` (a score column per teacher) is for the wide layout")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range {list(self.score_range)}: min must be below max")
+        return chosen[0]
 
 
 class CalibrationConfig(Section):

@@ -17,20 +17,19 @@ a clear error.
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, RouterConfig
 from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
 from persyn.registry import Registry
 from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
-from persyn.store import atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +87,7 @@ class Router(ABC):
             "teachers": self.teachers,
             "config": self.cfg.model_dump(mode="json"),
         }
-        atomic_write_json(folder / "router.json", {**meta, **state})
+        RouterCheckpoint(folder).write_meta({**meta, **state})
 
     @staticmethod
     def load(
@@ -96,13 +95,14 @@ class Router(ABC):
     ) -> Router:
         """The router saved in `folder`. Refuses, in one line, a checkpoint trained for
         another teacher pool and one this version cannot read (e.g. an older format)."""
-        path = folder / "router.json"
-        if not path.is_file():
+        checkpoint = RouterCheckpoint(folder)
+        if not checkpoint.meta_path.is_file():
             raise ConfigError(
-                f"{path}: no router checkpoint; train one first (persyn train-router)"
+                f"{checkpoint.meta_path}: no router checkpoint; train one first "
+                "(persyn train-router)"
             )
         try:
-            meta = json.loads(path.read_text())
+            meta = checkpoint.meta()
             router_class, saved = ROUTERS.load(meta["router"]), list(meta["teachers"])
             cfg = RouterConfig(**meta["config"])
         except (ValueError, KeyError, TypeError) as err:  # JSON and config errors are ValueErrors

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 from persyn.config import RunConfig, TeacherConfig, fingerprint
 from persyn.progress import log, warn
 from persyn.redact import redact_text
-from persyn.teachers.base import Generation, Prompt, backend_class
+from persyn.teachers.base import Generation, backend_class
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 class StageError(RuntimeError):
@@ -40,12 +40,6 @@ def student_fingerprint(cfg: RunConfig) -> str:
 
 def quality_fingerprint(cfg: RunConfig) -> str:
     return fingerprint(cfg.rewards.quality)
-
-
-def prompt_fingerprint(prompt: Prompt) -> str:
-    """What a teacher is asked. Generation rows record it, so after the prompts file was
-    edited an answer to the old text of the same id counts as missing, not as cached."""
-    return fingerprint(prompt.messages)
 
 
 def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:

@@ -13,13 +13,15 @@ from persyn.stages.common import teacher_fingerprint
 from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def route(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     ids = run.store.split().routed
-    router_fp = run.fingerprint("train-router")
+    # The fingerprint the trained router was finished under (the pipeline runs `route` only
+    # after `train-router` is done for this config).
+    router_fp = run.store.marker("train-router")["fingerprint"]  # type: ignore[index]
     scores = router_scores(run, ids, router_fp)
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run))

@@ -28,7 +28,7 @@ from persyn.stages.common import (
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
 
