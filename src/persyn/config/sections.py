@@ -29,11 +29,19 @@ class PromptsConfig(Section):
     messages_field: str | None = Field(
         None, description="Column with chat messages (used instead of `prompt_field`)."
     )
-    reference_field: str | None = Field(None, description="Column with the reference answer.")
+    reference_field: str | None = Field(
+        None,
+        description="Column with the reference answer; unset: the first of `reference`, "
+        "`answer`, `target`, `solution` with a value.",
+    )
     kind: Literal["math", "instruction"] = Field("instruction", description="Default task kind.")
-    kind_field: str | None = Field(None, description="Column overriding `kind` per row.")
+    kind_field: str | None = Field(
+        None, description="Column overriding `kind` per row; unset: a `kind` column if any."
+    )
     meta_field: str | None = Field(
-        None, description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs)."
+        None,
+        description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs); unset: "
+        "a `meta` column, plus `instruction_id_list` and `kwargs` columns.",
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
     max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")

@@ -24,11 +24,16 @@ class StageError(RuntimeError):
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its cost, family, batch size or runtime options."""
-    runtime = set(backend_class(t.backend).runtime_options)
+    """What decides a teacher's output: not its cost, family, batch size or runtime options;
+    the code of a function teacher, so an edited function regenerates its rows."""
+    backend = backend_class(t.backend)
+    runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
+    code = backend.code_digest(t)
     return fingerprint(
-        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}), options
+        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}),
+        options,
+        *([code] if code is not None else []),  # other backends keep their earlier keys
     )
 
 
