@@ -20,6 +20,7 @@ import numpy as np
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from persyn.config import RoutingPolicyConfig
+from persyn.method import choose_teachers
 from persyn.policies import EXACT_MAX_VARIABLES, BudgetPolicy
 
 NAME = "bench_policies"
@@ -47,7 +48,7 @@ def instance(n_prompts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def limits(scores: np.ndarray, cost: np.ndarray, quotas: bool) -> RoutingPolicyConfig:
-    budget = BUDGET_SHARE * float(cost[scores.argmax(axis=1)].sum())
+    budget = BUDGET_SHARE * float(cost[choose_teachers(scores)].sum())
     best = np.argsort(scores.mean(axis=0))[-3:]
     shares = {f"t{i}": QUOTA for i in best} if quotas else {}
     return RoutingPolicyConfig(kind="budget", budget=budget, max_share=shares)

@@ -21,8 +21,8 @@ from persyn.eval.baselines import (
     strong,
 )
 from persyn.executors import LocalExecutor
+from persyn.method import combine
 from persyn.pipeline import Run, run_pipeline
-from persyn.rewards.mix import combine
 from persyn.store import read_jsonl
 
 

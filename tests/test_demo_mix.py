@@ -14,9 +14,9 @@ import pytest
 
 from persyn.config import QualitySignal, StudentConfig
 from persyn.data import builtin_prompts
+from persyn.method import combine, oracle_choice
 from persyn.plugins import SCRIPTED_TEACHERS, resolve
 from persyn.rewards.learnability import LearnabilityScorer
-from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import combined_quality
 from persyn.teachers.base import Prompt
 

@@ -38,9 +38,9 @@ import numpy as np
 
 from persyn.artifacts import RunArtifacts, dataset_row
 from persyn.config import ConfigError, ExperimentConfig
+from persyn.method import combine, oracle_choice
 from persyn.pipeline import Run, run_stage
 from persyn.progress import log
-from persyn.rewards.mix import combine, oracle_choice
 from persyn.stages.common import generate_rows, teacher_fingerprint
 from persyn.stages.score import score_responses
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from persyn.calibration_select import kcenter_selection, random_selection, uncertainty_selection
 from persyn.config import RouterConfig
+from persyn.method import choose_teachers
 from persyn.router.encoder import PromptEncoder
 from persyn.router.metrics import routing_metrics
 from persyn.router.routers import ROUTERS, make_router
@@ -96,8 +97,7 @@ def compare_routers(
 ) -> dict[str, dict[str, float]]:
     """Test-split metrics per router kind, plus the oracle's."""
     for kind in kinds:
-        if kind not in ROUTERS:
-            raise ValueError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
+        ROUTERS.check(kind, "routers")
     results = {
         kind: fit_and_score(data, cfg.model_copy(update={"kind": kind}), encoder)[0]
         for kind in kinds
@@ -186,7 +186,7 @@ def budget_curve(
     from persyn.config import RoutingPolicyConfig
     from persyn.policies import make_policy, policy_report
 
-    argmax_cost = float(cost[scores.argmax(axis=1)].sum())
+    argmax_cost = float(cost[choose_teachers(scores)].sum())
     floor = float(cost.min()) * len(scores)
     rows = []
     for fraction in fractions:

@@ -13,13 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from persyn.config import RouterConfig
-from persyn.router.bradley_terry import (
-    EpochCallback,
-    RouterData,
-    Schedule,
-    fit_bradley_terry,
-    predict,
-)
+from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
+from persyn.router.bradley_terry import fit_settings
 
 if TYPE_CHECKING:
     import torch
@@ -87,9 +82,9 @@ def fit_head(
 
     Heads stay on the CPU whatever `device` says: they are a few small matrix products per
     step, which a GPU's launch overhead would make slower; their encoder follows `device`."""
-    schedule = Schedule(cfg.epochs, cfg.learning_rate, cfg.batch_pairs, by="pairs")
+    settings = fit_settings(cfg, cfg.epochs, cfg.learning_rate, cfg.batch_pairs, by="pairs")
     with _one_thread():
-        return fit_bradley_terry(head, data.map(_as_tensor), schedule, cfg, on_epoch)
+        return fit_bradley_terry(head, data.map(_as_tensor), settings, on_epoch)
 
 
 def head_scores(head: torch.nn.Module, features: np.ndarray) -> np.ndarray:

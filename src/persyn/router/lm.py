@@ -3,7 +3,7 @@
 The backbone (any causal LM or encoder, loaded with `AutoModel`, i.e. without its LM head)
 turns a prompt into one vector: the last real token for causal LMs (it has attended to the
 whole prompt), the mean over tokens for bidirectional encoders. A linear layer maps it to
-one score per teacher. Training (`persyn.router.bradley_terry.fit_bradley_terry`) fine-tunes
+one score per teacher. Training (`persyn.method.fit_bradley_terry`) fine-tunes
 the head and either LoRA adapters (peft) or the whole backbone, a batch of prompts (with all
 their teacher pairs) per step. Checkpoints keep only the trained tensors; loading rebuilds
 the backbone from the same config and loads them on top.

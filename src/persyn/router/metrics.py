@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from persyn.method import choose_teachers
+
 # What a failed response earns: the bottom of the combined reward's scale (rewards are
 # normalised within the prompt to [0, 1]). A router that picks a teacher whose answer
 # failed is charged this, as a dataset built from its choice would lose the row.
@@ -34,7 +36,7 @@ def routing_metrics(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
     scores, reward = scores[known], reward[known]
     charged = np.where(np.isnan(reward), FAILED_REWARD, reward)
     best = charged.max(axis=1)
-    choice = scores.argmax(axis=1)
+    choice = choose_teachers(scores)
     rows = np.arange(len(reward))
     routed = charged[rows, choice]
     top3 = np.argsort(-scores, axis=1)[:, :3]

@@ -17,26 +17,19 @@ a clear error.
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, RouterConfig
-from persyn.router.bradley_terry import (
-    EpochCallback,
-    RouterData,
-    Schedule,
-    fit_bradley_terry,
-    load_trained,
-    predict,
-    save_trained,
-)
+from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
+from persyn.registry import Registry
+from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
-from persyn.store import atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +39,9 @@ class Router(ABC):
     """Scores teachers for prompts. Subclasses implement `scores`; learnt ones `learn`, and
     `save_state`/`load_state` for what they learnt."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # its registry key (`router.kind`), saved in its checkpoint
+    #: it holds a model (an encoder, an LM) while scoring: a Ray replica gets GPUs
+    loads_model: ClassVar[bool] = True
 
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
@@ -92,7 +87,7 @@ class Router(ABC):
             "teachers": self.teachers,
             "config": self.cfg.model_dump(mode="json"),
         }
-        atomic_write_json(folder / "router.json", {**meta, **state})
+        RouterCheckpoint(folder).write_meta({**meta, **state})
 
     @staticmethod
     def load(
@@ -100,14 +95,15 @@ class Router(ABC):
     ) -> Router:
         """The router saved in `folder`. Refuses, in one line, a checkpoint trained for
         another teacher pool and one this version cannot read (e.g. an older format)."""
-        path = folder / "router.json"
-        if not path.is_file():
+        checkpoint = RouterCheckpoint(folder)
+        if not checkpoint.meta_path.is_file():
             raise ConfigError(
-                f"{path}: no router checkpoint; train one first (persyn train-router)"
+                f"{checkpoint.meta_path}: no router checkpoint; train one first "
+                "(persyn train-router)"
             )
         try:
-            meta = json.loads(path.read_text())
-            router_class, saved = ROUTERS[meta["router"]], list(meta["teachers"])
+            meta = checkpoint.meta()
+            router_class, saved = ROUTERS.load(meta["router"]), list(meta["teachers"])
             cfg = RouterConfig(**meta["config"])
         except (ValueError, KeyError, TypeError) as err:  # JSON and config errors are ValueErrors
             raise _unreadable(folder, err) from None
@@ -227,8 +223,8 @@ class LanguageModelRouter(Router):
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         lm = self.cfg.lm
-        schedule = Schedule(lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
-        return fit_bradley_terry(self.model, data.map(_text_array), schedule, self.cfg, on_epoch)
+        settings = fit_settings(self.cfg, lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
+        return fit_bradley_terry(self.model, data.map(_text_array), settings, on_epoch)
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         return predict(self.model, _text_array(prompts), self.cfg.lm.batch_size)
@@ -245,6 +241,7 @@ class BestFixedRouter(Router):
     """Every prompt to the teacher with the best mean calibration reward (a baseline)."""
 
     name = "best-fixed"
+    loads_model: ClassVar[bool] = False
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         self.mean_reward = np.nan_to_num(np.nanmean(data.reward, axis=0), nan=-np.inf)
@@ -266,6 +263,7 @@ class RandomRouter(Router):
     teacher in every batch, chunk and run."""
 
     name = "random"
+    loads_model: ClassVar[bool] = False
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         def draw(text: str) -> np.ndarray:
@@ -275,21 +273,27 @@ class RandomRouter(Router):
         return np.array([draw(p) for p in prompts]).reshape(len(prompts), len(self.teachers))
 
 
-ROUTERS: dict[str, type[Router]] = {
-    r.name: r
-    for r in (
-        BradleyTerryRouter,
-        MatrixFactorisationRouter,
-        NearestNeighbourRouter,
-        LanguageModelRouter,
-        BestFixedRouter,
-        RandomRouter,
-    )
-}
+# Plug-ins join through the `persyn.routers` entry points.
+ROUTERS: Registry[Router] = Registry(
+    "persyn.routers",
+    "router",
+    Router,
+    {
+        r.name: r
+        for r in (
+            BradleyTerryRouter,
+            MatrixFactorisationRouter,
+            NearestNeighbourRouter,
+            LanguageModelRouter,
+            BestFixedRouter,
+            RandomRouter,
+        )
+    },
+)
 
 
 def make_router(
     cfg: RouterConfig, teachers: list[str], encoder: PromptEncoder | None = None
 ) -> Router:
     """The router `cfg.kind` names; encoder routers reuse `encoder` when given."""
-    return ROUTERS[cfg.kind](teachers, cfg, encoder)
+    return ROUTERS.load(cfg.kind)(teachers, cfg, encoder)

@@ -8,10 +8,10 @@ from persyn.config import RunConfig, TeacherConfig, fingerprint
 from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
-from persyn.teachers.base import Generation, Prompt, backend_class
+from persyn.teachers.base import Generation, backend_class
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 class StageError(RuntimeError):
@@ -25,11 +25,16 @@ class StageError(RuntimeError):
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its cost, family, batch size or runtime options."""
-    runtime = set(backend_class(t.backend).runtime_options)
+    """What decides a teacher's output: not its cost, family, batch size or runtime options;
+    the code of a function teacher, so an edited function regenerates its rows."""
+    backend = backend_class(t.backend)
+    runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
+    code = backend.code_digest(t)
     return fingerprint(
-        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}), options
+        t.model_dump(exclude={"family", "cost_per_1k_tokens", "batch_size", "options"}),
+        options,
+        *([code] if code is not None else []),  # other backends keep their earlier keys
     )
 
 
@@ -66,12 +71,6 @@ def scoring_device(cfg: RunConfig) -> str:
 
 def quality_fingerprint(cfg: RunConfig) -> str:
     return fingerprint(cfg.rewards.quality)
-
-
-def prompt_fingerprint(prompt: Prompt) -> str:
-    """What a teacher is asked. Generation rows record it, so after the prompts file was
-    edited an answer to the old text of the same id counts as missing, not as cached."""
-    return fingerprint(prompt.messages)
 
 
 def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:

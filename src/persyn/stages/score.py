@@ -14,8 +14,8 @@ import numpy as np
 
 from persyn.artifacts import RewardTable
 from persyn.config import fingerprint
+from persyn.method import combine, oracle_choice
 from persyn.redact import redact_text
-from persyn.rewards.mix import combine, oracle_choice
 from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,
@@ -28,7 +28,7 @@ from persyn.stages.common import (
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
 

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from persyn.method import any_ordered_pair, choose_teachers
 from persyn.progress import bar, log
 from persyn.router.metrics import routing_metrics
 from persyn.router.routers import make_router
 from persyn.stages.common import StageError
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def train_router(run: Run) -> dict[str, Any]:
@@ -73,16 +74,6 @@ def train_router(run: Run) -> dict[str, Any]:
     return {"metrics": metrics}
 
 
-def any_ordered_pair(reward: np.ndarray, tie_margin: float) -> bool:
-    """Whether some prompt has two teachers whose rewards differ by more than the tie
-    margin (a pair a router can learn an order from)."""
-    filled = np.isfinite(reward)
-    high = np.where(filled, reward, -np.inf).max(axis=1, initial=-np.inf)
-    low = np.where(filled, reward, np.inf).min(axis=1, initial=np.inf)
-    two = filled.sum(axis=1) >= 2  # rows with at least one pair
-    return bool(np.any((high - low)[two] > tie_margin))
-
-
 def prediction_rows(
     names: list[str],
     ids: list[str],
@@ -94,7 +85,7 @@ def prediction_rows(
     return [
         {
             "prompt_id": pid,
-            "router": names[int(np.argmax(s))],
+            "router": names[c],
             "oracle": o,
             "router_scores": {n: round(float(v), 5) for n, v in zip(names, s, strict=True)},
             "reward": {
@@ -102,5 +93,7 @@ def prediction_rows(
                 for n, v in zip(names, r, strict=True)
             },
         }
-        for pid, s, r, o in zip(ids, scores, reward, oracle, strict=True)
+        for pid, s, r, o, c in zip(
+            ids, scores, reward, oracle, choose_teachers(scores).tolist(), strict=True
+        )
     ]
