@@ -160,7 +160,7 @@ def test_non_finite_quality_is_an_error_row(
 ) -> None:
     from persyn.rewards import quality
 
-    monkeypatch.setitem(quality.QUALITY_SIGNALS, "math", NanQuality)
+    monkeypatch.setitem(quality.QUALITY_SIGNALS.builtins, "math", NanQuality)
     data = flaky_config(tiny_lm_dir, tmp_path / "run", 0.3)
     data["teachers"][0]["model"] = "solver-concise"
     with pytest.raises(StageError, match=r"^score: .*rows failed"):

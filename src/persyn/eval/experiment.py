@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import ExperimentFiles, RunArtifacts, StudentEvalFiles
 from persyn.config import ModelRef, RunConfig, fingerprint
 from persyn.eval.baselines import BaselineContext, build_dataset
 from persyn.eval.stats import paired_bootstrap
@@ -60,7 +60,7 @@ CI_COLUMNS = ["score_low", "score_high", "vs_persyn", "vs_persyn_low", "vs_persy
 
 
 def output_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.experiment.output_dir or Path(cfg.run_dir) / "experiment")
+    return Path(cfg.experiment.output_dir or RunArtifacts(cfg.run_dir).experiment_dir())
 
 
 def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
@@ -107,7 +107,7 @@ def build_datasets(run: Run, out: Path) -> dict[str, Path]:
         kept = [r for r in rows if r["id"] in common]
         if len(kept) < len(rows):
             log(f"experiment: {name}: {len(rows) - len(kept)} rows dropped to equalise sizes")
-        paths[name] = out / "datasets" / f"{name}.jsonl"
+        paths[name] = ExperimentFiles(out).dataset(name)
         write_jsonl(paths[name], kept)
     return paths
 
@@ -123,6 +123,7 @@ def _shares(rows: list[dict[str, Any]]) -> str:
 def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     """Every step above; returns the result rows (also written to the output folder)."""
     out = output_dir(cfg)
+    files = ExperimentFiles(out)
     held_out_prompts(cfg)  # fail on a missing evaluation set before any work
     run, held_out = prepare_run(cfg)
     paths = build_datasets(run, out)
@@ -133,10 +134,10 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     eval_fp = fingerprint(cfg.evaluation, [p.id for p in held_out])
     if cfg.experiment.include_base_student:
         release_cached_model()
-        base_dir = out / "eval" / f"base-{fingerprint(cfg.student, eval_fp)}"
-        metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor, held_out)
+        base_eval = files.evaluation(f"base-{fingerprint(cfg.student, eval_fp)}")
+        metrics = evaluate_student(cfg, cfg.student, base_eval.folder, run.executor, held_out)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
-        per_prompt[BASE_STUDENT], tasks = _scores(base_dir)
+        per_prompt[BASE_STUDENT], tasks = _scores(base_eval)
     for name, path in paths.items():
         rows = read_jsonl(path)
         key = fingerprint(
@@ -145,12 +146,12 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
             cfg.student.model_dump(exclude={"family"}),
         )
         release_cached_model()  # training loads its own copy of the student
-        final = train_student(cfg, path, out / "students" / key)
+        final = train_student(cfg, path, files.student(key))
         release_cached_model()
         trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        eval_dir = out / "eval" / f"{key}-{eval_fp}"
-        metrics = evaluate_student(cfg, trained, eval_dir, run.executor, held_out)
-        per_prompt[name], tasks = _scores(eval_dir)
+        evaluation = files.evaluation(f"{key}-{eval_fp}")
+        metrics = evaluate_student(cfg, trained, evaluation.folder, run.executor, held_out)
+        per_prompt[name], tasks = _scores(evaluation)
         summary = training_summary(final)
         results.append(
             {
@@ -170,11 +171,14 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def write_per_prompt(
-    per_prompt: dict[str, np.ndarray], tasks: np.ndarray, prompts: list[Prompt], out: Path
+    per_prompt: dict[str, np.ndarray],
+    tasks: np.ndarray,
+    prompts: list[Prompt],
+    out: Path,
 ) -> None:
     """`per_prompt.json`: every student's score per held-out prompt, for other tests."""
     atomic_write_json(
-        out / "per_prompt.json",
+        ExperimentFiles(out).per_prompt,
         {
             "prompt_ids": [p.id for p in prompts],
             "tasks": tasks.tolist(),
@@ -186,10 +190,10 @@ def write_per_prompt(
     )
 
 
-def _scores(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _scores(evaluation: StudentEvalFiles) -> tuple[np.ndarray, np.ndarray]:
     """(score, task kind) per held-out prompt, in prompt order: NaN and "" where no
     verifier applies. Every student has the same prompts, so the same kinds."""
-    rows = read_jsonl(eval_dir / "scores.jsonl")
+    rows = read_jsonl(evaluation.scores)
     scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=float)
     return scores, np.array([r["task"] or "" for r in rows])
 
@@ -318,7 +322,9 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_results(results: list[dict[str, Any]], out: Path) -> None:
-    atomic_write_text(out / "results.md", results_markdown(results))
-    atomic_write_text(out / "results.csv", results_csv(results))
-    plot_results(results, out / "results.png")
-    log(f"experiment: results in {out} (results.md, results.csv, results.png)")
+    files = ExperimentFiles(out)
+    atomic_write_text(files.results_md, results_markdown(results))
+    atomic_write_text(files.results_csv, results_csv(results))
+    plot_results(results, files.results_png)
+    names = ", ".join(p.name for p in (files.results_md, files.results_csv, files.results_png))
+    log(f"experiment: results in {out} ({names})")

@@ -113,8 +113,7 @@ def compare_routers(
 ) -> dict[str, dict[str, float]]:
     """Test-split metrics per router kind, plus the oracle's."""
     for kind in kinds:
-        if kind not in ROUTERS:
-            raise ValueError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
+        ROUTERS.check(kind, "routers")
     results = {
         kind: fit_and_score(data, cfg.model_copy(update={"kind": kind}), encoder)[0]
         for kind in kinds
@@ -192,7 +191,14 @@ def budget_curve(
     teachers: list[str],
     fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25),
 ) -> list[dict[str, float]]:
-    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost."""
+    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost.
+    `scores` and `reward` are of the same prompts (a router's test-split scores, the
+    test split's rewards)."""
+    if scores.shape != reward.shape:
+        raise ValueError(
+            f"budget_curve: scores {scores.shape} and rewards {reward.shape} are not of the "
+            "same prompts and teachers"
+        )
     from persyn.config import RoutingPolicyConfig
     from persyn.policies import make_policy, policy_report
 

@@ -20,7 +20,10 @@ class SignalScore:
 
 
 class QualityScorer(ABC):
-    name: ClassVar[str]
+    name: ClassVar[str]  # its registry key (`rewards.quality[].kind`)
+    #: it scores answers with the scores `calibration.source` gave them, so it needs a source
+    #: with scores in it (`score_field`, or `scores` per teacher)
+    needs_source_scores: ClassVar[bool] = False
 
     def __init__(self, cfg: QualitySignal) -> None:
         self.cfg = cfg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from persyn.calibration_import import IMPORTED_QUALITY, response_digest
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
 
@@ -19,6 +21,7 @@ class ImportedScore(QualityScorer):
     """
 
     name = "imported"
+    needs_source_scores: ClassVar[bool] = True
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         out: list[SignalScore | None] = []

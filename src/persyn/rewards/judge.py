@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from persyn.config import ConfigError, QualitySignal, TeacherConfig
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
-from persyn.teachers.base import Prompt, Teacher, backend_class, make_teacher
+from persyn.teachers.base import Prompt, Teacher, checked_backend
 
 DEFAULT_RUBRIC = """You are grading an AI assistant's answer to a user's request.
 Judge whether the answer is correct, helpful and follows every instruction in the request.
@@ -120,7 +120,8 @@ class LLMJudge(QualityScorer):
 
     def _loaded_judge(self) -> Teacher:
         if self.judge is None:
-            judge = make_teacher(self._teacher_config())
+            teacher = self._teacher_config()
+            judge = checked_backend(teacher, f"{self.where}.teacher")(teacher)
             judge.load()
             self.judge = judge
         return self.judge
@@ -132,7 +133,8 @@ class LLMJudge(QualityScorer):
 
     def check(self) -> None:
         teacher = self._teacher_config()
-        backend_class(teacher.backend)(teacher)  # checks the backend's options, loads nothing
+        # checks the backend's name and options, loads nothing
+        checked_backend(teacher, f"{self.where}.teacher")(teacher)
         self._rubric(*self._scale())
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:

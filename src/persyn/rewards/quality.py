@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from persyn.config import ConfigError, QualitySignal
+from persyn.registry import Registry
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
 from persyn.rewards.imported import ImportedScore
 from persyn.rewards.judge import LLMJudge
@@ -118,18 +119,21 @@ class IFEvalConstraints(QualityScorer):
         return out
 
 
-QUALITY_SIGNALS: dict[str, type[QualityScorer]] = {
-    cls.name: cls
-    for cls in (MathCorrectness, IFEvalConstraints, RewardModelScore, LLMJudge, ImportedScore)
-}
+# Plug-ins join through the `persyn.quality` entry points.
+QUALITY_SIGNALS: Registry[QualityScorer] = Registry(
+    "persyn.quality",
+    "quality signal",
+    QualityScorer,
+    {
+        cls.name: cls
+        for cls in (MathCorrectness, IFEvalConstraints, RewardModelScore, LLMJudge, ImportedScore)
+    },
+)
 
 
 def quality_signal(cfg: QualitySignal) -> QualityScorer:
-    if cfg.kind not in QUALITY_SIGNALS:
-        raise ConfigError(
-            f"rewards.quality: unknown signal {cfg.kind!r}; use one of {sorted(QUALITY_SIGNALS)}"
-        )
-    return QUALITY_SIGNALS[cfg.kind](cfg)
+    QUALITY_SIGNALS.check(cfg.kind, "rewards.quality")
+    return QUALITY_SIGNALS.load(cfg.kind)(cfg)
 
 
 QualityFn = Callable[[list[Sample]], list[dict[str, Any]]]

@@ -17,13 +17,13 @@ a clear error.
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, RouterConfig
 from persyn.method import (
     EpochCallback,
@@ -32,10 +32,10 @@ from persyn.method import (
     fit_bradley_terry,
     predict,
 )
+from persyn.registry import Registry
 from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
-from persyn.store import atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,9 @@ class Router(ABC):
     """Scores teachers for prompts. Subclasses implement `scores`; learnt ones `learn`, and
     `save_state`/`load_state` for what they learnt."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # its registry key (`router.kind`), saved in its checkpoint
+    #: it holds a model (an encoder, an LM) while scoring: a Ray replica gets GPUs
+    loads_model: ClassVar[bool] = True
 
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
@@ -95,7 +97,7 @@ class Router(ABC):
             "teachers": self.teachers,
             "config": self.cfg.model_dump(mode="json"),
         }
-        atomic_write_json(folder / "router.json", {**meta, **state})
+        RouterCheckpoint(folder).write_meta({**meta, **state})
 
     @staticmethod
     def load(
@@ -103,14 +105,15 @@ class Router(ABC):
     ) -> Router:
         """The router saved in `folder`. Refuses, in one line, a checkpoint trained for
         another teacher pool and one this version cannot read (e.g. an older format)."""
-        path = folder / "router.json"
-        if not path.is_file():
+        checkpoint = RouterCheckpoint(folder)
+        if not checkpoint.meta_path.is_file():
             raise ConfigError(
-                f"{path}: no router checkpoint; train one first (persyn train-router)"
+                f"{checkpoint.meta_path}: no router checkpoint; train one first "
+                "(persyn train-router)"
             )
         try:
-            meta = json.loads(path.read_text())
-            router_class, saved = ROUTERS[meta["router"]], list(meta["teachers"])
+            meta = checkpoint.meta()
+            router_class, saved = ROUTERS.load(meta["router"]), list(meta["teachers"])
             cfg = RouterConfig(**meta["config"])
         except (ValueError, KeyError, TypeError) as err:  # JSON and config errors are ValueErrors
             raise _unreadable(folder, err) from None
@@ -249,6 +252,7 @@ class BestFixedRouter(Router):
     charged (a baseline)."""
 
     name = "best-fixed"
+    loads_model: ClassVar[bool] = False
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         charged = charge_failures(data.reward, data.failure_reward)
@@ -271,6 +275,7 @@ class RandomRouter(Router):
     teacher in every batch, chunk and run."""
 
     name = "random"
+    loads_model: ClassVar[bool] = False
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         def draw(text: str) -> np.ndarray:
@@ -280,21 +285,27 @@ class RandomRouter(Router):
         return np.array([draw(p) for p in prompts]).reshape(len(prompts), len(self.teachers))
 
 
-ROUTERS: dict[str, type[Router]] = {
-    r.name: r
-    for r in (
-        BradleyTerryRouter,
-        MatrixFactorisationRouter,
-        NearestNeighbourRouter,
-        LanguageModelRouter,
-        BestFixedRouter,
-        RandomRouter,
-    )
-}
+# Plug-ins join through the `persyn.routers` entry points.
+ROUTERS: Registry[Router] = Registry(
+    "persyn.routers",
+    "router",
+    Router,
+    {
+        r.name: r
+        for r in (
+            BradleyTerryRouter,
+            MatrixFactorisationRouter,
+            NearestNeighbourRouter,
+            LanguageModelRouter,
+            BestFixedRouter,
+            RandomRouter,
+        )
+    },
+)
 
 
 def make_router(
     cfg: RouterConfig, teachers: list[str], encoder: PromptEncoder | None = None
 ) -> Router:
     """The router `cfg.kind` names; encoder routers reuse `encoder` when given."""
-    return ROUTERS[cfg.kind](teachers, cfg, encoder)
+    return ROUTERS.load(cfg.kind)(teachers, cfg, encoder)

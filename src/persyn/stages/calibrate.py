@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from persyn.stages.common import generate_rows
 from persyn.stages.imported import write_imported_rows
+from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def calibrate(run: Run) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def calibrate(run: Run) -> dict[str, Any]:
     stats: dict[str, dict[str, int]] = {}
     for t in run.cfg.teachers:
         generated = {"generated": 0, "errors": 0}
-        if source.fill_missing and t.backend != "imported":
+        if source.fill_missing and can_generate(t):
             generated = generate_rows(run, t, ids, "calibrate")
         stats[t.name] = {"imported": imported[t.name], **generated}
     return {"teachers": stats, "imported": sum(imported.values())}

@@ -12,13 +12,15 @@ from persyn.progress import log
 from persyn.stages.common import generating_columns, teacher_fingerprint
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def route(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     ids = run.store.split().routed
-    router_fp = run.fingerprint("train-router")
+    # The fingerprint the trained router was finished under (the pipeline runs `route` only
+    # after `train-router` is done for this config).
+    router_fp = run.store.marker("train-router")["fingerprint"]  # type: ignore[index]
     scores = router_scores(run, ids, router_fp)
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run))

@@ -20,15 +20,15 @@ from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,
     check_errors,
+    learnability_fingerprint,
     quality_fingerprint,
-    student_fingerprint,
     teacher_fingerprint,
     usable_generation,
 )
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
 
@@ -46,7 +46,13 @@ def score(run: Run) -> dict[str, Any]:
         missing_reasons(run, [(ids[i], run.cfg.teacher_names[j]) for i, j in missing]),
         int(expected.sum()),
     )
-    return {"scored": scored, "missing": len(missing)}
+    # what the rows were scored under, as resolved now: a rerun on another device or after
+    # the template changed redoes the stage (`verify_score`)
+    return {
+        "scored": scored,
+        "missing": len(missing),
+        "learnability_fp": learnability_fingerprint(run.cfg),
+    }
 
 
 def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -55,7 +61,7 @@ def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, An
     if not cells:
         return []
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     logs = {
         "learnability": run.store.score_log("learnability"),
         "quality": run.store.score_log("quality"),
@@ -66,7 +72,7 @@ def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, An
         t_fp = teacher_fingerprint(cfg.teacher(t))
         gen = generations[t].get((pid, t_fp))
         why = f"{t}: no usable answer ({gen['error']})" if gen and gen["error"] else None
-        for signal, key_fp in (("learnability", student_fp), ("quality", quality_fp)):
+        for signal, key_fp in (("learnability", learn_fp), ("quality", quality_fp)):
             row = logs[signal].get((pid, t, fingerprint(t_fp, key_fp)))
             if why is None and row is not None and row["error"]:
                 why = f"{t}: {signal}: {row['error']}"
@@ -100,7 +106,7 @@ class ScorePlan:
 
 def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePlan:
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     l_log, q_log = run.store.score_log("learnability"), run.store.score_log("quality")
@@ -118,7 +124,7 @@ def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePla
             inputs = fingerprint(by_id[pid].to_row(), plan.responses[pid, t]["text"])
             plan.inputs[pid, t] = inputs
             for log, todo, key_fp in (
-                (l_log, plan.todo_l, fingerprint(teacher_fps[t], student_fp)),
+                (l_log, plan.todo_l, fingerprint(teacher_fps[t], learn_fp)),
                 (q_log, plan.todo_q, fingerprint(teacher_fps[t], quality_fp)),
             ):
                 row = log.get((pid, t, key_fp))
@@ -136,7 +142,7 @@ def score_responses(
     `retry_failed`, those that failed); also the count computed. Used on calibration
     prompts by `score`, and on any prompts by Generate-then-Select."""
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     plan = plan_scores(run, ids, retry_failed)
@@ -197,7 +203,7 @@ def score_responses(
         for j, t in enumerate(cfg.teacher_names):
             if (pid, t) not in plan.responses:
                 continue  # no usable answer: an old score would be of another response
-            lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], student_fp)))
+            lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], learn_fp)))
             qrow = q_log.get((pid, t, fingerprint(teacher_fps[t], quality_fp)))
             if qrow and qrow.get("error"):
                 continue  # a signal applies but could not score: no reward, not a guess

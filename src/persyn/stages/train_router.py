@@ -17,7 +17,7 @@ from persyn.router.routers import make_router
 from persyn.stages.common import StageError, generating_columns
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def train_router(run: Run) -> dict[str, Any]:

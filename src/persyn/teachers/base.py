@@ -1,18 +1,21 @@
 """The teacher interface: one small abstract method, `generate(requests) -> results`.
 
-Backends are named by registry key in the config and imported only when used, so an
-optional dependency (openai, vllm, ray) is needed only by the runs that use it.
+Backends are named by registry key in the config (`BACKENDS`, which plug-ins join through
+the `persyn.teachers` entry points) and imported only when used, so an optional dependency
+(openai, vllm, ray) is needed only by the runs that use it. What a backend can do is
+declared on its class (`can_generate`, `model_required`, `loads_model`) and asked there,
+never inferred from its name.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from persyn.config import ConfigError, TeacherConfig
+from persyn.registry import Registry
 
 
 @dataclass
@@ -63,6 +66,14 @@ class Teacher(ABC):
     extra: ClassVar[str | None] = None
     #: `options` keys that change how, not what, the backend generates (fingerprints skip them)
     runtime_options: ClassVar[tuple[str, ...]] = ()
+    #: it answers prompts; False: its answers come only from `calibration.source` (it needs
+    #: one), so calibration does not ask it and routing never picks it
+    can_generate: ClassVar[bool] = True
+    #: the teacher's `model` must be set
+    model_required: ClassVar[bool] = True
+    #: it loads `model`'s weights in this process: `persyn validate` checks that the model
+    #: exists, and a Ray replica of it gets `executor.num_gpus`
+    loads_model: ClassVar[bool] = False
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
@@ -78,6 +89,12 @@ class Teacher(ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Release them."""
 
+    @classmethod
+    def code_digest(cls, cfg: TeacherConfig) -> str | None:
+        """A hash of the code that computes the answers when that code is the user's (a
+        `scripted` teacher's function); part of the teacher's fingerprint."""
+        return None
+
     def chat(self, prompt: Prompt) -> list[dict[str, str]]:
         """The messages sent to the model: the teacher's system prompt, then the prompt's."""
         messages = [
@@ -92,30 +109,42 @@ class Teacher(ABC):
         """One `Generation` per prompt, in order; a failed prompt gets `error`, not an exception."""
 
 
-BACKENDS: dict[str, str] = {
-    "hf": "persyn.teachers.hf:HFTeacher",
-    "scripted": "persyn.teachers.scripted:ScriptedTeacher",
-    "openai": "persyn.teachers.openai:OpenAITeacher",
-    "vllm": "persyn.teachers.vllm:VLLMTeacher",
-    "imported": "persyn.teachers.imported:ImportedTeacher",
-}
+BACKENDS: Registry[Teacher] = Registry(
+    "persyn.teachers",
+    "backend",
+    Teacher,
+    {
+        "hf": "persyn.teachers.hf:HFTeacher",
+        "scripted": "persyn.teachers.scripted:ScriptedTeacher",
+        "openai": "persyn.teachers.openai:OpenAITeacher",
+        "vllm": "persyn.teachers.vllm:VLLMTeacher",
+        "imported": "persyn.teachers.imported:ImportedTeacher",
+    },
+)
 
 
 def backend_class(name: str) -> type[Teacher]:
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    module, _, attr = BACKENDS[name].partition(":")
-    try:
-        cls: type[Teacher] = getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as err:
-        raise ConfigError(
-            f"backend {name!r} could not be imported ({err}); pip install 'persyn[{name}]'"
-        ) from None
+    """The backend registered as `name`, once its optional dependencies are installed."""
+    cls = BACKENDS.load(name)
     missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(
-            f"backend {name!r} needs {', '.join(missing)}: pip install 'persyn[{cls.extra}]'"
-        )
+        install = f"'persyn[{cls.extra}]'" if cls.extra else " ".join(missing)
+        raise ConfigError(f"backend {name!r} needs {', '.join(missing)}: pip install {install}")
+    return cls
+
+
+def can_generate(cfg: TeacherConfig) -> bool:
+    """Whether the teacher answers prompts (its backend's `can_generate`)."""
+    return BACKENDS.load(cfg.backend).can_generate
+
+
+def checked_backend(cfg: TeacherConfig, where: str) -> type[Teacher]:
+    """`cfg`'s backend class after the checks that need it (a registered name, its
+    dependencies installed, `model` set where it needs one); errors name `where`."""
+    BACKENDS.check(cfg.backend, f"{where}.backend")
+    cls = backend_class(cfg.backend)
+    if cls.model_required and not cfg.model:
+        raise ConfigError(f"{where}: teacher {cfg.name!r}: `model` is required")
     return cls
 
 

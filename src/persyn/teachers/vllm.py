@@ -100,6 +100,7 @@ class VLLMOptions(Section):
 class VLLMTeacher(Teacher):
     requires: ClassVar[tuple[str, ...]] = ("vllm",)
     extra: ClassVar[str | None] = "vllm"
+    loads_model: ClassVar[bool] = True
     # How the model is laid out over GPUs, or its prompts cut into calls (each request
     # carries its own seed), does not change what it answers.
     runtime_options: ClassVar[tuple[str, ...]] = (
