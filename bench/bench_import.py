@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 import yaml
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
+from persyn.artifacts import RunArtifacts
 from persyn.cli import demo_config_path
 from persyn.config import RunConfig, parse_config
 from persyn.models import release_cached_model
@@ -81,20 +81,20 @@ def rows_without_fp(path: Path) -> list[dict[str, Any]]:
 def export_calibration(run_dir: Path, teachers: list[str], path: Path) -> int:
     """The scratch run's calibration answers as a parallel-response file: one row per
     prompt, a column per teacher (the magpie-zoo shape, with an id column)."""
-    split = json.loads((run_dir / "calibration.json").read_text())
-    prompts = {r["id"]: r for r in read_jsonl(run_dir / "prompts.jsonl")}
+    store = RunArtifacts(run_dir)
+    prompts = {p.id: p for p in store.prompts()}
     answers = {
         t: {
             r["prompt_id"]: r["text"]
-            for r in read_jsonl(run_dir / "generations" / f"{t}.jsonl")
+            for r in read_jsonl(store.generation_path(t))
             if r["error"] is None
         }
         for t in teachers
     }
     rows = [
-        {"id": pid, "prompt": prompts[pid]["messages"][-1]["content"]}
+        {"id": pid, "prompt": prompts[pid].messages[-1]["content"]}
         | {t: answers[t].get(pid) for t in teachers}
-        for pid in split["calibration"]
+        for pid in store.split().calibration
     ]
     return write_jsonl(path, rows)
 
@@ -125,9 +125,13 @@ def main() -> None:
     }
     imported = timed_run(parse_config(imported_data))
 
+    scratch_run, imported_run = RunArtifacts(work / "scratch"), RunArtifacts(work / "imported")
     same = {
-        name: rows_without_fp(work / "scratch" / name) == rows_without_fp(work / "imported" / name)
-        for name in ("rewards.jsonl", "routes.jsonl")
+        name: rows_without_fp(path(scratch_run)) == rows_without_fp(path(imported_run))
+        for name, path in (
+            ("rewards", RunArtifacts.rewards_path),
+            ("routes", RunArtifacts.routes_path),
+        )
     }
     calib = ("prepare", "calibrate")
     rows = []
@@ -171,9 +175,9 @@ column per teacher, `calibration.source` with `responses`), in a fresh run direc
   {len(teachers)} teachers = {args.calibration * len(teachers)}) and
   **{calib_s[0] - calib_s[1]:.1f} s** of calibration ({calib_s[0]:.1f} s -> {calib_s[1]:.1f} s),
   {saved_s:.1f} s of the whole pipeline. The generations left are the routed prompts'.
-- Same router inputs (`rewards.jsonl` identical): {"yes" if same["rewards.jsonl"] else "NO"};
+- Same router inputs (`rewards.jsonl` identical): {"yes" if same["rewards"] else "NO"};
   same routes (`routes.jsonl` identical but for the router fingerprint):
-  {"yes" if same["routes.jsonl"] else "NO"}.
+  {"yes" if same["routes"] else "NO"}.
 - Not saved: scoring runs on imported answers as on generated ones (the student's
   learnability; the demo's quality signals are verifiers), and the routed prompts are
   generated as before."""

@@ -92,8 +92,8 @@ def main() -> None:
     tokens = mean_response_tokens(run)
     price = np.array([PRICES.get(t, SOLVER_PRICE) for t in teachers])
     cost = price * np.array([tokens.get(t, 0.0) for t in teachers]) / 1000
-    scores = fit_and_score(data, cfg.router, encoder)[1]
-    budget = budget_curve(scores, data.val_reward, cost, teachers)
+    scores = fit_and_score(data, cfg.router, encoder)[1]  # of the test split
+    budget = budget_curve(scores, data.test_reward, cost, teachers)
 
     all_texts = [p.text for p in run.prompts]
     rates = throughput(tmp / "routers", cfg.router, data, all_texts, encoder)
@@ -106,17 +106,18 @@ def main() -> None:
     parts = [
         f"Command: `{command}` (the demo's rewards; nothing regenerated). Machine: {machine}. "
         f"All numbers from one run ({elapsed:.0f} s). Routers are trained on the demo's "
-        f"{n_train} router-train calibration prompts and measured on its "
-        f"{len(data.val_texts)} held-out ones; `lm-bradley-terry` is the paper's design on "
+        f"{n_train} router-train calibration prompts, pick their epoch on its "
+        f"{len(data.val_texts)} validation ones and are measured on its "
+        f"{len(data.test_texts)} test ones; `lm-bradley-terry` is the paper's design on "
         f"the packaged MiniLM backbone with LoRA ({args.lm_epochs} epochs).",
-        "### Routers side by side (held-out)\n\n" + router_table(routers),
+        "### Routers side by side (test split)\n\n" + router_table(routers),
         f"### Learning curve (bradley-terry; mean of {args.repeats} random subsets)\n\n"
         + curve_table(curve, ["calibration_prompts"]),
         f"### Calibration choice at equal size (bradley-terry; mean of {args.repeats} seeds)\n\n"
         "Prompts chosen from the router-train split; `uncertainty` takes half at random, "
         "trains a router, then the prompts with the closest top-2 scores.\n\n"
         + curve_table(selection, ["strategy", "calibration_prompts"]),
-        "### Budget policy: reward given up for money saved (held-out)\n\n"
+        "### Budget policy: reward given up for money saved (test split)\n\n"
         f"Illustrative prices per 1K tokens: LLM teachers {PRICES}, solvers {SOLVER_PRICE}; "
         "expected lengths are the teachers' mean calibration response tokens.\n\n"
         + markdown_table(

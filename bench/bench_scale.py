@@ -35,6 +35,7 @@ from typing import Any
 
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_verbose
 from persyn.demo.tiny_student import build_tiny_student
@@ -156,7 +157,11 @@ def bench_run(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rows.append(row("rerun (all cached), in process", wall, cpu, n_prompts))
     # What a user types: `persyn run` in a new process, imports included.
-    cli = [str(Path(sys.executable).with_name("persyn")), "run", str(run_dir / "config.yaml")]
+    cli = [
+        str(Path(sys.executable).with_name("persyn")),
+        "run",
+        str(RunArtifacts(run_dir).config_path()),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the teachers' module
     wall, cpu = time.perf_counter(), children_cpu()
     subprocess.run([*cli, "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import ExperimentFiles, RunArtifacts
 from persyn.config import RunConfig, load_config
 from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir
 from persyn.eval.stats import paired_bootstrap
@@ -135,7 +135,7 @@ def _by_difficulty(cfg: RunConfig, per_prompt: dict[str, Any]) -> list[str]:
     return [f"Held-out problems per level: {counts}.", "", *lines]
 
 
-def _training_data(cfg: RunConfig, out: Path, names: list[str]) -> list[str]:
+def _training_data(cfg: RunConfig, out: ExperimentFiles, names: list[str]) -> list[str]:
     """Per dataset: which teachers wrote it, how many of its answers are right (the math
     verifier against the reference), per problem level, and how long the answers are."""
     table = {p.id: p for p in RunArtifacts(cfg.run_dir).prompts()}
@@ -144,7 +144,7 @@ def _training_data(cfg: RunConfig, out: Path, names: list[str]) -> list[str]:
         "|---|---|---:|---|---:|",
     ]
     for name in names:
-        path = out / "datasets" / f"{name}.jsonl"
+        path = out.dataset(name)
         if not path.is_file():
             continue
         rows = read_jsonl(path)
@@ -185,10 +185,10 @@ def _verdicts(rows: list[dict[str, str]]) -> list[str]:
 def main() -> None:
     args, _ = _load_args()
     cfg = load_config(Path(args.config), _overrides(args.set))
-    out = output_dir(cfg)
-    table = (out / "results.md").read_text().strip()
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    per_prompt = json.loads((out / "per_prompt.json").read_text())
+    out = ExperimentFiles(output_dir(cfg))
+    table = out.results_md.read_text().strip()
+    rows = list(csv.DictReader(out.results_csv.open()))
+    per_prompt = json.loads(out.per_prompt.read_text())
     ex, tc, ev = cfg.experiment, cfg.student_training, cfg.evaluation
     trained = [r for r in rows if r["dataset"] != BASE_STUDENT]
     n_rows = trained[0]["rows"] if trained else "?"

@@ -46,6 +46,9 @@ class LlamaServer:
             sys.executable, "-m", "llama_cpp.server", "--model", str(model),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_threads", str(self.threads), "--n_ctx", "2048", "--verbose", "False",
+            # llama-cpp-python 0.3.36 segfaults on this CPU when a batch holds more than one
+            # token (prompt processing); one-token batches are correct and fast enough here.
+            "--n_batch", "1",
         ]  # fmt: skip
         if self.api_key:
             command += ["--api_key", self.api_key]

@@ -149,3 +149,44 @@ def test_persyn_and_its_alpha_ablations(tiny_run: Run):
 def test_unknown_dataset_is_a_config_error(tiny_run: Run):
     with pytest.raises(ConfigError, match=r"experiment\.datasets: unknown dataset 'best'"):
         build_dataset("best", _ctx(tiny_run))
+
+
+def _table_run(tiny_lm_dir: Path, tmp_path: Path, quality: np.ndarray, failed: np.ndarray) -> Run:
+    """A run whose reward table is `quality` (learnability constant) with `failed` answers;
+    its last teacher, `solver-quick`, is known from imported answers only."""
+    cfg = parse_config(tiny_run_config(tiny_lm_dir, tmp_path / "run"))
+    cfg.teachers[3] = cfg.teachers[3].model_copy(update={"backend": "imported"})
+    run = Run(cfg, RunArtifacts(tmp_path / "run"), LocalExecutor())
+    ids, names = [f"p{i}" for i in range(len(quality))], cfg.teacher_names
+    learnability = np.full_like(quality, -1.0)
+    reward = np.full_like(quality, np.nan)
+    table = RewardTable(ids, names, learnability, quality, reward, [None] * len(ids), failed)
+    run.store.write_rewards(table)
+    run.store.write_rewards_meta(names, cfg.rewards.alpha, cfg.rewards.normalization)
+    return run
+
+
+def test_strong_charges_failures_and_only_teachers_that_generate_are_chosen(
+    tiny_lm_dir: Path, tmp_path: Path
+):
+    """tiny-llm is right whenever it answers but fails 3 times in 5; solver-verbose is right
+    4 times in 5; solver-quick (imported only) is always right but cannot generate."""
+    nan = np.nan
+    quality = np.array([[1.0, 1.0, 0.0, 1.0]] * 2 + [[nan, 1.0, 0.0, 1.0]] * 2 + [[nan, 0, 0, 1]])
+    failed = np.zeros_like(quality, dtype=bool)
+    failed[2:, 0] = True
+    run = _table_run(tiny_lm_dir, tmp_path, quality, failed)
+    quality_means = mean_quality(run)
+    assert quality_means == pytest.approx(
+        {"tiny-llm": 0.4, "solver-verbose": 0.8, "solver-concise": 0.0}
+    )
+    ids = [f"q{i}" for i in range(2000)]
+    assert set(strong(_ctx(run, ids)).values()) == {"solver-verbose"}
+    assert "solver-quick" not in car_scores(run, beta=1.0)
+    assert "solver-quick" not in set(BASELINES["random"](_ctx(run, ids)).values())
+    # Mix: the strongest for a `mix_strong_share` of prompts (default 1:4), else the weakest
+    mixed = list(BASELINES["mix"](_ctx(run, ids)).values())
+    assert set(mixed) == {"solver-verbose", "solver-concise"}
+    assert mixed.count("solver-verbose") / len(ids) == pytest.approx(0.2, abs=0.03)
+    half = list(BASELINES["mix"](_ctx(run, ids, mix_strong_share=0.5)).values())
+    assert half.count("solver-verbose") / len(ids) == pytest.approx(0.5, abs=0.03)

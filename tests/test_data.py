@@ -209,3 +209,89 @@ def test_missing_user_module_is_one_line() -> None:
         "prompts.builtin 'persyn_no_such_module:prompts': No module named "
         "'persyn_no_such_module' (is the module on PYTHONPATH?)"
     )
+
+
+def test_usual_column_names_are_read_without_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only `prompts.source` set: `answer`, `kind`, `meta` and IFEval's own columns are read
+    (they were dropped, every prompt an instruction with no reference)."""
+    constraints = {"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+    path = jsonl(
+        tmp_path,
+        [
+            {"id": "m", "prompt": "What is 2+2?", "answer": "4", "kind": "math"},
+            {"id": "i", "prompt": "Say hi in lowercase.", "kind": "instruction", **constraints},
+            {"id": "t", "prompt": "Name a colour.", "meta": {"topic": "art"}},
+            {"id": "s", "prompt": "What is 3+3?", "kind": "math", "solution": "3+3 = 6"},
+        ],
+    )
+    m, i, t, s = load_prompts(PromptsConfig(source=str(path)))
+    assert (m.kind, m.reference) == ("math", "4")
+    assert (i.kind, i.reference, i.meta) == ("instruction", None, constraints)
+    assert (t.kind, t.meta) == ("instruction", {"topic": "art"})
+    assert (s.kind, s.reference) == ("math", "3+3 = 6")
+    assert capsys.readouterr().err == ""  # every column was read: nothing to warn about
+
+
+def test_a_column_nothing_reads_is_named_in_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = jsonl(
+        tmp_path,
+        [
+            {"id": "a", "prompt": "What is 2+2?", "answer": "4", "solution": "2+2 = 4"},
+            {"id": "b", "prompt": "Say hi.", "expected": "hi", "source": "web"},
+        ],
+    )
+    a, b = load_prompts(PromptsConfig(source=str(path)))
+    assert a.reference == "4" and b.reference is None  # the short answer, before the worked one
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"warning: {path}: columns not read: expected, solution, source; to use one, name it "
+        "in prompts.reference_field (reference answer), prompts.kind_field (math or "
+        "instruction) or prompts.meta_field (an object of metadata, e.g. IFEval constraints)"
+    )
+
+
+def test_math_prompts_without_a_reference_column_are_refused(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, [{"id": "a", "prompt": "What is 2+2?", "expected": "4"}])
+    assert load_error(path, kind="math") == (
+        f"{path}: line 1: a math prompt needs a reference answer, and none of the columns "
+        "reference, answer, target, solution has one; name the column that holds it in "
+        "prompts.reference_field"
+    )
+    [p] = load_prompts(PromptsConfig(source=str(path), kind="math", reference_field="expected"))
+    assert p.reference == "4"
+
+
+def test_repeated_prompt_texts_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"id": "a", "prompt": "What is 2+2?", "answer": "4"},
+        {"id": "b", "prompt": "Say hi."},
+        {"id": "c", "prompt": "  what IS 2+2?\n", "answer": "4"},
+        {"id": "d", "prompt": "say  hi."},
+    ]
+    path = jsonl(tmp_path, rows)
+    assert len(load_prompts(PromptsConfig(source=str(path)))) == 4
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"warning: {path}: 2 prompts repeat the text of an earlier prompt under another id "
+        f"(first: 'c' ({path}: line 3) repeats 'a'); each is generated and trained on "
+        "separately, drop the repeats unless that is intended"
+    )
+    rows[2]["answer"] = "5"  # one of the two references is wrong
+    assert load_error(jsonl(tmp_path, rows)) == (
+        f"{path}: line 3: prompt 'c' has the text of 'a' ({path}: line 1) but another "
+        "reference ('5', not '4'); fix the wrong one or drop a row"
+    )
+
+
+def test_missing_prompt_column_lists_the_columns(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, [{"id": "a", "question": "What is 2+2?", "answer": "4"}])
+    assert load_error(path) == (
+        f"{path}: line 1: missing field 'prompt' (set prompts.prompt_field, or "
+        "prompts.messages_field for chat messages; the row's columns: id, question, answer)"
+    )

@@ -27,28 +27,45 @@ PAIRS = [
         "The sea is wide and blue, and it moves with the wind and the moon all day long.",
     ),
 ]
+# Answers whose first characters merge with the newline that ends the prompt when the
+# conversation is tokenised whole (a blank line, indentation), and trailing whitespace.
+EDGE_PAIRS = [
+    ([{"role": "user", "content": "Explain."}], "\n\nFirst, the sum is 5."),
+    ([{"role": "user", "content": "Write code."}], "    return x + 1\n"),
+    ([{"role": "user", "content": "List two."}], "- a\n- b\n\n"),
+]
 
 
-def reference_logprob(model, tokenizer, messages, response) -> float:
-    """Unbatched, unpadded: full-vocabulary log-softmax over the response positions."""
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
-    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt + resp])
+def reference_logprob(model, tokenizer, messages, response) -> tuple[float, int]:
+    """Built apart from persyn's construction: the whole conversation, answer included,
+    rendered by the tokenizer's chat template and tokenised as one text (as the student
+    reads it in training); the answer's tokens are those whose characters overlap the
+    answer's text in the render; their mean log-probability (and count) from one plain,
+    unbatched forward pass with a full-vocabulary log-softmax."""
+    conversation = [*messages, {"role": "assistant", "content": response}]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    start = text.rindex(response)  # the answer is the last turn
+    end = start + len(response)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    span = [k for k, (a, b) in enumerate(encoded["offset_mapping"]) if a < end and b > start]
+    assert span == list(range(span[0], span[-1] + 1)) and span[0] > 0
+    ids = torch.tensor([encoded["input_ids"]])
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0].float(), -1)
-    return float(torch.stack([logp[len(prompt) + k - 1, t] for k, t in enumerate(resp)]).mean())
+    # position k - 1 predicts token k
+    mean = torch.stack([logp[k - 1, ids[0, k]] for k in span]).mean()
+    return float(mean), len(span)
 
 
-def test_matches_per_example_reference(tiny_lm_dir: Path) -> None:
+@pytest.mark.parametrize("pairs", [PAIRS, EDGE_PAIRS], ids=["plain", "whitespace-edges"])
+def test_matches_an_independent_reference(tiny_lm_dir: Path, pairs) -> None:
     cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", batch_tokens=256)
-    scores = LearnabilityScorer(cfg).score(PAIRS)
+    scores = LearnabilityScorer(cfg).score(pairs)
     model, tokenizer = load_causal_lm(cfg)
-    for (messages, response), s in zip(PAIRS, scores, strict=True):
-        assert s.logprob_mean == pytest.approx(
-            reference_logprob(model, tokenizer, messages, response), abs=1e-4
-        )
-        assert s.response_tokens == len(tokenizer(response, add_special_tokens=False)["input_ids"])
+    for (messages, response), s in zip(pairs, scores, strict=True):
+        expected, n_tokens = reference_logprob(model, tokenizer, messages, response)
+        assert s.logprob_mean == pytest.approx(expected, abs=1e-4)
+        assert s.response_tokens == n_tokens
         assert not s.truncated
 
 
@@ -75,9 +92,8 @@ def test_the_head_is_split_off_only_where_it_gives_the_models_own_logits(
     scores = LearnabilityScorer(cfg).score(PAIRS)
     model, tokenizer = load_causal_lm(cfg)
     for (messages, response), s in zip(PAIRS, scores, strict=True):
-        assert s.logprob_mean == pytest.approx(
-            reference_logprob(model, tokenizer, messages, response), abs=1e-4
-        )
+        expected, _ = reference_logprob(model, tokenizer, messages, response)
+        assert s.logprob_mean == pytest.approx(expected, abs=1e-4)
 
 
 def test_batched_means_match_a_per_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,14 +145,3 @@ def test_pairs_without_response_tokens_get_a_reason(tiny_lm_dir: Path) -> None:
         assert s.logprob_mean is None and s.response_tokens == 0
         assert s.error == "no response tokens fit in the student's context"
     assert scores[2].truncated and not scores[1].truncated
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM prompt_logprobs needs a GPU")
-def test_vllm_prompt_logprobs_match_transformers(tiny_lm_dir: Path) -> None:
-    pytest.importorskip("vllm")
-    hf = LearnabilityScorer(StudentConfig(model=str(tiny_lm_dir), dtype="float32")).score(PAIRS)
-    cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", scorer="vllm")
-    for a, b in zip(hf, LearnabilityScorer(cfg).score(PAIRS), strict=True):
-        assert b.logprob_mean == pytest.approx(a.logprob_mean, abs=1e-3)
-        assert b.response_tokens == a.response_tokens

@@ -188,8 +188,8 @@ def test_pair_batches_cover_every_pair_and_score_few_prompts(monkeypatch) -> Non
     pairs, targets = training_pairs(reward, 1e-6)
     expected = sorted(map(tuple, pairs.tolist()))
     for group, most_rows in ((16, 32), (1000, 64)):
-        monkeypatch.setattr(method, "PAIR_BATCH_PROMPTS", group)
-        epoch = method._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)
+        monkeypatch.setattr(method.fit, "PAIR_BATCH_PROMPTS", group)
+        epoch = method.fit._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)
         for _ in range(2):
             batches = list(epoch())
             seen = [
@@ -200,7 +200,7 @@ def test_pair_batches_cover_every_pair_and_score_few_prompts(monkeypatch) -> Non
             assert widest <= most_rows and (group == 16 or widest > 32)
     # One group: the same batches as a plain shuffle of all pairs with the seed.
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))
-    first = next(method._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)())
+    first = next(method.fit._batches_of_pairs(pairs, targets, len(reward), size=64, seed=0)())
     assert torch.equal(first.rows, torch.unique(torch.as_tensor(pairs)[order[:64], 0]))
 
 
@@ -209,7 +209,7 @@ def test_prompt_batches_hold_all_pairs_of_their_prompts() -> None:
     the batch), every prompt once an epoch; a prompt with only ties gives no batch."""
     reward = np.array([[0.1, 0.9], [0.5, 0.5], [0.8, 0.2], [0.3, 0.6]])
     pairs, targets = training_pairs(reward, 1e-6)
-    batches = list(method._batches_of_prompts(pairs, targets, len(reward), size=1, seed=0)())
+    batches = list(method.fit._batches_of_prompts(pairs, targets, len(reward), size=1, seed=0)())
     assert sorted(int(b.rows[0]) for b in batches) == [0, 2, 3]  # prompt 1: a tie only
     for b in batches:
         prompt = int(b.rows[0])
@@ -219,3 +219,106 @@ def test_prompt_batches_hold_all_pairs_of_their_prompts() -> None:
 def test_choose_teachers_is_the_row_argmax() -> None:
     scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, -1.0], [-3.0, -2.0, -1.0]])
     assert choose_teachers(scores).tolist() == [1, 0, 2]  # first on ties
+
+
+# Issue 23: failures, coherent normalisation, raw ties, the failure charge, oracle ties.
+
+
+def test_a_failed_answer_loses_to_every_answer_and_two_failures_tie() -> None:
+    reward = np.array([[0.2, -np.inf, 0.9, -np.inf]])
+    pairs, targets = training_pairs(reward, 1e-6, "half")
+    ordered = {tuple(p) for p, t in zip(pairs.tolist(), targets, strict=True) if t == 1}
+    assert ordered == {(0, 2, 0), (0, 0, 1), (0, 0, 3), (0, 2, 1), (0, 2, 3)}
+    assert tied_pairs(reward).tolist() == [[0, 1, 3]]  # not "teacher 1 beats teacher 3"
+    assert any_ordered_pair(np.array([[0.5, -np.inf]]), 1e-6)
+    assert not any_ordered_pair(np.array([[-np.inf, -np.inf]]), 1e-6)
+
+
+def test_mark_failed_keeps_unscored_cells_missing() -> None:
+    reward = np.array([[0.4, NAN, NAN]])
+    failed = np.array([[False, True, False]])  # teacher 2: unscored, not failed
+    marked = method.mark_failed(reward, failed)
+    assert marked[0, 1] == -np.inf and np.isnan(marked[0, 2])
+    assert training_pairs(marked, 1e-6)[0].tolist() == [[0, 0, 1]]
+
+
+def test_quality_and_learnability_normalised_over_the_same_teachers() -> None:
+    """Teacher 2 has learnability but no quality: it must not squash the others' gap."""
+    quality = np.array([[1.0, 1.0, NAN]])
+    learn = np.array([[-1.0, -1.1, -5.0]])
+    reward = combine(quality, learn, alpha=0.4, method="minmax")
+    # quality ties at 0.5; learnability over teachers 0 and 1 only: 1 and 0
+    np.testing.assert_allclose(reward[0, :2], [0.6 * 0.5 + 0.4, 0.6 * 0.5])
+    alone = combine(quality[:, :2], learn[:, :2], alpha=0.4, method="minmax")
+    np.testing.assert_allclose(reward[0, :2], alone[0])
+    assert np.isnan(reward[0, 2])
+
+
+def test_a_learnability_gap_within_the_tie_margin_is_no_preference() -> None:
+    quality = np.array([[1.0, 1.0], [1.0, 1.0 + 1e-12]])
+    learn = np.array([[-1.0, -1.001], [-1.0, -1.0]])
+    reward = combine(quality, learn, alpha=0.4, method="minmax")
+    np.testing.assert_allclose(reward, 0.5)  # not 0 vs 1
+    assert len(training_pairs(reward, 1e-6)[0]) == 0
+    # outside the margin it is a preference; a margin of 0 restores raw min-max
+    assert combine(np.ones((1, 2)), np.array([[-1.0, -1.05]]), 0.4, "minmax")[0, 0] == 0.7
+    strict = combine(quality[:1], learn[:1], 0.4, "minmax", learnability_margin=0.0)
+    np.testing.assert_allclose(strict, [[0.7, 0.3]])
+
+
+def test_merge_ties_groups_without_chaining() -> None:
+    # 0, 0.006, 0.012 within 0.01 steps: one group would chain; groups span at most 0.01
+    merged = method.merge_ties(np.array([[0.012, 0.0, 0.006, NAN]]), 0.01)
+    np.testing.assert_allclose(merged, [[0.012, 0.003, 0.003, NAN]])
+
+
+@pytest.mark.parametrize("normalization", ["minmax", "zscore", "rank"])
+def test_the_failure_charge_is_the_bottom_of_every_scale(normalization: str) -> None:
+    rng = np.random.default_rng(0)
+    n = 5
+    quality, learn = rng.uniform(size=(200, n)), rng.normal(size=(200, n))
+    quality[:10] = 1.0  # prompts whose answers tie on quality
+    reward = combine(quality, learn, 0.4, normalization)
+    charge = method.failure_reward(normalization, n)
+    assert charge <= np.nanmin(reward)
+    # the mean of a row (what zscore scores a tie) is above it
+    assert charge < 0.0 if normalization == "zscore" else charge == 0.0
+
+
+def test_oracle_ties_go_to_learnability_then_price_then_order() -> None:
+    reward = np.array([[0.8, 0.8, 0.8], [0.8, 0.8, 0.8], [0.8, 0.8, 0.1], [0.3, 0.9, 0.9]])
+    learn = np.array([[-2.0, -1.0, -1.0], [-1.0, -1.0, -1.0], [-3.0, NAN, -1.0], [0, -2, -1.0]])
+    price = np.array([1.0, 0.5, 0.2])
+    # row 0: teachers 1 and 2 likelier, 2 cheaper; row 1: all alike, 2 cheapest;
+    # row 2: teacher 2 is not tied, teacher 1 has no learnability; row 3: 2 likelier
+    assert oracle_choice(reward, learn, price).tolist() == [2, 2, 0, 2]
+    assert oracle_choice(reward, learn).tolist() == [1, 0, 0, 2]  # then list order
+
+
+def test_fit_without_validation_keeps_the_last_epoch() -> None:
+    """Refitting on train + validation runs exactly the chosen epochs: no held-out loss
+    may pick an earlier one."""
+    from persyn.method import FitSettings, RouterData, fit_bradley_terry
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 4)
+    reward = np.random.default_rng(0).uniform(size=(40, 3))
+    head = torch.nn.Linear(4, 3)
+    settings = FitSettings(
+        epochs=6,
+        learning_rate=0.5,  # large steps: the training loss does not fall every epoch
+        batch=8,
+        by="pairs",
+        weight_decay=0.0,
+        patience=None,
+        seed=0,
+        tie_margin=1e-6,
+        ties="skip",
+    )
+    fit = fit_bradley_terry(head, RouterData(x, reward), settings)
+    losses = [h["train_loss"] for h in fit["history"]]
+    assert len(losses) == 6 and fit["best_epoch"] == 5
+    assert min(losses) < losses[-1]  # an earlier epoch had the lower training loss
+    pairs = torch.as_tensor(training_pairs(reward, 1e-6)[0])
+    kept = bradley_terry_loss(torch.as_tensor(method.predict(head, x)), pairs)
+    assert kept.item() == pytest.approx(losses[-1])

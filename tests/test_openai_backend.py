@@ -8,6 +8,8 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ import pytest
 from conftest import tiny_run_config
 from llama_server import LlamaServer, free_port
 
-from persyn.config import ConfigError, parse_config
+from persyn.config import ConfigError, TeacherConfig, parse_config
 from persyn.pipeline import Run, StageError, run_pipeline, run_stage, validate
 from persyn.store import read_jsonl
+from persyn.teachers.base import Generation, Prompt, make_teacher
 
 KEY_ENV = "PERSYN_TEST_LLAMA_KEY"
 API_KEY = f"sk-test-{secrets.token_hex(12)}"
@@ -139,9 +142,13 @@ def test_an_unset_key_variable_is_a_config_error(
 
 def test_bad_options_name_the_teacher_and_key(tiny_lm_dir: Path, tmp_path: Path) -> None:
     cfg = parse_config(http_config(tiny_lm_dir, tmp_path, "http://x/v1", concurency=4))
-    with pytest.raises(ConfigError, match=r"teacher 'smol-brief' \(openai backend\) options: "
-                       r"concurency: Extra inputs are not permitted"):  # fmt: skip
+    with pytest.raises(ConfigError) as info:
         validate(cfg)
+    assert str(info.value) == (
+        "teacher 'smol-brief' (openai backend) options: unknown key 'concurency'; valid keys: "
+        "base_url, api_key_env, concurrency, timeout_s, max_retries, max_consecutive_failures, "
+        "extra_body"
+    )
 
 
 def test_nothing_listening_fails_after_retries_and_a_rerun_resumes(
@@ -224,3 +231,111 @@ def test_server_killed_mid_generate_then_rerun_answers_each_prompt_once(
     wanted |= {(p, t) for p in calibration for t in cfg.teacher_names}
     assert answered == dict.fromkeys(wanted, 1)  # every prompt answered, none twice
     assert failed_then_retried > 0  # the kill did cost requests, which the rerun redid
+
+
+class RecordingServer(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1 that records each request's path and answers every
+    chat completion with "hi", or with `status` (e.g. 401) and an error body."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.paths: list[str] = []
+        self.status = 200
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    server: RecordingServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.paths.append(self.path)
+        if self.server.status == 200:
+            body: dict[str, Any] = {
+                "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }  # fmt: skip
+        else:
+            body = {"error": {"message": "no key", "type": "invalid_request_error"}}
+        payload = json.dumps(body).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet test output
+
+
+@pytest.fixture
+def recording_server() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+PROMPT = Prompt("p1", [{"role": "user", "content": "Hello?"}])
+
+
+def generate_with(base_url: str, prompts: list[Prompt], **options: Any) -> list[Generation]:
+    teacher = make_teacher(
+        TeacherConfig(
+            name="remote", backend="openai", model="m",
+            options={"base_url": base_url, "max_retries": 0, **options},
+        )
+    )  # fmt: skip
+    teacher.load()
+    try:
+        return teacher.generate(prompts)
+    finally:
+        teacher.unload()
+
+
+def test_a_query_in_base_url_stays_the_query_of_every_request(
+    recording_server: RecordingServer,
+) -> None:
+    [row] = generate_with(f"{recording_server.root}/v1?key=abc&region=eu", [PROMPT])
+    assert (row.text, row.error) == ("hi", None)
+    assert recording_server.paths == ["/v1/chat/completions?key=abc&region=eu"]
+
+
+def test_a_refused_request_without_a_key_says_to_set_api_key_env(
+    recording_server: RecordingServer,
+) -> None:
+    recording_server.status = 401
+    [row] = generate_with(f"{recording_server.root}/v1", [PROMPT])
+    assert row.error == (
+        f"HTTP 401 from {recording_server.root}/v1: the server wants an API key and none was "
+        "sent; export it in an environment variable and name that variable in "
+        "options.api_key_env"
+    )
+
+
+def test_a_server_that_is_down_stops_the_teacher_after_consecutive_failures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    prompts = [Prompt(f"p{i}", PROMPT.messages) for i in range(10)]
+    rows = generate_with(url, prompts, concurrency=1, max_consecutive_failures=3)
+    tried = [r.error or "" for r in rows[:3]]
+    assert all(e.startswith(f"connection to {url} failed after 1 tries") for e in tried)
+    # the other prompts were never sent: error rows (a rerun retries them), not dropped
+    for row in rows[3:]:
+        assert (row.text, row.error) == (
+            "",
+            "not sent: the teacher stopped after 3 requests in a row could not reach the "
+            f"server (last: {tried[2]}); a rerun retries this prompt",
+        )
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: teacher 'remote': stopped after 3 requests in a row could not reach {url} "
+        "(options.max_consecutive_failures); its remaining prompts are error rows that a "
+        "rerun retries"
+    ]

@@ -17,7 +17,8 @@ from persyn.cli import app
 from persyn.config import parse_config
 from persyn.demo.prompts import demo_mix
 from persyn.pipeline import run_pipeline
-from persyn.report.html import ReportError, build_report, example_rows, load_artifacts
+from persyn.report.data import ReportError, load_artifacts
+from persyn.report.html import build_report, example_rows
 from persyn.report.plots import PLOTS, confusion_matrix
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt

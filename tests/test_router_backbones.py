@@ -50,7 +50,9 @@ def test_lm_router_learns_a_planted_preference(
     router = make_router(lm_config(tiny_lm_dir, finetune=finetune), TEACHERS)
     fit = router.fit(texts, reward, val_texts, val_reward)
     assert fit["history"][fit["best_epoch"]]["val_loss"] < fit["history"][0]["val_loss"]
-    held = routing_metrics(router.scores(val_texts), val_reward)
+    held = routing_metrics(
+        router.scores(val_texts), val_reward, fixed_teacher=0, failure_reward=0.0
+    )
     assert held["top1"] == 1.0
 
 
@@ -114,7 +116,7 @@ def test_encoder_routers_learn_the_planted_preference_and_round_trip(
     router = make_router(RouterConfig(kind=kind, epochs=60, knn_k=3), TEACHERS)
     router.fit(texts, reward, val_texts, val_reward)
     scores = router.scores(val_texts)
-    assert routing_metrics(scores, val_reward)["top1"] == 1.0
+    assert routing_metrics(scores, val_reward, fixed_teacher=0, failure_reward=0.0)["top1"] == 1.0
     router.save(tmp_path)
     assert np.allclose(Router.load(tmp_path, TEACHERS).scores(val_texts), scores, atol=1e-6)
 

@@ -25,9 +25,10 @@ from persyn.eval.routers import (
     compare_selection,
     learning_curve,
 )
+from persyn.method import failure_reward
 from persyn.pipeline import Run, run_stage
 from persyn.router.encoder import PromptEncoder
-from persyn.router.metrics import routing_metrics
+from persyn.router.metrics import best_fixed_teacher, routing_metrics
 from persyn.router.routers import make_router
 
 TEACHERS = ["fruit-expert", "water-expert", "weak"]
@@ -138,6 +139,16 @@ def test_budget_curve_trades_reward_for_money() -> None:
     assert rows[-1]["reward_given_up"] > 0 and rows[-1]["money_saved"] > 0
 
 
+@pytest.mark.parametrize("n_reward", [12, 30])
+def test_budget_curve_refuses_rewards_of_other_prompts(n_reward: int) -> None:
+    """bench_router gave test-split scores with validation rewards: with fewer rewards an
+    IndexError, with more a curve measured on the wrong prompts, silently."""
+    scores = np.array([[2.0, 1.0, 0.0]] * 20)
+    reward = np.array([[1.0, 0.7, 0.2]] * n_reward)
+    with pytest.raises(ValueError, match=rf"scores \(20, 3\) and rewards \({n_reward}, 3\)"):
+        budget_curve(scores, reward, np.array([1.0, 0.5, 0.1]), TEACHERS)
+
+
 @pytest.fixture(scope="module")
 def scored_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A tiny run taken through `score` (tiny LLM teacher + solvers, tiny student)."""
@@ -196,22 +207,51 @@ def test_prepare_with_kcenter_selection(tiny_lm_dir: Path, tmp_path: Path) -> No
 
 
 def test_router_is_charged_the_real_reward_of_its_choice() -> None:
-    """A failed teacher (NaN) costs the router; a prompt no teacher answered is left out."""
+    """A failed teacher (-inf) costs the router; a prompt no teacher answered is left out."""
     reward = np.array(
         [
-            [1.0, np.nan, 0.0],  # the router picks teacher 1, which failed
+            [1.0, -np.inf, 0.0],  # the router picks teacher 1, which failed
             [np.nan, np.nan, np.nan],  # nobody answered: not a top-1 hit, not counted
             [0.2, 0.9, 0.5],
         ]
     )
     scores = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    m = routing_metrics(scores, reward)
+    m = routing_metrics(scores, reward, fixed_teacher=0, failure_reward=0.0)
     assert m["prompts"] == 2 and m["prompts_without_reward"] == 1
     assert m["top1"] == 0.5  # only the third prompt
     assert m["reward"] == pytest.approx((0.0 + 0.9) / 2)  # failed choice earns 0
     assert m["routed_to_failed"] == 0.5
     assert m["oracle_reward"] == pytest.approx((1.0 + 0.9) / 2)
+    assert m["best_fixed_reward"] == pytest.approx((1.0 + 0.2) / 2)
+    # the failed answer is below every answer: (0 over 1), (2 over 1), (1 over 0, 2), ...
+    assert m["pairwise_accuracy"] == pytest.approx(3 / 6)
     assert np.isfinite([m[k] for k in ("reward", "regret", "captured")]).all()
+
+
+def test_under_zscore_a_failure_is_charged_the_bottom_not_the_mean() -> None:
+    """z-scores centre each prompt on 0: charging 0 would make a failure as good as an
+    average answer, and routing to it would beat the worst answer."""
+    reward = np.array([[1.2247, 0.0, -1.2247, -np.inf]])  # z-scores of 3 answers + a failure
+    charge = failure_reward("zscore", 4)
+    m = routing_metrics(np.array([[0, 0, 0, 1.0]]), reward, fixed_teacher=0, failure_reward=charge)
+    assert m["reward"] == pytest.approx(-np.sqrt(3)) and m["reward"] < -1.2247
+    assert failure_reward("minmax", 4) == failure_reward("rank", 4) == 0.0
+
+
+def test_best_fixed_is_chosen_on_train_and_only_teachers_that_generate_count() -> None:
+    train = np.array([[1.0, 0.0, 0.5, 0.9], [1.0, 0.0, 0.5, 0.9]])
+    test = np.array([[0.0, 1.0, 0.5, 1.0], [0.0, 1.0, 0.5, 1.0]])
+    able = [0, 1, 2]  # teacher 3 is known from imported answers only
+    fixed = best_fixed_teacher(train, 0.0, able)
+    assert fixed == 0  # best on the train split, though the worst on test
+    scores = np.array([[0.0, 0.0, 0.0, 9.0], [0.0, 0.0, 0.0, 9.0]])  # prefers teacher 3
+    m = routing_metrics(scores, test, fixed_teacher=fixed, failure_reward=0.0, teachers=able)
+    assert m["best_fixed_teacher"] == 0 and m["best_fixed_reward"] == 0.0
+    # the router's choice among teachers 0-2 (all scored 0: the first) and the oracle's
+    assert m["reward"] == 0.0 and m["oracle_reward"] == 1.0
+    assert m["random_reward"] == pytest.approx(0.5)  # mean of 0, 1, 0.5: not teacher 3's 1
+    with pytest.raises(ValueError, match="fixed_teacher 3"):
+        routing_metrics(scores, test, fixed_teacher=3, failure_reward=0.0, teachers=able)
 
 
 def test_random_router_draw_depends_on_the_prompt_not_its_position() -> None:

@@ -32,57 +32,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from persyn.calibration_source import source_rows
 from persyn.config import CalibrationSource, RunConfig
 from persyn.data import DataError
 from persyn.teachers.base import Prompt, can_generate
-
-# Mapping fields per known dataset shape; a field set in the config overrides the preset's.
-# Scales: UltraFeedback's overall_score is a 1-10 grade, Nectar's rank 1 (best) to 7,
-# LLMRouterBench's score a 0-1 correctness. MixInstruct's candidates carry only
-# reference-based metrics (`score_field: scores.bartscore` picks one).
-PRESETS: dict[str, dict[str, Any]] = {
-    # Column per model: name each teacher's column in `responses`.
-    "magpie-zoo": {"prompt": "instruction", "id": "uuid"},
-    "ultrafeedback": {
-        "prompt": "instruction",
-        "list_column": "completions",
-        "model_field": "model",
-        "response_field": "response",
-        "score_field": "overall_score",
-        "score_range": (1.0, 10.0),
-    },
-    "nectar": {
-        "prompt": "prompt",
-        "list_column": "answers",
-        "model_field": "model",
-        "response_field": "answer",
-        "score_field": "rank",
-        "score_direction": "lower",
-        "score_range": (1.0, 7.0),
-    },
-    "mixinstruct": {
-        "prompt": "instruction",
-        "input": "input",
-        "id": "id",
-        "list_column": "candidates",
-        "model_field": "model",
-        "response_field": "text",
-    },
-    "routerbench": {
-        "prompt": "origin_query",
-        "records_field": "records",
-        "response_field": "prediction",
-        "reference": "ground_truth",
-        "score_field": "score",
-        "score_range": (0.0, 1.0),
-        "tokens_field": "completion_tokens",
-    },
-}
-
-Layout = Literal["wide", "list", "records"]
 
 # Prompt meta key of the normalised imported scores: {response digest: score}. The quality
 # signal sees (prompt, response text) only, and a score belongs to the text it graded.
@@ -91,42 +46,6 @@ IMPORTED_QUALITY = "imported_quality"
 
 def response_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def resolve_source(source: CalibrationSource) -> CalibrationSource:
-    """The source with its preset's fields filled in (fields set in the config win); raises
-    ValueError when the mapping is incomplete."""
-    if source.preset is not None:
-        explicit = source.model_dump(include=source.model_fields_set)
-        # The preset's values are typed as the fields are: no second validation needed.
-        source = source.model_copy(update={**PRESETS[source.preset], **explicit, "preset": None})
-    layout(source)
-    return source
-
-
-def layout(src: CalibrationSource) -> Layout:
-    chosen: list[Layout] = []
-    if src.responses:
-        chosen.append("wide")
-    if src.list_column:
-        chosen.append("list")
-    if src.records_field or (src.model_field and not src.list_column):
-        chosen.append("records")
-    if len(chosen) != 1:
-        raise ValueError(
-            "set one layout: `responses` (a column per teacher), `list_column` (a list of "
-            "answers per prompt) or `records_field`/`model_field` (one row per answer)"
-            + (f"; got {' and '.join(chosen)}" if chosen else "")
-        )
-    if chosen[0] != "wide" and not src.response_field:
-        raise ValueError(f"the {chosen[0]} layout needs `response_field`")
-    if chosen[0] == "list" and not src.model_field:
-        raise ValueError("the list layout needs `model_field`")
-    if src.scores and chosen[0] != "wide":
-        raise ValueError("`scores` (a score column per teacher) is for the wide layout")
-    if src.score_range is not None and not src.score_range[0] < src.score_range[1]:
-        raise ValueError(f"score_range {list(src.score_range)}: min must be below max")
-    return chosen[0]
 
 
 # -- fingerprint: the import is an input of `prepare` (and of `imported` quality rows) ---
@@ -182,8 +101,8 @@ class _Reader:
 
     def __init__(self, cfg: RunConfig) -> None:
         assert cfg.calibration.source is not None
-        self.src = resolve_source(cfg.calibration.source)
-        self.layout = layout(self.src)
+        self.src = cfg.calibration.source.resolved()
+        self.layout = self.src.layout()
         self.pool = set(cfg.teacher_names)
         self.max_chars = cfg.prompts.max_prompt_chars
         self.prompts: dict[str, tuple[Prompt, str]] = {}  # id -> (prompt, where first seen)

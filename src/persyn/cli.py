@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
@@ -146,7 +146,7 @@ def demo(
     with user_errors():
         cfg = _load(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
-    RunArtifacts(run_dir).write_summary(summary, "demo_summary.json")
+    RunArtifacts(run_dir).write_demo_summary(summary)
     print_summary(summary, run_dir)
 
 
@@ -270,7 +270,8 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Write an HTML report with PNG plots of a finished run (RUN_DIR/report by default)."""
-    from persyn.report.html import ReportError, build_report
+    from persyn.report.data import ReportError
+    from persyn.report.html import build_report
 
     set_quiet(quiet)
     with user_errors(ReportError):
@@ -354,13 +355,14 @@ def evaluate_cmd(
     """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
     The prompts are checked disjoint from the checkpoint's training prompts first."""
     from persyn.eval.student import evaluate_checkpoint
-    from persyn.pipeline import make_executor
+    from persyn.run import make_executor
 
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
-        path = Path(model or Path(cfg.run_dir) / "student" / "final")
-        metrics = evaluate_checkpoint(cfg, path, output_dir or path / "eval", make_executor(cfg))
+        path = Path(model or StudentFiles(RunArtifacts(cfg.run_dir).student_dir()).final)
+        out = output_dir or StudentEvalFiles.beside(path)
+        metrics = evaluate_checkpoint(cfg, path, out, make_executor(cfg))
     console.print_json(json.dumps(metrics))
 
 

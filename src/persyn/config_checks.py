@@ -1,5 +1,5 @@
 """The config checks that need the registries, run by `persyn validate` and before every run
-(`persyn.pipeline.validate`).
+(`persyn.run.validate`).
 
 `persyn.config` imports nothing else of persyn, so it holds a registry's names as plain
 strings: here each is checked against its registry (`persyn.registry`, plug-ins included),
@@ -9,7 +9,6 @@ them, never by the entry's name. Errors are one line naming the key.
 
 from __future__ import annotations
 
-from persyn.calibration_import import resolve_source
 from persyn.config import ConfigError, RunConfig
 from persyn.executors import EXECUTORS
 from persyn.policies import POLICIES
@@ -48,7 +47,7 @@ def check_capabilities(cfg: RunConfig) -> None:
             continue
         if source is None:
             raise ConfigError(f"rewards.quality: kind `{signal.kind}` needs calibration.source")
-        resolved = resolve_source(source)
+        resolved = source.resolved()
         if not (resolved.score_field or resolved.scores):
             raise ConfigError(
                 f"rewards.quality: kind `{signal.kind}` needs a score in the data: set "

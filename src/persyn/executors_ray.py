@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
 from persyn.executors import (
     ROUTE_CHUNK,
@@ -181,7 +182,7 @@ class RayExecutor(Executor):
         config = {"router_dir": str(router_dir.resolve()), "teachers": teachers}
         from persyn.router.routers import ROUTERS  # torch, only when used
 
-        kind = json.loads((router_dir / "router.json").read_text())["router"]
+        kind = RouterCheckpoint(router_dir).meta()["router"]
         # Baseline routers hold no model: reserve no GPU for them.
         gpus = self.cfg.num_gpus if ROUTERS.load(kind).loads_model else 0
         with bar("route: router scores (ray)", len(texts)) as progress:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from persyn.config import ConfigError, ModelRef
+from persyn.config import ConfigError, ModelRef, fingerprint
 
 
 def resolve_model_path(model: str) -> str:
@@ -79,12 +80,18 @@ def resolve_device(setting: str | None = None) -> str:
     return setting
 
 
+def dtype_name(ref: ModelRef, device: str) -> str:
+    """The precision `ref` loads in on `device`: its `dtype`, with `auto` as bfloat16 on a
+    GPU and float32 on a CPU. Plain data, so a cache key can name it without torch."""
+    if ref.dtype != "auto":
+        return ref.dtype
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
 def _torch_dtype(ref: ModelRef, device: str | None = None) -> Any:
     import torch
 
-    if ref.dtype != "auto":
-        return getattr(torch, ref.dtype)
-    return torch.bfloat16 if (device or resolve_device()).startswith("cuda") else torch.float32
+    return getattr(torch, dtype_name(ref, device or resolve_device()))
 
 
 def _ref_key(ref: ModelRef) -> tuple[Any, ...]:
@@ -128,6 +135,23 @@ def load_causal_lm(ref: ModelRef) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(ref)
     _cache.update(key=key, model=model, tokenizer=tokenizer)
     return model, tokenizer
+
+
+def chat_template_hash(ref: ModelRef) -> str:
+    """Hash of the chat template `ref`'s tokenizer carries: the template decides how a
+    prompt is put to the model, so a learnability score depends on it. Only the tokenizer
+    files are read, once per process and model."""
+    return _template_hash(ref.model, ref.gguf_file, ref.revision, ref.trust_remote_code)
+
+
+@cache
+def _template_hash(
+    model: str, gguf_file: str | None, revision: str | None, trust_remote_code: bool
+) -> str:
+    ref = ModelRef(
+        model=model, gguf_file=gguf_file, revision=revision, trust_remote_code=trust_remote_code
+    )
+    return fingerprint(load_tokenizer(ref).chat_template)
 
 
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:

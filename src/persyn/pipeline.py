@@ -2,8 +2,9 @@
 
     prepare -> calibrate -> score -> train-router -> route -> generate -> export
 
-Each `Stage` names its function (in `persyn.stages`), the config sections it reads and the
-stages whose outputs it reads. Everything else is derived from this table: a stage's
+Each `Stage` names its function (in `persyn.stages`, each called with a `persyn.run.Run`),
+the config sections it reads (hashed in `persyn.fingerprints`) and the stages whose outputs
+it reads. Everything else is derived from this table: a stage's
 fingerprint (its sections and its upstream stages' fingerprints, so a change reruns the
 stage and everything after it), the manifest, `persyn inspect`'s stage list and the CLI's
 stage commands. Model calls are also cached row by row (see `persyn.stages.common`), so a
@@ -17,28 +18,16 @@ process at a time works in a run directory (`RunStore.lock`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from persyn.artifacts import RunArtifacts
-from persyn.calibration_source import source_fingerprint
 from persyn.config import RunConfig, fingerprint
-from persyn.config_checks import check_config
-from persyn.data import source_digest
-from persyn.executors import EXECUTORS, Executor
-from persyn.models import check_model_exists, use_device
+from persyn.fingerprints import config_sections
 from persyn.progress import log, warn
-from persyn.redact import remember_secrets
-from persyn.rewards.quality import quality_signal
+from persyn.run import Run, validate
 from persyn.stages.calibrate import calibrate
-from persyn.stages.common import (
-    StageError,
-    prompt_fingerprint,
-    quality_fingerprint,
-    student_fingerprint,
-    teacher_fingerprint,
-)
+from persyn.stages.common import StageError
 from persyn.stages.export import export
 from persyn.stages.generate import generate
 from persyn.stages.prepare import prepare
@@ -56,7 +45,6 @@ from persyn.stages.verify import (
     verify_train_router,
 )
 from persyn.store import DamagedMarker
-from persyn.teachers.base import Prompt, backend_class
 
 __all__ = ["STAGES", "Run", "StageError", "run_pipeline", "run_stage", "validate"]
 
@@ -96,43 +84,6 @@ PIPELINE = (
 STAGE = {s.name: s for s in PIPELINE}
 STAGES = [s.name for s in PIPELINE]
 
-# The part of the config behind each section name (the same parts the row caches key on:
-# a teacher's cost is in `routing`, not in the teacher's own section).
-SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
-    # The prompts file's content too: an edited file is prepared again.
-    "prompts": lambda c: prompts_fingerprint(c),
-    "calibration": lambda c: fingerprint(
-        c.calibration.model_dump(mode="json", exclude={"source"}),
-        c.router.val_fraction,
-        c.router.test_fraction,
-        c.router.seed,
-    ),
-    # The imported data's mapping and content (a changed file reruns the import).
-    "calibration.source": lambda c: source_fingerprint(c.calibration.source),
-    "student": student_fingerprint,
-    "rewards.quality": quality_fingerprint,
-    "rewards.mix": lambda c: fingerprint(c.rewards.alpha, c.rewards.normalization),
-    "router": lambda c: fingerprint(c.router),
-    "routing": lambda c: fingerprint(
-        c.routing,
-        [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
-    ),
-    # The card shows the whole config; where the run lives changes nothing in it.
-    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
-}
-
-
-def prompts_fingerprint(cfg: RunConfig) -> str:
-    digest = source_digest(cfg.prompts)
-    # Without a local file (a generated set, a hub id) the fingerprint is what it always was.
-    return fingerprint(cfg.prompts) if digest is None else fingerprint(cfg.prompts, digest)
-
-
-def config_sections(cfg: RunConfig) -> dict[str, str]:
-    """Content hash of each config section, with `teachers` as one entry per teacher."""
-    named = {name: part(cfg) for name, part in SECTIONS.items()}
-    return {**named, **{f"teacher:{t.name}": teacher_fingerprint(t) for t in cfg.teachers}}
-
 
 def stage_sections(cfg: RunConfig, stage: str) -> list[str]:
     """The sections `stage` depends on, its own and its upstream stages'."""
@@ -158,72 +109,6 @@ def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
     return {name: fp(name) for name in STAGES}
 
 
-@dataclass
-class Run:
-    """One run: its config, its run directory and where the heavy work runs."""
-
-    cfg: RunConfig
-    store: RunArtifacts
-    executor: Executor
-    fingerprints: dict[str, str] = field(init=False, repr=False)
-    _prompts: list[Prompt] | None = field(default=None, init=False, repr=False)
-    _prompt_fps: dict[str, str] | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.fingerprints = stage_fingerprints(self.cfg)
-
-    @classmethod
-    def open(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
-        return cls(cfg, RunArtifacts(run_dir or cfg.run_dir), make_executor(cfg))
-
-    def fingerprint(self, stage: str) -> str:
-        return self.fingerprints[stage]
-
-    @property
-    def prompts(self) -> list[Prompt]:
-        if self._prompts is None:
-            self._prompts = self.store.prompts()
-        return self._prompts
-
-    def set_prompts(self, prompts: list[Prompt]) -> None:
-        self._prompts = prompts
-        self._prompt_fps = None
-
-    def prompt_fp(self, prompt_id: str) -> str:
-        """`prompt_fingerprint` of a prompt (computed once per run: every stage asks)."""
-        if self._prompt_fps is None:
-            self._prompt_fps = {p.id: prompt_fingerprint(p) for p in self.prompts}
-        return self._prompt_fps[prompt_id]
-
-    def prompts_by_id(self) -> dict[str, Prompt]:
-        return {p.id: p for p in self.prompts}
-
-
-def make_executor(cfg: RunConfig) -> Executor:
-    # Where work runs is decided here, models included: every load in this process follows
-    # `cfg.device` (Ray replicas get it with their config).
-    use_device(cfg.device)
-    return EXECUTORS.load(cfg.executor.kind).from_config(cfg.executor, cfg.device)
-
-
-def validate(cfg: RunConfig) -> None:
-    """Checks that need no model: registry names known, backends importable, local model
-    paths present."""
-    # Secrets in the config (a key in a URL or `extra_body`) are scrubbed from every
-    # message from now on, whatever their shape.
-    remember_secrets(cfg.model_dump(mode="json"))
-    check_config(cfg)
-    check_model_exists(cfg.student, "student")
-    for i, t in enumerate(cfg.teachers):
-        # Constructing a teacher loads nothing; it checks the backend's options (and keys).
-        backend = backend_class(t.backend)
-        backend(t)
-        if backend.loads_model:
-            check_model_exists(t, f"teachers[{i}]")
-    for signal in cfg.rewards.quality:
-        quality_signal(signal).check()  # options, judge backend, reward-model path
-
-
 def write_manifest(run: Run) -> None:
     """`manifest.json`: the section hashes, and per finished stage its fingerprint, when it
     finished and the sections it depends on (what a change there reruns)."""
@@ -243,23 +128,24 @@ def run_stage(run: Run, stage: str) -> dict[str, Any]:
     """Run `stage` and every stage before it that is not done for this config, or whose
     outputs do not check out; returns the stage's completion marker (its statistics).
     Holds the run directory's lock throughout."""
+    fingerprints = stage_fingerprints(run.cfg)
     with run.store.lock():
         for s in PIPELINE[: STAGES.index(stage) + 1]:
             # The digests of the upstream outputs this stage is computed from.
             inputs = {u: (run.store.marker(u) or {}).get("outputs") for u in s.upstream}
-            if _needs_run(run, s, inputs):
+            if _needs_run(run, s, fingerprints[s.name], inputs):
                 stats = s.run(run)
                 found = s.verify(run, None)
                 marker = {**stats, "inputs": inputs, "outputs": found.digest}
                 if found.files:
                     # what the next rerun compares against; failed rows: it retries them
                     marker.update(files=found.files, retry=found.retry)
-                run.store.mark_done(s.name, run.fingerprint(s.name), marker)
+                run.store.mark_done(s.name, fingerprints[s.name], marker)
             write_manifest(run)
         return run.store.marker(stage) or {}
 
 
-def _needs_run(run: Run, stage: Stage, inputs: dict[str, str | None]) -> bool:
+def _needs_run(run: Run, stage: Stage, fp: str, inputs: dict[str, str | None]) -> bool:
     """Whether `stage` must (re)run: not done for this config, computed from other upstream
     outputs, or its outputs damaged, changed or holding failed rows. Says why, except for
     the expected cases (first run, config change)."""
@@ -268,7 +154,7 @@ def _needs_run(run: Run, stage: Stage, inputs: dict[str, str | None]) -> bool:
     except DamagedMarker as err:
         warn(f"{stage.name}: {err}; redoing the stage")
         return True
-    if marker is None or marker["fingerprint"] != run.fingerprint(stage.name):
+    if marker is None or marker["fingerprint"] != fp:
         return True
     # Markers from before persyn recorded inputs and outputs are trusted on those counts.
     if marker.get("inputs", inputs) != inputs:

@@ -7,34 +7,20 @@ without importing it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
+import marshal
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from persyn.config import ConfigError
+from persyn.config.aliases import PROMPT_SETS, SCRIPTED_TEACHERS, locate
 
-# `prompts.builtin`: fn(num_prompts, seed) -> list[Prompt]
-PROMPT_SETS: dict[str, str] = {
-    "demo-mix": "persyn.demo.prompts:demo_mix",
-    "arithmetic": "persyn.demo.prompts:arithmetic",
-    "instructions": "persyn.demo.prompts:instructions",
-}
-# `model` of a `backend: scripted` teacher: fn(prompt) -> str
-SCRIPTED_TEACHERS: dict[str, str] = {
-    "solver-verbose": "persyn.demo.solvers:solver_verbose",
-    "solver-concise": "persyn.demo.solvers:solver_concise",
-    "solver-quick": "persyn.demo.solvers:solver_quick",
-}
-
-
-def locate(spec: str, what: str, builtins: Mapping[str, str]) -> tuple[str, str]:
-    """(module, function) that `spec` names, importing nothing (so configs can check it)."""
-    module, _, function = builtins.get(spec, spec).partition(":")
-    if not (module and function):
-        raise ConfigError(
-            f"{what} {spec!r}: use a built-in ({', '.join(builtins)}) or module:function"
-        )
-    return module, function
+# The aliases live in the config (it checks names without importing this module).
+__all__ = ["PROMPT_SETS", "SCRIPTED_TEACHERS", "locate", "resolve"]
 
 
 def resolve(spec: str, what: str, builtins: Mapping[str, str]) -> Callable[..., Any]:
@@ -47,3 +33,36 @@ def resolve(spec: str, what: str, builtins: Mapping[str, str]) -> Callable[..., 
     if not callable(fn):
         raise ConfigError(f"{what} {spec!r}: {module}.{function} is not a function")
     return fn
+
+
+# Per module name: the module object and the digest of its file as this process first read
+# it. The code that runs is the code imported then, even when the file is edited later (a
+# new process, or a re-import, reads it again), so the digest must describe that code.
+_CODE_DIGESTS: dict[str, tuple[ModuleType, str]] = {}
+
+
+def code_digest(spec: str, what: str, builtins: Mapping[str, str]) -> str:
+    """sha256 of the code `spec`'s function runs: the source file of the module defining
+    it (helpers in the same file included; code it imports from other modules is not).
+    Part of a scripted teacher's fingerprint, so editing the function regenerates its
+    answers."""
+    fn = resolve(spec, what, builtins)
+    module = inspect.getmodule(fn) or importlib.import_module(locate(spec, what, builtins)[0])
+    cached = _CODE_DIGESTS.get(module.__name__)
+    if cached is None or cached[0] is not module:
+        cached = (module, _module_digest(module, fn, f"{what} {spec!r}"))
+        _CODE_DIGESTS[module.__name__] = cached
+    return cached[1]
+
+
+def _module_digest(module: ModuleType, fn: Callable[..., Any], what: str) -> str:
+    path = getattr(module, "__file__", None)
+    if path and Path(path).is_file():
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    code = getattr(fn, "__code__", None)  # defined interactively (a notebook's __main__)
+    if code is None:
+        raise ConfigError(
+            f"{what}: cannot tell which code it runs (no module file, not a plain "
+            "function); define it in a module file"
+        )
+    return hashlib.sha256(marshal.dumps(code)).hexdigest()

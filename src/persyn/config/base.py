@@ -141,9 +141,17 @@ def format_error(path: str, err: ValidationError) -> str:
 
 
 def backend_options(model: type[SectionT], teacher: TeacherConfig) -> SectionT:
-    """A teacher's `options` parsed by its backend's options model; errors name the teacher."""
+    """A teacher's `options` parsed by its backend's options model (`Section` itself: the
+    backend takes none); errors name the teacher, and an unknown key the valid ones."""
+    where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
+    unknown = [k for k in teacher.options if k not in model.model_fields]
+    if unknown:
+        valid = ", ".join(model.model_fields) or "none, this backend takes no options"
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; valid keys: {valid}"
+        )
     try:
         return model.model_validate(teacher.options)
     except ValidationError as err:
-        where = f"teacher {teacher.name!r} ({teacher.backend} backend) options"
         raise ConfigError(format_error(where, err)) from None

@@ -105,6 +105,13 @@ class ExperimentConfig(Section):
         "`student_training.seed`.",
     )
     car_beta: float = Field(1.0, ge=0, description="CAR: weight of the student's mean NLL.")
+    mix_strong_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Mix: share of prompts answered by the strongest teacher, the rest by the "
+        "weakest. Default 0.2: Mix Distillation's 1:4 ratio (arXiv 2502.12143).",
+    )
     include_base_student: bool = Field(True, description="Also evaluate the untrained student.")
     bootstrap_resamples: int = Field(
         10_000,

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from persyn.config.aliases import PROMPT_SETS, locate
 from persyn.config.base import Section
+from persyn.config.presets import PRESETS, Layout
 
 
 class PromptsConfig(Section):
@@ -27,11 +29,19 @@ class PromptsConfig(Section):
     messages_field: str | None = Field(
         None, description="Column with chat messages (used instead of `prompt_field`)."
     )
-    reference_field: str | None = Field(None, description="Column with the reference answer.")
+    reference_field: str | None = Field(
+        None,
+        description="Column with the reference answer; unset: the first of `reference`, "
+        "`answer`, `target`, `solution` with a value.",
+    )
     kind: Literal["math", "instruction"] = Field("instruction", description="Default task kind.")
-    kind_field: str | None = Field(None, description="Column overriding `kind` per row.")
+    kind_field: str | None = Field(
+        None, description="Column overriding `kind` per row; unset: a `kind` column if any."
+    )
     meta_field: str | None = Field(
-        None, description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs)."
+        None,
+        description="Column of per-row metadata (e.g. IFEval instruction ids/kwargs); unset: "
+        "a `meta` column, plus `instruction_id_list` and `kwargs` columns.",
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
     max_prompt_chars: int = Field(20000, gt=0, description="Longer prompts are rejected.")
@@ -39,9 +49,6 @@ class PromptsConfig(Section):
     @field_validator("builtin")
     @classmethod
     def _known_set(cls, v: str | None) -> str | None:
-        # Imported here, not at the top: persyn.plugins imports ConfigError from this module.
-        from persyn.plugins import PROMPT_SETS, locate
-
         if v is not None:
             locate(v, "prompt set", PROMPT_SETS)  # the name only; the code loads with the prompts
         return v
@@ -68,9 +75,7 @@ class CalibrationSource(Section):
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
     preset: (
         Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
-    ) = Field(
-        None, description="Mapping of a known dataset shape (persyn.calibration_import.PRESETS)."
-    )
+    ) = Field(None, description="Mapping of a known dataset shape (persyn.config.presets.PRESETS).")
     prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
     input: str | None = Field(
         None, description="Column appended to the prompt after a blank line when not empty."
@@ -129,11 +134,45 @@ class CalibrationSource(Section):
 
     @model_validator(mode="after")
     def _complete(self) -> CalibrationSource:
-        # Imported here: the mapping rules and presets live with the importer.
-        from persyn.calibration_import import resolve_source
-
-        resolve_source(self)
+        self.resolved()
         return self
+
+    def resolved(self) -> CalibrationSource:
+        """This source with its preset's fields filled in (fields set in the config win);
+        raises ValueError when the mapping is incomplete."""
+        source = self
+        if self.preset is not None:
+            explicit = self.model_dump(include=self.model_fields_set)
+            # The preset's values are typed as the fields are: no second validation needed.
+            update = {**PRESETS[self.preset], **explicit, "preset": None}
+            source = self.model_copy(update=update)
+        source.layout()
+        return source
+
+    def layout(self) -> Layout:
+        """Which layout the mapping fields give; raises ValueError unless exactly one."""
+        chosen: list[Layout] = []
+        if self.responses:
+            chosen.append("wide")
+        if self.list_column:
+            chosen.append("list")
+        if self.records_field or (self.model_field and not self.list_column):
+            chosen.append("records")
+        if len(chosen) != 1:
+            raise ValueError(
+                "set one layout: `responses` (a column per teacher), `list_column` (a list of "
+                "answers per prompt) or `records_field`/`model_field` (one row per answer)"
+                + (f"; got {' and '.join(chosen)}" if chosen else "")
+            )
+        if chosen[0] != "wide" and not self.response_field:
+            raise ValueError(f"the {chosen[0]} layout needs `response_field`")
+        if chosen[0] == "list" and not self.model_field:
+            raise ValueError("the list layout needs `model_field`")
+        if self.scores and chosen[0] != "wide":
+            raise ValueError("`scores` (a score column per teacher) is for the wide layout")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range {list(self.score_range)}: min must be below max")
+        return chosen[0]
 
 
 class CalibrationConfig(Section):
@@ -189,6 +228,17 @@ class RewardsConfig(Section):
         False,
         description="Allow prompt kinds no quality signal covers: their teachers are ranked "
         "on the student's learnability alone (the coverage is still recorded and reported).",
+    )
+    tie_margin_learnability: float = Field(
+        0.01,
+        ge=0,
+        description="Learnability scores of one prompt within this many nats (per token) "
+        "count as equal before normalising, so noise is not a full preference.",
+    )
+    tie_margin_quality: float = Field(
+        1e-9,
+        ge=0,
+        description="Quality scores of one prompt within this count as equal before normalising.",
     )
 
     @field_validator("quality")
@@ -273,6 +323,12 @@ class RouterConfig(Section):
         "router's reported (test) metrics come from these.",
     )
     tie_margin: float = Field(1e-6, ge=0, description="Pairs closer than this are ties, skipped.")
+    refit: bool = Field(
+        True,
+        description="After validation picks the epoch, refit the router that routes on "
+        "train + validation prompts for that many epochs (same seed); the test metrics "
+        "stay those of the model trained on the train split alone.",
+    )
     seed: int = Field(0)
     embed_batch_size: int = Field(64, gt=0)
 

@@ -2,12 +2,18 @@
 
 Each baseline is a function `choose(ctx) -> {prompt id: teacher}` in `BASELINES`; every
 dataset covers the same prompts, so all are the same size. Teacher statistics come from
-the calibration prompts (where every teacher answered and was scored):
+the calibration prompts (where every teacher answered and was scored); a teacher's mean
+quality counts its failed answers as 0 (the bottom of every quality signal's scale), so
+a teacher that often fails is not "strong". Only teachers that can generate are chosen
+(`generating_teachers`: not those known from imported answers alone).
 
 - `persyn`: the run's own dataset: oracle teacher on calibration prompts, router elsewhere.
 - `strong`: the teacher with the highest mean quality, for every prompt.
 - `family-strong`: the same, among teachers whose `family` is the student's `family`.
-- `mix`: per prompt, the strongest or the weakest teacher (by mean quality), 50/50, seeded.
+- `mix`: per prompt, the strongest teacher (by mean quality) with probability
+  `experiment.mix_strong_share`, else the weakest, seeded. The default 0.2 is Mix
+  Distillation's 1:4 (Li et al. 2025, arXiv 2502.12143: small students learn better from
+  one strong-teacher answer for four from a small teacher).
 - `car`: one teacher for all prompts, the argmax of the compatibility-adjusted reward
   CAR_n = Q_n / (1 + beta * NLL_n), Q_n the teacher's mean quality and NLL_n the student's
   mean per-token negative log-likelihood of its responses (= -mean learnability), both
@@ -38,11 +44,15 @@ import numpy as np
 
 from persyn.artifacts import RunArtifacts, dataset_row
 from persyn.config import ConfigError, ExperimentConfig
-from persyn.method import combine, oracle_choice
 from persyn.pipeline import Run, run_stage
 from persyn.progress import log
-from persyn.stages.common import generate_rows, teacher_fingerprint
-from persyn.stages.score import score_responses
+from persyn.stages.common import (
+    generate_rows,
+    generating_columns,
+    generating_teachers,
+    teacher_fingerprint,
+)
+from persyn.stages.score import combined_reward, score_responses
 
 
 @dataclass
@@ -56,14 +66,17 @@ Choice = dict[str, str]
 
 
 def calibration_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """Raw (quality, learnability) [calibration prompts, teachers] of the reward table."""
+    """Raw (quality, learnability) [calibration prompts, teachers] of the reward table;
+    failed answers have quality 0."""
     rewards = run.store.rewards()
-    return rewards.quality, rewards.learnability
+    return np.where(rewards.failed, 0.0, rewards.quality), rewards.learnability
 
 
 def mean_quality(run: Run) -> dict[str, float]:
+    """Mean calibration quality of each teacher that can generate (failed answers: 0)."""
     quality, _ = calibration_scores(run)
-    return dict(zip(run.cfg.teacher_names, np.nanmean(quality, axis=0).tolist(), strict=True))
+    means = dict(zip(run.cfg.teacher_names, np.nanmean(quality, axis=0).tolist(), strict=True))
+    return {t: means[t] for t in generating_teachers(run.cfg)}
 
 
 def _best(scores: dict[str, float]) -> str:
@@ -82,13 +95,14 @@ def strong(ctx: BaselineContext) -> Choice:
 def family_strong(ctx: BaselineContext) -> Choice:
     cfg = ctx.run.cfg
     family = cfg.student.family
-    members = [t.name for t in cfg.teachers if family and t.family == family]
+    quality = mean_quality(ctx.run)
+    members = [t.name for t in cfg.teachers if family and t.family == family and t.name in quality]
     if not members:
         raise ConfigError(
-            f"family-strong: no teacher has the student's family {family!r}; set "
-            "student.family and the `family` of the teachers of that family"
+            f"family-strong: no teacher has the student's family {family!r} among those "
+            "that can generate; set student.family and the `family` of the teachers of "
+            "that family"
         )
-    quality = mean_quality(ctx.run)
     return _everywhere(ctx, _best({t: quality[t] for t in members}))
 
 
@@ -97,15 +111,16 @@ def mix(ctx: BaselineContext) -> Choice:
     strongest = _best(quality)
     weakest = _best({t: -q for t, q in quality.items()})
     rng = random.Random(ctx.options.seed)
-    return {pid: rng.choice([strongest, weakest]) for pid in ctx.prompt_ids}
+    share = ctx.options.mix_strong_share
+    return {pid: strongest if rng.random() < share else weakest for pid in ctx.prompt_ids}
 
 
 def car_scores(run: Run, beta: float) -> dict[str, float]:
     """CAR_n = Q_n / (1 + beta * NLL_n) per teacher (see the module docstring)."""
-    quality, learnability = calibration_scores(run)
-    q = np.nanmean(quality, axis=0)
-    nll = -np.nanmean(learnability, axis=0)
-    return dict(zip(run.cfg.teacher_names, (q / (1 + beta * nll)).tolist(), strict=True))
+    _, learnability = calibration_scores(run)
+    mean_nll = -np.nanmean(learnability, axis=0)
+    nll = dict(zip(run.cfg.teacher_names, mean_nll.tolist(), strict=True))
+    return {t: q / (1 + beta * nll[t]) for t, q in mean_quality(run).items()}
 
 
 def car(ctx: BaselineContext) -> Choice:
@@ -114,17 +129,21 @@ def car(ctx: BaselineContext) -> Choice:
 
 def random_teacher(ctx: BaselineContext) -> Choice:
     rng = random.Random(ctx.options.seed)
-    names = ctx.run.cfg.teacher_names
+    names = generating_teachers(ctx.run.cfg)
     return {pid: rng.choice(names) for pid in ctx.prompt_ids}
 
 
 def oracle(ctx: BaselineContext) -> Choice:
     run = ctx.run
-    for teacher in run.cfg.teachers:
-        generate_rows(run, teacher, ctx.prompt_ids, "oracle")
+    able = generating_teachers(run.cfg)
+    for name in able:
+        generate_rows(run, run.cfg.teacher(name), ctx.prompt_ids, "oracle")
     learnability, quality, scored = score_responses(run, ctx.prompt_ids)
-    rw = run.cfg.rewards
-    best = oracle_choice(combine(quality, learnability, rw.alpha, rw.normalization))
+    # Imported-only teachers have no answers here; their columns stay empty.
+    columns = generating_columns(run.cfg)
+    only = np.full(learnability.shape, np.nan)
+    only[:, columns] = learnability[:, columns]
+    _, best = combined_reward(run.cfg, only, quality)
     names = run.cfg.teacher_names
     log(f"oracle: {scored} new learnability scores")
     return {pid: names[j] for pid, j in zip(ctx.prompt_ids, best, strict=True) if j >= 0}

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import ExperimentFiles, RunArtifacts, StudentEvalFiles
 from persyn.config import ModelRef, RunConfig, fingerprint
 from persyn.eval.baselines import BaselineContext, build_dataset
 from persyn.eval.stats import paired_bootstrap
@@ -69,7 +69,7 @@ SEED_COLUMN = "score_per_seed"
 
 
 def output_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.experiment.output_dir or Path(cfg.run_dir) / "experiment")
+    return Path(cfg.experiment.output_dir or RunArtifacts(cfg.run_dir).experiment_dir())
 
 
 def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
@@ -127,7 +127,7 @@ def build_datasets(run: Run, out: Path) -> dict[str, Path]:
         kept = [r for r in rows if r["id"] in common]
         if len(kept) < len(rows):
             log(f"experiment: {name}: {len(rows) - len(kept)} rows dropped to equalise sizes")
-        paths[name] = out / "datasets" / f"{name}.jsonl"
+        paths[name] = ExperimentFiles(out).dataset(name)
         write_jsonl(paths[name], kept)
     return paths
 
@@ -143,6 +143,7 @@ def _shares(rows: list[dict[str, Any]]) -> str:
 def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     """Every step above; returns the result rows (also written to the output folder)."""
     out = output_dir(cfg)
+    files = ExperimentFiles(out)
     held_out_prompts(cfg)  # fail on a missing evaluation set before any work
     run, held_out = prepare_run(cfg)
     paths = build_datasets(run, out)
@@ -153,10 +154,10 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     eval_fp = fingerprint(cfg.evaluation, [p.id for p in held_out])
     if cfg.experiment.include_base_student:
         release_cached_model()
-        base_dir = out / "eval" / f"base-{fingerprint(cfg.student, eval_fp)}"
-        metrics = evaluate_student(cfg, cfg.student, base_dir, run.executor, held_out)
+        base_eval = files.evaluation(f"base-{fingerprint(cfg.student, eval_fp)}")
+        metrics = evaluate_student(cfg, cfg.student, base_eval.folder, run.executor, held_out)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
-        scores, tasks = _scores(base_dir)
+        scores, tasks = _scores(base_eval)
         per_prompt[BASE_STUDENT] = scores[None, :]
     for name, path in paths.items():
         row, per_prompt[name], tasks = train_and_evaluate(
@@ -190,6 +191,7 @@ def train_and_evaluate(
     Each (dataset, seed) student and its evaluation is stored under a fingerprint of the
     rows and the training settings with that seed (for `student_training.seed` the key a
     single-seed experiment always had), so a killed experiment resumes seed by seed."""
+    files = ExperimentFiles(out)
     rows = read_jsonl(path)
     messages = [r["messages"] for r in rows]
     per_seed: list[dict[str, Any]] = []
@@ -199,11 +201,11 @@ def train_and_evaluate(
         seeded = cfg.model_copy(update={"student_training": training})
         key = fingerprint(messages, training, cfg.student.model_dump(exclude={"family"}))
         release_cached_model()  # training loads its own copy of the student
-        final = train_student(seeded, path, out / "students" / key)
+        final = train_student(seeded, path, files.student(key))
         release_cached_model()
         trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        eval_dir = out / "eval" / f"{key}-{eval_fp}"
-        metrics = evaluate_student(seeded, trained, eval_dir, executor, held_out)
+        evaluation = files.evaluation(f"{key}-{eval_fp}")
+        metrics = evaluate_student(seeded, trained, evaluation.folder, executor, held_out)
         summary = training_summary(final)
         per_seed.append(
             {
@@ -212,7 +214,7 @@ def train_and_evaluate(
                 "train_min": (summary["runtime_s"] or 0) / 60,
             }
         )
-        seed_scores, tasks = _scores(eval_dir)
+        seed_scores, tasks = _scores(evaluation)
         scores.append(seed_scores)
         if len(training_seeds(cfg)) > 1:
             log(f"experiment: {name}, seed {seed}: score {_fmt(metrics['score'])}")
@@ -246,7 +248,7 @@ def write_per_prompt(
         warnings.simplefilter("ignore", RuntimeWarning)
         means = {name: np.nanmean(s, axis=0) for name, s in per_prompt.items()}
     atomic_write_json(
-        out / "per_prompt.json",
+        ExperimentFiles(out).per_prompt,
         {
             "prompt_ids": [p.id for p in prompts],
             "tasks": tasks.tolist(),
@@ -257,10 +259,10 @@ def write_per_prompt(
     )
 
 
-def _scores(eval_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _scores(evaluation: StudentEvalFiles) -> tuple[np.ndarray, np.ndarray]:
     """(score, task kind) per held-out prompt, in prompt order: NaN and "" where no
     verifier applies. Every student has the same prompts, so the same kinds."""
-    rows = read_jsonl(eval_dir / "scores.jsonl")
+    rows = read_jsonl(evaluation.scores)
     scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=float)
     return scores, np.array([r["task"] or "" for r in rows])
 
@@ -413,7 +415,9 @@ def plot_results(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_results(results: list[dict[str, Any]], out: Path) -> None:
-    atomic_write_text(out / "results.md", results_markdown(results))
-    atomic_write_text(out / "results.csv", results_csv(results))
-    plot_results(results, out / "results.png")
-    log(f"experiment: results in {out} (results.md, results.csv, results.png)")
+    files = ExperimentFiles(out)
+    atomic_write_text(files.results_md, results_markdown(results))
+    atomic_write_text(files.results_csv, results_csv(results))
+    plot_results(results, files.results_png)
+    names = ", ".join(p.name for p in (files.results_md, files.results_csv, files.results_png))
+    log(f"experiment: results in {out} ({names})")

@@ -11,17 +11,18 @@ reward given up for money saved under budgets (when teachers have prices).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from persyn.calibration_select import kcenter_selection, random_selection, uncertainty_selection
 from persyn.config import RouterConfig
-from persyn.method import choose_teachers
+from persyn.method import choose_teachers, failure_reward
 from persyn.router.encoder import PromptEncoder
-from persyn.router.metrics import routing_metrics
+from persyn.router.metrics import best_fixed_teacher, routing_metrics
 from persyn.router.routers import ROUTERS, make_router
+from persyn.stages.common import generating_columns
 
 BASELINES = ("best-fixed", "random", "knn", "mf")
 METRIC_COLUMNS = {
@@ -36,8 +37,10 @@ METRIC_COLUMNS = {
 
 @dataclass
 class HeldOut:
-    """Calibration prompts with every teacher's reward, split by prompt: `train` fits,
-    `val` picks the epoch (may be empty), `test` measures."""
+    """Calibration prompts with every teacher's reward (-inf: a failed answer), split by
+    prompt: `train` fits, `val` picks the epoch (may be empty), `test` measures, over the
+    teachers that can generate (`columns`; default all), a failed answer charged
+    `failure_reward`."""
 
     teachers: list[str]
     train_texts: list[str]
@@ -46,17 +49,26 @@ class HeldOut:
     val_reward: np.ndarray
     test_texts: list[str]
     test_reward: np.ndarray
+    failure_reward: float = 0.0
+    columns: list[int] | None = None
+
+    def metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """Test-split metrics of `scores`, against the teacher best on the train split."""
+        fixed = best_fixed_teacher(self.train_reward, self.failure_reward, self.columns)
+        return routing_metrics(
+            scores,
+            self.test_reward,
+            fixed_teacher=fixed,
+            failure_reward=self.failure_reward,
+            teachers=self.columns,
+        )
 
     def subset(self, rows: list[int]) -> HeldOut:
         """The same validation and test splits with only `rows` of the training split."""
-        return HeldOut(
-            self.teachers,
-            [self.train_texts[i] for i in rows],
-            self.train_reward[rows],
-            self.val_texts,
-            self.val_reward,
-            self.test_texts,
-            self.test_reward,
+        return replace(
+            self,
+            train_texts=[self.train_texts[i] for i in rows],
+            train_reward=self.train_reward[rows],
         )
 
 
@@ -70,9 +82,12 @@ def held_out_from_run(run: Any) -> HeldOut:
     parts = [
         rewards.subset(ids) for ids in (split.router_train, split.router_val, split.router_test)
     ]
+    cfg = run.cfg
     return HeldOut(
-        run.cfg.teacher_names,
-        *(x for part in parts for x in ([by_id[i].text for i in part.ids], part.reward)),
+        cfg.teacher_names,
+        *(x for part in parts for x in ([by_id[i].text for i in part.ids], part.routing_reward)),
+        failure_reward=failure_reward(cfg.rewards.normalization, len(cfg.teachers)),
+        columns=generating_columns(cfg) or None,
     )
 
 
@@ -87,9 +102,10 @@ def fit_and_score(
         data.train_reward,
         data.val_texts or None,
         data.val_reward if data.val_texts else None,
+        failure_reward=data.failure_reward,
     )
     scores = router.scores(data.test_texts)
-    return routing_metrics(scores, data.test_reward), scores
+    return data.metrics(scores), scores
 
 
 def compare_routers(
@@ -103,7 +119,7 @@ def compare_routers(
         for kind in kinds
     }
     oracle_scores = np.where(np.isnan(data.test_reward), -np.inf, data.test_reward)
-    results["oracle"] = routing_metrics(oracle_scores, data.test_reward)
+    results["oracle"] = data.metrics(oracle_scores)
     return results
 
 
@@ -148,7 +164,7 @@ def compare_selection(
         first = random_selection(n_train, size // 2, seed)
         router = make_router(cfg, data.teachers, encoder)
         sub = data.subset(first)
-        router.fit(sub.train_texts, sub.train_reward)
+        router.fit(sub.train_texts, sub.train_reward, failure_reward=data.failure_reward)
         scores = router.scores(data.train_texts)
         return first + uncertainty_selection(scores, size - len(first), exclude=set(first))
 
@@ -175,7 +191,14 @@ def budget_curve(
     teachers: list[str],
     fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25),
 ) -> list[dict[str, float]]:
-    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost."""
+    """Reward given up for money saved: the `budget` policy at fractions of argmax's cost.
+    `scores` and `reward` are of the same prompts (a router's test-split scores, the
+    test split's rewards)."""
+    if scores.shape != reward.shape:
+        raise ValueError(
+            f"budget_curve: scores {scores.shape} and rewards {reward.shape} are not of the "
+            "same prompts and teachers"
+        )
     from persyn.config import RoutingPolicyConfig
     from persyn.policies import make_policy, policy_report
 
@@ -255,7 +278,8 @@ def evaluate_routers(
     cost = cost_per_prompt(cfg, mean_response_tokens(run), prompt_tokens)
     if cost.any():
         scores = fit_and_score(data, cfg.router, encoder)[1]
-        result["budget_curve"] = budget_curve(scores, data.test_reward, cost, data.teachers)
+        charged = np.where(np.isfinite(data.test_reward), data.test_reward, data.failure_reward)
+        result["budget_curve"] = budget_curve(scores, charged, cost, data.teachers)
         sections.append(
             "## Budget policy (reward given up for money saved)\n\n"
             + markdown_table(

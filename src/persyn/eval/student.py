@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
 from persyn.config import ConfigError, ModelRef, QualitySignal, RunConfig, TeacherConfig
 from persyn.data import load_prompts
 from persyn.executors import Executor
@@ -185,34 +186,33 @@ def evaluate_student(
 ) -> dict[str, Any]:
     """Generate, score and write `answers.jsonl`, `scores.jsonl` (per prompt) and
     `metrics.json` in `out_dir`; `prompts` defaults to `evaluation.prompts`."""
-    out = Path(out_dir)
+    out = StudentEvalFiles(Path(out_dir))
     prompts = held_out_prompts(cfg) if prompts is None else prompts
-    answers = generate_answers(cfg, model, prompts, executor, out / "answers.jsonl")
+    answers = generate_answers(cfg, model, prompts, executor, out.answers)
     rows = prompt_scores(prompts, answers)
-    write_jsonl(out / "scores.jsonl", rows)
+    write_jsonl(out.scores, rows)
     metrics = summarise_scores(rows, answers)
     if cfg.evaluation.lm_eval_tasks:
         metrics["lm_eval"] = lm_eval(
             model, cfg.evaluation.lm_eval_tasks, cfg.evaluation.lm_eval_limit
         )
-    atomic_write_json(out / "metrics.json", {"model": model.model, **metrics})
+    atomic_write_json(out.metrics, {"model": model.model, **metrics})
     return metrics
 
 
 def checkpoint_training_prompts(cfg: RunConfig, checkpoint: Path) -> list[Prompt]:
     """Every prompt `checkpoint` may have learned from: its training data (recorded by
     `persyn train` in `persyn_training.json`) and the run's prompt table, where present."""
-    from persyn.artifacts import RunArtifacts
     from persyn.student.sft import load_sft_messages
 
     prompts: list[Prompt] = []
-    record = checkpoint / "persyn_training.json"
+    record = StudentFiles.record(checkpoint)
     if record.is_file():
         data = json.loads(record.read_text())["dataset"]
         for i, messages in enumerate(load_sft_messages(data)):
             prompts.append(Prompt(f"{Path(data).name}#{i}", messages))
     table = RunArtifacts(cfg.run_dir)
-    if table.path("prompts.jsonl").is_file():
+    if table.prompts_path().is_file():
         prompts.extend(table.prompts())
     return prompts
 

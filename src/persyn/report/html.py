@@ -11,65 +11,19 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RewardTable, RunArtifacts
-from persyn.config import RunConfig
+from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
+from persyn.report.data import ReportData, load_artifacts
 from persyn.report.plots import PLOTS, cost_comparison
 from persyn.store import atomic_write_text
 
 EXAMPLE_ROWS = 16  # rows in the examples table: enough to see every teacher and both sources
 EXCERPT_CHARS = 400  # longer prompts and responses are cut in the table
-
-
-class ReportError(ValueError):
-    """The run directory lacks what the report needs; the message says what to run."""
-
-
-@dataclass
-class ReportData:
-    """Everything the report reads from a finished run directory."""
-
-    run_dir: Path
-    cfg: RunConfig
-    teachers: list[str]
-    prompts: dict[str, dict[str, Any]]
-    rewards: RewardTable
-    routes: list[dict[str, Any]]
-    dataset: list[dict[str, Any]]
-    summary: dict[str, Any]
-    router_metrics: dict[str, Any]
-    heldout: list[dict[str, Any]]
-
-
-def load_artifacts(run_dir: Path) -> ReportData:
-    store = RunArtifacts(run_dir)
-    if store.marker("export") is None:
-        raise ReportError(
-            f"{run_dir}: not a finished run; finish the run first (persyn run CONFIG)"
-        )
-    cfg = store.config()
-    try:
-        heldout = store.test_predictions()
-    except FileNotFoundError as err:
-        raise ReportError(str(err)) from None
-    return ReportData(
-        run_dir=run_dir,
-        cfg=cfg,
-        teachers=store.reward_teachers(),
-        prompts={p.id: p.to_row() for p in store.prompts()},
-        rewards=store.rewards(),
-        routes=store.routes(),
-        dataset=store.dataset(),
-        summary=store.summary(),
-        router_metrics=store.router_metrics(),
-        heldout=heldout,
-    )
 
 
 # -- HTML -------------------------------------------------------------------------------
@@ -311,8 +265,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     out = Path(out_dir) if out_dir is not None else RunArtifacts(art.run_dir).report_dir()
     out.mkdir(parents=True, exist_ok=True)
     images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}
+    files = ReportFiles(out)
     for key, png in images.items():
-        (out / f"{key}.png").write_bytes(png)
-    page = out / "report.html"
-    atomic_write_text(page, render_html(art, images))
-    return page
+        files.plot(key).write_bytes(png)
+    atomic_write_text(files.page, render_html(art, images))
+    return files.page

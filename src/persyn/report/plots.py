@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from persyn.report.html import ReportData
+    from persyn.report.data import ReportData
 
 
 def _figure(width: float, height: float) -> Any:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def build_summary(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from persyn.config import ConfigError, QualitySignal, TeacherConfig
 from persyn.rewards.base import QualityScorer, Sample, SignalScore
-from persyn.teachers.base import Prompt, Teacher, checked_backend, make_teacher
+from persyn.teachers.base import Prompt, Teacher, checked_backend
 
 DEFAULT_RUBRIC = """You are grading an AI assistant's answer to a user's request.
 Judge whether the answer is correct, helpful and follows every instruction in the request.
@@ -125,7 +125,8 @@ class LLMJudge(QualityScorer):
 
     def _loaded_judge(self) -> Teacher:
         if self.judge is None:
-            judge = make_teacher(self._teacher_config())
+            teacher = self._teacher_config()
+            judge = checked_backend(teacher, f"{self.where}.teacher")(teacher)
             judge.load()
             self.judge = judge
         return self.judge

@@ -1,8 +1,9 @@
 """Learnability: the student's mean token log-likelihood of a teacher's response.
 
-r_l = (1/|y|) sum_t log p_student(y_t | x, y_<t), with x formatted by the student's chat
-template (generation prompt added) and y the response text tokenised by the student's
-tokenizer on its own (so any teacher, any tokenizer). Only response tokens count.
+r_l = (1/|y|) sum_t log p_student(y_t | x, y_<t), with x the prompt formatted by the
+student's chat template (generation prompt added) and y the response's tokens (any
+teacher, any tokenizer) as the student's tokenizer cuts the whole rendered conversation
+(`encode_pair`). Only response tokens count.
 
 Batches are length-bucketed: examples are sorted by length and packed under a token
 budget, so padding stays small. A response that does not fit the student's context is
@@ -36,14 +37,35 @@ class LearnabilityScore:
 def encode_pair(
     tokenizer: Any, messages: list[dict[str, str]], response: str, max_length: int
 ) -> tuple[list[int], int, bool]:
-    """(input ids, number of prompt tokens, truncated) for prompt + response."""
-    from persyn.models import chat_prompt_ids
+    """(input ids, number of prompt tokens, truncated) for prompt + response.
 
-    prompt_ids = chat_prompt_ids(tokenizer, messages)
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    ids = list(prompt_ids) + list(response_ids)
+    The conversation with the response as the assistant's turn is rendered by the chat
+    template and tokenised as one text, as the student reads it (and is trained on it);
+    the scored tokens are those after the rendered prompt's own tokens, up to the
+    end-of-turn mark (not scored). Tokenising prompt and response apart would cut them
+    differently where they meet: an answer that opens with a blank line or indentation
+    merges with the newline that ends the prompt."""
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    answered = _with_answer(tokenizer, messages, response)
+    closing = _with_answer(tokenizer, messages, "")  # the empty turn: its end-of-turn mark
+    end_of_turn = closing[len(prompt) :]
+    consistent = closing.startswith(prompt) and answered.startswith(prompt)
+    if consistent and answered.endswith(end_of_turn):
+        text = answered[: len(answered) - len(end_of_turn)]
+    else:  # a template that renders a prompt otherwise once it is answered
+        text = prompt + response
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n_prompt = 0
+    while n_prompt < min(len(ids), len(prompt_ids)) and ids[n_prompt] == prompt_ids[n_prompt]:
+        n_prompt += 1
     truncated = len(ids) > max_length
-    return ids[:max_length], len(prompt_ids), truncated
+    return ids[:max_length], n_prompt, truncated
+
+
+def _with_answer(tokenizer: Any, messages: list[dict[str, str]], response: str) -> str:
+    turn = {"role": "assistant", "content": response}
+    return tokenizer.apply_chat_template([*messages, turn], tokenize=False)
 
 
 def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
@@ -197,8 +219,8 @@ class LearnabilityScorer:
         from vllm.inputs import TokensPrompt
         from vllm.platforms import current_platform
 
-        from persyn.models import load_tokenizer, resolve_model_path
-        from persyn.teachers.vllm import check_engine_device, engine_dtype
+        from persyn.models import dtype_name, load_tokenizer, resolve_device, resolve_model_path
+        from persyn.teachers.vllm import check_engine_device
 
         if self.model is None:
             check_engine_device("student.scorer vllm")
@@ -209,8 +231,9 @@ class LearnabilityScorer:
                 tokenizer=folder,
                 revision=self.cfg.revision,
                 trust_remote_code=self.cfg.trust_remote_code,
-                # float32 on a CPU, as the transformers scorer loads it: the two agree
-                dtype=engine_dtype(self.cfg),
+                # `auto` as the transformers scorer resolves it (float32 on a CPU, bfloat16
+                # on a GPU), not vLLM's own choice: the precision is part of the rows' key
+                dtype=dtype_name(self.cfg, resolve_device()),
                 # generate() samples one token after the prompt: room for it past max_length
                 max_model_len=self.cfg.max_length + 1,
                 # vLLM's CPU backend compiles the model for minutes on a few cores, more

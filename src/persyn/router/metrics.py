@@ -2,39 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from persyn.method import choose_teachers
 
-# What a failed response earns: the bottom of the combined reward's scale (rewards are
-# normalised within the prompt to [0, 1]). A router that picks a teacher whose answer
-# failed is charged this, as a dataset built from its choice would lose the row.
-FAILED_REWARD = 0.0
+
+def _charged(reward: np.ndarray, failure_reward: float) -> np.ndarray:
+    """Rewards with failed (-inf) and unscored (NaN) cells charged `failure_reward`: a
+    dataset built from such a choice would lose the row, or have one nobody could score."""
+    return np.where(np.isfinite(reward), reward, failure_reward)
 
 
-def routing_metrics(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
-    """Compare router scores with rewards, both [prompts, teachers] (NaN = the teacher's
-    response failed or could not be scored).
+def best_fixed_teacher(
+    reward: np.ndarray, failure_reward: float, teachers: Sequence[int] | None = None
+) -> int:
+    """The teacher (column) with the best mean charged reward, among `teachers` (default:
+    all): chosen on the training split, then measured on the others like the router."""
+    columns = np.arange(reward.shape[1]) if teachers is None else np.asarray(teachers)
+    mean = _charged(reward[:, columns], failure_reward).mean(axis=0)
+    return int(columns[int(np.argmax(mean))])
+
+
+def routing_metrics(
+    scores: np.ndarray,
+    reward: np.ndarray,
+    *,
+    fixed_teacher: int,
+    failure_reward: float,
+    teachers: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Compare router scores with rewards, both [prompts, teachers] (NaN: no score; -inf:
+    the teacher's answer failed), over the columns `teachers` (default: all; teachers that
+    cannot generate are left out by the caller, as `route` leaves them out).
 
     Prompts where no teacher has a reward say nothing about routing: they are left out and
     counted (`prompts_without_reward`). On the others, every choice (router, fixed teacher,
-    random) is charged the real reward of the teacher it picks, `FAILED_REWARD` for a
-    teacher that failed:
+    random) is charged the real reward of the teacher it picks, `failure_reward` (the
+    bottom of the normalisation's scale, `persyn.method.failure_reward`) for a teacher
+    that failed or has no score:
 
     - top1: share of prompts where the router's choice is an oracle-best teacher
     - hit3: share where an oracle-best teacher is in the router's top 3
-    - pairwise_accuracy: share of reward-ordered pairs the router orders the same way
+    - pairwise_accuracy: share of reward-ordered pairs the router orders the same way (a
+      failed answer is below every answer, as in training)
     - regret: mean (oracle reward - routed reward)
-    - reward: mean reward of the routed choice; best_fixed_reward, random_reward alongside
-    - routed_to_failed: share of prompts routed to a teacher that failed
+    - reward: mean reward of the routed choice; random_reward, and best_fixed_reward of
+      `fixed_teacher` (a column index chosen on the training split: `best_fixed_teacher`)
+    - routed_to_failed: share of prompts routed to a teacher that failed or has no score
     - captured: (router - random) / (oracle - random)
     """
-    known = ~np.isnan(reward).all(axis=1)
+    columns = np.arange(reward.shape[1]) if teachers is None else np.asarray(teachers)
+    if fixed_teacher not in columns:
+        raise ValueError(f"fixed_teacher {fixed_teacher} is not among the teachers {columns}")
+    fixed_column = int(np.flatnonzero(columns == fixed_teacher)[0])
+    scores, reward = scores[:, columns], reward[:, columns]
+    known = np.isfinite(reward).any(axis=1)
     without = float((~known).sum())
     if not known.any():
         return {"prompts": 0.0, "prompts_without_reward": without}
     scores, reward = scores[known], reward[known]
-    charged = np.where(np.isnan(reward), FAILED_REWARD, reward)
+    charged = _charged(reward, failure_reward)
     best = charged.max(axis=1)
     choice = choose_teachers(scores)
     rows = np.arange(len(reward))
@@ -47,7 +76,6 @@ def routing_metrics(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
             ok = ~np.isnan(reward[:, a]) & ~np.isnan(reward[:, b]) & (reward[:, a] != reward[:, b])
             agree += int(((reward[ok, a] > reward[ok, b]) == (scores[ok, a] > scores[ok, b])).sum())
             total += int(ok.sum())
-    fixed = charged.mean(axis=0)
     random_reward = float(charged.mean())
     oracle, router = float(best.mean()), float(routed.mean())
     return {
@@ -58,10 +86,10 @@ def routing_metrics(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
         "pairwise_accuracy": agree / total if total else float("nan"),
         "regret": float(np.mean(best - routed)),
         "reward": router,
-        "routed_to_failed": float(np.isnan(reward[rows, choice]).mean()),
+        "routed_to_failed": float((~np.isfinite(reward[rows, choice])).mean()),
         "oracle_reward": oracle,
-        "best_fixed_reward": float(fixed.max()),
-        "best_fixed_teacher": int(fixed.argmax()),
+        "best_fixed_reward": float(charged[:, fixed_column].mean()),
+        "best_fixed_teacher": fixed_teacher,
         "random_reward": random_reward,
         "captured": (router - random_reward) / (oracle - random_reward)
         if oracle > random_reward

@@ -17,20 +17,25 @@ a clear error.
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import ConfigError, RouterConfig
-from persyn.method import EpochCallback, RouterData, fit_bradley_terry, predict
+from persyn.method import (
+    EpochCallback,
+    RouterData,
+    charge_failures,
+    fit_bradley_terry,
+    predict,
+)
 from persyn.registry import Registry
 from persyn.router.bradley_terry import fit_settings, load_trained, save_trained
 from persyn.router.encoder import PromptEncoder
 from persyn.router.heads import HeadKind, build_head, fit_head, head_scores
-from persyn.store import atomic_write_json
 
 if TYPE_CHECKING:
     import torch
@@ -62,11 +67,15 @@ class Router(ABC):
         val_prompts: list[str] | None = None,
         val_reward: np.ndarray | None = None,
         on_epoch: EpochCallback | None = None,
+        failure_reward: float = 0.0,
     ) -> dict[str, Any]:
-        """Learn from rewards [prompts, teachers] (NaN: missing), with held-out prompts for
-        early stopping; returns training stats: "pairs", "best_epoch", "history" (per epoch
-        losses, also passed to `on_epoch` as each epoch ends) and router-specific ones."""
-        stats = self.learn(RouterData(prompts, reward, val_prompts, val_reward), on_epoch)
+        """Learn from rewards [prompts, teachers] (NaN: missing, -inf: the answer failed),
+        with held-out prompts for early stopping; `failure_reward` is what routers that
+        average rewards charge a failed answer (the bottom of the normalisation's scale).
+        Returns training stats: "pairs", "best_epoch", "history" (per epoch losses, also
+        passed to `on_epoch` as each epoch ends) and router-specific ones."""
+        data = RouterData(prompts, reward, val_prompts, val_reward, failure_reward)
+        stats = self.learn(data, on_epoch)
         return {"pairs": 0, "best_epoch": None, "history": [], **stats}
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
@@ -88,7 +97,7 @@ class Router(ABC):
             "teachers": self.teachers,
             "config": self.cfg.model_dump(mode="json"),
         }
-        atomic_write_json(folder / "router.json", {**meta, **state})
+        RouterCheckpoint(folder).write_meta({**meta, **state})
 
     @staticmethod
     def load(
@@ -96,13 +105,14 @@ class Router(ABC):
     ) -> Router:
         """The router saved in `folder`. Refuses, in one line, a checkpoint trained for
         another teacher pool and one this version cannot read (e.g. an older format)."""
-        path = folder / "router.json"
-        if not path.is_file():
+        checkpoint = RouterCheckpoint(folder)
+        if not checkpoint.meta_path.is_file():
             raise ConfigError(
-                f"{path}: no router checkpoint; train one first (persyn train-router)"
+                f"{checkpoint.meta_path}: no router checkpoint; train one first "
+                "(persyn train-router)"
             )
         try:
-            meta = json.loads(path.read_text())
+            meta = checkpoint.meta()
             router_class, saved = ROUTERS.load(meta["router"]), list(meta["teachers"])
             cfg = RouterConfig(**meta["config"])
         except (ValueError, KeyError, TypeError) as err:  # JSON and config errors are ValueErrors
@@ -178,7 +188,7 @@ class NearestNeighbourRouter(EncoderRouter):
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         self.memory = self.features(data.prompts)
-        self.reward = np.asarray(data.reward, dtype=float)
+        self.reward = charge_failures(np.asarray(data.reward, dtype=float), data.failure_reward)
         return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:
@@ -238,13 +248,15 @@ class LanguageModelRouter(Router):
 
 
 class BestFixedRouter(Router):
-    """Every prompt to the teacher with the best mean calibration reward (a baseline)."""
+    """Every prompt to the teacher with the best mean calibration reward, failed answers
+    charged (a baseline)."""
 
     name = "best-fixed"
     loads_model: ClassVar[bool] = False
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
-        self.mean_reward = np.nan_to_num(np.nanmean(data.reward, axis=0), nan=-np.inf)
+        charged = charge_failures(data.reward, data.failure_reward)
+        self.mean_reward = np.nan_to_num(np.nanmean(charged, axis=0), nan=-np.inf)
         return {}
 
     def scores(self, prompts: list[str]) -> np.ndarray:

@@ -12,7 +12,7 @@ from persyn.stages.imported import write_imported_rows
 from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def calibrate(run: Run) -> dict[str, Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from persyn.config import RunConfig, TeacherConfig, fingerprint
+from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
-from persyn.teachers.base import Generation, Prompt, backend_class
+from persyn.teachers.base import Generation, backend_class, can_generate
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 class StageError(RuntimeError):
@@ -22,30 +23,68 @@ class StageError(RuntimeError):
         super().__init__(" ".join(redact_text(message).split()))
 
 
+def generating_teachers(cfg: RunConfig) -> list[str]:
+    """The teachers that can answer new prompts, in pool order: routing, router metrics and
+    every generating baseline choose among these; a teacher known only from imported
+    answers is scored on calibration prompts but cannot generate."""
+    return [t.name for t in cfg.teachers if can_generate(t)]
+
+
+def generating_columns(cfg: RunConfig) -> list[int]:
+    """The pool positions (reward and score columns) of `generating_teachers`."""
+    able = set(generating_teachers(cfg))
+    return [j for j, name in enumerate(cfg.teacher_names) if name in able]
+
+
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
     """What decides a teacher's output: not its prices, family, batch size or runtime
-    options."""
-    runtime = set(backend_class(t.backend).runtime_options)
+    options; the code of a function teacher, so an edited function regenerates its rows."""
+    backend = backend_class(t.backend)
+    runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
+    code = backend.code_digest(t)
     prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
-    return fingerprint(t.model_dump(exclude={"family", "batch_size", "options", *prices}), options)
+    return fingerprint(
+        t.model_dump(exclude={"family", "batch_size", "options", *prices}),
+        options,
+        *([code] if code is not None else []),  # other backends keep their earlier keys
+    )
+
+
+# Batching and the family (it only picks a baseline teacher) change no learnability score;
+# the engine (another kernel, another number) and max_length (where answers are cut) do.
+NOT_IN_SCORES = {"batch_tokens", "family"}
 
 
 def student_fingerprint(cfg: RunConfig) -> str:
-    # How the scores are computed (batching, engine) and the family (it only picks a
-    # baseline teacher) change no learnability score.
-    return fingerprint(cfg.student.model_dump(exclude={"batch_tokens", "family", "scorer"}))
+    """The student's section as written: a change reruns `score`."""
+    return fingerprint(cfg.student.model_dump(exclude=NOT_IN_SCORES))
+
+
+def learnability_fingerprint(cfg: RunConfig) -> str:
+    """The learnability rows' key: the student's settings as the scorer resolves them, with
+    the precision `auto` becomes where it runs (not the word `auto`) and the chat template
+    its tokenizer holds now (tokenizer files are read, no weights). Rows of another
+    precision, engine, length or template are recomputed, never mixed with these; `dtype:
+    auto` and `float32` on a CPU share rows. The GPU's index is left out."""
+    settings = cfg.student.model_dump(exclude=NOT_IN_SCORES | {"dtype"})
+    precision = dtype_name(cfg.student, scoring_device(cfg))
+    return fingerprint(settings, precision, chat_template_hash(cfg.student))
+
+
+def scoring_device(cfg: RunConfig) -> str:
+    """`cpu` or `cuda`: where the student scores. Ray replicas resolve `auto` themselves
+    and see a GPU exactly when they are given one (`executor.num_gpus`)."""
+    if cfg.device != "auto":
+        return "cpu" if cfg.device == "cpu" else "cuda"
+    if cfg.executor.kind == "ray":
+        return "cuda" if cfg.executor.num_gpus > 0 else "cpu"
+    return resolve_device("auto")
 
 
 def quality_fingerprint(cfg: RunConfig) -> str:
     return fingerprint(cfg.rewards.quality)
-
-
-def prompt_fingerprint(prompt: Prompt) -> str:
-    """What a teacher is asked. Generation rows record it, so after the prompts file was
-    edited an answer to the old text of the same id counts as missing, not as cached."""
-    return fingerprint(prompt.messages)
 
 
 def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:

@@ -16,7 +16,7 @@ from persyn.report.summary import build_summary
 from persyn.stages.common import teacher_fingerprint, usable_generation
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def export(run: Run) -> dict[str, Any]:

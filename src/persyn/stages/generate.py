@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.stages.common import generate_rows
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def generate(run: Run) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from persyn.calibration_import import (
     load_import,
     quality_table,
-    resolve_source,
     with_imported_scores,
 )
 from persyn.calibration_select import select_calibration
@@ -28,7 +27,7 @@ from persyn.stages.common import teacher_fingerprint
 from persyn.teachers.base import Prompt
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def import_calibration(run: Run, prompts: list[Prompt]) -> tuple[list[Prompt], list[str]]:
@@ -36,7 +35,7 @@ def import_calibration(run: Run, prompts: list[Prompt]) -> tuple[list[Prompt], l
     cfg = run.cfg
     assert cfg.calibration.source is not None
     path = cfg.calibration.source.path
-    prompt_field = resolve_source(cfg.calibration.source).prompt
+    prompt_field = cfg.calibration.source.resolved().prompt
     data = load_import(cfg)
     ids = [p.id for p in data.prompts]
     calibration = select_calibration(cfg.calibration, ids, [p.text for p in data.prompts])

@@ -14,7 +14,7 @@ from persyn.progress import log, warn
 from persyn.stages.imported import import_calibration
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def prepare(run: Run) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def prepare(run: Run) -> dict[str, Any]:
 def previous_split(run: Run, drawn_with: str) -> Split | None:
     """The split of an earlier `prepare` in this run directory drawn with the same
     calibration settings (its prompts may have changed since), if any."""
-    if not run.store.path("calibration.json").exists():
+    if not run.store.split_path().exists():
         return None
     try:
         split = run.store.split()

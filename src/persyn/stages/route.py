@@ -9,23 +9,24 @@ import numpy as np
 
 from persyn.policies import cost_per_prompt, make_policy, policy_report
 from persyn.progress import log
-from persyn.stages.common import teacher_fingerprint
-from persyn.teachers.base import can_generate
+from persyn.stages.common import generating_columns, teacher_fingerprint
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def route(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     ids = run.store.split().routed
-    router_fp = run.fingerprint("train-router")
+    # The fingerprint the trained router was finished under (the pipeline runs `route` only
+    # after `train-router` is done for this config).
+    router_fp = run.store.marker("train-router")["fingerprint"]  # type: ignore[index]
     scores = router_scores(run, ids, router_fp)
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run), expected_prompt_tokens(run, ids))
     # A teacher known only from imported data cannot answer: the policy chooses among the
     # others (all of them when none can; `generate` then says why that fails).
-    able = [j for j, t in enumerate(cfg.teachers) if can_generate(t)] or list(range(len(names)))
+    able = generating_columns(cfg) or list(range(len(names)))
     local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
     choice = np.array(able, dtype=int)[local]
     rows = [

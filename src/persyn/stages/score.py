@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persyn.artifacts import RewardTable
-from persyn.config import fingerprint
+from persyn.config import RunConfig, fingerprint
 from persyn.config_checks import check_quality_coverage
 from persyn.method import combine, oracle_choice
 from persyn.progress import log, warn
@@ -22,15 +22,15 @@ from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,
     check_errors,
+    learnability_fingerprint,
     quality_fingerprint,
-    student_fingerprint,
     teacher_fingerprint,
     usable_generation,
 )
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 QUALITY_CHUNK = 512  # responses per quality call; each chunk is saved before the next
 
@@ -52,7 +52,14 @@ def score(run: Run) -> dict[str, Any]:
     )
     coverage = quality_coverage(run, ids)
     log_coverage(coverage)
-    return {"scored": scored, "missing": len(missing), "quality_coverage": coverage}
+    # what the rows were scored under, as resolved now: a rerun on another device or after
+    # the template changed redoes the stage (`verify_score`)
+    return {
+        "scored": scored,
+        "missing": len(missing),
+        "quality_coverage": coverage,
+        "learnability_fp": learnability_fingerprint(run.cfg),
+    }
 
 
 def quality_coverage(run: Run, ids: list[str]) -> dict[str, Any]:
@@ -113,7 +120,7 @@ def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, An
     if not cells:
         return []
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     logs = {
         "learnability": run.store.score_log("learnability"),
         "quality": run.store.score_log("quality"),
@@ -124,7 +131,7 @@ def missing_reasons(run: Run, cells: list[tuple[str, str]]) -> list[dict[str, An
         t_fp = teacher_fingerprint(cfg.teacher(t))
         gen = generations[t].get((pid, t_fp))
         why = f"{t}: no usable answer ({gen['error']})" if gen and gen["error"] else None
-        for signal, key_fp in (("learnability", student_fp), ("quality", quality_fp)):
+        for signal, key_fp in (("learnability", learn_fp), ("quality", quality_fp)):
             row = logs[signal].get((pid, t, fingerprint(t_fp, key_fp)))
             if why is None and row is not None and row["error"]:
                 why = f"{t}: {signal}: {row['error']}"
@@ -158,7 +165,7 @@ class ScorePlan:
 
 def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePlan:
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     l_log, q_log = run.store.score_log("learnability"), run.store.score_log("quality")
@@ -176,7 +183,7 @@ def plan_scores(run: Run, ids: list[str], retry_failed: bool = True) -> ScorePla
             inputs = fingerprint(by_id[pid].to_row(), plan.responses[pid, t]["text"])
             plan.inputs[pid, t] = inputs
             for rowlog, todo, key_fp in (
-                (l_log, plan.todo_l, fingerprint(teacher_fps[t], student_fp)),
+                (l_log, plan.todo_l, fingerprint(teacher_fps[t], learn_fp)),
                 (q_log, plan.todo_q, fingerprint(teacher_fps[t], quality_fp)),
             ):
                 row = rowlog.get((pid, t, key_fp))
@@ -194,7 +201,7 @@ def score_responses(
     `retry_failed`, those that failed); also the count computed. Used on calibration
     prompts by `score`, and on any prompts by Generate-then-Select."""
     cfg = run.cfg
-    student_fp, quality_fp = student_fingerprint(cfg), quality_fingerprint(cfg)
+    learn_fp, quality_fp = learnability_fingerprint(cfg), quality_fingerprint(cfg)
     teacher_fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
     by_id = run.prompts_by_id()
     plan = plan_scores(run, ids, retry_failed)
@@ -255,7 +262,7 @@ def score_responses(
         for j, t in enumerate(cfg.teacher_names):
             if (pid, t) not in plan.responses:
                 continue  # no usable answer: an old score would be of another response
-            lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], student_fp)))
+            lrow = l_log.get((pid, t, fingerprint(teacher_fps[t], learn_fp)))
             qrow = q_log.get((pid, t, fingerprint(teacher_fps[t], quality_fp)))
             if qrow and qrow.get("error"):
                 continue  # a signal applies but could not score: no reward, not a guess
@@ -279,6 +286,41 @@ def finite_quality(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "quality": None, "signals": signals, "error": error}
 
 
+def failed_answer(row: dict[str, Any] | None) -> bool:
+    """Whether a generation row is an answer that failed (an error, an empty answer): it
+    loses to every answer of its prompt in training and is charged in router metrics.
+    No row (imported data without this teacher's answer) is not a failure."""
+    return row is not None and row["error"] is not None
+
+
+def failed_answers(run: Run, ids: list[str]) -> np.ndarray:
+    """[prompts, teachers]: whether the teacher's answer to the prompt failed."""
+    cfg = run.cfg
+    logs = [(run.store.generation_log(t.name), teacher_fingerprint(t)) for t in cfg.teachers]
+    return np.array(
+        [[failed_answer(log.get((pid, fp))) for log, fp in logs] for pid in ids], dtype=bool
+    ).reshape(len(ids), len(logs))
+
+
+def combined_reward(
+    cfg: RunConfig, learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(combined reward, oracle's teacher index per prompt) at `alpha` (default: the
+    config's), with the config's normalisation and raw tie margins; oracle ties go to the
+    higher learnability, then the teacher with the lower output price."""
+    rw = cfg.rewards
+    reward = combine(
+        qual,
+        learn,
+        rw.alpha if alpha is None else alpha,
+        rw.normalization,
+        rw.tie_margin_quality,
+        rw.tie_margin_learnability,
+    )
+    price = np.array([t.cost_per_1k_output_tokens for t in cfg.teachers], dtype=float)
+    return reward, oracle_choice(reward, learn, price)
+
+
 def mix_rewards(
     run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
 ) -> dict[str, float]:
@@ -287,10 +329,16 @@ def mix_rewards(
     each teacher's oracle share."""
     rw = run.cfg.rewards
     names = run.cfg.teacher_names
-    reward = combine(qual, learn, rw.alpha if alpha is None else alpha, rw.normalization)
-    oracle = oracle_choice(reward)
+    reward, oracle = combined_reward(run.cfg, learn, qual, alpha)
+    failed = failed_answers(run, ids)
     table = RewardTable(
-        list(ids), names, learn, qual, reward, [names[j] if j >= 0 else None for j in oracle]
+        list(ids),
+        names,
+        learn,
+        qual,
+        reward,
+        [names[j] if j >= 0 else None for j in oracle],
+        failed,
     )
     run.store.write_rewards(table, alpha)
     if alpha is None:

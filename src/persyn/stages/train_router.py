@@ -1,5 +1,7 @@
-"""train-router: fit the configured router on the calibration rewards of the train split;
-metrics and per-prompt predictions on the held-out split."""
+"""train-router: fit the configured router on the calibration rewards of the train split
+(epoch chosen on the validation split); metrics and per-prompt predictions on the held-out
+test split. The router saved to route is then refit on train + validation for the chosen
+epochs (`router.refit`); `metrics.json` says which model routes (`routing_model`)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persyn.method import any_ordered_pair, choose_teachers
+from persyn.config import RouterConfig
+from persyn.method import any_ordered_pair, choose_teachers, failure_reward
 from persyn.progress import bar, log
-from persyn.router.metrics import routing_metrics
+from persyn.router.metrics import best_fixed_teacher, routing_metrics
 from persyn.router.routers import make_router
-from persyn.stages.common import StageError
+from persyn.stages.common import StageError, generating_columns
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 
 def train_router(run: Run) -> dict[str, Any]:
@@ -24,9 +27,14 @@ def train_router(run: Run) -> dict[str, Any]:
     rewards = run.store.rewards()
     train, val = rewards.subset(split.router_train), rewards.subset(split.router_val)
     test = rewards.subset(split.router_test)
+    # Failed answers at -inf: they lose to every answer in training, as they are charged
+    # in the metrics (`failure_reward`, the bottom of the normalisation's scale).
+    train_reward, val_reward = train.routing_reward, val.routing_reward
+    test_reward = test.routing_reward
+    charge = failure_reward(cfg.rewards.normalization, len(cfg.teachers))
     x_train = [by_id[i].text for i in train.ids]
     x_val = [by_id[i].text for i in val.ids]
-    if cfg.router.kind != "random" and not any_ordered_pair(train.reward, cfg.router.tie_margin):
+    if cfg.router.kind != "random" and not any_ordered_pair(train_reward, cfg.router.tie_margin):
         # Checked here, not left to the router: its error names neither cause nor fix.
         raise StageError(
             f"train-router: on all {len(train.ids)} calibration prompts of the router's train "
@@ -36,28 +44,59 @@ def train_router(run: Run) -> dict[str, Any]:
             "calibration.size"
         )
     router = make_router(cfg.router, cfg.teacher_names)
-    epochs = cfg.router.lm.epochs if cfg.router.kind == "lm-bradley-terry" else cfg.router.epochs
-    with bar("train router (epochs)", epochs) as progress:
+    with bar("train router (epochs)", _epochs(cfg.router)) as progress:
         fit = router.fit(
             x_train,
-            train.reward,
+            train_reward,
             x_val or None,
-            val.reward if x_val else None,
+            val_reward if x_val else None,
             on_epoch=lambda _losses: progress.advance(),
+            failure_reward=charge,
         )
-    # Per split: `train` (fitted), `val` (picked the best epoch), `test` (touched by
-    # neither: the figures reported as the router's).
+    # Measured over the teachers that can generate (as `route` chooses), against the
+    # teacher best on the train split; per split: `train` (fitted), `val` (picked the best
+    # epoch), `test` (touched by neither: the figures reported as the router's).
+    columns = generating_columns(cfg) or list(range(len(cfg.teachers)))
+    fixed = best_fixed_teacher(train_reward, charge, columns)
+
+    def measured(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
+        return routing_metrics(
+            scores, reward, fixed_teacher=fixed, failure_reward=charge, teachers=columns
+        )
+
     metrics: dict[str, Any] = {
-        "train": routing_metrics(router.scores(x_train), train.reward),
+        "train": measured(router.scores(x_train), train_reward),
         "pairs": fit["pairs"],
         "best_epoch": fit.get("best_epoch"),
     }
     if len(val.ids):
-        metrics["val"] = routing_metrics(router.scores(x_val), val.reward)
-    test_scores = router.scores([by_id[i].text for i in test.ids])
+        metrics["val"] = measured(router.scores(x_val), val_reward)
+    x_test = [by_id[i].text for i in test.ids]
+    test_scores = router.scores(x_test)
     if len(test.ids):
-        metrics["test"] = routing_metrics(test_scores, test.reward)
-    router.save(run.store.router_dir())
+        metrics["test"] = measured(test_scores, test_reward)
+    routing = router
+    metrics["routing_model"] = {"refit": False, "train_prompts": len(x_train)}
+    if cfg.router.refit and x_val and cfg.router.kind != "random":
+        # The router that routes learns from train + validation for the epochs validation
+        # chose; the test split stays out of both, so it can measure this model too.
+        epochs = None if fit.get("best_epoch") is None else fit["best_epoch"] + 1
+        routing = make_router(refit_config(cfg.router, epochs), cfg.teacher_names)
+        with bar("refit router on train + validation (epochs)", epochs or 1) as progress:
+            routing.fit(
+                x_train + x_val,
+                np.concatenate([train_reward, val_reward]),
+                on_epoch=lambda _losses: progress.advance(),
+                failure_reward=charge,
+            )
+        metrics["routing_model"] = {
+            "refit": True,
+            "epochs": epochs,
+            "train_prompts": len(x_train) + len(x_val),
+        }
+        if len(test.ids):
+            metrics["routing_model"]["test"] = measured(routing.scores(x_test), test_reward)
+    routing.save(run.store.router_dir())
     # Test choices next to the oracle's, for the report's agreement and confusion matrix.
     run.store.write_test_predictions(
         prediction_rows(cfg.teacher_names, test.ids, test_scores, test.reward, test.oracle)
@@ -72,6 +111,21 @@ def train_router(run: Run) -> dict[str, Any]:
     else:
         log(f"train-router: {fit['pairs']} pairs; no test split (router.test_fraction 0)")
     return {"metrics": metrics}
+
+
+def _epochs(cfg: RouterConfig) -> int:
+    return cfg.lm.epochs if cfg.kind == "lm-bradley-terry" else cfg.epochs
+
+
+def refit_config(cfg: RouterConfig, epochs: int | None) -> RouterConfig:
+    """`cfg` training exactly `epochs` epochs (none: a router without epochs), no early
+    stopping: without validation prompts the last epoch is kept."""
+    if epochs is None:
+        return cfg
+    if cfg.kind == "lm-bradley-terry":
+        lm = cfg.lm.model_copy(update={"epochs": epochs})
+        return cfg.model_copy(update={"lm": lm, "patience": None})
+    return cfg.model_copy(update={"epochs": epochs, "patience": None})
 
 
 def prediction_rows(

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persyn.stages.common import teacher_fingerprint
+from persyn.stages.common import learnability_fingerprint, teacher_fingerprint
 from persyn.stages.score import plan_scores
 from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
-    from persyn.pipeline import Run
+    from persyn.run import Run
 
 Marker = dict[str, Any] | None
 
@@ -64,11 +64,16 @@ def _hash_files(paths: Iterable[Path]) -> tuple[str, list[Path]]:
     return digest.hexdigest()[:16], missing
 
 
+def _relative(run: Run, path: Path) -> str:
+    """`path` as named in messages: relative to the run directory."""
+    return str(path.relative_to(run.store.root.resolve()))
+
+
 def _files(run: Run, paths: list[Path], extra: Iterable[Path] = ()) -> Outputs:
     """Outputs that are whole files: all of `paths` must exist; `extra` is hashed if there."""
     digest, missing = _hash_files([*paths, *(p for p in extra if p.exists())])
     if missing:
-        names = ", ".join(str(p.relative_to(run.store.root.resolve())) for p in missing)
+        names = ", ".join(_relative(run, p) for p in missing)
         return Outputs(digest, damaged=f"{names} missing")
     return Outputs(digest)
 
@@ -113,16 +118,12 @@ def _as_left(run: Run, marker: Marker) -> Outputs | None:
 def verify_prepare(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
     # imported.jsonl: the answers an imported calibration copies in (`calibration.source`)
-    out = _files(
-        run,
-        [store.path("prompts.jsonl"), store.path("calibration.json")],
-        [store.path("imported.jsonl")],
-    )
+    out = _files(run, [store.prompts_path(), store.split_path()], [store.imported_path()])
     if out.damaged is None:
         try:
             store.split()
         except (ValueError, TypeError):  # not JSON, or not the split's fields
-            out.damaged = "calibration.json unreadable"
+            out.damaged = f"{store.split_path().name} unreadable"
     return out
 
 
@@ -170,8 +171,13 @@ def verify_calibrate(run: Run, marker: Marker = None) -> Outputs:
 
 def verify_score(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
-    out = _files(run, [store.rewards_path(), store.path("rewards_meta.json")])
+    out = _files(run, [store.rewards_path(), store.rewards_meta_path()])
     if out.damaged is not None:
+        return out
+    # Markers from before persyn recorded the key are trusted on this count.
+    scored_under = (marker or {}).get("learnability_fp")
+    if scored_under is not None and scored_under != learnability_fingerprint(run.cfg):
+        out.retry = "the student's precision or chat template changed since it scored"
         return out
     if (found := _as_left(run, marker)) is not None and found.digest == out.digest:
         return found
@@ -185,24 +191,25 @@ def verify_score(run: Run, marker: Marker = None) -> Outputs:
 
 def verify_train_router(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
-    checkpoint = store.router_checkpoint_files()
-    out = _files(run, [*checkpoint, store.path("router", "metrics.json")])
+    checkpoint = store.router_checkpoint()
+    out = _files(run, [*store.router_checkpoint_files(), store.router_metrics_path()])
     if out.damaged is None:
         try:
-            meta = json.loads(store.path("router", "router.json").read_text())
-            teachers = meta["teachers"]
+            teachers = checkpoint.meta()["teachers"]
         except (OSError, ValueError, KeyError, TypeError):
-            return Outputs(out.digest, damaged="router/router.json missing or unreadable")
+            meta = _relative(run, checkpoint.meta_path)
+            return Outputs(out.digest, damaged=f"{meta} missing or unreadable")
         if teachers != run.cfg.teacher_names:
-            out.damaged = f"router/ holds a router for teachers {teachers}"
+            folder = _relative(run, checkpoint.folder)
+            out.damaged = f"{folder}/ holds a router for teachers {teachers}"
     return out
 
 
 def verify_route(run: Run, marker: Marker = None) -> Outputs:
-    path = run.store.path("routes.jsonl")
+    path = run.store.routes_path()
     out = _files(run, [path])
     if out.damaged is None and _lines(path) != len(run.store.split().routed):
-        out.damaged = "routes.jsonl does not have one row per routed prompt"
+        out.damaged = f"{path.name} does not have one row per routed prompt"
     return out
 
 
@@ -217,17 +224,18 @@ def verify_generate(run: Run, marker: Marker = None) -> Outputs:
 
 def verify_export(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
-    dataset, failed = store.dataset_path(), store.path("failed.jsonl")
+    dataset, failed = store.dataset_path(), store.failed_path()
     # The digest leaves out the card and the summary: a user may edit the card before
     # publishing, and that must not make the next rerun overwrite it.
     out = _files(run, [dataset, failed])
-    absent = [p.name for p in (store.path("summary.json"), store.card_path()) if not p.exists()]
+    absent = [p.name for p in (store.summary_path(), store.card_path()) if not p.exists()]
     if absent:
         out.damaged = f"{', '.join(absent)} missing"
     if out.damaged is None:
         rows = _lines(dataset) + _lines(failed)
-        if rows != _lines(store.path("prompts.jsonl")):
-            out.damaged = f"dataset.jsonl and failed.jsonl hold {rows} rows, not one per prompt"
-        elif not (store.dataset_dir() / "state.json").exists():
-            out.damaged = "dataset/ (the `datasets` folder) is incomplete"
+        if rows != _lines(store.prompts_path()):
+            out.damaged = f"{dataset.name} and {failed.name} hold {rows} rows, not one per prompt"
+        elif not store.dataset_is_whole():
+            folder = _relative(run, store.dataset_dir())
+            out.damaged = f"{folder}/ (the `datasets` folder) is incomplete"
     return out

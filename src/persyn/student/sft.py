@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import RunArtifacts, StudentFiles
 from persyn.config import (
     ConfigError,
     RunConfig,
@@ -32,10 +32,6 @@ from persyn.config import (
 from persyn.data import DataError
 from persyn.progress import log
 from persyn.store import atomic_write_json, iter_jsonl
-
-FINAL = "final"
-ADAPTER = "adapter"
-INPUTS = "persyn_inputs.json"
 
 
 def _check_messages(where: str, row: dict[str, Any]) -> list[dict[str, str]]:
@@ -200,22 +196,23 @@ def train_student(
 
     tc = cfg.student_training
     data_path = Path(dataset or tc.dataset or RunArtifacts(cfg.run_dir).dataset_path())
-    out = Path(output_dir or tc.output_dir or Path(cfg.run_dir) / "student")
-    final = out / FINAL
+    out = Path(output_dir or tc.output_dir or RunArtifacts(cfg.run_dir).student_dir())
+    files = StudentFiles(out)
+    final = files.final
     conversations = load_sft_messages(data_path)
     inputs_fp = fingerprint(conversations, tc, cfg.student.model_dump(exclude={"family"}))
-    if (out / INPUTS).is_file():
-        previous = json.loads((out / INPUTS).read_text())["fingerprint"]
+    if files.inputs.is_file():
+        previous = json.loads(files.inputs.read_text())["fingerprint"]
         if previous != inputs_fp:
             raise ConfigError(
                 f"{out}: holds a student trained on other data or settings; delete it or "
                 "choose another output folder"
             )
-        if (final / "persyn_training.json").is_file():
+        if StudentFiles.record(final).is_file():
             log(f"train-student: {final} is finished; delete it to train again")
             return final
     else:
-        atomic_write_json(out / INPUTS, {"fingerprint": inputs_fp, "dataset": str(data_path)})
+        atomic_write_json(files.inputs, {"fingerprint": inputs_fp, "dataset": str(data_path)})
     model, tokenizer = load_trainable_student(cfg.student)
     assistant_masks = has_generation_markers(tokenizer)
     loss = {"assistant_only_loss": True} if assistant_masks else {"completion_only_loss": True}
@@ -232,7 +229,7 @@ def train_student(
         log(f"train-student: resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
     if tc.method == "lora":
-        trainer.save_model(str(out / ADAPTER))
+        trainer.save_model(str(files.adapter))
     if not trainer.is_world_process_zero():
         return final
     trained = trainer.accelerator.unwrap_model(trainer.model)
@@ -242,7 +239,7 @@ def train_student(
     trained.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
     atomic_write_json(
-        final / "persyn_training.json",
+        StudentFiles.record(final),
         {
             "dataset": str(data_path),
             "fingerprint": inputs_fp,
@@ -266,4 +263,4 @@ def train_student(
 
 
 def training_summary(final: str | Path) -> dict[str, Any]:
-    return json.loads((Path(final) / "persyn_training.json").read_text())
+    return json.loads(StudentFiles.record(final).read_text())

@@ -89,6 +89,12 @@ class Teacher(ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Release them."""
 
+    @classmethod
+    def code_digest(cls, cfg: TeacherConfig) -> str | None:
+        """A hash of the code that computes the answers when that code is the user's (a
+        `scripted` teacher's function); part of the teacher's fingerprint."""
+        return None
+
     def chat(self, prompt: Prompt) -> list[dict[str, str]]:
         """The messages sent to the model: the teacher's system prompt, then the prompt's."""
         messages = [

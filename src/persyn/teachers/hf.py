@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from persyn.config import Section, TeacherConfig, backend_options
 from persyn.models import chat_prompt_ids, load_causal_lm
 from persyn.teachers.base import Generation, Prompt, Teacher
 
@@ -12,6 +13,11 @@ class HFTeacher(Teacher):
     """Left-padded batched `generate`; one model in memory at a time (see `persyn.models`)."""
 
     loads_model: ClassVar[bool] = True
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        # No options (model settings are teacher keys): any key is a typo, refused here.
+        backend_options(Section, cfg)
 
     def load(self) -> None:
         self.model, self.tokenizer = load_causal_lm(self.cfg)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from persyn.config import Section, TeacherConfig, backend_options
 from persyn.teachers.base import Generation, Prompt, Teacher
 
 
 class ImportedTeacher(Teacher):
     can_generate: ClassVar[bool] = False
     model_required: ClassVar[bool] = False
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__(cfg)
+        backend_options(Section, cfg)  # it takes no options: any key is a typo
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         raise RuntimeError(

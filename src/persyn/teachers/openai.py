@@ -9,7 +9,8 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
 
 `options` keys (all optional):
 
-    base_url     endpoint root, e.g. http://gpu-node-3:8000/v1 (default: api.openai.com)
+    base_url     endpoint root, e.g. http://gpu-node-3:8000/v1 (default: api.openai.com);
+                 a query (`...?key=KEY`) is sent with every request
     api_key_env  NAME of the environment variable holding the key (the key never goes in
                  the config, the run directory, the logs or an error message); unset: no
                  key, for local servers
@@ -17,6 +18,10 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
                  since one `generate` call gets one batch
     timeout_s    per-request timeout in seconds (default 120)
     max_retries  retries per request after the first try (default 4)
+    max_consecutive_failures
+                 after this many requests in a row could not reach the server (connection
+                 refused, timed out; each after its retries) the teacher stops sending: its
+                 remaining prompts become error rows that a rerun retries (default 8)
     extra_body   extra JSON fields for every request (e.g. vLLM's `top_k`,
                  `chat_template_kwargs`); part of the teacher's fingerprint
 
@@ -31,10 +36,12 @@ import asyncio
 import os
 import re
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field
 
 from persyn.config import ConfigError, Section, TeacherConfig, backend_options
+from persyn.progress import warn
 from persyn.redact import looks_like_key, redact_text, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 
@@ -47,6 +54,12 @@ class OpenAIOptions(Section):
     concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries per request after the first try.")
+    max_consecutive_failures: int = Field(
+        8,
+        gt=0,
+        description="Stop the teacher after this many requests in a row could not reach the "
+        "server; its remaining prompts become error rows that a rerun retries.",
+    )
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra JSON fields sent with every request."
     )
@@ -66,14 +79,24 @@ class OpenAITeacher(Teacher):
         "concurrency",
         "timeout_s",
         "max_retries",
+        "max_consecutive_failures",
     )
 
     def __init__(self, cfg: TeacherConfig) -> None:
         super().__init__(cfg)
         self.options = backend_options(OpenAIOptions, cfg)
         self._api_key()  # fail at `persyn validate`, not after the first stages ran
+        # The client appends the request path to base_url as text, so a query there would
+        # end up inside the path (a 404): it goes with every request as the client's
+        # default query instead.
+        url = urlsplit(self.options.base_url)
+        self._endpoint = urlunsplit(url._replace(query="", fragment=""))
+        self._query = dict(parse_qsl(url.query, keep_blank_values=True))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        self._unreachable = 0  # requests in a row that could not reach the server
+        self._stopped: str | None = None  # the error of every prompt after it stopped
+        self._said_stopped = False
 
     def _api_key(self) -> str:
         name = self.options.api_key_env
@@ -104,11 +127,13 @@ class OpenAITeacher(Teacher):
         # across batches (a client is bound to the loop it first ran on).
         self._loop = asyncio.new_event_loop()
         self._client = AsyncOpenAI(
-            base_url=self.options.base_url,
+            base_url=self._endpoint,
+            default_query=self._query or None,
             api_key=self._api_key(),
             timeout=self.options.timeout_s,
             max_retries=self.options.max_retries,
         )
+        self._unreachable, self._stopped, self._said_stopped = 0, None, False
 
     def unload(self) -> None:
         if self._loop is None:
@@ -127,12 +152,47 @@ class OpenAITeacher(Teacher):
 
         async def one(prompt: Prompt) -> Generation:
             async with slots:
+                if self._stopped is not None:
+                    self._say_stopped()
+                    return Generation(prompt.id, error=self._stopped)
                 try:
-                    return await self._request(prompt)
+                    generation = await self._request(prompt)
                 except Exception as err:
-                    return Generation(prompt.id, error=self._describe(err))
+                    error = self._describe(err)
+                    self._count_failure(err, error)
+                    return Generation(prompt.id, error=error)
+                self._unreachable = 0
+                return generation
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    def _count_failure(self, err: Exception, error: str) -> None:
+        """Stop sending after `max_consecutive_failures` requests in a row found no server:
+        a server that is down would otherwise cost every prompt all its retries."""
+        import openai
+
+        if not isinstance(err, openai.APIConnectionError):  # the server answered
+            self._unreachable = 0
+            return
+        self._unreachable += 1
+        limit = self.options.max_consecutive_failures
+        if self._unreachable >= limit and self._stopped is None:
+            self._stopped = (
+                f"not sent: the teacher stopped after {limit} requests in a row could not "
+                f"reach the server (last: {error}); a rerun retries this prompt"
+            )
+
+    def _say_stopped(self) -> None:
+        """One warning, at the first prompt not sent (none when the failures were the last
+        prompts: the stage's error line says it all)."""
+        if not self._said_stopped:
+            self._said_stopped = True
+            warn(
+                f"teacher {self.cfg.name!r}: stopped after "
+                f"{self.options.max_consecutive_failures} requests in a row could not reach "
+                f"{self.options.base_url} (options.max_consecutive_failures); "  # warn scrubs it
+                "its remaining prompts are error rows that a rerun retries"
+            )
 
     async def _request(self, prompt: Prompt) -> Generation:
         gen = self.cfg.generation
@@ -171,9 +231,14 @@ class OpenAITeacher(Teacher):
                 f"{cause}); check the server is up and options.base_url"
             )
         elif isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            name = self.options.api_key_env
             message = (
                 f"HTTP {err.status_code} from {url}: the server refused the API key; check "
-                f"the key in ${self.options.api_key_env} (options.api_key_env)"
+                f"the key in ${name} (options.api_key_env)"
+                if name
+                else f"HTTP {err.status_code} from {url}: the server wants an API key and "
+                "none was sent; export it in an environment variable and name that variable "
+                "in options.api_key_env"
             )
         elif isinstance(err, openai.APIStatusError):
             retryable = err.status_code in {408, 409, 429} or err.status_code >= 500

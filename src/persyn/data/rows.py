@@ -1,8 +1,6 @@
-"""Prompts in: JSONL, JSON, CSV/TSV, Parquet, a `datasets` folder, a hub dataset, or a
-generated set (a built-in name or the user's `module:function`).
+"""Rows in: JSONL, JSON, CSV/TSV, Parquet, a `datasets` folder or a hub dataset, each row a
+dict with the place it came from (file and line/row) for one-line errors.
 
-Every row becomes a `Prompt` (id, chat messages, kind, reference, meta). A bad row stops
-the load with one line naming the file, the row and the field, before any model loads.
 `source_digest` hashes a local source's bytes: `prepare`'s fingerprint includes it, so an
 edited prompts file is prepared again.
 """
@@ -19,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from persyn.config import PromptsConfig
-from persyn.plugins import PROMPT_SETS, resolve
-from persyn.teachers.base import Prompt
 
 
 class DataError(ValueError):
@@ -39,13 +35,13 @@ def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line.rstrip("\r\n"))  # else a cut-off row errs on "line 2"
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {lineno}: {_json_problem(err)}") from None
+                raise DataError(f"{path}: line {lineno}: {json_problem(err)}") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {lineno}: expected a JSON object per line")
             yield lineno, row
 
 
-def _json_problem(err: json.JSONDecodeError) -> str:
+def json_problem(err: json.JSONDecodeError) -> str:
     # err.msg alone can end mid-sentence ("Invalid control character at"): add the column.
     return f"malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})"
 
@@ -57,7 +53,7 @@ def _rows_from_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: invalid UTF-8 ({err.reason})") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: line {err.lineno}: {_json_problem(err)}") from None
+        raise DataError(f"{path}: line {err.lineno}: {json_problem(err)}") from None
     rows = data.get("data") if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise DataError(
@@ -150,7 +146,7 @@ def first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [""])[0]
 
 
-def _iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location for error messages, row) for every source row."""
     source = str(cfg.source)
     path = Path(source).expanduser()
@@ -216,110 +212,3 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _text(where: str, row: dict[str, Any], field: str) -> str:
-    if field not in row:
-        raise DataError(f"{where}: missing field {field!r} (set prompts.prompt_field)")
-    value = row[field]
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: field {field!r} is empty or not text")
-    return value
-
-
-def _json_cell(where: str, row: dict[str, Any], field: str) -> Any:
-    """A structured value; in a CSV cell it is JSON text (an empty cell is none)."""
-    value = row.get(field)
-    if not isinstance(value, str) or value.lstrip()[:1] not in {"[", "{"}:
-        return None if isinstance(value, str) and not value.strip() else value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: field {field!r}: {_json_problem(err)}") from None
-
-
-def _messages(where: str, row: dict[str, Any], field: str) -> list[dict[str, str]]:
-    value = _json_cell(where, row, field)
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: field {field!r} must be a non-empty list of messages")
-    out = []
-    for k, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: {field}[{k}] needs 'role' and text 'content'")
-        if m.get("role") not in {"system", "user", "assistant"}:
-            raise DataError(f"{where}: {field}[{k}].role must be system, user or assistant")
-        out.append({"role": m["role"], "content": m["content"]})
-    # Distillation prompts end with the user's turn: drop a trailing assistant answer.
-    while out and out[-1]["role"] == "assistant":
-        out.pop()
-    if not out or not any(m["role"] == "user" and m["content"].strip() for m in out):
-        raise DataError(f"{where}: field {field!r} has no non-empty user message")
-    return out
-
-
-def builtin_prompts(spec: str, num_prompts: int, seed: int) -> list[Prompt]:
-    """A generated prompt set: a built-in name or the user's `module:function`, called as
-    `fn(num_prompts, seed) -> list[Prompt]`."""
-    prompts = resolve(spec, "prompts.builtin", PROMPT_SETS)(num_prompts, seed)
-    # User code: check what it returned here, not as a crash in a later stage.
-    if not isinstance(prompts, list) or not all(isinstance(p, Prompt) for p in prompts):
-        raise DataError(f"prompts.builtin {spec!r}: must return a list of Prompt")
-    if not prompts:
-        raise DataError(f"prompts.builtin {spec!r}: no prompts returned")
-    seen: set[str] = set()
-    for p in prompts:
-        if p.id in seen:
-            raise DataError(f"prompts.builtin {spec!r}: duplicate id {p.id!r}")
-        seen.add(p.id)
-    return prompts
-
-
-def load_prompts(cfg: PromptsConfig) -> list[Prompt]:
-    if cfg.builtin:
-        return builtin_prompts(cfg.builtin, cfg.num_prompts, cfg.seed)[: cfg.limit]
-    prompts: list[Prompt] = []
-    seen: dict[str, str] = {}
-    for index, (where, row) in enumerate(_iter_rows(cfg)):
-        if cfg.limit and len(prompts) >= cfg.limit:
-            break
-        if cfg.messages_field:
-            messages = _messages(where, row, cfg.messages_field)
-        else:
-            messages = [{"role": "user", "content": _text(where, row, cfg.prompt_field)}]
-        chars = sum(len(m["content"]) for m in messages)
-        if chars > cfg.max_prompt_chars:
-            raise DataError(
-                f"{where}: prompt has {chars} characters > prompts.max_prompt_chars "
-                f"{cfg.max_prompt_chars}; shorten it or raise the limit"
-            )
-        if cfg.id_field and cfg.id_field in row:
-            pid = str(row[cfg.id_field])
-            if not pid.strip():
-                raise DataError(f"{where}: field {cfg.id_field!r} (prompts.id_field) is empty")
-        elif cfg.id_field and cfg.id_field != "id":
-            raise DataError(f"{where}: missing field {cfg.id_field!r} (prompts.id_field)")
-        else:
-            pid = f"row-{index:07d}"
-        if pid in seen:
-            raise DataError(f"{where}: duplicate id {pid!r} (first seen at {seen[pid]})")
-        seen[pid] = where
-        # an empty cell (CSV) or null means the default kind
-        kind = (row.get(cfg.kind_field) or cfg.kind) if cfg.kind_field else cfg.kind
-        if kind not in {"math", "instruction"}:
-            raise DataError(f"{where}: field {cfg.kind_field!r} must be math or instruction")
-        reference = None
-        if cfg.reference_field:
-            if row.get(cfg.reference_field) not in (None, ""):
-                reference = str(row[cfg.reference_field])
-            elif kind == "math":  # instruction rows are verified without one
-                raise DataError(
-                    f"{where}: missing field {cfg.reference_field!r} (the reference answer "
-                    "every math prompt needs; prompts.reference_field)"
-                )
-        meta = _json_cell(where, row, cfg.meta_field) if cfg.meta_field else None
-        if meta is not None and not isinstance(meta, dict):
-            raise DataError(f"{where}: field {cfg.meta_field!r} must be an object")
-        prompts.append(Prompt(pid, messages, kind, reference, dict(meta or {})))
-    if not prompts:
-        raise DataError(f"{cfg.source}: no prompts found")
-    return prompts

@@ -1,162 +1,20 @@
-"""PerSyn's algorithm, over arrays: from teachers' rewards to one teacher per prompt.
-
-Route then Generate (arXiv 2510.10925): every teacher answers a small calibration set, a
-router learns from those answers' rewards which teacher suits which prompt, and on every
-other prompt only the teacher the router picks generates. This module is the method and
-nothing else: no files, no models loaded, no config read. Rewards come in as arrays
-[prompts, teachers] with NaN where a teacher has no usable (or no scored) answer; the
-router is any module mapping prompts to scores [prompts, teachers]. In order:
-
-1. Rewards per prompt x, teacher n and answer y, computed in `persyn.rewards`:
-   learnability r_l = (1/|y|) sum_t log p_student(y_t | x, y_<t) (the student's mean token
-   log-likelihood of the answer) and quality r_q (a reward model's score, or 1/0 for a
-   right/wrong final answer).
-2. `normalize`: each reward is normalised within the prompt, across teachers, so that
-   rewards on different scales can be mixed and each prompt counts the same: min-max to
-   [0, 1] (default), z-score, or rank. A constant row maps to 0.5 (z-score: 0).
-3. `combine`: r = (1 - alpha) * norm(r_q) + alpha * norm(r_l); alpha = 0.4 is the paper's
-   best (0: quality only, 1: learnability only).
-4. `oracle_choice`: argmax_n r(x, n), Generate then Select's pick; calibration prompts keep
-   it, and it is what the router is measured against.
-5. `training_pairs`: on each prompt, every teacher pair (a, b) with r_b > r_a is a row
-   (x, b, a), "b beats a" (19 teachers: 171 pairs a prompt). Pairs within `tie_margin` are
-   ties: skipped, or trained towards 0.5 (`ties="half"`).
-6. `bradley_terry_loss`: P(b beats a | x) = sigmoid(pi_b(x) - pi_a(x)) for router scores
-   pi(x) in R^teachers, trained by binary cross-entropy; for b the winner that is
-   -log sigmoid(pi_b(x) - pi_a(x)), averaged over pairs.
-7. `fit_bradley_terry`: the training loop of every learnt router (a head over frozen
-   features, or a language model): AdamW over batches of pairs, the loss on the training
-   and validation prompts after each epoch, the weights of the epoch with the lowest
-   validation loss kept, early stopping after `patience` epochs without improvement.
-8. `choose_teachers`: teacher = argmax_n pi_n(x), one forward pass per prompt; only that
-   teacher generates the prompt's answer.
-"""
+"""Steps 6 to 8 of the method (see `persyn.method`): the Bradley-Terry loss, the training
+loop of every learnt router, and the choice of teachers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from persyn.method.rewards import training_pairs
+
 if TYPE_CHECKING:
     import torch
 
-NORMALIZATIONS = ("minmax", "zscore", "rank")
 EpochCallback = Callable[[dict[str, float]], None]
-
-
-# 2. Normalise within each prompt
-
-
-def normalize(x: np.ndarray, method: str = "minmax") -> np.ndarray:
-    """Row-wise normalisation; a constant row (or one value) maps to 0.5 (zscore: 0). NaN
-    cells are left out and stay NaN.
-
-    - minmax: (x - min) / (max - min), in [0, 1]
-    - zscore: (x - mean) / std (population std)
-    - rank:   average rank scaled to [0, 1] (ties share a rank)
-    """
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
-    x = np.asarray(x, dtype=float)
-    out = np.full_like(x, np.nan)
-    for i, row in enumerate(x):
-        ok = ~np.isnan(row)
-        v = row[ok]
-        if v.size == 0:
-            continue
-        spread = v.max() - v.min()
-        if spread == 0:
-            out[i, ok] = 0.0 if method == "zscore" else 0.5
-        elif method == "minmax":
-            out[i, ok] = (v - v.min()) / spread
-        elif method == "zscore":
-            out[i, ok] = (v - v.mean()) / v.std()
-        else:
-            from scipy.stats import rankdata  # scipy.stats takes a second to import
-
-            out[i, ok] = (rankdata(v) - 1) / (v.size - 1)
-    return out
-
-
-# 3. Mix quality and learnability
-
-
-def combine(quality: np.ndarray, learnability: np.ndarray, alpha: float, method: str) -> np.ndarray:
-    """r = (1 - alpha) * norm(quality) + alpha * norm(learnability).
-
-    A prompt no quality signal applies to has a constant quality row (so learnability
-    decides); a single missing score stays missing.
-    """
-    quality = np.array(quality, dtype=float)
-    quality[np.isnan(quality).all(axis=1)] = 0.0
-    return (1 - alpha) * normalize(quality, method) + alpha * normalize(learnability, method)
-
-
-# 4. The oracle
-
-
-def oracle_choice(reward: np.ndarray) -> np.ndarray:
-    """Index of the best teacher per prompt (first on ties); -1 where no score exists."""
-    filled = np.where(np.isnan(reward), -np.inf, reward)
-    choice = filled.argmax(axis=1)
-    choice[np.isneginf(filled.max(axis=1))] = -1
-    return choice
-
-
-# 5. Bradley-Terry pairs
-
-
-def preference_pairs(reward: np.ndarray, tie_margin: float = 1e-6) -> np.ndarray:
-    """Rows (prompt, winner, loser) for every teacher pair whose rewards differ."""
-    return _pairs(reward, tie_margin)[0]
-
-
-def tied_pairs(reward: np.ndarray, tie_margin: float = 1e-6) -> np.ndarray:
-    """Rows (prompt, a, b) for every teacher pair within `tie_margin` (both rewards known)."""
-    return _pairs(reward, tie_margin)[1]
-
-
-def _pairs(reward: np.ndarray, tie_margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ordered and tied pairs, prompt by prompt and teacher pair (a < b) by pair."""
-    reward = np.asarray(reward, dtype=float)
-    a, b = np.triu_indices(reward.shape[1], k=1)
-    ra, rb = reward[:, a], reward[:, b]
-    known = ~np.isnan(ra) & ~np.isnan(rb)
-    with np.errstate(invalid="ignore"):  # inf - inf: neither a tie nor ordered by `>`
-        tie = known & (np.abs(ra - rb) <= tie_margin)
-    prompt, pair = np.nonzero(known & ~tie)
-    b_wins = rb[prompt, pair] > ra[prompt, pair]
-    winner = np.where(b_wins, b[pair], a[pair])
-    loser = np.where(b_wins, a[pair], b[pair])
-    tie_prompt, tie_pair = np.nonzero(tie)
-    return (
-        np.stack([prompt, winner, loser], axis=1).astype(np.int64),
-        np.stack([tie_prompt, a[tie_pair], b[tie_pair]], axis=1).astype(np.int64),
-    )
-
-
-def training_pairs(
-    reward: np.ndarray, tie_margin: float, ties: Literal["skip", "half"] = "skip"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs, targets): ordered pairs with target 1, plus ties with target 0.5 if asked."""
-    ordered, tied = _pairs(reward, tie_margin)
-    if ties == "skip" or len(tied) == 0:
-        return ordered, np.ones(len(ordered), dtype=np.float32)
-    targets = np.concatenate([np.ones(len(ordered)), np.full(len(tied), 0.5)]).astype(np.float32)
-    return np.concatenate([ordered, tied]), targets
-
-
-def any_ordered_pair(reward: np.ndarray, tie_margin: float) -> bool:
-    """Whether some prompt has two teachers whose rewards differ by more than the tie
-    margin (a pair a router can learn an order from), without building the pairs."""
-    filled = np.isfinite(reward)
-    high = np.where(filled, reward, -np.inf).max(axis=1, initial=-np.inf)
-    low = np.where(filled, reward, np.inf).min(axis=1, initial=np.inf)
-    two = filled.sum(axis=1) >= 2  # rows with at least one pair
-    return bool(np.any((high - low)[two] > tie_margin))
 
 
 # 6. The Bradley-Terry loss
@@ -181,13 +39,16 @@ def bradley_terry_loss(scores: Any, pairs: Any, targets: Any = None) -> Any:
 
 @dataclass(frozen=True)
 class RouterData:
-    """Calibration prompts with every teacher's reward [prompts, teachers] (NaN: missing), and
-    optionally held-out ones for early stopping. Prompts are texts, or what a model reads."""
+    """Calibration prompts with every teacher's reward [prompts, teachers] (NaN: missing,
+    -inf: the answer failed), and optionally held-out ones for early stopping. Prompts are
+    texts, or what a model reads. `failure_reward` is what a failed answer is charged by
+    routers that average rewards (`failure_reward` in `persyn.method.rewards`)."""
 
     prompts: Any
     reward: np.ndarray
     val_prompts: Any = None
     val_reward: np.ndarray | None = None
+    failure_reward: float = 0.0
 
     @property
     def has_val(self) -> bool:
@@ -200,10 +61,8 @@ class RouterData:
     def map(self, prepare: Callable[[Any], Any]) -> RouterData:
         """The same rewards with the prompts turned into model inputs (features, arrays)."""
         if not self.has_val:
-            return RouterData(prepare(self.prompts), self.reward)
-        return RouterData(
-            prepare(self.prompts), self.reward, prepare(self.val_prompts), self.val_reward
-        )
+            return replace(self, prompts=prepare(self.prompts), val_prompts=None)
+        return replace(self, prompts=prepare(self.prompts), val_prompts=prepare(self.val_prompts))
 
 
 @dataclass(frozen=True)
@@ -337,8 +196,10 @@ def fit_bradley_terry(
     """Train `module`, which maps `data.prompts[rows]` (a feature tensor's rows, or a text
     array's) to scores [rows, teachers].
 
-    Keeps the epoch with the lowest validation loss (the train loss without validation
-    pairs); `on_epoch` receives each epoch's losses as it ends (progress bars)."""
+    Keeps the epoch with the lowest validation loss. Without validation pairs nothing
+    held out can choose an epoch: the last one is kept (`patience` then stops on the
+    training loss), which is how a router is refit on train + validation for the number
+    of epochs validation chose. `on_epoch` receives each epoch's losses as it ends."""
     import torch
 
     train = training_pairs(data.reward, settings.tie_margin, settings.ties)
@@ -378,7 +239,10 @@ def fit_bradley_terry(
             best_loss, best_epoch, best_state = val_loss, epoch, trained_state(module)
         elif settings.patience is not None and epoch - best_epoch >= settings.patience:
             break
-    module.load_state_dict(best_state, strict=False)
+    if val is None:  # the last epoch's weights stay
+        best_epoch, best_loss = len(history) - 1, history[-1]["val_loss"]
+    else:
+        module.load_state_dict(best_state, strict=False)
     return {
         "pairs": len(train[0]),
         "best_epoch": best_epoch,

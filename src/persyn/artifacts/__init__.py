@@ -1,0 +1,55 @@
+"""Typed access to every artifact of a run directory, and to the folders of the commands
+run after the pipeline.
+
+Stages, baselines, the report, the experiment and the benchmarks read and write the run
+directory only through `RunArtifacts` (`run`): file names live in this package and nowhere
+else (`tests/test_architecture.py` checks), row shapes in `rows`, the other folders' files
+in `folders`. Layout (relative to the run directory):
+
+    config.yaml                    the resolved config of the last run
+    prompts.jsonl                  normalised prompts (id, messages, kind, reference, meta)
+    calibration.json               calibration ids, the router's train/val split, routed ids
+    imported.jsonl                 calibration answers read from `calibration.source`
+    generations/<teacher>.jsonl    row log: one row per (prompt, teacher config)
+    scores/<signal>.jsonl          row logs: learnability per (prompt, teacher, student),
+                                   quality per (prompt, teacher, quality config)
+    rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle
+    rewards_alpha<a>.jsonl, alpha_sweep.{json,md}   `persyn score --alpha` re-mixes
+    router/                        checkpoint (`RouterCheckpoint`), metrics.json,
+                                   test_predictions.jsonl, scores.jsonl (row log of router
+                                   scores), eval.{json,md}
+    routes.jsonl                   per routed prompt: teacher, key of its router scores
+    dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
+    failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
+    demo_summary.json              `persyn demo`'s copy of the summary
+    stages/<stage>.json, manifest.json   completion markers; section hashes per stage
+    report/                        `persyn report` (`ReportFiles`)
+    student/                       `persyn train` (`StudentFiles`; evaluations:
+                                   `StudentEvalFiles`)
+    experiment/                    `persyn experiment` (`ExperimentFiles`)
+    .lock                          the lock of the process working here (`RunStore.lock`)
+"""
+
+from persyn.artifacts.folders import (
+    ExperimentFiles,
+    ReportFiles,
+    RouterCheckpoint,
+    StudentEvalFiles,
+    StudentFiles,
+)
+from persyn.artifacts.rows import SCORE_SIGNALS, RewardTable, RowLogSpec, Split, dataset_row
+from persyn.artifacts.run import RunArtifacts
+
+__all__ = [
+    "SCORE_SIGNALS",
+    "ExperimentFiles",
+    "ReportFiles",
+    "RewardTable",
+    "RouterCheckpoint",
+    "RowLogSpec",
+    "RunArtifacts",
+    "Split",
+    "StudentEvalFiles",
+    "StudentFiles",
+    "dataset_row",
+]

@@ -1,0 +1,89 @@
+"""The folders persyn writes besides the stages' artifacts: a router checkpoint, a student
+training folder, a student evaluation, an experiment and a report; each file by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from persyn.store import atomic_write_json
+
+
+class RouterCheckpoint:
+    """A router checkpoint: `router.json` (the router's kind, teachers and config; written
+    last, it marks a whole checkpoint) and the state files the router writes beside it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.meta_path = folder / "router.json"
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads(self.meta_path.read_text())
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_json(self.meta_path, meta)
+
+
+class StudentFiles:
+    """A student training folder (`persyn train`): TRL's checkpoints, `persyn_inputs.json`
+    (the fingerprint of the data and settings trained on), `adapter/` (LoRA) and `final/`,
+    the trained model with its `persyn_training.json` (`record`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.inputs = folder / "persyn_inputs.json"
+        self.adapter = folder / "adapter"
+        self.final = folder / "final"
+
+    @staticmethod
+    def record(checkpoint: str | Path) -> Path:
+        """What `persyn train` records in a checkpoint it finished (data, loss, runtime)."""
+        return Path(checkpoint) / "persyn_training.json"
+
+
+class StudentEvalFiles:
+    """A student evaluation (`persyn evaluate`): answers, per-prompt scores, metrics."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.answers = folder / "answers.jsonl"
+        self.scores = folder / "scores.jsonl"
+        self.metrics = folder / "metrics.json"
+
+    @staticmethod
+    def beside(checkpoint: Path) -> Path:
+        """Where `persyn evaluate` writes a checkpoint's evaluation by default."""
+        return checkpoint / "eval"
+
+
+class ExperimentFiles:
+    """`persyn experiment`'s output folder: the datasets, the students trained on them and
+    their evaluations (each under a fingerprint of what it depends on), and the results."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.per_prompt = folder / "per_prompt.json"
+        self.results_md = folder / "results.md"
+        self.results_csv = folder / "results.csv"
+        self.results_png = folder / "results.png"
+
+    def dataset(self, name: str) -> Path:
+        return self.folder / "datasets" / f"{name}.jsonl"
+
+    def student(self, key: str) -> Path:
+        return self.folder / "students" / key
+
+    def evaluation(self, key: str) -> StudentEvalFiles:
+        return StudentEvalFiles(self.folder / "eval" / key)
+
+
+class ReportFiles:
+    """`persyn report`'s folder: `report.html` and one PNG per plot."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.page = folder / "report.html"
+
+    def plot(self, key: str) -> Path:
+        return self.folder / f"{key}.png"

@@ -1,0 +1,54 @@
+"""A content hash per config section: what a stage depends on, by name (the stage table in
+`persyn.pipeline` says which sections each stage reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from persyn.calibration_source import source_fingerprint
+from persyn.config import RunConfig, fingerprint
+from persyn.data import source_digest
+from persyn.stages.common import quality_fingerprint, student_fingerprint, teacher_fingerprint
+
+# The part of the config behind each section name (the same parts the row caches key on:
+# a teacher's cost is in `routing`, not in the teacher's own section).
+SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
+    # The prompts file's content too: an edited file is prepared again.
+    "prompts": lambda c: prompts_fingerprint(c),
+    "calibration": lambda c: fingerprint(
+        c.calibration.model_dump(mode="json", exclude={"source"}),
+        c.router.val_fraction,
+        c.router.test_fraction,
+        c.router.seed,
+    ),
+    # The imported data's mapping and content (a changed file reruns the import).
+    "calibration.source": lambda c: source_fingerprint(c.calibration.source),
+    "student": student_fingerprint,
+    "rewards.quality": quality_fingerprint,
+    "rewards.mix": lambda c: fingerprint(
+        c.rewards.alpha,
+        c.rewards.normalization,
+        c.rewards.tie_margin_quality,
+        c.rewards.tie_margin_learnability,
+    ),
+    "router": lambda c: fingerprint(c.router),
+    "routing": lambda c: fingerprint(
+        c.routing,
+        [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
+    ),
+    # The card shows the whole config; where the run lives changes nothing in it.
+    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
+}
+
+
+def prompts_fingerprint(cfg: RunConfig) -> str:
+    digest = source_digest(cfg.prompts)
+    # Without a local file (a generated set, a hub id) the fingerprint is what it always was.
+    return fingerprint(cfg.prompts) if digest is None else fingerprint(cfg.prompts, digest)
+
+
+def config_sections(cfg: RunConfig) -> dict[str, str]:
+    """Content hash of each config section, with `teachers` as one entry per teacher."""
+    named = {name: part(cfg) for name, part in SECTIONS.items()}
+    return {**named, **{f"teacher:{t.name}": teacher_fingerprint(t) for t in cfg.teachers}}

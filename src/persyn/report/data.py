@@ -1,0 +1,55 @@
+"""What the report reads from a finished run directory (`persyn report`, its plots)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persyn.artifacts import RewardTable, RunArtifacts
+from persyn.config import RunConfig
+
+
+class ReportError(ValueError):
+    """The run directory lacks what the report needs; the message says what to run."""
+
+
+@dataclass
+class ReportData:
+    """Everything the report reads from a finished run directory."""
+
+    run_dir: Path
+    cfg: RunConfig
+    teachers: list[str]
+    prompts: dict[str, dict[str, Any]]
+    rewards: RewardTable
+    routes: list[dict[str, Any]]
+    dataset: list[dict[str, Any]]
+    summary: dict[str, Any]
+    router_metrics: dict[str, Any]
+    heldout: list[dict[str, Any]]
+
+
+def load_artifacts(run_dir: Path) -> ReportData:
+    store = RunArtifacts(run_dir)
+    if store.marker("export") is None:
+        raise ReportError(
+            f"{run_dir}: not a finished run; finish the run first (persyn run CONFIG)"
+        )
+    cfg = store.config()
+    try:
+        heldout = store.test_predictions()
+    except FileNotFoundError as err:
+        raise ReportError(str(err)) from None
+    return ReportData(
+        run_dir=run_dir,
+        cfg=cfg,
+        teachers=store.reward_teachers(),
+        prompts={p.id: p.to_row() for p in store.prompts()},
+        rewards=store.rewards(),
+        routes=store.routes(),
+        dataset=store.dataset(),
+        summary=store.summary(),
+        router_metrics=store.router_metrics(),
+        heldout=heldout,
+    )

@@ -1,0 +1,80 @@
+"""One run: its config, its run directory and where the heavy work runs; what every stage
+is given (`persyn.stages`), apart from the pipeline that decides which stages run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from persyn.artifacts import RunArtifacts
+from persyn.config import RunConfig, fingerprint
+from persyn.config_checks import check_config
+from persyn.executors import EXECUTORS, Executor
+from persyn.models import check_model_exists, use_device
+from persyn.redact import remember_secrets
+from persyn.rewards.quality import quality_signal
+from persyn.teachers.base import Prompt, backend_class
+
+
+@dataclass
+class Run:
+    """One run: its config, its run directory and where the heavy work runs."""
+
+    cfg: RunConfig
+    store: RunArtifacts
+    executor: Executor
+    _prompts: list[Prompt] | None = field(default=None, init=False, repr=False)
+    _prompt_fps: dict[str, str] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def open(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
+        return cls(cfg, RunArtifacts(run_dir or cfg.run_dir), make_executor(cfg))
+
+    @property
+    def prompts(self) -> list[Prompt]:
+        if self._prompts is None:
+            self._prompts = self.store.prompts()
+        return self._prompts
+
+    def set_prompts(self, prompts: list[Prompt]) -> None:
+        self._prompts = prompts
+        self._prompt_fps = None
+
+    def prompt_fp(self, prompt_id: str) -> str:
+        """`prompt_fingerprint` of a prompt (computed once per run: every stage asks)."""
+        if self._prompt_fps is None:
+            self._prompt_fps = {p.id: prompt_fingerprint(p) for p in self.prompts}
+        return self._prompt_fps[prompt_id]
+
+    def prompts_by_id(self) -> dict[str, Prompt]:
+        return {p.id: p for p in self.prompts}
+
+
+def prompt_fingerprint(prompt: Prompt) -> str:
+    """What a teacher is asked. Generation rows record it, so after the prompts file was
+    edited an answer to the old text of the same id counts as missing, not as cached."""
+    return fingerprint(prompt.messages)
+
+
+def make_executor(cfg: RunConfig) -> Executor:
+    # Where work runs is decided here, models included: every load in this process follows
+    # `cfg.device` (Ray replicas get it with their config).
+    use_device(cfg.device)
+    return EXECUTORS.load(cfg.executor.kind).from_config(cfg.executor, cfg.device)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Checks that need no model: registry names known, backends importable, local model
+    paths present."""
+    # Secrets in the config (a key in a URL or `extra_body`) are scrubbed from every
+    # message from now on, whatever their shape.
+    remember_secrets(cfg.model_dump(mode="json"))
+    check_config(cfg)
+    check_model_exists(cfg.student, "student")
+    for i, t in enumerate(cfg.teachers):
+        # Constructing a teacher loads nothing; it checks the backend's options (and keys).
+        backend = backend_class(t.backend)
+        backend(t)
+        if backend.loads_model:
+            check_model_exists(t, f"teachers[{i}]")
+    for signal in cfg.rewards.quality:
+        quality_signal(signal).check()  # options, judge backend, reward-model path
