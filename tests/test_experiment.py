@@ -17,12 +17,10 @@ from persyn.eval.experiment import (
     add_intervals,
     build_datasets,
     experiment_prompts,
-    results_csv,
-    results_markdown,
     run_experiment,
     train_and_evaluate,
-    write_results,
 )
+from persyn.eval.results import results_csv, results_markdown, write_results
 from persyn.eval.stats import paired_bootstrap, task_mean
 from persyn.pipeline import Run
 from persyn.store import RunDirBusy

@@ -369,7 +369,8 @@ def evaluate_cmd(
 @app.command("experiment")
 def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Train and evaluate the student on PerSyn's dataset and on each baseline's."""
-    from persyn.eval.experiment import output_dir, results_markdown, run_experiment
+    from persyn.eval.experiment import output_dir, run_experiment
+    from persyn.eval.results import results_markdown
 
     set_quiet(quiet)
     with user_errors():

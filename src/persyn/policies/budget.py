@@ -1,33 +1,16 @@
-"""Routing policies: how router scores [prompts, teachers] become one teacher per prompt.
-
-    argmax   the router's best teacher for every prompt (the paper)
-    sample   a teacher drawn from softmax(scores / temperature): more diverse data
-    budget   the assignment with the highest total expected reward (`expected_reward`:
-             each teacher's mean win probability over the others, from the router's
-             scores) whose expected cost fits a budget and whose per-teacher shares fit
-             quotas: exactly, as a 0/1 program (scipy's HiGHS), up to EXACT_MAX_VARIABLES
-             prompt x teacher pairs; above, a near-optimal one that still fits (a budget
-             alone by Lagrangian bisection on the price of money, quotas by the LP
-             relaxation, rounded)
-
-The expected cost of sending a prompt to a teacher counts prompt and completion tokens,
-each at the teacher's own price per 1K: its expected prompt tokens (see
-`persyn.stages.route.expected_prompt_tokens`) times `cost_per_1k_input_tokens`, plus its
-expected response length (the mean over its calibration responses, or a configured value)
-times `cost_per_1k_output_tokens`. `policy_report` gives the money saved and the expected
-reward given up against argmax.
-"""
+"""The `budget` policy: the assignment with the highest total expected reward whose
+expected cost fits `routing.budget` and whose per-teacher shares fit `routing.max_share`;
+exact (a 0/1 program, scipy's HiGHS) up to EXACT_MAX_VARIABLES prompt x teacher pairs, a
+near-optimal one that still fits above (Lagrangian bisection or the rounded LP)."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from persyn.config import ConfigError, RoutingPolicyConfig, RunConfig
-from persyn.method import choose_teachers
-from persyn.registry import Registry
+from persyn.config import ConfigError
+from persyn.policies.base import Policy, expected_reward
 
 if TYPE_CHECKING:
     from scipy.optimize import OptimizeResult
@@ -49,90 +32,6 @@ CONTESTED_SHARE = 0.2
 # PRICE_TOL to the objective at the current duals joins the LP.
 WHOLE_TOL = 1e-6
 PRICE_TOL = 1e-9
-
-
-def cost_per_prompt(
-    cfg: RunConfig, mean_response_tokens: dict[str, float], prompt_tokens: dict[str, float]
-) -> np.ndarray:
-    """Expected money per routed prompt for each teacher, in pool order: expected prompt
-    tokens (`prompt_tokens`, every teacher) at its input price plus expected completion
-    tokens (configured, else measured) at its output price."""
-    costs = []
-    for t in cfg.teachers:
-        tokens = cfg.routing.expected_tokens.get(t.name, mean_response_tokens.get(t.name))
-        if tokens is None:
-            if t.cost_per_1k_output_tokens == 0:
-                tokens = 0.0  # free output: its length does not matter
-            else:
-                raise ConfigError(
-                    f"routing.expected_tokens: teacher {t.name!r} has a price but no "
-                    "calibration responses to measure its length; set its expected tokens"
-                )
-        money = t.cost_per_1k_input_tokens * prompt_tokens[t.name]
-        costs.append((money + t.cost_per_1k_output_tokens * tokens) / 1000)
-    return np.array(costs, dtype=float)
-
-
-def expected_reward(scores: np.ndarray) -> np.ndarray:
-    """[prompts, teachers]: each teacher's mean win probability against the other teachers
-    of its prompt under the Bradley-Terry model the router was trained as,
-    mean over k != j of sigmoid(s_j - s_k).
-
-    Why this and not the scores: a router's scores are logits, fixed only up to a constant
-    per prompt and on no common scale across prompts (a gap of 2 on one prompt is not worth
-    twice a gap of 1 on another), so summing them over prompts, as a budget does, trades
-    prompts on a meaningless scale. Win probabilities are what the router was fitted to
-    predict (the Bradley-Terry loss is the cross-entropy of exactly these sigmoids), lie in
-    [0, 1] on every prompt and do not move with a per-prompt constant. Of the two natural
-    choices, the mean pairwise win probability (the expected share of the other teachers
-    whose answer this one beats) rather than softmax (the probability of being the best):
-    softmax spreads mass thinner as the pool grows and rewards only the top, while the
-    pairwise mean keeps its meaning for any pool size and values a near-best teacher
-    nearly as much as the best, which is what a budget trades. It is increasing in s_j,
-    so argmax over it is argmax over the scores.
-    """
-    from scipy.special import expit
-
-    n_teachers = scores.shape[1]
-    if n_teachers < 2:
-        return np.ones_like(scores, dtype=float)
-    # One teacher at a time: [prompts, teachers, teachers] at once is 200 MB at 57K x 20.
-    wins = np.stack([expit(scores[:, [j]] - scores).sum(axis=1) for j in range(n_teachers)], axis=1)
-    return (wins - 0.5) / (n_teachers - 1)  # less sigmoid(0) = 0.5: itself is no rival
-
-
-class Policy(ABC):
-    """Turns scores into choices. Subclasses implement `choose`."""
-
-    name: ClassVar[str]  # its registry key (`routing.kind`)
-
-    def __init__(self, cfg: RoutingPolicyConfig, teachers: list[str], cost: np.ndarray) -> None:
-        self.cfg = cfg
-        self.teachers = teachers
-        self.cost = cost
-
-    @abstractmethod
-    def choose(self, scores: np.ndarray) -> np.ndarray:
-        """Teacher index per prompt, from scores [prompts, teachers]."""
-
-
-class ArgmaxPolicy(Policy):
-    name = "argmax"
-
-    def choose(self, scores: np.ndarray) -> np.ndarray:
-        return choose_teachers(scores)
-
-
-class SamplePolicy(Policy):
-    name = "sample"
-
-    def choose(self, scores: np.ndarray) -> np.ndarray:
-        from scipy.special import softmax
-
-        probs = softmax(scores / self.cfg.temperature, axis=1)
-        draws = np.random.default_rng(self.cfg.seed).random((len(scores), 1))
-        # Inverse-CDF sampling, one uniform draw per prompt; the clip guards float rounding.
-        return np.minimum((probs.cumsum(axis=1) < draws).sum(axis=1), scores.shape[1] - 1)
 
 
 class BudgetPolicy(Policy):
@@ -382,51 +281,3 @@ def _cheapest_teachers(caps: np.ndarray, cost: np.ndarray, n_prompts: int) -> np
     order = np.argsort(cost, kind="stable")
     room = np.cumsum(np.minimum(caps[order], n_prompts))
     return order[: np.searchsorted(room, n_prompts) + 1]
-
-
-# Plug-ins join through the `persyn.policies` entry points.
-POLICIES: Registry[Policy] = Registry(
-    "persyn.policies",
-    "routing policy",
-    Policy,
-    {p.name: p for p in (ArgmaxPolicy, SamplePolicy, BudgetPolicy)},
-)
-
-
-def make_policy(cfg: RoutingPolicyConfig, teachers: list[str], cost: np.ndarray) -> Policy:
-    return POLICIES.load(cfg.kind)(cfg, teachers, cost)
-
-
-def policy_report(
-    scores: np.ndarray,
-    choice: np.ndarray,
-    cost: np.ndarray,
-    teachers: list[str],
-    reward: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Cost and expected reward (and true reward, when known) of `choice` against argmax.
-    The expected reward is the router's (`expected_reward`, the quantity the budget policy
-    maximises), not its raw scores, which have no common scale across prompts."""
-    rows = np.arange(len(scores))
-    best = choose_teachers(scores)
-    expected = expected_reward(scores)
-    report: dict[str, Any] = {
-        "prompts": len(scores),
-        "cost": float(cost[choice].sum()),
-        "argmax_cost": float(cost[best].sum()),
-        "money_saved": float(cost[best].sum() - cost[choice].sum()),
-        "expected_reward": float(expected[rows, choice].mean()) if len(scores) else 0.0,
-        "expected_reward_given_up": float((expected[rows, best] - expected[rows, choice]).mean())
-        if len(scores)
-        else 0.0,
-        "changed_from_argmax": int((choice != best).sum()),
-        "shares": {
-            t: float(np.mean(choice == i)) if len(choice) else 0.0 for i, t in enumerate(teachers)
-        },
-    }
-    if reward is not None:
-        filled = np.where(np.isnan(reward), 0.0, reward)
-        report["reward"] = float(filled[rows, choice].mean())
-        report["argmax_reward"] = float(filled[rows, best].mean())
-        report["reward_given_up"] = report["argmax_reward"] - report["reward"]
-    return report
