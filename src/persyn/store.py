@@ -19,17 +19,21 @@ Layout (all paths relative to `run_dir`):
 Row logs are keyed: a rerun reads the rows already written and only computes the missing
 ones, so a killed job loses at most the rows in flight. A torn last line (the process was
 killed while writing it) is ignored; a damaged line elsewhere is dropped with a warning,
-and its row recomputed.
+and its row recomputed. Each row carries a checksum of its content (`_sum`): a row edited
+by hand, or one whose values cannot be right (`ImpossibleRow`), is dropped the same way,
+so a rerun recomputes it instead of trusting it. Rows written before the checksum existed
+have none and are read as they are.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -96,12 +100,36 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"{path}: line {i + 1}: not valid JSON") from None
 
 
-class RowLog:
-    """Append-only JSONL of rows identified by `key(row)`; the last row for a key wins."""
+# The field of a row log's line holding the checksum of the row's other fields.
+CHECKSUM = "_sum"
 
-    def __init__(self, path: Path, key_fields: tuple[str, ...]) -> None:
+
+class ImpossibleRow(ValueError):
+    """A row whose values cannot be right (a positive mean log-likelihood, a quality outside
+    [0, 1], ...); the message names the field. Raised by a row log's `check`."""
+
+
+def row_checksum(row: dict[str, Any]) -> str:
+    """Hash of a row's canonical JSON (sorted keys): what the row said when it was written."""
+    canonical = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class RowLog:
+    """Append-only JSONL of rows identified by `key(row)`; the last row for a key wins.
+
+    `check` raises `ImpossibleRow` for a row whose values cannot be right; such rows, and
+    rows whose checksum no longer matches (edited), are dropped on load and recomputed."""
+
+    def __init__(
+        self,
+        path: Path,
+        key_fields: tuple[str, ...],
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = path
         self.key_fields = key_fields
+        self.check = check
         self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         if path.exists():
             self._load()
@@ -110,13 +138,15 @@ class RowLog:
         return tuple(row[k] for k in self.key_fields)
 
     def _load(self) -> None:
-        """Read the rows; drop a torn last line (a killed writer) and any damaged line (not
-        a JSON row with the key fields), so those rows count as missing and are recomputed
-        rather than trusted or fatal."""
+        """Read the rows; drop a torn last line (a killed writer), any damaged line (not a
+        JSON row with the key fields), any edited row (its checksum differs) and any
+        impossible one, so those rows count as missing and are recomputed rather than
+        trusted or fatal."""
         lines = self.path.read_bytes().split(b"\n")
         torn = lines.pop()  # b"" when the file ends with a newline
         kept: list[bytes] = []
-        damaged: list[int] = []
+        # why -> the line numbers dropped for it
+        dropped: dict[str, list[int]] = {}
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -124,19 +154,30 @@ class RowLog:
                 row = json.loads(line)
                 key = self.key(row)
             except (ValueError, KeyError, TypeError):  # JSON and UTF-8 errors are ValueErrors
-                damaged.append(lineno)
+                dropped.setdefault("damaged (not a JSON row)", []).append(lineno)
+                continue
+            written = row.pop(CHECKSUM, None)  # None: a row from before checksums
+            if written is not None and written != row_checksum(row):
+                dropped.setdefault("edited since it was written (checksum)", []).append(lineno)
+                continue
+            try:
+                if self.check is not None:
+                    self.check(row)
+            except ImpossibleRow as why:
+                dropped.setdefault(f"impossible value: {why}", []).append(lineno)
                 continue
             self.rows[key] = row
             kept.append(line)
-        if damaged:
+        if dropped:
             from persyn.progress import warn
 
-            shown = ", ".join(map(str, damaged[:5])) + (" ..." if len(damaged) > 5 else "")
-            warn(
-                f"{self.path}: line {shown} damaged (not a JSON row); dropped, "
-                f"{len(damaged)} row(s) will be recomputed"
-            )
-        if damaged or torn:
+            for why, numbers in dropped.items():
+                shown = ", ".join(map(str, numbers[:5])) + (" ..." if len(numbers) > 5 else "")
+                warn(
+                    f"{self.path}: line {shown} {why}; dropped, "
+                    f"{len(numbers)} row(s) will be recomputed"
+                )
+        if dropped or torn:
             # Rewrite without them so later appends start on a fresh, clean line.
             atomic_write_text(self.path, b"".join(line + b"\n" for line in kept).decode())
 
@@ -153,7 +194,10 @@ class RowLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                # The checksum of the row as it reads back (tuples become lists, ...).
+                written = json.loads(json.dumps(row, ensure_ascii=False))
+                written[CHECKSUM] = row_checksum(written)
+                f.write(json.dumps(written, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         for row in rows:

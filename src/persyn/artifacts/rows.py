@@ -1,8 +1,10 @@
-"""The row types of a run directory's artifacts: the split, the reward table, dataset rows."""
+"""The row types of a run directory's artifacts: the split, the reward table, dataset rows,
+and what a generation or score row must look like to be trusted."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +13,14 @@ from typing import Any
 import numpy as np
 
 from persyn.method import mark_failed
+from persyn.store import ImpossibleRow
 from persyn.teachers.base import Prompt
 
 SCORE_SIGNALS = ("learnability", "quality")
+# Every quality signal's value is on [0, 1] (`persyn.rewards.quality`); the slack absorbs
+# the rounding of a weighted mean.
+QUALITY_RANGE = (0.0, 1.0)
+_SLACK = 1e-9
 
 
 @dataclass
@@ -160,3 +167,69 @@ def hf_row(row: dict[str, Any]) -> dict[str, Any]:
         "router_scores": _json_or_none(row["router_scores"]),
         "rewards": _json_or_none(row["rewards"]),
     }
+
+
+# -- what a row log's row must look like (`RowLog.check`): a row that fails is dropped and
+# recomputed, never trusted ------------------------------------------------------------
+def _check_finite(value: Any, where: str) -> None:
+    """Every number in `value` is finite (rows store a non-finite score as null, so a NaN
+    or Infinity can only come from an edit)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ImpossibleRow(f"{where}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _number(row: dict[str, Any], field: str, where: str = "") -> float | None:
+    value = row.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImpossibleRow(f"{where}{field}: {value!r} is not a number")
+    return float(value)
+
+
+def check_generation_row(row: dict[str, Any]) -> None:
+    """A generation row: an answer without an error has text; token counts are counts.
+    A failed row's text may be empty or null."""
+    _check_finite(row, "")
+    if row.get("error") is None:
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ImpossibleRow("text: missing or empty in a row without an error")
+    for field in ("prompt_tokens", "completion_tokens"):
+        count = _number(row, field)
+        if count is not None and count < 0:
+            raise ImpossibleRow(f"{field}: {count:g} is negative")
+
+
+def check_learnability_row(row: dict[str, Any]) -> None:
+    """A learnability row: a mean log-likelihood is at most 0."""
+    _check_finite(row, "")
+    value = _number(row, "learnability")
+    if value is not None and value > _SLACK:
+        raise ImpossibleRow(f"learnability: {value:g} is above 0 (a mean log-likelihood)")
+
+
+def check_quality_row(row: dict[str, Any]) -> None:
+    """A quality row: the quality and each signal's value on `QUALITY_RANGE`."""
+    _check_finite(row, "")
+    signals = row.get("signals") or {}
+    if not isinstance(signals, dict):
+        raise ImpossibleRow(f"signals: {signals!r} is not a mapping")
+    low, high = QUALITY_RANGE
+    for field, value in [("quality", _number(row, "quality"))] + [
+        (f"signals.{label}", _number(signals, label, "signals.")) for label in signals
+    ]:
+        if value is not None and not low - _SLACK <= value <= high + _SLACK:
+            raise ImpossibleRow(f"{field}: {value:g} is outside [{low:g}, {high:g}]")
+
+
+SCORE_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "learnability": check_learnability_row,
+    "quality": check_quality_row,
+}

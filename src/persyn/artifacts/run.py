@@ -13,7 +13,15 @@ from typing import Any
 import yaml
 
 from persyn.artifacts.folders import ReportFiles, RouterCheckpoint
-from persyn.artifacts.rows import SCORE_SIGNALS, RewardTable, RowLogSpec, Split, hf_row
+from persyn.artifacts.rows import (
+    SCORE_CHECKS,
+    SCORE_SIGNALS,
+    RewardTable,
+    RowLogSpec,
+    Split,
+    check_generation_row,
+    hf_row,
+)
 from persyn.config import RunConfig, load_config
 from persyn.redact import redact
 from persyn.store import (
@@ -79,14 +87,14 @@ class RunArtifacts(RunStore):
         return self.path("generations", f"{teacher}.jsonl")
 
     def generation_log(self, teacher: str) -> RowLog:
-        return RowLog(self.generation_path(teacher), ("prompt_id", "fp"))
+        return RowLog(self.generation_path(teacher), ("prompt_id", "fp"), check_generation_row)
 
     def generation_files(self) -> list[Path]:
         return sorted(self.path("generations").glob("*.jsonl"))
 
     def score_log(self, signal: str) -> RowLog:
         """`learnability` or `quality` scores, keyed by prompt, teacher and fingerprint."""
-        return RowLog(self.score_path(signal), ("prompt_id", "teacher", "fp"))
+        return RowLog(self.score_path(signal), ("prompt_id", "teacher", "fp"), SCORE_CHECKS[signal])
 
     def score_path(self, signal: str) -> Path:
         return self.path("scores", f"{signal}.jsonl")
