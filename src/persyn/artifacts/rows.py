@@ -201,10 +201,10 @@ def check_generation_row(row: dict[str, Any]) -> None:
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ImpossibleRow("text: missing or empty in a row without an error")
-    for field in ("prompt_tokens", "completion_tokens"):
-        count = _number(row, field)
+    for counted in ("prompt_tokens", "completion_tokens"):
+        count = _number(row, counted)
         if count is not None and count < 0:
-            raise ImpossibleRow(f"{field}: {count:g} is negative")
+            raise ImpossibleRow(f"{counted}: {count:g} is negative")
 
 
 def check_learnability_row(row: dict[str, Any]) -> None:
@@ -222,11 +222,11 @@ def check_quality_row(row: dict[str, Any]) -> None:
     if not isinstance(signals, dict):
         raise ImpossibleRow(f"signals: {signals!r} is not a mapping")
     low, high = QUALITY_RANGE
-    for field, value in [("quality", _number(row, "quality"))] + [
+    for name, value in [("quality", _number(row, "quality"))] + [
         (f"signals.{label}", _number(signals, label, "signals.")) for label in signals
     ]:
         if value is not None and not low - _SLACK <= value <= high + _SLACK:
-            raise ImpossibleRow(f"{field}: {value:g} is outside [{low:g}, {high:g}]")
+            raise ImpossibleRow(f"{name}: {value:g} is outside [{low:g}, {high:g}]")
 
 
 SCORE_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
