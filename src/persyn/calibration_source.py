@@ -58,11 +58,11 @@ def source_rows(src: CalibrationSource) -> Iterator[tuple[str, dict[str, Any]]]:
     path = Path(src.path).expanduser()
     if src.records_field:
         if not path.exists():
-            raise DataError(f"{path}: calibration source not found")
+            raise DataError(f"{path.absolute()}: not found (calibration.source.path)")
         yield from _records_rows(src, path)
         return
     if path.suffix in {".jsonl", ".json", ".parquet"} and not path.is_file():
-        raise DataError(f"{path}: calibration source not found")
+        raise DataError(f"{path.absolute()}: not found (calibration.source.path)")
     if path.suffix == ".jsonl":
         yield from _jsonl_rows(path)
         return

@@ -17,7 +17,7 @@ from rich.table import Table
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
-from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
+from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
 from persyn.progress import set_quiet
 from persyn.redact import redact_text
 from persyn.store import RunDirBusy
@@ -30,6 +30,14 @@ RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the c
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
+]
+ReplaceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help="Reuse a run directory another config made (other prompts or student): its "
+        "results are replaced. Without it such a directory is refused.",
+    ),
 ]
 QuietOpt = Annotated[
     bool,
@@ -125,13 +133,17 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
 
 @app.command()
 def run(
-    config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    replace: ReplaceOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
-        summary = run_pipeline(cfg, run_dir)
+        summary = run_pipeline(cfg, run_dir, replace)
     print_summary(summary, run_dir or cfg.run_dir)
 
 
@@ -179,7 +191,11 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @app.command("import")
 def import_cmd(
-    config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    replace: ReplaceOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Calibrate from `calibration.source`: its prompts become the calibration set and its
     answers the calibration rows (the `prepare` and `calibrate` stages); nothing is
@@ -190,7 +206,7 @@ def import_cmd(
         if cfg.calibration.source is None:
             raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
         run_ = Run.open(cfg, run_dir)
-        marker = run_stage(run_, "calibrate")
+        marker = run_stage(run_, "calibrate", replace)
         calibration = len(run_.store.split().calibration)
     per_teacher = ", ".join(
         f"{t} {v['imported']} imported + {v['generated']} generated"
@@ -201,12 +217,16 @@ def import_cmd(
 
 def _stage_command(stage: str) -> None:
     def command(
-        config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
+        config: ConfigArg,
+        run_dir: RunDirOpt = None,
+        set_: SetOpt = None,
+        replace: ReplaceOpt = False,
+        quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
             cfg = _load(config, set_)
-            run_stage(Run.open(cfg, run_dir), stage)
+            run_stage(Run.open(cfg, run_dir), stage, replace)
         console.print(f"{stage}: done")
 
     command.__doc__ = f"Run the `{stage}` stage (and any earlier stage not yet done)."
@@ -231,6 +251,7 @@ def score_cmd(
             "scores (no model call), writes rewards_alpha{a}.jsonl each and alpha_sweep.md.",
         ),
     ] = None,
+    replace: ReplaceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -240,7 +261,7 @@ def score_cmd(
     with user_errors():
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
-        with run_.store.lock():
+        with working_in(run_, replace):
             run_stage(run_, "score")
             if alpha is not None:
                 try:
@@ -311,7 +332,7 @@ def eval_router(
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
         kinds = [k.strip() for k in routers.split(",")] if routers else None
-        with run_.store.lock():  # it writes router/eval.*
+        with working_in(run_):  # it writes router/eval.*
             run_stage(run_, "score")
             result = evaluate_routers(run_, kinds)
     console.print(result["markdown"], markup=False, highlight=False)

@@ -37,7 +37,7 @@ def check_model_exists(ref: ModelRef, where: str) -> None:
     path = resolve_model_path(ref.model)
     looks_local = path.startswith(("/", ".", "~")) or ref.model.startswith("pkg:")
     if looks_local and not Path(path).expanduser().exists():
-        raise ConfigError(f"{where}.model: {path} does not exist")
+        raise ConfigError(f"{where}.model: {Path(path).expanduser().absolute()} does not exist")
     if ref.gguf_file and Path(path).exists() and not (Path(path) / ref.gguf_file).exists():
         raise ConfigError(f"{where}.gguf_file: {ref.gguf_file} not found in {path}")
 

@@ -17,7 +17,9 @@ process at a time works in a run directory (`RunStore.lock`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -124,12 +126,31 @@ def write_manifest(run: Run) -> None:
     run.store.write_manifest({"sections": config_sections(run.cfg), "stages": stages})
 
 
-def run_stage(run: Run, stage: str) -> dict[str, Any]:
+@contextmanager
+def working_in(run: Run, replace: bool = False) -> Iterator[None]:
+    """Hold the run directory (its lock) for this config (`Run.claim`; `replace` reuses a
+    directory another config made). A directory this call creates is removed again when
+    `prepare` does not finish: a bad prompts file leaves no run directory behind."""
+    root = run.store.root.absolute()
+    fresh, top = not root.exists(), root
+    while not top.parent.exists():  # the topmost folder the lock's mkdir will create
+        top = top.parent
+    try:
+        with run.store.lock():
+            run.claim(replace)
+            yield
+    except BaseException:
+        if fresh and run.store.marker("prepare") is None:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+def run_stage(run: Run, stage: str, replace: bool = False) -> dict[str, Any]:
     """Run `stage` and every stage before it that is not done for this config, or whose
     outputs do not check out; returns the stage's completion marker (its statistics).
-    Holds the run directory's lock throughout."""
+    Holds the run directory's lock throughout (`working_in`)."""
     fingerprints = stage_fingerprints(run.cfg)
-    with run.store.lock():
+    with working_in(run, replace):
         for s in PIPELINE[: STAGES.index(stage) + 1]:
             # The digests of the upstream outputs this stage is computed from.
             inputs = {u: (run.store.marker(u) or {}).get("outputs") for u in s.upstream}
@@ -179,11 +200,13 @@ def _needs_run(run: Run, stage: Stage, fp: str, inputs: dict[str, str | None]) -
     return False
 
 
-def run_pipeline(cfg: RunConfig, run_dir: str | None = None) -> dict[str, Any]:
-    """Every stage; returns the run summary."""
+def run_pipeline(
+    cfg: RunConfig, run_dir: str | None = None, replace: bool = False
+) -> dict[str, Any]:
+    """Every stage; returns the run summary. `replace`: see `working_in`."""
     validate(cfg)
     run = Run.open(cfg, run_dir)
-    with run.store.lock():
+    with working_in(run, replace):
         run.store.write_config(cfg)
         run_stage(run, "export")
         return run.store.summary()

@@ -4,9 +4,10 @@ is given (`persyn.stages`), apart from the pipeline that decides which stages ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from persyn.artifacts import RunArtifacts
-from persyn.config import RunConfig, fingerprint
+from persyn.config import ConfigError, RunConfig, fingerprint
 from persyn.config_checks import check_config
 from persyn.executors import EXECUTORS, Executor
 from persyn.models import check_model_exists, use_device
@@ -47,6 +48,33 @@ class Run:
 
     def prompts_by_id(self) -> dict[str, Prompt]:
         return {p.id: p for p in self.prompts}
+
+    def claim(self, replace: bool = False) -> None:
+        """Make the run directory this config's, refusing one that another config made
+        (other prompts or another student) unless `replace`: pointing a copied config at
+        an old `run_dir` must not silently replace that run's dataset and router. Edited
+        prompts, teachers, rewards or router settings are the same run, resumed."""
+        mine, theirs = run_owner(self.cfg), self.store.owner() or {}
+        if theirs == mine:
+            return
+        differs = [key for key in mine if key in theirs and theirs[key] != mine[key]]
+        if differs and not replace:
+            key = differs[0]
+            raise ConfigError(
+                f"{self.store.root}: a run of another config ({key} {theirs[key]} there, "
+                f"{mine[key]} here); use another run_dir, or --replace to reuse this one "
+                "(its results are replaced)"
+            )
+        self.store.write_owner(mine)
+
+
+def run_owner(cfg: RunConfig) -> dict[str, Any]:
+    """What makes a run directory a config's: where its prompts come from (the file, hub id
+    or generated set, not its content: an edited file is the same run) and the student
+    (one router and dataset per student)."""
+    prompts = cfg.prompts
+    source = prompts.source or f"{prompts.builtin} (seed {prompts.seed})"
+    return {"prompts": source, "student": cfg.student.model}
 
 
 def prompt_fingerprint(prompt: Prompt) -> str:

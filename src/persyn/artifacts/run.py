@@ -50,7 +50,22 @@ class RunArtifacts(RunStore):
         atomic_write_text(self.config_path(), text)
 
     def config(self) -> RunConfig:
-        return load_config(self.config_path())
+        return load_config(self.config_path(), resolve=False)
+
+    def owner_path(self) -> Path:
+        return self.path("owner.json")
+
+    def owner(self) -> dict[str, Any] | None:
+        """What the run directory's config ran on (`persyn.run.run_owner`); None for a new
+        directory, one from before persyn recorded it, or an unreadable record."""
+        try:
+            owner = json.loads(self.owner_path().read_bytes())
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def write_owner(self, owner: dict[str, Any]) -> None:
+        atomic_write_json(self.owner_path(), owner)
 
     def prompts_path(self) -> Path:
         return self.path("prompts.jsonl")

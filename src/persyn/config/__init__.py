@@ -26,6 +26,7 @@ from persyn.config.base import (
     format_error,
 )
 from persyn.config.experiment import EvaluationConfig, ExperimentConfig, StudentTrainingConfig
+from persyn.config.paths import resolve_paths
 from persyn.config.sections import (
     CalibrationConfig,
     CalibrationSource,
@@ -144,11 +145,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:
         raise ConfigError(format_error(source, err)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config (safe loader); `overrides` are dotted keys, e.g. `rewards.alpha`."""
+def load_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, resolve: bool = True
+) -> RunConfig:
+    """Read a YAML config (safe loader); `overrides` are dotted keys, e.g. `rewards.alpha`.
+
+    Relative paths in the file resolve against the file's folder (`persyn.config.paths`);
+    `resolve=False` reads them as written (a run directory's saved copy, whose paths were
+    resolved when it was written)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path.absolute()}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -157,6 +164,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    if resolve:
+        resolve_paths(data, path.parent)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return parse_config(data, str(path))

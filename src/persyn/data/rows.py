@@ -105,8 +105,8 @@ def _rows_from_hub(source: str, split: str) -> Iterator[tuple[str, dict[str, Any
     second with a clear line, not after the hub client's retries."""
     if not _HUB_ID.fullmatch(source):
         raise DataError(
-            f"{source}: no such file or folder (nor a hub dataset id OWNER/NAME); "
-            "check prompts.source"
+            f"{Path(source).expanduser().absolute()}: no such file or folder (nor a hub "
+            "dataset id OWNER/NAME); check prompts.source"
         )
     import datasets
     import huggingface_hub
@@ -152,7 +152,7 @@ def iter_rows(cfg: PromptsConfig) -> Iterator[tuple[str, dict[str, Any]]]:
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix in _FILE_FORMATS and not path.is_file():
-        raise DataError(f"{path}: prompts file not found")
+        raise DataError(f"{path.absolute()}: prompts file not found (prompts.source)")
     if suffix == ".jsonl":
         for lineno, row in jsonl_rows(path):
             yield f"{path}: line {lineno}", row
