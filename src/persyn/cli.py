@@ -32,12 +32,7 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
 ]
 ReplaceOpt = Annotated[
-    bool,
-    typer.Option(
-        "--replace",
-        help="Reuse a run directory another config made (other prompts or student): its "
-        "results are replaced. Without it such a directory is refused.",
-    ),
+    bool, typer.Option("--replace", help="Reuse a run directory another config made.")
 ]
 QuietOpt = Annotated[
     bool,

@@ -17,9 +17,7 @@ process at a time works in a run directory (`RunStore.lock`).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 from persyn.config import RunConfig, fingerprint
 from persyn.fingerprints import config_sections
 from persyn.progress import log, warn
-from persyn.run import Run, validate
+from persyn.run import Run, validate, working_in
 from persyn.stages.calibrate import calibrate
 from persyn.stages.common import StageError
 from persyn.stages.export import export
@@ -48,7 +46,7 @@ from persyn.stages.verify import (
 )
 from persyn.store import DamagedMarker
 
-__all__ = ["STAGES", "Run", "StageError", "run_pipeline", "run_stage", "validate"]
+__all__ = ["STAGES", "Run", "StageError", "run_pipeline", "run_stage", "validate", "working_in"]
 
 
 @dataclass(frozen=True)
@@ -124,25 +122,6 @@ def write_manifest(run: Run) -> None:
                 "depends_on": stage_sections(run.cfg, name),
             }
     run.store.write_manifest({"sections": config_sections(run.cfg), "stages": stages})
-
-
-@contextmanager
-def working_in(run: Run, replace: bool = False) -> Iterator[None]:
-    """Hold the run directory (its lock) for this config (`Run.claim`; `replace` reuses a
-    directory another config made). A directory this call creates is removed again when
-    `prepare` does not finish: a bad prompts file leaves no run directory behind."""
-    root = run.store.root.absolute()
-    fresh, top = not root.exists(), root
-    while not top.parent.exists():  # the topmost folder the lock's mkdir will create
-        top = top.parent
-    try:
-        with run.store.lock():
-            run.claim(replace)
-            yield
-    except BaseException:
-        if fresh and run.store.marker("prepare") is None:
-            shutil.rmtree(top, ignore_errors=True)
-        raise
 
 
 def run_stage(run: Run, stage: str, replace: bool = False) -> dict[str, Any]:

@@ -3,6 +3,9 @@ is given (`persyn.stages`), apart from the pipeline that decides which stages ru
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +54,7 @@ class Run:
 
     def claim(self, replace: bool = False) -> None:
         """Make the run directory this config's, refusing one that another config made
-        (other prompts or another student) unless `replace`: pointing a copied config at
+        (another `name` or student) unless `replace`: pointing a copied config at
         an old `run_dir` must not silently replace that run's dataset and router. Edited
         prompts, teachers, rewards or router settings are the same run, resumed."""
         mine, theirs = run_owner(self.cfg), self.store.owner() or {}
@@ -69,12 +72,29 @@ class Run:
 
 
 def run_owner(cfg: RunConfig) -> dict[str, Any]:
-    """What makes a run directory a config's: where its prompts come from (the file, hub id
-    or generated set, not its content: an edited file is the same run) and the student
-    (one router and dataset per student)."""
-    prompts = cfg.prompts
-    source = prompts.source or f"{prompts.builtin} (seed {prompts.seed})"
-    return {"prompts": source, "student": cfg.student.model}
+    """What makes a run directory a config's: the run's `name` and its student (one router
+    and dataset per student). Not the prompts' location or content: a moved or edited
+    prompts file is the same run, resumed."""
+    return {"name": cfg.name, "student": cfg.student.model}
+
+
+@contextmanager
+def working_in(run: Run, replace: bool = False) -> Iterator[None]:
+    """Hold the run directory (its lock) for this config (`Run.claim`; `replace` reuses a
+    directory another config made). A directory this call creates is removed again when
+    `prepare` does not finish: a bad prompts file leaves no run directory behind."""
+    root = run.store.root.absolute()
+    fresh, top = not root.exists(), root
+    while not top.parent.exists():  # the topmost folder the lock's mkdir will create
+        top = top.parent
+    try:
+        with run.store.lock():
+            run.claim(replace)
+            yield
+    except BaseException:
+        if fresh and run.store.marker("prepare") is None:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 def prompt_fingerprint(prompt: Prompt) -> str:

@@ -112,7 +112,7 @@ class ImpossibleRow(ValueError):
 def row_checksum(row: dict[str, Any]) -> str:
     """Hash of a row's canonical JSON (sorted keys): what the row said when it was written."""
     canonical = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class RowLog:

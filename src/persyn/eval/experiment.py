@@ -64,10 +64,11 @@ def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
     """
     run_dir = Path(cfg.run_dir)
     base = cfg.experiment.base_run
+    table = Run.open(cfg)
     if base and not RunArtifacts(run_dir).marker("prepare"):
         log(f"experiment: copying {base} into {run_dir}")
         shutil.copytree(base, run_dir, dirs_exist_ok=True)
-    table = Run.open(cfg)
+        table.claim(replace=True)  # the copy is this config's to reuse, whatever made it
     run_stage(table, "prepare")
     held_out = check_held_out(
         held_out_prompts(cfg), table.prompts, drop=cfg.evaluation.exclude_training_prompts
