@@ -220,7 +220,10 @@ def test_csv_and_json_arrays_are_prompt_files(run: tuple[Path, Path], tmp_path: 
         writer = csv.writer(f)
         writer.writerow(["id", "prompt", "answer"])
         writer.writerows([r["id"], r["prompt"], r["answer"]] for r in rows)
-    code, output = persyn("prepare", str(config), "--set", f"prompts.source={table}", "-q")
+    # Another file with other bytes: taken for another config's prompts unless --replace.
+    code, output = persyn(
+        "prepare", str(config), "--set", f"prompts.source={table}", "--replace", "-q"
+    )
     assert code == 0, output
     prepared = [json.loads(line) for line in (run_dir / "prompts.jsonl").open()]
     assert [p["id"] for p in prepared] == [r["id"] for r in rows]

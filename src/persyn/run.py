@@ -12,6 +12,7 @@ from typing import Any
 from persyn.artifacts import RunArtifacts
 from persyn.config import ConfigError, RunConfig, fingerprint
 from persyn.config_checks import check_config
+from persyn.data import source_digest
 from persyn.executors import EXECUTORS, Executor
 from persyn.models import check_model_exists, use_device
 from persyn.redact import remember_secrets
@@ -54,15 +55,19 @@ class Run:
 
     def claim(self, replace: bool = False) -> None:
         """Make the run directory this config's, refusing one that another config made
-        (another `name` or student) unless `replace`: pointing a copied config at
-        an old `run_dir` must not silently replace that run's dataset and router. Edited
-        prompts, teachers, rewards or router settings are the same run, resumed."""
+        (other prompts or another student) unless `replace`: pointing a copied config at
+        an old `run_dir` must not silently replace that run's dataset and router. A moved
+        or edited prompts file, teachers, rewards or router settings: the same run."""
         mine, theirs = run_owner(self.cfg), self.store.owner() or {}
         if theirs == mine:
             return
-        differs = [key for key in mine if key in theirs and theirs[key] != mine[key]]
-        if differs and not replace:
-            key = differs[0]
+        other_prompts = (
+            theirs.get("prompts", mine["prompts"]) != mine["prompts"]
+            and theirs.get("prompts_digest") != mine["prompts_digest"]
+        )
+        other_student = theirs.get("student", mine["student"]) != mine["student"]
+        if (other_prompts or other_student) and not replace:
+            key = "prompts" if other_prompts else "student"
             raise ConfigError(
                 f"{self.store.root}: a run of another config ({key} {theirs[key]} there, "
                 f"{mine[key]} here); use another run_dir, or --replace to reuse this one "
@@ -72,10 +77,16 @@ class Run:
 
 
 def run_owner(cfg: RunConfig) -> dict[str, Any]:
-    """What makes a run directory a config's: the run's `name` and its student (one router
-    and dataset per student). Not the prompts' location or content: a moved or edited
-    prompts file is the same run, resumed."""
-    return {"name": cfg.name, "student": cfg.student.model}
+    """What makes a run directory a config's: its prompts, by where they come from (a file,
+    a hub id, a generated set and its seed) and by the file's content, either of which may
+    change (a moved file, an edited one) in the same run; and the student (one router and
+    dataset per student)."""
+    prompts = cfg.prompts
+    return {
+        "prompts": prompts.source or f"{prompts.builtin} (seed {prompts.seed})",
+        "prompts_digest": source_digest(prompts),
+        "student": cfg.student.model,
+    }
 
 
 @contextmanager
