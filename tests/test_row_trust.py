@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 from test_cli_reliability import make_config, persyn, prompt_rows, save, write_jsonl
 
-from persyn.artifacts.rows import check_generation_row, check_learnability_row
+from persyn.artifacts.rows import (
+    check_generation_row,
+    check_learnability_row,
+    check_quality_row,
+)
 from persyn.store import CHECKSUM, ImpossibleRow, RowLog, row_checksum
 
 
@@ -121,6 +125,9 @@ def test_checks_refuse_impossible_rows_and_accept_failed_ones(tmp_path: Path) ->
         check_generation_row({**failed, "completion_tokens": -3})
     with pytest.raises(ImpossibleRow, match="learnability: nan is not a finite number"):
         check_learnability_row({"learnability": float("nan"), "error": None})
+    check_quality_row({"quality": None, "signals": {"math": None}, "error": "judge: timeout"})
+    with pytest.raises(ImpossibleRow, match=r"signals.math: 1.5 is outside \[0, 1\]"):
+        check_quality_row({"quality": 1.0, "signals": {"math": 1.5}, "error": None})
 
     path = tmp_path / "log.jsonl"
     log = RowLog(path, ("prompt_id", "fp"), check_generation_row)
