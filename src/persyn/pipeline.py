@@ -186,6 +186,8 @@ def run_pipeline(
     validate(cfg)
     run = Run.open(cfg, run_dir)
     with working_in(run, replace):
-        run.store.write_config(cfg)
+        # Where the run is, `--run-dir` included (the demo's packaged config names a
+        # folder beside itself).
+        run.store.write_config(cfg.model_copy(update={"run_dir": str(run.store.root)}))
         run_stage(run, "export")
         return run.store.summary()
