@@ -38,15 +38,17 @@ def generating_columns(cfg: RunConfig) -> list[int]:
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its prices, family, batch size or runtime
-    options; the code of a function teacher, so an edited function regenerates its rows."""
+    """What decides a teacher's output: not its prices, family, batch size, runtime
+    options or whether cut answers are kept (`rewards.mix` and `export` have that); the
+    code of a function teacher, so an edited function regenerates its rows."""
     backend = backend_class(t.backend)
     runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
     code = backend.code_digest(t)
     prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
+    skipped: dict[str, Any] = dict.fromkeys({"family", "batch_size", "options", *prices}, True)
     return fingerprint(
-        t.model_dump(exclude={"family", "batch_size", "options", *prices}),
+        t.model_dump(exclude={**skipped, "generation": {"keep_truncated"}}),
         options,
         *([code] if code is not None else []),  # other backends keep their earlier keys
     )
@@ -121,6 +123,8 @@ def generate_rows(
                 "text": g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
+                "finish_reason": g.finish_reason,
+                "truncated": g.truncated,  # cut at max_new_tokens (`failed_answer`)
                 # a server's message can quote the endpoint, credentials included
                 "error": redact_text(g.error)
                 if g.error is not None
