@@ -97,6 +97,10 @@ def test_cut_answers_lose_in_routing_and_are_not_exported(cut_run: Run) -> None:
     for solver in ("solver-verbose", "solver-concise", "solver-quick"):
         assert all(not r["truncated"] for r in store.generation_log(solver).rows.values())
 
+    calibrated = store.marker("calibrate")["teachers"]
+    assert calibrated["tiny-llm"]["truncated"] == len(split.calibration)
+    assert calibrated["solver-verbose"]["truncated"] == 0
+
     rewards = store.rewards()
     column = rewards.teachers.index("tiny-llm")
     assert rewards.failed[:, column].all()  # every cut answer failed ...

@@ -145,7 +145,20 @@ def generate_rows(
         ) from err
     errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
     check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
-    return {"generated": len(todo), "errors": len(errors)}
+    cut = sum(bool((rowlog.get((pid, fp)) or {}).get("truncated")) for pid in prompt_ids)
+    if cut:
+        what = (
+            f"{stage}: teacher {teacher.name!r}: {cut}/{len(prompt_ids)} answers cut at "
+            f"max_new_tokens={teacher.generation.max_new_tokens}"
+        )
+        if teacher.generation.keep_truncated:
+            log(f"{what}, kept (generation.keep_truncated)")
+        else:
+            warn(
+                f"{what}: they count as failed answers; raise max_new_tokens, or set "
+                "generation.keep_truncated: true where a cut answer is still useful"
+            )
+    return {"generated": len(todo), "errors": len(errors), "truncated": cut}
 
 
 def check_errors(
