@@ -27,12 +27,19 @@ def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[
         "student": {**lm, "max_length": 256},
         "teachers": [
             # Random weights answer greedily with whitespace only: sample (seeded) instead.
+            # They rarely end an answer, so nearly every one is cut at max_new_tokens: kept,
+            # or this teacher would fail everywhere.
             {
                 "name": "tiny-llm",
                 "backend": "hf",
                 **lm,
                 "system_prompt": "Be brief.",
-                "generation": {"max_new_tokens": 8, "temperature": 1.0, "seed": 0},
+                "generation": {
+                    "max_new_tokens": 8,
+                    "temperature": 1.0,
+                    "seed": 0,
+                    "keep_truncated": True,
+                },
             },
             {"name": "solver-verbose", "backend": "scripted", "model": "solver-verbose"},
             {"name": "solver-concise", "backend": "scripted", "model": "solver-concise"},

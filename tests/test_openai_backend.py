@@ -41,7 +41,8 @@ def http_teacher(
         "backend": "openai",
         "model": "smollm2-135m-instruct",
         "system_prompt": system_prompt,
-        "generation": {"max_new_tokens": 16},
+        # 16 tokens cut most answers: kept, these tests are about the transport
+        "generation": {"max_new_tokens": 16, "keep_truncated": True},
         "batch_size": batch_size,
         "cost_per_1k_tokens": 0.5,
         "options": {"base_url": base_url, "concurrency": 4, "timeout_s": 30, "max_retries": 1,
@@ -102,13 +103,46 @@ def test_calibrate_and_generate_run_through_the_server(
         for row in rows.values():
             assert row["error"] is None and row["text"]
             assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= 16
+            # the server's finish reason; "length": all 16 tokens were used
+            assert row["finish_reason"] in {"stop", "length"}
+            assert row["truncated"] == (row["finish_reason"] == "length")
+            assert not row["truncated"] or row["completion_tokens"] == 16
         used = sum(r["completion_tokens"] for r in rows.values())
         assert summary["completion_tokens"][teacher] == used
+        assert summary["truncated_answers"][teacher] == sum(r["truncated"] for r in rows.values())
         assert summary["cost"][teacher] == pytest.approx(used / 1000 * 0.5)
     assert summary["dataset_rows"] == 12 and summary["failed_rows"] == 0
     # Only the variable's name is in the run directory, never the key.
     assert KEY_ENV in (run_dir / "config.yaml").read_text()
     assert files_containing(run_dir, API_KEY) == []
+
+
+def test_the_server_says_why_generation_stopped(
+    keyed_server: LlamaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+
+    def answer(max_new_tokens: int) -> Generation:
+        teacher = make_teacher(
+            TeacherConfig(
+                name="smol", backend="openai", model="smollm2-135m-instruct",
+                system_prompt="Answer with one word.",
+                generation={"max_new_tokens": max_new_tokens},
+                options={"base_url": keyed_server.base_url, "api_key_env": KEY_ENV},
+            )
+        )  # fmt: skip
+        teacher.load()
+        try:
+            return teacher.generate([PROMPT])[0]
+        finally:
+            teacher.unload()
+
+    cut = answer(2)
+    assert cut.error is None and cut.finish_reason == "length" and cut.truncated
+    assert cut.completion_tokens == 2
+    whole = answer(64)
+    assert whole.error is None and whole.finish_reason == "stop" and not whole.truncated
+    assert whole.completion_tokens < 64
 
 
 def test_a_refused_key_fails_the_stage_without_leaking_it(

@@ -154,6 +154,9 @@ def test_one_call_answers_every_prompt_in_order(smol_dir: Path) -> None:
     tokenizer = load_tokenizer(cfg)
     for prompt, g in zip(prompts[:-1], results[:-1], strict=True):
         assert g.error is None and g.text and 0 < g.completion_tokens <= 8
+        # the engine's finish reason: "length" when the 8 tokens ran out
+        assert g.finish_reason in {"stop", "length"}
+        assert g.finish_reason == "stop" or g.completion_tokens == 8
         assert g.prompt_tokens == len(chat_prompt_ids(tokenizer, teacher.chat(prompt)))
     assert "context 256" in (results[-1].error or "")
 
@@ -179,7 +182,8 @@ def vllm_run(
         "model": str(smol_dir),
         "dtype": "float32",
         "system_prompt": "Answer in one short sentence.",
-        "generation": {"max_new_tokens": MAX_NEW},
+        # 12 tokens cut some answers: kept, so that every prompt has its row
+        "generation": {"max_new_tokens": MAX_NEW, "keep_truncated": True},
         "options": ENGINE,
     }
     solver = {"name": "solver-verbose", "backend": "scripted", "model": "solver-verbose"}
@@ -206,7 +210,9 @@ def test_vllm_teacher_runs_calibrate_to_export(vllm_run: tuple[Path, dict[str, A
     for row in rows.values():
         assert row["error"] is None and row["text"]
         assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= MAX_NEW
+        assert row["truncated"] == (row["finish_reason"] == "length")
     assert summary["dataset_rows"] == 10 and summary["failed_rows"] == 0
+    assert summary["truncated_answers"]["smol-vllm"] == sum(r["truncated"] for r in rows.values())
     assert summary["completion_tokens"]["smol-vllm"] == sum(
         r["completion_tokens"] for r in rows.values()
     )

@@ -42,7 +42,7 @@ from persyn.executors import (
 from persyn.models import use_device
 from persyn.progress import bar
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
-from persyn.teachers.base import BACKENDS, Generation, Prompt, make_teacher
+from persyn.teachers.base import BACKENDS, CUT_AT_LIMIT, Generation, Prompt, make_teacher
 
 
 class TeacherReplica:
@@ -217,17 +217,27 @@ class RayExecutor(Executor):
             "messages": [json.dumps(backend.chat(p)) for p in prompts],
         }
         dataset = _one_block_per_batch(ray, columns, teacher.batch_size)
+        limit = teacher.generation.max_new_tokens
         for block in processor(dataset).iter_batches(batch_size=None, batch_format="pandas"):
-            yield [
-                {
-                    "prompt_id": row["prompt_id"],
-                    "text": (row.get("generated_text") or "").strip(),
-                    "prompt_tokens": int(row.get("num_input_tokens") or 0),
-                    "completion_tokens": int(row.get("num_generated_tokens") or 0),
-                    "error": row.get("__inference_error__") or None,
-                }
-                for row in block.to_dict("records")
-            ]
+            rows = []
+            for row in block.to_dict("records"):
+                error = row.get("__inference_error__") or None
+                tokens = int(row.get("num_generated_tokens") or 0)
+                rows.append(
+                    {
+                        "prompt_id": row["prompt_id"],
+                        "text": (row.get("generated_text") or "").strip(),
+                        "prompt_tokens": int(row.get("num_input_tokens") or 0),
+                        "completion_tokens": tokens,
+                        "error": error,
+                        # Ray's output has no finish reason: an answer as long as the limit
+                        # was cut there (or, rarely, ended on its last allowed token)
+                        "finish_reason": None
+                        if error
+                        else (CUT_AT_LIMIT if tokens >= limit else "stop"),
+                    }
+                )
+            yield rows
 
 
 class _VLLMRequest:

@@ -31,6 +31,7 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.rewards.normalization,
         c.rewards.tie_margin_quality,
         c.rewards.tie_margin_learnability,
+        *kept_truncated(c),
     ),
     "router": lambda c: fingerprint(c.router),
     "routing": lambda c: fingerprint(
@@ -40,6 +41,14 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     # The card shows the whole config; where the run lives changes nothing in it.
     "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
 }
+
+
+def kept_truncated(cfg: RunConfig) -> list[list[str]]:
+    """[the teachers whose cut answers count (`generation.keep_truncated`)], or nothing when
+    none does (the mix's key from before truncation was recorded): which answers failed
+    decides the reward table."""
+    kept = [t.name for t in cfg.teachers if t.generation.keep_truncated]
+    return [kept] if kept else []
 
 
 def prompts_fingerprint(cfg: RunConfig) -> str:

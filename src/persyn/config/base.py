@@ -61,6 +61,12 @@ class GenerationParams(Section):
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0, description="Sampling seed (deterministic backends).")
+    keep_truncated: bool = Field(
+        False,
+        description="Keep answers cut at max_new_tokens: by default such an answer counts "
+        "as failed (it loses in routing and is not exported); true where a cut answer is "
+        "still useful (e.g. its result comes first). Changes no answer, so none is redone.",
+    )
 
 
 class TeacherConfig(ModelRef):

@@ -52,7 +52,12 @@ from persyn.stages.common import (
     generating_teachers,
     teacher_fingerprint,
 )
-from persyn.stages.score import combined_reward, score_responses
+from persyn.stages.score import (
+    combined_reward,
+    failed_answer,
+    failed_answers,
+    score_responses,
+)
 
 
 @dataclass
@@ -143,7 +148,7 @@ def oracle(ctx: BaselineContext) -> Choice:
     columns = generating_columns(run.cfg)
     only = np.full(learnability.shape, np.nan)
     only[:, columns] = learnability[:, columns]
-    _, best = combined_reward(run.cfg, only, quality)
+    _, best = combined_reward(run.cfg, only, quality, failed=failed_answers(run, ctx.prompt_ids))
     names = run.cfg.teacher_names
     log(f"oracle: {scored} new learnability scores")
     return {pid: names[j] for pid, j in zip(ctx.prompt_ids, best, strict=True) if j >= 0}
@@ -213,7 +218,8 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
     """The baseline's rows in the export's format (`messages`, `teacher`, `kind`, ...).
 
     Missing answers are generated through the run's cache; prompts whose chosen teacher
-    failed are left out (and counted by the caller through the row count).
+    failed (`failed_answer`: an error, or a cut answer it does not keep) are left out (and
+    counted by the caller through the row count).
     """
     if name not in BASELINES:
         raise ConfigError(
@@ -235,7 +241,7 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
         if teacher is None:
             continue
         gen = logs[teacher].get((pid, fps[teacher]))
-        if gen is None or gen["error"] is not None:
+        if gen is None or failed_answer(gen, run.cfg.teacher(teacher)):
             continue
         rows.append(dataset_row(by_id[pid], gen["text"], teacher, name))
     return rows

@@ -20,6 +20,7 @@ import yaml
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig, fingerprint
 from persyn.redact import redact
+from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
 PAPER = "https://arxiv.org/abs/2510.10925"
@@ -100,6 +101,16 @@ def coverage_section(coverage: dict[str, Any] | None) -> str:
 | prompt kind | calibration prompts | with a quality signal |
 |---|---|---|
 {kind_rows}{warnings}"""
+
+
+def truncation_section(cfg: RunConfig, summary: dict[str, Any]) -> str:
+    """Markdown: per teacher, its answers cut at max_new_tokens and the calibration answers
+    longer than the student reads."""
+    rows = truncation_table(cfg, summary)
+    if rows is None:
+        return "Not recorded for this run (it was exported before persyn counted truncation)."
+    lines = [HEADERS, ["---"] * len(HEADERS), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) -> str:
@@ -202,6 +213,15 @@ combined reward after normalisation and mixing.
 ## Quality coverage (calibration prompts)
 
 {coverage_section(summary.get("quality_coverage"))}
+
+## Truncated answers
+
+An answer cut at its teacher's `max_new_tokens` may end mid-sentence: it counts as a
+failed answer (it loses to every other answer of its prompt and is left out of this
+dataset) unless the teacher keeps such answers (`generation.keep_truncated`). An answer
+longer than `student.max_length` with its prompt is scored on the part the student reads.
+
+{truncation_section(cfg, summary)}
 
 ## Router
 

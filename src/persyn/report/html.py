@@ -20,6 +20,7 @@ from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
 from persyn.report.data import ReportData, load_artifacts
 from persyn.report.plots import PLOTS, cost_comparison
+from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
 EXAMPLE_ROWS = 16  # rows in the examples table: enough to see every teacher and both sources
@@ -146,6 +147,19 @@ def coverage_html(coverage: dict[str, Any] | None) -> str:
     return signals + kinds
 
 
+def truncation_html(art: ReportData) -> str:
+    """Per teacher: answers cut at max_new_tokens (failed unless kept) and calibration
+    answers longer than the student reads."""
+    rows = truncation_table(art.cfg, art.summary)
+    if rows is None:
+        return "<p>Truncation was not counted for this run (rerun `export`).</p>"
+    return (
+        "<p>An answer cut at its teacher's max_new_tokens counts as failed (it loses in "
+        "routing and is not exported) unless the teacher keeps such answers "
+        "(generation.keep_truncated).</p>" + _table(HEADERS, rows)
+    )
+
+
 def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
         data = base64.b64encode(images[key]).decode("ascii")
@@ -213,6 +227,7 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
 <h2>Rewards</h2>{img("rewards")}{reward_table}
 <h3>Quality coverage</h3>{coverage_html(art.summary.get("quality_coverage"))}
 {img("learnability_quality")}
+<h3>Truncated answers</h3>{truncation_html(art)}
 <h2>Router against the oracle</h2>
 <p>The router's test split: {len(art.heldout)} calibration prompts used neither to train
 the router nor to pick its epoch (the validation split did that); every teacher answered

@@ -29,6 +29,9 @@ def build_summary(
     wanted = {(pid, t) for pid in split.calibration for t in names}
     wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
     imported = dict.fromkeys(names, 0)
+    # answers whose finish reason is known, and those of them cut at max_new_tokens
+    finished = dict.fromkeys(names, 0)
+    cut = dict.fromkeys(names, 0)
     for pid, t in wanted:
         g = logs[t].get((pid, fps[t]))
         if g is not None and g.get("provenance") == "imported":
@@ -37,6 +40,9 @@ def build_summary(
             used[t] += 1
             tokens[t] += g["completion_tokens"]
             prompt_tokens[t] += g.get("prompt_tokens", 0)
+            if g["error"] is None and g.get("finish_reason") is not None:
+                finished[t] += 1
+                cut[t] += bool(g["truncated"])
     # Each kind of token at its own price (backends that count no prompt tokens record 0).
     cost = {
         t.name: (
@@ -54,6 +60,13 @@ def build_summary(
     if test is not None and test["prompts"]:
         test = {**test, "best_fixed_teacher_name": names[int(test["best_fixed_teacher"])]}
     generations = sum(used.values())
+    # per teacher {"scored", "truncated"}: calibration answers longer than the student
+    # reads (None: scored before persyn counted them)
+    too_long = (run.store.marker("score") or {}).get("student_truncation")
+    student_truncated = student_share = None
+    if too_long is not None:
+        student_truncated = {t: c["truncated"] for t, c in too_long.items()}
+        student_share = {t: _share(c["truncated"], c["scored"]) for t, c in too_long.items()}
     gts = n_prompts * len(names)
     return {
         "run": cfg.name,
@@ -69,6 +82,13 @@ def build_summary(
             t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
         },
         "router_test": test,
+        # answers cut at max_new_tokens (failed unless the teacher's keep_truncated), and
+        # their share of the answers whose finish reason is known (None: none known)
+        "truncated_answers": cut,
+        "truncation_share": {t: _share(cut[t], finished[t]) for t in names},
+        # calibration answers that did not fit in student.max_length, and their share
+        "student_truncated": student_truncated,
+        "student_truncation_share": student_share,
         # which calibration prompts and answers each quality signal scored (`score`)
         "quality_coverage": (run.store.marker("score") or {}).get("quality_coverage"),
         "generations": generations,
@@ -80,3 +100,7 @@ def build_summary(
         "cost": cost,
         "total_cost": sum(cost.values()),
     }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None

@@ -38,15 +38,17 @@ def generating_columns(cfg: RunConfig) -> list[int]:
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its prices, family, batch size or runtime
-    options; the code of a function teacher, so an edited function regenerates its rows."""
+    """What decides a teacher's output: not its prices, family, batch size, runtime
+    options or whether cut answers are kept (`rewards.mix` and `export` have that); the
+    code of a function teacher, so an edited function regenerates its rows."""
     backend = backend_class(t.backend)
     runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
     code = backend.code_digest(t)
     prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
+    skipped: dict[str, Any] = dict.fromkeys({"family", "batch_size", "options", *prices}, True)
     return fingerprint(
-        t.model_dump(exclude={"family", "batch_size", "options", *prices}),
+        t.model_dump(exclude={**skipped, "generation": {"keep_truncated"}}),
         options,
         *([code] if code is not None else []),  # other backends keep their earlier keys
     )
@@ -121,6 +123,8 @@ def generate_rows(
                 "text": g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
+                "finish_reason": g.finish_reason,
+                "truncated": g.truncated,  # cut at max_new_tokens (`failed_answer`)
                 # a server's message can quote the endpoint, credentials included
                 "error": redact_text(g.error)
                 if g.error is not None
@@ -141,7 +145,20 @@ def generate_rows(
         ) from err
     errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
     check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
-    return {"generated": len(todo), "errors": len(errors)}
+    cut = sum(bool((rowlog.get((pid, fp)) or {}).get("truncated")) for pid in prompt_ids)
+    if cut:
+        what = (
+            f"{stage}: teacher {teacher.name!r}: {cut}/{len(prompt_ids)} answers cut at "
+            f"max_new_tokens={teacher.generation.max_new_tokens}"
+        )
+        if teacher.generation.keep_truncated:
+            log(f"{what}, kept (generation.keep_truncated)")
+        else:
+            warn(
+                f"{what}: they count as failed answers; raise max_new_tokens, or set "
+                "generation.keep_truncated: true where a cut answer is still useful"
+            )
+    return {"generated": len(todo), "errors": len(errors), "truncated": cut}
 
 
 def check_errors(

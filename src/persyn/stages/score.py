@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persyn.artifacts import RewardTable
-from persyn.config import RunConfig, fingerprint
+from persyn.config import RunConfig, TeacherConfig, fingerprint
 from persyn.config_checks import check_quality_coverage
 from persyn.method import combine, oracle_choice
 from persyn.progress import log, warn
@@ -27,6 +27,7 @@ from persyn.stages.common import (
     teacher_fingerprint,
     usable_generation,
 )
+from persyn.stages.truncation import student_truncation, warn_student_truncation
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
@@ -52,12 +53,15 @@ def score(run: Run) -> dict[str, Any]:
     )
     coverage = quality_coverage(run, ids)
     log_coverage(coverage)
+    too_long = student_truncation(run, ids)
+    warn_student_truncation(too_long, run.cfg.student.max_length)
     # what the rows were scored under, as resolved now: a rerun on another device or after
     # the template changed redoes the stage (`verify_score`)
     return {
         "scored": scored,
         "missing": len(missing),
         "quality_coverage": coverage,
+        "student_truncation": too_long,
         "learnability_fp": learnability_fingerprint(run.cfg),
     }
 
@@ -286,28 +290,43 @@ def finite_quality(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "quality": None, "signals": signals, "error": error}
 
 
-def failed_answer(row: dict[str, Any] | None) -> bool:
-    """Whether a generation row is an answer that failed (an error, an empty answer): it
-    loses to every answer of its prompt in training and is charged in router metrics.
-    No row (imported data without this teacher's answer) is not a failure."""
-    return row is not None and row["error"] is not None
+def failed_answer(row: dict[str, Any] | None, teacher: TeacherConfig) -> bool:
+    """Whether a generation row is an answer that failed (an error, an empty answer, or one
+    cut at `max_new_tokens` unless the teacher keeps those: `generation.keep_truncated`):
+    it loses to every answer of its prompt in training, is charged in router metrics and
+    is not exported. No row (imported data without this teacher's answer) is not a
+    failure; rows from before persyn recorded truncation count as whole."""
+    if row is None:
+        return False
+    return row["error"] is not None or (
+        bool(row.get("truncated")) and not teacher.generation.keep_truncated
+    )
 
 
 def failed_answers(run: Run, ids: list[str]) -> np.ndarray:
     """[prompts, teachers]: whether the teacher's answer to the prompt failed."""
     cfg = run.cfg
-    logs = [(run.store.generation_log(t.name), teacher_fingerprint(t)) for t in cfg.teachers]
+    logs = [(run.store.generation_log(t.name), teacher_fingerprint(t), t) for t in cfg.teachers]
     return np.array(
-        [[failed_answer(log.get((pid, fp))) for log, fp in logs] for pid in ids], dtype=bool
+        [[failed_answer(log.get((pid, fp)), t) for log, fp, t in logs] for pid in ids],
+        dtype=bool,
     ).reshape(len(ids), len(logs))
 
 
 def combined_reward(
-    cfg: RunConfig, learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
+    cfg: RunConfig,
+    learn: np.ndarray,
+    qual: np.ndarray,
+    alpha: float | None = None,
+    failed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(combined reward, oracle's teacher index per prompt) at `alpha` (default: the
     config's), with the config's normalisation and raw tie margins; oracle ties go to the
-    higher learnability, then the teacher with the lower output price."""
+    higher learnability, then the teacher with the lower output price. The answers of
+    `failed` cells (a cut answer still has scores) are left out of the mix: no reward, and
+    never the oracle's."""
+    if failed is not None:
+        learn, qual = np.where(failed, np.nan, learn), np.where(failed, np.nan, qual)
     rw = cfg.rewards
     reward = combine(
         qual,
@@ -329,8 +348,8 @@ def mix_rewards(
     each teacher's oracle share."""
     rw = run.cfg.rewards
     names = run.cfg.teacher_names
-    reward, oracle = combined_reward(run.cfg, learn, qual, alpha)
     failed = failed_answers(run, ids)
+    reward, oracle = combined_reward(run.cfg, learn, qual, alpha, failed)
     table = RewardTable(
         list(ids),
         names,

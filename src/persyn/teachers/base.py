@@ -47,15 +47,30 @@ class Prompt:
         return cls(row["id"], row["messages"], row["kind"], row.get("reference"), row["meta"])
 
 
+#: `Generation.finish_reason` of an answer cut at `max_new_tokens` (the word OpenAI's API
+#: and vLLM use)
+CUT_AT_LIMIT = "length"
+
+
 @dataclass
 class Generation:
-    """One teacher response; `error` set (and `text` empty) when the request failed."""
+    """One teacher response; `error` set (and `text` empty) when the request failed.
+
+    `finish_reason` says why generation stopped, in the words of OpenAI's API: `stop` (the
+    model ended its answer, or a stop string did), `length` (`CUT_AT_LIMIT`: cut at
+    `max_new_tokens`), or what a server sent; None where the backend cannot tell."""
 
     prompt_id: str
     text: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Cut at `max_new_tokens`: the answer may end mid-sentence."""
+        return self.finish_reason == CUT_AT_LIMIT
 
 
 class Teacher(ABC):

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from persyn.config import Section, TeacherConfig, backend_options
 from persyn.models import chat_prompt_ids, load_causal_lm
-from persyn.teachers.base import Generation, Prompt, Teacher
+from persyn.teachers.base import CUT_AT_LIMIT, Generation, Prompt, Teacher
 
 
 class HFTeacher(Teacher):
@@ -59,10 +59,20 @@ class HFTeacher(Teacher):
                     **batch, pad_token_id=self.tokenizer.pad_token_id, **kwargs
                 )
             new = out[:, batch["input_ids"].shape[1] :]
+            ends = self.end_tokens()
             for row, i in enumerate(ok):
-                tokens = new[row]
-                stop = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-                n = int(sum(1 for t in tokens.tolist() if t not in stop))
+                tokens = new[row].tolist()
+                stop = {self.tokenizer.pad_token_id, *ends}
+                n = sum(1 for t in tokens if t not in stop)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                results[i] = Generation(prompts[i].id, text, len(encoded[i]), n)
+                # No end-of-answer token: generation ran until max_new_tokens cut it.
+                finish = "stop" if ends.intersection(tokens) else CUT_AT_LIMIT
+                results[i] = Generation(prompts[i].id, text, len(encoded[i]), n, None, finish)
         return [results[i] for i in range(len(prompts))]
+
+    def end_tokens(self) -> set[int]:
+        """The tokens that end an answer: the tokenizer's end-of-sequence and those of the
+        model's generation config (chat models often have several, e.g. end of turn)."""
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ends = configured if isinstance(configured, list) else [configured]
+        return {t for t in [self.tokenizer.eos_token_id, *ends] if t is not None}

@@ -205,13 +205,15 @@ class OpenAITeacher(Teacher):
             seed=gen.seed,
             extra_body=self.options.extra_body or None,
         )
-        text = (response.choices[0].message.content or "") if response.choices else ""
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
         usage = response.usage
         return Generation(
             prompt.id,
             text.strip(),
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason if choice else None,
         )
 
     def _describe(self, err: Exception) -> str:

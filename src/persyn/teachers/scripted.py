@@ -117,4 +117,5 @@ class ScriptedTeacher(Teacher):
                 prompt.id,
                 error=f"{self.cfg.model} returned {type(text).__name__}, not the answer as a str",
             )
-        return Generation(prompt.id, text, 0, len(text.split()))
+        # A function's answer is whole: nothing cuts it at max_new_tokens.
+        return Generation(prompt.id, text, 0, len(text.split()), finish_reason="stop")

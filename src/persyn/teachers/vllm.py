@@ -202,6 +202,10 @@ class VLLMTeacher(Teacher):
             for (i, ids), out in zip(ok, outputs, strict=True):
                 completion = out.outputs[0]
                 results[i] = Generation(
-                    prompts[i].id, completion.text.strip(), len(ids), len(completion.token_ids)
+                    prompts[i].id,
+                    completion.text.strip(),
+                    len(ids),
+                    len(completion.token_ids),
+                    finish_reason=completion.finish_reason,
                 )
         return [results[i] for i in range(len(prompts))]
