@@ -97,8 +97,19 @@ def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:
 def generate_rows(
     run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
 ) -> dict[str, int]:
-    """Generate the rows of `prompt_ids` that `teacher` has not answered yet; error rows
-    are retried on the next run."""
+    """Generate the rows of `prompt_ids` that `teacher` has not answered yet, within the
+    error budget; error rows are retried on the next run."""
+    generated, errors = ask_teacher(run, teacher, prompt_ids, stage)
+    check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
+    return {"generated": generated, "errors": len(errors)}
+
+
+def ask_teacher(
+    run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
+) -> tuple[int, list[dict[str, Any] | None]]:
+    """Generate the rows of `prompt_ids` that `teacher` has not answered yet (error rows
+    are asked again); returns how many it asked and the rows that failed. The error budget
+    is the caller's."""
     fp = teacher_fingerprint(teacher)
     rowlog = run.store.generation_log(teacher.name)
     by_id = run.prompts_by_id()
@@ -139,9 +150,7 @@ def generate_rows(
             f"{stage}: teacher {teacher.name!r} failed: {err} "
             f"({kept}/{len(prompt_ids)} rows are saved; rerun to resume)"
         ) from err
-    errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
-    check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
-    return {"generated": len(todo), "errors": len(errors)}
+    return len(todo), [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
 
 
 def check_errors(
