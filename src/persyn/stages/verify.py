@@ -129,10 +129,11 @@ def verify_prepare(run: Run, marker: Marker = None) -> Outputs:
 
 
 def _generations(run: Run, pairs: dict[str, list[str]], required: set[str]) -> Outputs:
-    """Generation rows of `pairs` {teacher: prompt ids} (calibration). A failed row is retried; a missing
-    row is lost work when the teacher is `required` to answer (imported data may have no
-    answer to give). The prompt text behind a row is not checked here: a changed prompts
-    file changes every stage's fingerprint, and the stages check it when they run."""
+    """Generation rows of `pairs` {teacher: prompt ids} (calibration). A failed row is
+    retried; a missing row is lost work when the teacher is `required` to answer (imported
+    data may have no answer to give). The prompt text behind a row is not checked here: a
+    changed prompts file changes every stage's fingerprint, and the stages check it when
+    they run."""
     digest = hashlib.sha256()
     failed, lost = 0, 0
     for t in run.cfg.teachers:
