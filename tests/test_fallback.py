@@ -15,7 +15,7 @@ import pytest
 
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_quick, solver_verbose
-from persyn.pipeline import Run, run_pipeline, run_stage
+from persyn.pipeline import Run, StageError, run_pipeline, run_stage
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
 
@@ -41,7 +41,11 @@ answer_c = _teacher("c", solver_quick)
 answer_d = _teacher("d", lambda p: f"In short: {solver_concise(p)}")
 
 
-def fallback_config(tiny_lm_dir: Path, run_dir: Path, **routing: Any) -> dict[str, Any]:
+def fallback_config(
+    tiny_lm_dir: Path, run_dir: Path, max_error_rate: float = 1.0, **routing: Any
+) -> dict[str, Any]:
+    """Four function teachers; `max_error_rate` 1 by default: the tests fail many of a
+    handful of prompts on purpose."""
     lm = {"model": str(tiny_lm_dir), "dtype": "float32"}
     return {
         "name": "fallback",
@@ -56,7 +60,7 @@ def fallback_config(tiny_lm_dir: Path, run_dir: Path, **routing: Any) -> dict[st
         "rewards": {"quality": [{"kind": "math"}]},
         "router": {"epochs": 5, "val_fraction": 0.25},
         "routing": routing,
-        "max_error_rate": 1.0,  # the tests fail many of a handful of prompts on purpose
+        "max_error_rate": max_error_rate,
     }
 
 
@@ -160,6 +164,22 @@ def test_no_fallback_keeps_the_failure(tiny_lm_dir: Path, run_dir: Path) -> None
     assert [(f["prompt_id"], f["teacher"]) for f in failed] == [(pid, chains[pid][0])]
     assert [t for t in TEACHERS if CALLS[(t, pid)]] == [chains[pid][0]]
     assert summary["fallback_rows"] == 0
+
+
+def test_error_budget_counts_prompts_left_without_an_answer(
+    tiny_lm_dir: Path, run_dir: Path
+) -> None:
+    """One routed answer of about a dozen failing is above `max_error_rate` 0.05: the
+    stage stops without fallback, and finishes when the next-best teacher answers."""
+    chains = ranking(run_dir)
+    pid = sorted(chains)[0]
+    FAILING[chains[pid][0]] = {pid}
+    no_fallback = fallback_config(tiny_lm_dir, run_dir, 0.05, fallback_tries=0)
+    with pytest.raises(StageError, match=r"^generate: teacher '\w+': 1/\d+ rows failed"):
+        run_pipeline(parse_config(no_fallback))
+    summary = run_pipeline(parse_config(fallback_config(tiny_lm_dir, run_dir, 0.05)))
+    assert (summary["failed_rows"], summary["fallback_rows"]) == (0, 1)
+    assert CALLS[(chains[pid][0], pid)] == 1  # not asked again: it already failed
 
 
 def test_killed_fallback_resumes_without_asking_again(tiny_lm_dir: Path, run_dir: Path) -> None:
