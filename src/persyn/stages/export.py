@@ -57,12 +57,13 @@ def export(run: Run) -> dict[str, Any]:
             chain = rows.walk(p.id, chain_order(cfg, route))
             asked[p.id] = [*chain.failed, *([chain.used] if chain.used else [])]
             if chain.used is None:
-                first = rows.get(chain.failed[0], p.id) if chain.failed else None
+                # the routed teacher's failure, or why the chain stopped short
+                left = chain.failed[0] if chain.failed else chain.waiting
                 failed.append(
                     {
                         "prompt_id": p.id,
                         "teacher": route["teacher"],
-                        "error": why(first),
+                        "error": why(rows.get(left, p.id) if left else None),
                         "tried": chain.failed,
                     }
                 )

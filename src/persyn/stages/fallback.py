@@ -41,7 +41,6 @@ def chain_order(cfg: RunConfig, route: dict[str, Any]) -> list[str]:
 class Chain:
     """A routed prompt's chain as the generation logs have it."""
 
-    teachers: list[str]  # `chain_order`
     used: str | None = None  # the teacher whose answer is used
     failed: list[str] = field(default_factory=list)  # whose answers failed before, in order
     waiting: str | None = None  # the next teacher to ask (it has no answer yet)
@@ -69,7 +68,8 @@ class GenerationRows:
         return self.logs[teacher].get((prompt_id, self.fps[teacher]))
 
     def walk(self, prompt_id: str, teachers: list[str]) -> Chain:
-        chain = Chain(teachers)
+        """The chain of `teachers` (a `chain_order`) for `prompt_id`, as far as it goes."""
+        chain = Chain()
         for t in teachers:
             row = self.get(t, prompt_id)
             if usable_generation(row, self.run.prompt_fp(prompt_id)):
