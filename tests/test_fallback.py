@@ -16,6 +16,7 @@ import pytest
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_quick, solver_verbose
 from persyn.pipeline import Run, StageError, run_pipeline, run_stage
+from persyn.stages.fallback import chain_order
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
 
@@ -62,6 +63,22 @@ def fallback_config(
         "routing": routing,
         "max_error_rate": max_error_rate,
     }
+
+
+def test_chain_order(tmp_path: Path) -> None:
+    """The routed teacher, then the others by the router's score (ties in pool order), at
+    most `fallback_tries` of them, never one that cannot generate (imported only)."""
+    data = fallback_config(tmp_path, tmp_path / "run", fallback_tries=2)
+    data["teachers"].append({"name": "data-only", "backend": "imported"})
+    route = {
+        "teacher": "b",
+        "router_scores": {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.3, "data-only": 9.0},
+    }
+    assert chain_order(parse_config(data), route) == ["b", "c", "d"]
+    data["routing"] = {"fallback_tries": 5}
+    assert chain_order(parse_config(data), route) == ["b", "c", "d", "a"]
+    data["routing"] = {"fallback_tries": 0}
+    assert chain_order(parse_config(data), {"teacher": "b"}) == ["b"]
 
 
 @pytest.fixture(scope="module")
