@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pytest
 from conftest import tiny_run_config
 from typer.testing import CliRunner
@@ -231,6 +232,25 @@ def test_preset_through_pipeline(preset: str, tiny_lm_dir: Path, tmp_path: Path)
     dataset = read_jsonl(run_dir / "dataset.jsonl")
     assert len(dataset) == N_PROMPTS + 6 and summary["failed_rows"] == 0
     assert {r["selected_by"] for r in dataset if r["id"] in split["calibration"]} == {"oracle"}
+    # Each row says where its answer comes from: the data's file, row and model name for
+    # imported answers (licences differ), the teacher's model for generated ones.
+    generated = {
+        (r["prompt_id"], t): r
+        for t in teachers
+        for r in read_jsonl(run_dir / f"generations/{t}.jsonl")
+    }
+    for row in dataset:
+        provenance, gen = row["provenance"], generated[(row["id"], row["teacher"])]
+        if row["id"] in split["calibration"]:
+            assert provenance["imported"] is True and provenance["source"] == str(path)
+            assert provenance["source_row"] == gen["source_row"]
+            assert provenance["teacher_model"] == gen["model"] != row["teacher"]
+        else:
+            assert provenance["imported"] is False and provenance["source"] is None
+            assert provenance["teacher_model"] == row["teacher"]  # the solver's name
+        assert provenance["generation_settings"] == gen["fp"]
+    loaded = datasets.load_from_disk(str(run_dir / "dataset"))
+    assert [r["provenance"] for r in loaded] == [r["provenance"] for r in dataset]
 
 
 def test_rerun_recomputes_nothing(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -309,8 +329,9 @@ def test_import_equals_generating(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
     def rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
         # without the fingerprints of the config that made them (the import is part of it)
+        # and the provenance (it says which answers were imported)
         return [
-            {k: v for k, v in r.items() if not k.endswith("_fp")}
+            {k: v for k, v in r.items() if not k.endswith("_fp") and k != "provenance"}
             for r in read_jsonl(run_dir / name)
         ]
 
@@ -318,6 +339,8 @@ def test_import_equals_generating(tiny_lm_dir: Path, tmp_path: Path) -> None:
     for name in ("rewards.jsonl", "routes.jsonl", "dataset.jsonl"):
         assert rows(imp_dir, name) == rows(gen_dir, name)
     assert generated["generations"] == 10 * 3 + 10 and imported["generations"] == 10
+    for row in read_jsonl(imp_dir / "dataset.jsonl"):
+        assert row["provenance"]["imported"] is (row["id"] in split["calibration"])
     assert imported["imported_responses"] == 10 * 3
 
 

@@ -528,7 +528,8 @@ def test_failed_generations_are_retried_on_rerun(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(24))
-    cfg = make_config(tiny_lm_dir, tmp_path, max_error_rate=0.5)
+    # no fallback: the routed prompts the flaky teacher fails stay failed until the rerun
+    cfg = make_config(tiny_lm_dir, tmp_path, max_error_rate=0.5, routing={"fallback_tries": 0})
     cfg["teachers"][0]["model"] = "test_cli_reliability:flaky_answer"
     config, run_dir = save(cfg, tmp_path), tmp_path / "run"
     monkeypatch.setenv(FLAG, "1")

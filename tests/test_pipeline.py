@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from conftest import tiny_run_config
 
 from persyn.config import parse_config
 from persyn.pipeline import STAGES, run_pipeline
+from persyn.stages.common import teacher_fingerprint
 from persyn.store import read_jsonl
 
 
@@ -39,7 +41,7 @@ def tiny_run(
 
 
 def test_one_row_per_prompt_with_provenance(tiny_run) -> None:
-    _, run_dir, summary = tiny_run
+    data, run_dir, summary = tiny_run
     split = json.loads((run_dir / "calibration.json").read_text())
     calibration, routed = set(split["calibration"]), set(split["routed"])
     assert len(calibration) == 16 and len(routed) == 14
@@ -59,11 +61,21 @@ def test_one_row_per_prompt_with_provenance(tiny_run) -> None:
             assert row["teacher"] == rewards[row["id"]]["oracle"]
             assert set(row["rewards"]) == {"learnability", "quality", "reward"}
             assert set(row["rewards"]["reward"]) == teachers and row["router_scores"] is None
+            assert row["provenance"]["router"] is None
         else:
             assert row["selected_by"] == "router" and row["rewards"] is None
-            assert row["teacher"] == routes[row["id"]]["teacher"]
+            # the routed teacher, or the next best after its answer failed (fallback)
+            chain = [*row["provenance"]["fallback_from"], row["teacher"]]
+            assert chain[0] == routes[row["id"]]["teacher"]
             scores = row["router_scores"]
-            assert set(scores) == teachers and max(scores, key=scores.get) == row["teacher"]
+            assert set(scores) == teachers and max(scores, key=scores.get) == chain[0]
+            assert row["provenance"]["router"] == routes[row["id"]]["router_fp"]
+        provenance = row["provenance"]
+        assert provenance["imported"] is False and provenance["source"] is None
+        assert provenance["persyn_version"] == version("persyn")
+        teacher = parse_config(data).teacher(row["teacher"])
+        assert provenance["teacher_model"] == teacher.model
+        assert provenance["generation_settings"] == teacher_fingerprint(teacher)
     # Router scores are stored once, in the router score log; the routes name its key.
     assert not any("router_scores" in r for r in routes.values())
     logged = {r["prompt_id"]: r["scores"] for r in read_jsonl(run_dir / "router" / "scores.jsonl")}
@@ -73,21 +85,21 @@ def test_one_row_per_prompt_with_provenance(tiny_run) -> None:
 
 
 def test_datasets_folder_loads(tiny_run) -> None:
+    """The same rows as the JSONL, the nested fields real Arrow structs (per-teacher values
+    keyed by teacher name), not JSON strings."""
     import datasets
 
     _, run_dir, _ = tiny_run
     ds = datasets.load_from_disk(str(run_dir / "dataset"))
     rows = read_jsonl(run_dir / "dataset.jsonl")
-    # The same rows, the per-teacher dicts JSON-encoded (one Arrow schema for any pool).
     assert ds.column_names == list(rows[0])
-    for loaded, row in zip(ds, rows, strict=True):
-        for nested in ("router_scores", "rewards"):
-            assert (loaded[nested] and json.loads(loaded[nested])) == row[nested]
-        assert {**loaded, "router_scores": None, "rewards": None} == {
-            **row,
-            "router_scores": None,
-            "rewards": None,
-        }
+    teachers = ["tiny-llm", "solver-verbose", "solver-concise", "solver-quick"]
+    float64 = datasets.Value("float64")
+    assert ds.features["router_scores"] == dict.fromkeys(teachers, float64)
+    assert ds.features["rewards"]["reward"] == dict.fromkeys(teachers, float64)
+    assert ds.features["provenance"]["imported"] == datasets.Value("bool")
+    assert ds.features["provenance"]["fallback_from"] == datasets.List(datasets.Value("string"))
+    assert list(ds) == rows
 
 
 @pytest.mark.parametrize("n_rows", [0, 2500])
@@ -97,7 +109,7 @@ def test_dataset_is_written_in_batches_and_always_loads(tmp_path: Path, n_rows: 
     folder that loads, not one without shards."""
     import datasets
 
-    from persyn.artifacts import RunArtifacts, dataset_row
+    from persyn.artifacts import Provenance, RunArtifacts, dataset_row
     from persyn.teachers.base import Prompt
 
     store = RunArtifacts(tmp_path)
@@ -105,7 +117,10 @@ def test_dataset_is_written_in_batches_and_always_loads(tmp_path: Path, n_rows: 
         Prompt(f"p{i}", [{"role": "user", "content": f"q{i}"}], "math", None if i < 1500 else "7")
         for i in range(n_rows)
     ]
-    store.write_dataset(dataset_row(p, "a", "t", "router", {"t": 0.5}) for p in prompts)
+    provenance = Provenance("m", "fp", "router-fp", "0.1.0")
+    store.write_dataset(
+        (dataset_row(p, "a", "t", "router", provenance, {"t": 0.5}) for p in prompts), ["t"]
+    )
     ds = datasets.load_from_disk(str(tmp_path / "dataset"))
     assert len(ds) == len(read_jsonl(tmp_path / "dataset.jsonl")) == n_rows
     assert "reference" in ds.column_names and not (tmp_path / ".dataset.tmp").exists()

@@ -14,7 +14,7 @@ from conftest import tiny_run_config
 from persyn.config import TeacherConfig, parse_config
 from persyn.pipeline import Run, run_pipeline
 from persyn.stages.common import teacher_fingerprint
-from persyn.stages.export import CUT_ANSWER
+from persyn.stages.export import CUT_ANSWER, why
 from persyn.stages.score import failed_answer
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt, make_teacher
@@ -113,12 +113,19 @@ def test_cut_answers_lose_in_routing_and_are_not_exported(cut_run: Run) -> None:
     assert all(r["teacher"] != "tiny-llm" for r in dataset)
     routed_to_llm = [r["prompt_id"] for r in store.routes() if r["teacher"] == "tiny-llm"]
     assert routed_to_llm  # the sampling policy routed some prompts to it
-    failed = {f["prompt_id"]: f for f in read_jsonl(store.failed_path())}
+    # a routed prompt whose answer was cut falls back to its next-best teacher
+    failed = {f["prompt_id"] for f in read_jsonl(store.failed_path())}
+    by_id = {r["id"]: r for r in dataset}
     for pid in routed_to_llm:
-        assert failed[pid] == {"prompt_id": pid, "teacher": "tiny-llm", "error": CUT_ANSWER}
+        assert pid not in failed
+        assert by_id[pid]["provenance"]["fallback_from"] == ["tiny-llm"]
+    # left without a fallback, its reason is the cut
+    cut_row = store.generation_log("tiny-llm").rows[
+        next(iter(store.generation_log("tiny-llm").rows))
+    ]
+    assert why(cut_run, "tiny-llm", cut_row) == CUT_ANSWER
 
     summary = store.summary()
-    assert summary["failed_reasons"][CUT_ANSWER] == len(routed_to_llm)
     asked = len(split.calibration) + len(routed_to_llm)
     assert summary["truncated_answers"]["tiny-llm"] == asked
     assert summary["truncation_share"]["tiny-llm"] == 1.0

@@ -34,10 +34,13 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         *kept_truncated(c),
     ),
     "router": lambda c: fingerprint(c.router),
+    # Without the fallback: how many teachers a failed answer falls back to changes
+    # `generate`, not which teacher each prompt is routed to.
     "routing": lambda c: fingerprint(
-        c.routing,
+        c.routing.model_dump(mode="json", exclude={"fallback_tries"}),
         [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
     ),
+    "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
     # The card shows the whole config; where the run lives changes nothing in it.
     "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
 }

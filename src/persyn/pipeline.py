@@ -77,7 +77,7 @@ PIPELINE = (
     ),
     Stage("train-router", train_router, ("router",), ("score",), verify_train_router),
     Stage("route", route, ("routing",), ("train-router",), verify_route),
-    Stage("generate", generate, ("teachers",), ("route",), verify_generate),
+    Stage("generate", generate, ("teachers", "routing.fallback"), ("route",), verify_generate),
     # export also reads the calibration answers (the oracle's rows)
     Stage("export", export, ("export",), ("calibrate", "generate", "score"), verify_export),
 )

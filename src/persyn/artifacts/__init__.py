@@ -37,12 +37,21 @@ from persyn.artifacts.folders import (
     StudentEvalFiles,
     StudentFiles,
 )
-from persyn.artifacts.rows import SCORE_SIGNALS, RewardTable, RowLogSpec, Split, dataset_row
+from persyn.artifacts.rows import (
+    SCORE_SIGNALS,
+    Provenance,
+    RewardTable,
+    RowLogSpec,
+    Split,
+    dataset_features,
+    dataset_row,
+)
 from persyn.artifacts.run import RunArtifacts
 
 __all__ = [
     "SCORE_SIGNALS",
     "ExperimentFiles",
+    "Provenance",
     "ReportFiles",
     "RewardTable",
     "RouterCheckpoint",
@@ -51,5 +60,6 @@ __all__ = [
     "Split",
     "StudentEvalFiles",
     "StudentFiles",
+    "dataset_features",
     "dataset_row",
 ]

@@ -3,18 +3,23 @@ and what a generation or score row must look like to be trusted."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from persyn.config import TeacherConfig
 from persyn.method import mark_failed
 from persyn.store import ImpossibleRow
 from persyn.teachers.base import Prompt
+
+if TYPE_CHECKING:
+    from datasets import Features
 
 SCORE_SIGNALS = ("learnability", "quality")
 # Every quality signal's value is on [0, 1] (`persyn.rewards.quality`); the slack absorbs
@@ -125,11 +130,59 @@ class RowLogSpec:
     failed: Callable[[dict[str, Any]], bool]
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where an exported answer comes from, for a dataset user to audit (and to honour the
+    licence of imported data, which differs from source to source)."""
+
+    teacher_model: str  # the model id that answered (the data's model name if imported)
+    generation_settings: str  # hash of the teacher's generation settings (its row key)
+    router: str | None  # fingerprint of the router that chose the teacher (None: it did not)
+    persyn_version: str
+    imported: bool = False  # read from `calibration.source`, not generated
+    source: str | None = None  # that data set (file, folder or hub id)
+    source_row: str | None = None  # and where in it (file, row, field)
+    fallback_from: tuple[str, ...] = ()  # teachers whose answer failed before this one
+
+    @classmethod
+    def of_answer(
+        cls,
+        teacher: TeacherConfig,
+        row: dict[str, Any],
+        router: str | None = None,
+        fallback_from: tuple[str, ...] = (),
+    ) -> Provenance:
+        """The provenance of generation row `row` of `teacher`."""
+        imported = row.get("provenance") == "imported"
+        return cls(
+            teacher_model=(row.get("model") if imported else None) or teacher.model,
+            generation_settings=row["fp"],
+            router=router,
+            persyn_version=persyn_version(),
+            imported=imported,
+            source=row.get("source"),
+            source_row=row.get("source_row"),
+            fallback_from=tuple(fallback_from),
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {**asdict(self), "fallback_from": list(self.fallback_from)}
+
+
+@cache
+def persyn_version() -> str:
+    try:
+        return version("persyn")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown"
+
+
 def dataset_row(
     prompt: Prompt,
     response: str,
     teacher: str,
     selected_by: str,
+    provenance: Provenance,
     router_scores: dict[str, float] | None = None,
     rewards: dict[str, dict[str, float | None]] | None = None,
 ) -> dict[str, Any]:
@@ -143,7 +196,40 @@ def dataset_row(
         "reference": prompt.reference,
         "router_scores": router_scores,
         "rewards": rewards,
+        "provenance": provenance.to_row(),
     }
+
+
+def dataset_features(teachers: list[str]) -> Features:
+    """The `datasets` schema of `dataset_row`s for a pool of `teachers`: the nested fields
+    are Arrow structs (per-teacher values keyed by teacher name), so a user filters on
+    `provenance.imported` or sorts by `router_scores.<teacher>` without parsing JSON."""
+    from datasets import Features, Value
+
+    text, number = Value("string"), Value("float64")
+    per_teacher = dict.fromkeys(teachers, number)
+    return Features(
+        {
+            "id": text,
+            "messages": [{"role": text, "content": text}],
+            "teacher": text,
+            "selected_by": text,
+            "kind": text,
+            "reference": text,
+            "router_scores": per_teacher,
+            "rewards": {key: per_teacher for key in ("learnability", "quality", "reward")},
+            "provenance": {
+                "teacher_model": text,
+                "generation_settings": text,
+                "router": text,
+                "persyn_version": text,
+                "imported": Value("bool"),
+                "source": text,
+                "source_row": text,
+                "fallback_from": [text],
+            },
+        }
+    )
 
 
 def _nan_list(a: np.ndarray) -> list[float | None]:
@@ -153,20 +239,6 @@ def _nan_list(a: np.ndarray) -> list[float | None]:
 def _matrix(rows: list[dict[str, Any]], key: str, width: int) -> np.ndarray:
     values = [[np.nan if v is None else v for v in r[key]] for r in rows]
     return np.array(values, dtype=float).reshape(len(rows), width)
-
-
-def _json_or_none(x: Any) -> str | None:
-    return None if x is None else json.dumps(x, sort_keys=True)
-
-
-def hf_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A dataset row for the `datasets` folder: the nested per-teacher dicts JSON-encoded
-    (their keys differ per pool; Arrow wants one schema)."""
-    return {
-        **row,
-        "router_scores": _json_or_none(row["router_scores"]),
-        "rewards": _json_or_none(row["rewards"]),
-    }
 
 
 # -- what a row log's row must look like (`RowLog.check`): a row that fails is dropped and

@@ -20,7 +20,7 @@ from persyn.artifacts.rows import (
     RowLogSpec,
     Split,
     check_generation_row,
-    hf_row,
+    dataset_features,
 )
 from persyn.config import RunConfig, load_config
 from persyn.redact import redact
@@ -227,9 +227,10 @@ class RunArtifacts(RunStore):
                 }
         return rows
 
-    def write_dataset(self, rows: Iterable[dict[str, Any]]) -> None:
-        """`dataset.jsonl` and the `datasets` folder `dataset/`, replaced atomically. Rows
-        stream through to disk: neither file is ever whole in memory (100K rows)."""
+    def write_dataset(self, rows: Iterable[dict[str, Any]], teachers: list[str]) -> None:
+        """`dataset.jsonl` and the `datasets` folder `dataset/` (schema: `dataset_features`
+        of the pool's `teachers`), replaced atomically. Rows stream through to disk:
+        neither file is ever whole in memory (100K rows)."""
         import datasets
         import pyarrow as pa
 
@@ -238,19 +239,11 @@ class RunArtifacts(RunStore):
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir()
         rows_file = tmp_dir / "rows.arrow"  # an Arrow stream `Dataset.from_file` maps
-        text = datasets.Value("string")
-        columns = ("teacher", "selected_by", "kind", "reference", "router_scores", "rewards")
-        features = datasets.Features(
-            {
-                "id": text,
-                "messages": [{"role": text, "content": text}],
-                **dict.fromkeys(columns, text),
-            }
-        )
+        features = dataset_features(teachers)
         schema = features.arrow_schema
         with pa.OSFile(str(rows_file), "wb") as sink, pa.ipc.new_stream(sink, schema) as out:
-            hf_rows = map(hf_row, iter_jsonl(self.dataset_path()))
-            while batch := list(islice(hf_rows, 1000)):
+            written = iter_jsonl(self.dataset_path())
+            while batch := list(islice(written, 1000)):
                 out.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
         table = datasets.Dataset.from_file(str(rows_file))
         # One shard when empty: `save_to_disk` writes none otherwise, and the folder would

@@ -366,6 +366,13 @@ class RoutingPolicyConfig(Section):
         description="Expected response tokens per teacher; missing ones use the mean over "
         "the teacher's calibration responses.",
     )
+    fallback_tries: int = Field(
+        2,
+        ge=0,
+        description="A routed prompt whose answer failed goes to the router's next-best "
+        "teacher (that can generate), up to this many other teachers; 0: no fallback, the "
+        "prompt goes to failed.jsonl.",
+    )
 
     @field_validator("max_share")
     @classmethod

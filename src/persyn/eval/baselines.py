@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RunArtifacts, dataset_row
+from persyn.artifacts import Provenance, RunArtifacts, dataset_row
 from persyn.config import ConfigError, ExperimentConfig
 from persyn.pipeline import Run, run_stage
 from persyn.progress import log
@@ -243,5 +243,6 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
         gen = logs[teacher].get((pid, fps[teacher]))
         if gen is None or failed_answer(gen, run.cfg.teacher(teacher)):
             continue
-        rows.append(dataset_row(by_id[pid], gen["text"], teacher, name))
+        provenance = Provenance.of_answer(run.cfg.teacher(teacher), gen)
+        rows.append(dataset_row(by_id[pid], gen["text"], teacher, name, provenance))
     return rows

@@ -184,7 +184,8 @@ Personalized distillation data for the student `{cfg.student.model}`, built with
 {summary["calibration_prompts"]} calibration prompts, each answer was scored for quality and
 for learnability (the student's mean token log-likelihood), and a Bradley-Terry router
 trained on those rewards chose one teacher for each of the other
-{summary["routed_prompts"]} prompts; only that teacher generated. Each calibration row
+{summary["routed_prompts"]} prompts; only that teacher generated, or, where its answer
+failed, the router's next best ({summary["fallback_rows"]} rows). Each calibration row
 keeps the oracle's choice (`selected_by: oracle`), each routed row the router's
 (`selected_by: router`).
 
@@ -232,8 +233,13 @@ longer than `student.max_length` with its prompt is scored on the part the stude
 - `id`: prompt id; `messages`: chat messages, the last one the teacher's answer
 - `teacher`: the teacher that wrote the answer; `selected_by`: `oracle` or `router`
 - `kind`: `math` or `instruction`; `reference`: reference answer where known
-- `router_scores`: JSON of the router's score per teacher (routed rows)
-- `rewards`: JSON of learnability, quality and combined reward per teacher (calibration rows)
+- `router_scores`: the router's score per teacher (routed rows; a struct keyed by teacher)
+- `rewards`: learnability, quality and combined reward per teacher (calibration rows)
+- `provenance`: where the answer comes from: `teacher_model` (the model id that answered),
+  `generation_settings` (hash of the teacher's generation settings), `router` (fingerprint
+  of the router that chose the teacher; null for the oracle's rows), `persyn_version`,
+  `imported` with `source` and `source_row` (answers read from a data set: mind its
+  licence), `fallback_from` (teachers whose answer failed before this one)
 
 ## Publishing
 

@@ -17,7 +17,10 @@ def build_summary(
     failed: list[dict[str, Any]],
     logs: dict[str, RowLog],
     fps: dict[str, str],
+    asked: dict[str, list[str]],
 ) -> dict[str, Any]:
+    """`asked`: per routed prompt, the teachers of its fallback chain that answered it (the
+    routed teacher first), each answer paid for."""
     cfg = run.cfg
     names = cfg.teacher_names
     n_prompts = len(run.prompts)
@@ -27,7 +30,8 @@ def build_summary(
     tokens = dict.fromkeys(names, 0)
     prompt_tokens = dict.fromkeys(names, 0)
     wanted = {(pid, t) for pid in split.calibration for t in names}
-    wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
+    wanted |= {(pid, t) for pid, teachers in asked.items() for t in teachers}
+    failed_ids = {f["prompt_id"] for f in failed}
     imported = dict.fromkeys(names, 0)
     # answers whose finish reason is known, and those of them cut at max_new_tokens
     finished = dict.fromkeys(names, 0)
@@ -76,6 +80,10 @@ def build_summary(
         "dataset_rows": teacher_rows.total(),
         "failed_rows": len(failed),
         "failed_reasons": dict(Counter(f["error"] for f in failed)),
+        # rows answered by a fallback teacher after the routed teacher's answer failed
+        "fallback_rows": sum(
+            len(teachers) > 1 and pid not in failed_ids for pid, teachers in asked.items()
+        ),
         "dataset_share": {t: teacher_rows[t] / max(teacher_rows.total(), 1) for t in names},
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
         "router_share": {

@@ -99,8 +99,20 @@ def usable_generation(row: dict[str, Any] | None, prompt_fp: str) -> bool:
 def generate_rows(
     run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
 ) -> dict[str, int]:
-    """Generate the rows of `prompt_ids` that `teacher` has not answered yet; error rows
-    are retried on the next run."""
+    """Generate the rows of `prompt_ids` that `teacher` has not answered yet, within the
+    error budget; error rows are retried on the next run."""
+    asked = ask_teacher(run, teacher, prompt_ids, stage)
+    check_errors(run.cfg, stage, f"teacher {teacher.name!r}", asked["errors"], len(prompt_ids))
+    return {**asked, "errors": len(asked["errors"])}
+
+
+def ask_teacher(
+    run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
+) -> dict[str, Any]:
+    """Generate the rows of `prompt_ids` that `teacher` has not answered yet (error rows
+    are asked again); returns how many it asked (`generated`), the rows that failed
+    (`errors`) and how many answers were cut at max_new_tokens (`truncated`). The error
+    budget is the caller's."""
     fp = teacher_fingerprint(teacher)
     rowlog = run.store.generation_log(teacher.name)
     by_id = run.prompts_by_id()
@@ -144,7 +156,6 @@ def generate_rows(
             f"({kept}/{len(prompt_ids)} rows are saved; rerun to resume)"
         ) from err
     errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
-    check_errors(run.cfg, stage, f"teacher {teacher.name!r}", errors, len(prompt_ids))
     cut = sum(bool((rowlog.get((pid, fp)) or {}).get("truncated")) for pid in prompt_ids)
     if cut:
         what = (
@@ -158,7 +169,7 @@ def generate_rows(
                 f"{what}: they count as failed answers; raise max_new_tokens, or set "
                 "generation.keep_truncated: true where a cut answer is still useful"
             )
-    return {"generated": len(todo), "errors": len(errors), "truncated": cut}
+    return {"generated": len(todo), "errors": errors, "truncated": cut}
 
 
 def check_errors(

@@ -1,8 +1,10 @@
 """export: the personalised dataset (JSONL + `datasets` folder + card) and the run summary.
 
 Calibration prompts take the oracle's teacher (every teacher answered them); routed prompts
-take the router's. A prompt without a usable response (an error, or an answer cut at
-`max_new_tokens` that its teacher does not keep) goes to `failed.jsonl` with why.
+take the first good answer of their fallback chain: the router's teacher, else the next
+best (`persyn.stages.fallback`). Every row says where its answer comes from (`Provenance`).
+A prompt without a usable response (an error, or an answer cut at `max_new_tokens` that its
+teacher does not keep) goes to `failed.jsonl` with why.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from persyn.artifacts import dataset_row
+from persyn.artifacts import Provenance, dataset_row
 from persyn.report.card import write_dataset_card
 from persyn.report.summary import build_summary
-from persyn.stages.common import teacher_fingerprint, usable_generation
+from persyn.stages.common import usable_generation
+from persyn.stages.fallback import GenerationRows, chain_order
 from persyn.stages.score import failed_answer
 
 if TYPE_CHECKING:
@@ -23,9 +26,7 @@ if TYPE_CHECKING:
 
 def export(run: Run) -> dict[str, Any]:
     cfg = run.cfg
-    names = cfg.teacher_names
-    fps = {t.name: teacher_fingerprint(t) for t in cfg.teachers}
-    logs = {t: run.store.generation_log(t) for t in names}
+    rows = GenerationRows(run)
     rewards = run.store.rewards()
     oracle = dict(zip(rewards.ids, rewards.oracle, strict=True))
     reward_row = {pid: i for i, pid in enumerate(rewards.ids)}
@@ -33,28 +34,59 @@ def export(run: Run) -> dict[str, Any]:
 
     teacher_rows: Counter[str] = Counter()  # dataset rows per teacher, for the summary
     failed: list[dict[str, Any]] = []
+    asked: dict[str, list[str]] = {}  # per routed prompt, the teachers that answered it
 
-    def rows() -> Iterator[dict[str, Any]]:
+    def rows_out() -> Iterator[dict[str, Any]]:
         """The dataset's rows, one at a time (written as they come: 100K rows are never in
         memory at once); prompts without a usable response go to `failed`."""
         for p in run.prompts:
             if p.id in reward_row:
-                teacher, source, scores = oracle[p.id], "oracle", None
+                teacher = oracle[p.id]
+                if teacher is None:
+                    error = "no teacher had a usable response"
+                    failed.append({"prompt_id": p.id, "teacher": None, "error": error})
+                    continue
+                gen = rows.get(teacher, p.id)
+                if (
+                    gen is None
+                    or not usable_generation(gen, run.prompt_fp(p.id))
+                    or failed_answer(gen, cfg.teacher(teacher))
+                ):
+                    error = why(run, teacher, gen)
+                    failed.append({"prompt_id": p.id, "teacher": teacher, "error": error})
+                    continue
                 known = rewards.by_teacher(reward_row[p.id])
-            else:
-                teacher, source = routes[p.id]["teacher"], "router"
-                scores, known = routes[p.id]["router_scores"], None
-            gen = logs[teacher].get((p.id, fps[teacher])) if teacher else None
-            why = why_not_exported(run, p.id, teacher, gen)
-            if why is not None:
-                failed.append({"prompt_id": p.id, "teacher": teacher, "error": why})
+                provenance = Provenance.of_answer(cfg.teacher(teacher), gen)
+                teacher_rows[teacher] += 1
+                yield dataset_row(p, gen["text"], teacher, "oracle", provenance, None, known)
                 continue
-            teacher_rows[teacher] += 1
-            yield dataset_row(p, gen["text"], teacher, source, scores, known)
+            route = routes[p.id]
+            chain = rows.walk(p.id, chain_order(cfg, route))
+            asked[p.id] = [*chain.failed, *([chain.used] if chain.used else [])]
+            if chain.used is None:
+                # the routed teacher's failure, or why the chain stopped short
+                left = chain.failed[0] if chain.failed else chain.waiting
+                failed.append(
+                    {
+                        "prompt_id": p.id,
+                        "teacher": route["teacher"],
+                        "error": why(run, left, rows.get(left, p.id)) if left else "not generated",
+                        "tried": chain.failed,
+                    }
+                )
+                continue
+            gen = rows.get(chain.used, p.id)
+            assert gen is not None  # the chain uses a usable row
+            provenance = Provenance.of_answer(
+                cfg.teacher(chain.used), gen, route.get("router_fp"), tuple(chain.failed)
+            )
+            teacher_rows[chain.used] += 1
+            scores = route["router_scores"]
+            yield dataset_row(p, gen["text"], chain.used, "router", provenance, scores)
 
-    run.store.write_dataset(rows())
+    run.store.write_dataset(rows_out(), cfg.teacher_names)
     run.store.write_failed(failed)
-    summary = build_summary(run, teacher_rows, failed, logs, fps)
+    summary = build_summary(run, teacher_rows, failed, rows.logs, rows.fps, asked)
     run.store.write_summary(summary)
     write_dataset_card(run.store, cfg, summary)
     return {"dataset_rows": teacher_rows.total(), "failed_rows": len(failed)}
@@ -67,16 +99,12 @@ CUT_ANSWER = (
 )
 
 
-def why_not_exported(
-    run: Run, prompt_id: str, teacher: str | None, gen: dict[str, Any] | None
-) -> str | None:
-    """Why the prompt's chosen answer is not a dataset row, or None when it is one."""
-    if teacher is None:
-        return "no teacher had a usable response"
+def why(run: Run, teacher: str, gen: dict[str, Any] | None) -> str:
+    """Why a prompt has no row, from the answer it was left with."""
     if gen is None:
         return "not generated"
-    if not usable_generation(gen, run.prompt_fp(prompt_id)):
-        return gen["error"] or "answer is to an earlier prompt text"
+    if gen["error"] is not None:
+        return gen["error"]
     if failed_answer(gen, run.cfg.teacher(teacher)):
         return CUT_ANSWER
-    return None
+    return "answer is to an earlier prompt text"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persyn.stages.common import learnability_fingerprint, teacher_fingerprint
+from persyn.stages.fallback import GenerationRows, routed_chains
 from persyn.stages.score import plan_scores
 from persyn.teachers.base import can_generate
 
@@ -128,10 +129,11 @@ def verify_prepare(run: Run, marker: Marker = None) -> Outputs:
 
 
 def _generations(run: Run, pairs: dict[str, list[str]], required: set[str]) -> Outputs:
-    """Generation rows of `pairs` {teacher: prompt ids}. A failed row is retried; a missing
-    row is lost work when the teacher is `required` to answer (imported data may have no
-    answer to give). The prompt text behind a row is not checked here: a changed prompts
-    file changes every stage's fingerprint, and the stages check it when they run."""
+    """Generation rows of `pairs` {teacher: prompt ids} (calibration). A failed row is
+    retried; a missing row is lost work when the teacher is `required` to answer (imported
+    data may have no answer to give). The prompt text behind a row is not checked here: a
+    changed prompts file changes every stage's fingerprint, and the stages check it when
+    they run."""
     digest = hashlib.sha256()
     failed, lost = 0, 0
     for t in run.cfg.teachers:
@@ -214,12 +216,30 @@ def verify_route(run: Run, marker: Marker = None) -> Outputs:
 
 
 def verify_generate(run: Run, marker: Marker = None) -> Outputs:
+    """The answer each routed prompt uses: the first good one of its fallback chain. A
+    prompt whose whole chain failed is retried; one whose next teacher has no row (lost
+    since the stage finished) makes the stage redo."""
     if (found := _as_left(run, marker)) is not None:
         return found
-    pairs: dict[str, list[str]] = {}
-    for r in run.store.routes():
-        pairs.setdefault(r["teacher"], []).append(r["prompt_id"])
-    return _generations(run, pairs, set(run.cfg.teacher_names))
+    rows = GenerationRows(run)
+    chains = routed_chains(run, rows)
+    digest = hashlib.sha256()
+    # Hashed teacher by teacher, as before fallback (a run without one keeps its digest).
+    pool = {t: i for i, t in enumerate(run.cfg.teacher_names)}
+    answered = [(pid, c.used, c.failed) for pid, c in chains.items() if c.used is not None]
+    for pid, t, fallback_from in sorted(answered, key=lambda a: pool[a[1]]):
+        text = rows.get(t, pid)["text"]  # type: ignore[index]
+        fallback = [fallback_from] if fallback_from else []
+        digest.update(json.dumps([t, pid, text, *fallback]).encode())
+    out = Outputs(digest.hexdigest()[:16])
+    lost = sum(c.used is None and c.waiting is not None for c in chains.values())
+    failed = sum(c.used is None and c.waiting is None for c in chains.values())
+    if lost:
+        out.damaged = f"{lost} generation rows lost since it finished"
+    if failed:
+        out.retry = f"retrying {failed} prompts whose every teacher's answer failed"
+    out.files = _log_state(run, run.store.generation_files())
+    return out
 
 
 def verify_export(run: Run, marker: Marker = None) -> Outputs:
