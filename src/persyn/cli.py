@@ -9,21 +9,76 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperGroup
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
-from persyn.progress import set_quiet
+from persyn.progress import set_quiet, set_verbose
 from persyn.redact import redact_text
+from persyn.report.card import persyn_version
+from persyn.report.headline import print_summary
 from persyn.store import RunDirBusy
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# The top-level help is the user's first page: what persyn does, the commands in order.
+USAGE = """Build a distillation dataset for YOUR student model: a router picks, for each
+prompt, the teacher whose answer the student learns best from (PerSyn), so only one
+teacher answers each prompt.
+
+\b
+Typical use:
+  persyn demo                   the offline demo, nothing downloaded
+  persyn validate my.yaml       check a config, its prompts and teachers; loads no model
+  persyn run my.yaml            every stage; rerun it to resume
+  persyn inspect RUN_DIR        which stages are done, rows, errors, where files are
+  persyn report RUN_DIR         an HTML report with plots
+  persyn train-student my.yaml  fine-tune the student on the dataset
+  persyn evaluate my.yaml       measure it
+
+Each stage also runs alone. --verbose shows other libraries' progress bars and logs."""
+
+# Commands listed in the order a user meets them, each stage in pipeline order.
+COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
+COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
+
+
+class _UserOrder(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(super().list_commands(ctx), key=COMMAND_ORDER.index)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=_UserOrder)
 console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"persyn {persyn_version()}", highlight=False)
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print it.")
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        envvar="PERSYN_VERBOSE",
+        help="Show other libraries' progress bars and logs (transformers, datasets, vLLM, HTTP).",
+    ),
+]
+
+
+@app.callback()
+def main(version: VersionOpt = False, verbose: VerboseOpt = False) -> None:
+    set_verbose(verbose)
+
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.")]
 RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the config's run_dir.")]
@@ -78,51 +133,6 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("persyn") / "configs" / "demo.yaml"))
 
 
-def print_summary(summary: dict[str, Any], run_dir: str) -> None:
-    """The headline numbers: oracle shares, router vs best single teacher, generations."""
-    table = Table(title="teachers", title_justify="left")
-    for col in ("teacher", "oracle share (calibration)", "router share (routed)", "dataset share"):
-        table.add_column(col, justify="right" if col != "teacher" else "left")
-    for t in summary["oracle_share"]:
-        table.add_row(
-            t,
-            f"{summary['oracle_share'][t]:.0%}",
-            f"{summary['router_share'][t]:.0%}",
-            f"{summary['dataset_share'][t]:.0%}",
-        )
-    console.print(table)
-    held = summary.get("router_test")
-    if held and held["prompts"]:
-        console.print(
-            f"router on its test split, {int(held['prompts'])} calibration prompts used neither "
-            f"to train it nor to pick its epoch: top-1 agreement with the oracle "
-            f"{held['top1']:.0%}, pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
-            f"  mean combined reward: router {held['reward']:.3f} | best single teacher on "
-            f"these prompts ({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f}"
-            f" | random {held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
-        )
-        beats = held["reward"] > max(held["best_fixed_reward"], held["random_reward"])
-        console.print(
-            f"  router {'beats' if beats else 'does NOT beat'} both the best single teacher "
-            "and random"
-        )
-    top = max(summary["oracle_share"], key=summary["oracle_share"].get)
-    console.print(
-        f"most frequent oracle teacher: {top} with {summary['oracle_share'][top]:.0%} of "
-        f"{summary['calibration_prompts']} calibration prompts"
-    )
-    imported = summary.get("imported_responses")
-    console.print(
-        f"generations: {summary['generations']} used vs "
-        f"{summary['generate_then_select_generations']} for Generate-then-Select "
-        f"({summary['generation_ratio']:.0%})"
-        + (f", {imported} calibration answers imported" if imported else "")
-        + f"; dataset rows {summary['dataset_rows']}, "
-        f"failed {summary['failed_rows']}\n"
-        f"artifacts in {run_dir} (dataset.jsonl, dataset/, summary.json)"
-    )
-
-
 @app.command()
 def run(
     config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
@@ -132,7 +142,7 @@ def run(
     with user_errors():
         cfg = _load(config, set_)
         summary = run_pipeline(cfg, run_dir)
-    print_summary(summary, run_dir or cfg.run_dir)
+    print_summary(summary, run_dir or cfg.run_dir, console)
 
 
 @app.command()
@@ -147,13 +157,14 @@ def demo(
         cfg = _load(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
     RunArtifacts(run_dir).write_demo_summary(summary)
-    print_summary(summary, run_dir)
+    print_summary(summary, run_dir, console)
 
 
 @app.command("validate")
 def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check a config (keys, backends, model paths, prompts, which prompts a quality signal
-    covers) without loading any model."""
+    """Check a config, its prompts and teachers without loading any model.
+
+    Keys, backends, model paths, prompts, and which prompts a quality signal covers."""
     from persyn.config_checks import check_quality_coverage
     from persyn.data import load_prompts
 
@@ -181,9 +192,10 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
 def import_cmd(
     config: ConfigArg, run_dir: RunDirOpt = None, set_: SetOpt = None, quiet: QuietOpt = False
 ) -> None:
-    """Calibrate from `calibration.source`: its prompts become the calibration set and its
-    answers the calibration rows (the `prepare` and `calibrate` stages); nothing is
-    generated unless `fill_missing` is set."""
+    """Calibrate from the answers of an existing dataset (`calibration.source`).
+
+    Its prompts become the calibration set and its answers the calibration rows (the
+    `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
@@ -353,6 +365,7 @@ def evaluate_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
+
     The prompts are checked disjoint from the checkpoint's training prompts first."""
     from persyn.eval.student import evaluate_checkpoint
     from persyn.run import make_executor
