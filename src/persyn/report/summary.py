@@ -29,8 +29,13 @@ def build_summary(
     wanted = {(pid, t) for pid in split.calibration for t in names}
     wanted |= {(r["prompt_id"], r["teacher"]) for r in routes}
     imported = dict.fromkeys(names, 0)
+    # Answers that failed even when the stage went on (within max_error_rate): a failed
+    # calibration answer leaves no dataset row missing, yet the user should see it.
+    failed_answers = dict.fromkeys(names, 0)
     for pid, t in wanted:
         g = logs[t].get((pid, fps[t]))
+        if g is not None and g.get("error"):
+            failed_answers[t] += 1
         if g is not None and g.get("provenance") == "imported":
             imported[t] += 1  # read from calibration.source: no generation, no cost
         elif g is not None:
@@ -63,6 +68,8 @@ def build_summary(
         "dataset_rows": teacher_rows.total(),
         "failed_rows": len(failed),
         "failed_reasons": dict(Counter(f["error"] for f in failed)),
+        "failed_answers": sum(failed_answers.values()),
+        "failed_answers_by_teacher": failed_answers,
         "dataset_share": {t: teacher_rows[t] / max(teacher_rows.total(), 1) for t in names},
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
         "router_share": {

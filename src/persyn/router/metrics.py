@@ -36,8 +36,9 @@ def mean_interval(
     rng = np.random.default_rng(seed)
     means = np.concatenate(
         [
-            values[rng.integers(0, len(values), size=(min(BOOTSTRAP_CHUNK, left), len(values)))]
-            .mean(axis=1)
+            values[
+                rng.integers(0, len(values), size=(min(BOOTSTRAP_CHUNK, left), len(values)))
+            ].mean(axis=1)
             for left in range(resamples, 0, -BOOTSTRAP_CHUNK)
         ]
     )
