@@ -9,70 +9,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
+from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate
 from persyn.progress import set_quiet, set_verbose
 from persyn.redact import redact_text
-from persyn.report.card import persyn_version
 from persyn.report.headline import print_summary
 from persyn.store import RunDirBusy
 
-# The top-level help is the user's first page: what persyn does, the commands in order.
-USAGE = """Build a distillation dataset for YOUR student model: a router picks, for each
-prompt, the teacher whose answer the student learns best from (PerSyn), so only one
-teacher answers each prompt.
-
-\b
-Typical use:
-  persyn demo                   the offline demo, nothing downloaded
-  persyn validate my.yaml       check a config, its prompts and teachers; loads no model
-  persyn run my.yaml            every stage; rerun it to resume
-  persyn inspect RUN_DIR        which stages are done, rows, errors, where files are
-  persyn report RUN_DIR         an HTML report with plots
-  persyn train-student my.yaml  fine-tune the student on the dataset
-  persyn evaluate my.yaml       measure it
-
-Each stage also runs alone. --verbose shows other libraries' progress bars and logs."""
-
-# Commands listed in the order a user meets them, each stage in pipeline order.
-COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
-COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
-
-
-class _UserOrder(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(super().list_commands(ctx), key=COMMAND_ORDER.index)
-
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=_UserOrder)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=UserOrder)
 console = Console()
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        console.print(f"persyn {persyn_version()}", highlight=False)
-        raise typer.Exit()
-
-
-VersionOpt = Annotated[
-    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print it.")
-]
-VerboseOpt = Annotated[
-    bool,
-    typer.Option(
-        "--verbose",
-        envvar="PERSYN_VERBOSE",
-        help="Show other libraries' progress bars and logs (transformers, datasets, vLLM, HTTP).",
-    ),
-]
 
 
 @app.callback()
