@@ -101,7 +101,7 @@ def test_verbose_flag_reaches_progress() -> None:
     persyn("--verbose", "validate", "nope.yaml")
     assert progress.is_verbose()
     persyn("validate", "nope.yaml")
-    assert not progress.is_verbose()
+    assert not progress.is_verbose() and os.environ["TQDM_DISABLE"] == "1"
 
 
 # -- a run with answers failing within the error budget --------------------------------

@@ -6,11 +6,12 @@ opened while another is live (a backend inside an executor, worker threads) join
 display as extra rows, because rich allows one live display per console.
 
 Other libraries' bars and chatter (transformers, datasets, huggingface_hub, vLLM, httpx:
-"Converting and de-quantizing GGUF tensors", "HTTP Request: POST ...") are off unless
-verbose mode is on (`persyn --verbose`, `PERSYN_VERBOSE=1`): persyn's own bars already say
-how far a run is. Those libraries read environment variables when they are first
-imported, so the variables are set and the bars of any of them already imported are
-switched off. Quiet mode (`--quiet`, `PERSYN_QUIET=1`) also turns off persyn's bars and
+"Converting and de-quantizing GGUF tensors", "HTTP Request: POST ...") are off in the CLI
+unless verbose mode is on (`persyn --verbose`, `PERSYN_VERBOSE=1`): persyn's own bars
+already say how far a run is. Python callers choose with `set_verbose`; importing persyn
+changes nothing. Those libraries read environment variables when they are first imported,
+so the variables are set and the bars of any of them already imported are switched off.
+Quiet mode (`--quiet`, `PERSYN_QUIET=1`) also turns off persyn's bars and
 `log`. `quiet_env()` gives the same variables for worker processes.
 """
 
@@ -242,5 +243,8 @@ def bar(description: str, total: int) -> Iterator[Bar]:
                 _live = None
 
 
+# Importing persyn leaves other libraries as they are (a notebook keeps its bars) unless
+# PERSYN_QUIET asks; the CLI decides for every command (`set_verbose`).
 _quiet, _verbose = quiet_from_env(), verbose_from_env()
-_apply_to_libraries()
+if _quiet:
+    _apply_to_libraries()
