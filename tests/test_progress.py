@@ -1,4 +1,5 @@
-"""Progress bars: nested bars share one display; quiet mode silences persyn and libraries."""
+"""Progress bars: nested bars share one display; quiet mode silences persyn and libraries,
+whose bars and logs are off unless verbose."""
 
 from __future__ import annotations
 
@@ -50,24 +51,33 @@ def test_quiet_bars_and_logs_print_nothing(screen: io.StringIO) -> None:
     assert screen.getvalue() == ""
 
 
-def test_quiet_mode_silences_library_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_library_bars_are_quiet_unless_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
     import transformers
 
     for key in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(key, raising=False)
-    was_quiet = progress.is_quiet()
-    progress.set_quiet(False)
+    was_quiet, was_verbose = progress.is_quiet(), progress.is_verbose()
     try:
-        progress.set_quiet(True)
+        progress.set_quiet(False)
+        progress.set_verbose(False)  # the default: persyn's bars, not the libraries'
         assert os.environ["TQDM_DISABLE"] == "1"  # read by tqdm when first imported
-        assert progress.quiet_env()["PERSYN_QUIET"] == "1"
         assert not transformers.utils.logging.is_progress_bar_enabled()
         assert not datasets.is_progress_bar_enabled()
-        progress.set_quiet(False)
+        assert "PERSYN_QUIET" not in progress.quiet_env()
+        assert progress.quiet_env()["TQDM_DISABLE"] == "1"  # worker processes alike
+
+        progress.set_verbose(True)
         assert "TQDM_DISABLE" not in os.environ
-        assert progress.quiet_env() == {}
+        # (datasets reads its variable once, when imported: test_cli_calm checks a fresh
+        # process)
+        assert transformers.utils.logging.is_progress_bar_enabled()
+        assert progress.quiet_env() == {"PERSYN_VERBOSE": "1"}
+
+        progress.set_quiet(True)  # quiet wins: nothing at all
+        assert os.environ["TQDM_DISABLE"] == "1"
+        assert progress.quiet_env()["PERSYN_QUIET"] == "1"
+        assert not datasets.is_progress_bar_enabled()
     finally:
-        transformers.utils.logging.enable_progress_bar()
-        datasets.enable_progress_bars()
         progress.set_quiet(was_quiet)
+        progress.set_verbose(was_verbose)

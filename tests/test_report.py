@@ -18,7 +18,8 @@ from persyn.config import parse_config
 from persyn.demo.prompts import demo_mix
 from persyn.pipeline import run_pipeline
 from persyn.report.data import ReportError, load_artifacts
-from persyn.report.html import build_report, example_rows
+from persyn.report.html import build_report, coverage_banner, example_rows
+from persyn.report.kinds import kind_figures
 from persyn.report.plots import PLOTS, confusion_matrix
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
@@ -92,6 +93,40 @@ def test_report_writes_pngs_and_embeds_them(page: Path) -> None:
     assert text.count('src="data:image/png;base64,') == len(PLOTS)
     # Nothing is fetched from elsewhere: the page works offline and as a mail attachment.
     assert not re.search(r'(src|href)="(https?:)?//', text)
+
+
+def test_figures_split_by_prompt_kind(run_dir: Path, page: Path) -> None:
+    art = load_artifacts(run_dir)
+    kinds = kind_figures(art)
+    assert set(kinds) == {"math", "instruction"}  # the demo mix
+    assert sum(k["calibration_prompts"] for k in kinds.values()) == len(art.rewards.ids)
+    assert sum(k["routed_prompts"] for k in kinds.values()) == len(art.routes)
+    assert sum(k["dataset_rows"] for k in kinds.values()) == len(art.dataset)
+    for k in kinds.values():
+        chosen = [share for share in k["oracle_share"].values() if share]
+        assert sum(chosen) == pytest.approx(1.0)
+        assert k["oracle_reward"] >= max(v for v in k["reward_mean"].values() if v is not None)
+    # the solvers answer no instruction prompt: they can't have its best mean reward
+    assert kinds["instruction"]["oracle_share"]["solver-verbose"] == 0
+    text = page.read_text()
+    assert "<h2>By prompt kind</h2>" in text and "<h3>math</h3>" in text
+    assert "<h3>instruction</h3>" in text
+
+
+def test_banner_when_no_quality_signal_applied_at_all() -> None:
+    none_applied = {
+        "signals": {},
+        "kinds": {
+            "math": {"prompts": 3, "covered": 0},
+            "instruction": {"prompts": 2, "covered": 0},
+        },
+        "learnability_only_kinds": ["math", "instruction"],
+    }
+    banner = coverage_banner(none_applied)
+    assert banner.count('class="banner"') == 1
+    assert "No quality signal applied to any of the 5 calibration prompts" in banner
+    covered = {**none_applied, "learnability_only_kinds": []}
+    assert coverage_banner(covered) == ""
 
 
 def test_untrusted_text_is_escaped(run_dir: Path, page: Path) -> None:

@@ -12,18 +12,25 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
+from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
-from persyn.progress import set_quiet
+from persyn.progress import set_quiet, set_verbose
 from persyn.redact import redact_text
+from persyn.report.headline import print_summary
 from persyn.store import RunDirBusy
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=UserOrder)
 console = Console()
+
+
+@app.callback()
+def main(version: VersionOpt = False, verbose: VerboseOpt = False) -> None:
+    set_verbose(verbose)
+
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.")]
 RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the config's run_dir.")]
@@ -81,51 +88,6 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("persyn") / "configs" / "demo.yaml"))
 
 
-def print_summary(summary: dict[str, Any], run_dir: str) -> None:
-    """The headline numbers: oracle shares, router vs best single teacher, generations."""
-    table = Table(title="teachers", title_justify="left")
-    for col in ("teacher", "oracle share (calibration)", "router share (routed)", "dataset share"):
-        table.add_column(col, justify="right" if col != "teacher" else "left")
-    for t in summary["oracle_share"]:
-        table.add_row(
-            t,
-            f"{summary['oracle_share'][t]:.0%}",
-            f"{summary['router_share'][t]:.0%}",
-            f"{summary['dataset_share'][t]:.0%}",
-        )
-    console.print(table)
-    held = summary.get("router_test")
-    if held and held["prompts"]:
-        console.print(
-            f"router on its test split, {int(held['prompts'])} calibration prompts used neither "
-            f"to train it nor to pick its epoch: top-1 agreement with the oracle "
-            f"{held['top1']:.0%}, pairwise accuracy {held['pairwise_accuracy']:.0%}\n"
-            f"  mean combined reward: router {held['reward']:.3f} | best single teacher on "
-            f"these prompts ({held['best_fixed_teacher_name']}) {held['best_fixed_reward']:.3f}"
-            f" | random {held['random_reward']:.3f} | oracle {held['oracle_reward']:.3f}"
-        )
-        beats = held["reward"] > max(held["best_fixed_reward"], held["random_reward"])
-        console.print(
-            f"  router {'beats' if beats else 'does NOT beat'} both the best single teacher "
-            "and random"
-        )
-    top = max(summary["oracle_share"], key=summary["oracle_share"].get)
-    console.print(
-        f"most frequent oracle teacher: {top} with {summary['oracle_share'][top]:.0%} of "
-        f"{summary['calibration_prompts']} calibration prompts"
-    )
-    imported = summary.get("imported_responses")
-    console.print(
-        f"generations: {summary['generations']} used vs "
-        f"{summary['generate_then_select_generations']} for Generate-then-Select "
-        f"({summary['generation_ratio']:.0%})"
-        + (f", {imported} calibration answers imported" if imported else "")
-        + f"; dataset rows {summary['dataset_rows']}, "
-        f"failed {summary['failed_rows']}\n"
-        f"artifacts in {run_dir} (dataset.jsonl, dataset/, summary.json)"
-    )
-
-
 @app.command()
 def run(
     config: ConfigArg,
@@ -139,7 +101,7 @@ def run(
     with user_errors():
         cfg = _load(config, set_)
         summary = run_pipeline(cfg, run_dir, replace)
-    print_summary(summary, run_dir or cfg.run_dir)
+    print_summary(summary, run_dir or cfg.run_dir, console)
 
 
 @app.command()
@@ -154,13 +116,14 @@ def demo(
         cfg = _load(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
     RunArtifacts(run_dir).write_demo_summary(summary)
-    print_summary(summary, run_dir)
+    print_summary(summary, run_dir, console)
 
 
 @app.command("validate")
 def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check a config (keys, backends, model paths, prompts, which prompts a quality signal
-    covers) without loading any model."""
+    """Check a config, its prompts and teachers without loading any model.
+
+    Keys, backends, model paths, prompts, and which prompts a quality signal covers."""
     from persyn.config_checks import check_quality_coverage
     from persyn.data import load_prompts
 
@@ -192,9 +155,10 @@ def import_cmd(
     replace: ReplaceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Calibrate from `calibration.source`: its prompts become the calibration set and its
-    answers the calibration rows (the `prepare` and `calibrate` stages); nothing is
-    generated unless `fill_missing` is set."""
+    """Calibrate from the answers of an existing dataset (`calibration.source`).
+
+    Its prompts become the calibration set and its answers the calibration rows (the
+    `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
         cfg = _load(config, set_)
@@ -369,6 +333,7 @@ def evaluate_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
+
     The prompts are checked disjoint from the checkpoint's training prompts first."""
     from persyn.eval.student import evaluate_checkpoint
     from persyn.run import make_executor

@@ -5,15 +5,19 @@ Ray backends) wraps itself in `bar(description, total)` and calls `advance(n)`. 
 opened while another is live (a backend inside an executor, worker threads) join the same
 display as extra rows, because rich allows one live display per console.
 
-Quiet mode (`--quiet` or `PERSYN_QUIET=1`) turns off these bars and `log`, and also the
-tqdm bars of transformers, datasets and huggingface_hub (e.g. "Converting and
-de-quantizing GGUF tensors"): those libraries read environment variables when they are
-first imported, so quiet mode sets the variables and switches off the bars of any of them
-that is already imported. `quiet_env()` gives the same variables for worker processes.
+Other libraries' bars and chatter (transformers, datasets, huggingface_hub, vLLM, httpx:
+"Converting and de-quantizing GGUF tensors", "HTTP Request: POST ...") are off in the CLI
+unless verbose mode is on (`persyn --verbose`, `PERSYN_VERBOSE=1`): persyn's own bars
+already say how far a run is. Python callers choose with `set_verbose`; importing persyn
+changes nothing. Those libraries read environment variables when they are first imported,
+so the variables are set and the bars of any of them already imported are switched off.
+Quiet mode (`--quiet`, `PERSYN_QUIET=1`) also turns off persyn's bars and
+`log`. `quiet_env()` gives the same variables for worker processes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -49,37 +53,72 @@ _QUIET_ENV = {
     # the hub's "Retrying in 1s [Retry 1/5]" and the like
     "HF_HUB_VERBOSITY": "error",
     "DATASETS_VERBOSITY": "error",
+    "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM's per-request and engine INFO lines
 }
+# Loggers that print a line per request at INFO (when an application configures logging).
+_CHATTY_LOGGERS = ("httpx", "httpcore", "openai", "urllib3")
 
 _quiet = False
+_verbose = False
 _env_before: dict[str, str | None] = {}
 _lock = threading.Lock()
 _live: Progress | None = None
 _open_bars = 0
 
 
+def _flag_from_env(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no"}
+
+
 def quiet_from_env() -> bool:
-    return os.environ.get("PERSYN_QUIET", "").strip().lower() not in {"", "0", "false", "no"}
+    return _flag_from_env("PERSYN_QUIET")
+
+
+def verbose_from_env() -> bool:
+    return _flag_from_env("PERSYN_VERBOSE")
 
 
 def is_quiet() -> bool:
     return _quiet
 
 
+def is_verbose() -> bool:
+    return _verbose
+
+
+def libraries_quiet() -> bool:
+    """Whether other libraries' bars and logs are off: unless verbose (and not quiet)."""
+    return _quiet or not _verbose
+
+
 def quiet_env() -> dict[str, str]:
     """Environment variables that make a worker process as quiet as this one."""
-    return {"PERSYN_QUIET": "1", **_QUIET_ENV} if _quiet else {}
+    env = {"PERSYN_QUIET": "1"} if _quiet else {}
+    if _verbose:
+        env["PERSYN_VERBOSE"] = "1"
+    return {**env, **_QUIET_ENV} if libraries_quiet() else env
 
 
 def set_quiet(quiet: bool) -> None:
-    """Turn quiet mode on or off for persyn and the libraries it drives."""
+    """Turn quiet mode (no persyn bars or logs, no library output) on or off."""
     global _quiet
     _quiet = quiet
+    _apply_to_libraries()
+
+
+def set_verbose(verbose: bool) -> None:
+    """Turn verbose mode (other libraries' bars and logs shown) on or off."""
+    global _verbose
+    _verbose = verbose
+    _apply_to_libraries()
+
+
+def _apply_to_libraries() -> None:
+    quiet = libraries_quiet()
     if quiet:
         for key, value in _QUIET_ENV.items():
             _env_before.setdefault(key, os.environ.get(key))
             os.environ[key] = value
-        _silence_imported_libraries()
     else:
         for key, value in _env_before.items():
             if value is None:
@@ -87,26 +126,44 @@ def set_quiet(quiet: bool) -> None:
             else:
                 os.environ[key] = value
         _env_before.clear()
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+    _set_imported_libraries(quiet)
 
 
-def _silence_imported_libraries() -> None:
+def _set_imported_libraries(quiet: bool) -> None:
     # Only libraries already imported: importing them here would cost seconds for nothing,
-    # and the environment variables cover a later import.
+    # and the environment variables cover a later import. Loud is the libraries' default
+    # (bars on, warnings and above).
     if "transformers" in sys.modules:
-        import transformers
+        from transformers.utils import logging as hf_logging
 
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
+        if quiet:
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        else:
+            hf_logging.enable_progress_bar()
+            hf_logging.set_verbosity_warning()
     if "datasets" in sys.modules:
         import datasets
 
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
+        if quiet:
+            datasets.disable_progress_bars()
+            datasets.logging.set_verbosity_error()
+        else:
+            datasets.enable_progress_bars()
+            datasets.logging.set_verbosity_warning()
     if "huggingface_hub" in sys.modules:
-        import huggingface_hub
+        from huggingface_hub import utils as hub_utils
 
-        huggingface_hub.utils.disable_progress_bars()
-        huggingface_hub.utils.logging.set_verbosity_error()
+        if quiet:
+            hub_utils.disable_progress_bars()
+            hub_utils.logging.set_verbosity_error()
+        else:
+            hub_utils.enable_progress_bars()
+            hub_utils.logging.set_verbosity_warning()
+    if "vllm" in sys.modules:
+        logging.getLogger("vllm").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def log(message: str) -> None:
@@ -186,4 +243,8 @@ def bar(description: str, total: int) -> Iterator[Bar]:
                 _live = None
 
 
-set_quiet(quiet_from_env())
+# Importing persyn leaves other libraries as they are (a notebook keeps its bars) unless
+# PERSYN_QUIET asks; the CLI decides for every command (`set_verbose`).
+_quiet, _verbose = quiet_from_env(), verbose_from_env()
+if _quiet:
+    _apply_to_libraries()

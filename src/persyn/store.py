@@ -269,6 +269,32 @@ class RunStore:
         if marker is not None:
             atomic_write_json(self.path("stages", f"{stage}.json"), {**marker, **fields})
 
+    def lock_holder(self) -> int | None:
+        """The PID of the process holding the run directory's lock, None when free.
+
+        For readers (`persyn inspect`): nothing is created. The PID file alone can be stale
+        (a holder killed by SIGKILL leaves its PID), so a PID counts only while taking a
+        shared lock fails."""
+        path = self.root / ".lock"
+        if str(self.root.resolve()) in _held:
+            return os.getpid()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            if not holder.isdigit():
+                return None  # released: the holder truncates the file
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return int(holder)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run directory exclusively (`RUN_DIR/.lock`, with the holder's PID).

@@ -61,7 +61,7 @@ def _fenced(text: str, info: str) -> str:
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
 
 
-def _persyn_version() -> str:
+def persyn_version() -> str:
     try:
         return metadata.version("persyn")
     except metadata.PackageNotFoundError:
@@ -119,7 +119,7 @@ def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) ->
     config = redact(cfg.model_dump(mode="json"))
     held = summary.get("router_test") or {}
     provenance = {
-        "generator": f"persyn {_persyn_version()}",
+        "generator": f"persyn {persyn_version()}",
         "method": f"PerSyn, Route then Generate ({PAPER})",
         "run": cfg.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -19,6 +19,8 @@ import numpy as np
 from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
 from persyn.report.data import ReportData, load_artifacts
+from persyn.report.headline import router_verdict
+from persyn.report.kinds import kind_figures
 from persyn.report.plots import PLOTS, cost_comparison
 from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
@@ -113,13 +115,23 @@ def _headline(art: ReportData) -> str:
 
 
 def coverage_banner(coverage: dict[str, Any] | None) -> str:
-    """A warning above everything when no quality signal applied to some prompt kind."""
+    """A warning above everything when no quality signal applied to some prompt kind (one
+    line when none applied at all)."""
     coverage = coverage or {}
+    uncovered = coverage.get("learnability_only_kinds", [])
+    if uncovered and len(uncovered) == len(coverage["kinds"]):
+        n = sum(c["prompts"] for c in coverage["kinds"].values())
+        return (
+            f'<div class="banner">No quality signal applied to any of the {n} calibration '
+            "prompts: every teacher was ranked on the student's learnability alone, so the "
+            "rewards say nothing about whether an answer is right (see rewards.quality)."
+            "</div>"
+        )
     lines = [
         f"No quality signal applied to the {coverage['kinds'][kind]['prompts']} calibration "
         f"prompts of kind {kind!r}: their teachers were ranked on the student's learnability "
         "alone."
-        for kind in coverage.get("learnability_only_kinds", [])
+        for kind in uncovered
     ]
     return "".join(f'<div class="banner">{_e(line)}</div>' for line in lines)
 
@@ -160,6 +172,33 @@ def truncation_html(art: ReportData) -> str:
     )
 
 
+def kinds_html(art: ReportData) -> str:
+    """Per prompt kind: each teacher's shares (oracle, router, dataset) and mean reward."""
+    parts = []
+    for kind, f in kind_figures(art).items():
+        parts.append(
+            f"<h3>{_e(kind)}</h3><p>{f['calibration_prompts']} calibration prompts (oracle "
+            f"reward {_fmt(f['oracle_reward'])}), {f['routed_prompts']} routed prompts, "
+            f"{f['dataset_rows']} dataset rows</p>"
+        )
+        parts.append(
+            _table(
+                ["teacher", "oracle share", "router share", "dataset share", "combined mean"],
+                [
+                    [
+                        t,
+                        _fmt(f["oracle_share"][t], "{:.1%}"),
+                        _fmt(f["router_share"][t], "{:.1%}"),
+                        _fmt(f["dataset_share"][t], "{:.1%}"),
+                        _fmt(f["reward_mean"][t]),
+                    ]
+                    for t in art.teachers
+                ],
+            )
+        )
+    return "".join(parts)
+
+
 def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
         data = base64.b64encode(images[key]).decode("ascii")
@@ -198,6 +237,7 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
             ],
         ],
     )
+    verdict = f"<p><b>{_e(router_verdict(held))}</b></p>" if held.get("prompts") else ""
     costs = cost_comparison(art)
     cost_table = _table(
         [
@@ -228,11 +268,15 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
 <h3>Quality coverage</h3>{coverage_html(art.summary.get("quality_coverage"))}
 {img("learnability_quality")}
 <h3>Truncated answers</h3>{truncation_html(art)}
+<h2>By prompt kind</h2>
+<p>The same figures for each kind of prompt: a teacher can suit one kind and not another.
+Means are of the combined reward on the kind's calibration prompts.</p>
+{kinds_html(art)}
 <h2>Router against the oracle</h2>
 <p>The router's test split: {len(art.heldout)} calibration prompts used neither to train
 the router nor to pick its epoch (the validation split did that); every teacher answered
 them, so the oracle's choice is known.</p>
-{img("router")}{agreement}{img("router_training")}
+{img("router")}{agreement}{verdict}{img("router_training")}
 <h2>Generations and cost against Generate then Select</h2>{img("generations")}{cost_table}
 <h2>Examples</h2>
 <p>Dataset rows with the chosen teacher and every teacher's score on the prompt (the

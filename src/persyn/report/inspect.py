@@ -40,6 +40,7 @@ class RunInspection:
     stages: dict[str, dict[str, Any] | None]  # stage -> completion marker, None if not done
     artifacts: list[Artifact] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # stage -> why its marker is unreadable
+    running_pid: int | None = None  # the persyn process working on the run now, if any
 
     @property
     def done(self) -> list[str]:
@@ -77,7 +78,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
     store = RunArtifacts(root)
-    report = RunInspection(root, dict.fromkeys(STAGES))
+    report = RunInspection(root, dict.fromkeys(STAGES), running_pid=store.lock_holder())
     for stage in STAGES:
         try:
             report.stages[stage] = store.read_marker(stage)
@@ -146,8 +147,15 @@ def print_inspection(report: RunInspection, console: Console) -> None:
             artifacts.add_row(a.name, str(a.rows), errors, _relative(a.path, report.run_dir))
     console.print(artifacts)
     todo = [s for s in STAGES if s not in report.done]
-    console.print(
-        "all stages done"
-        if not todo
-        else f"not done: {', '.join(todo)} (persyn run CONFIG --run-dir {report.run_dir} resumes)"
-    )
+    if report.running_pid is not None:
+        # Rows are still being written: the counts above are a snapshot, not a failure.
+        console.print(
+            f"in progress (pid {report.running_pid}): "
+            + (f"not done yet: {', '.join(todo)}" if todo else "all stages done, finishing")
+        )
+    elif not todo:
+        console.print("all stages done")
+    else:
+        console.print(
+            f"not done: {', '.join(todo)} (persyn run CONFIG --run-dir {report.run_dir} resumes)"
+        )

@@ -36,8 +36,13 @@ def build_summary(
     # answers whose finish reason is known, and those of them cut at max_new_tokens
     finished = dict.fromkeys(names, 0)
     cut = dict.fromkeys(names, 0)
+    # Answers that failed even when the stage went on (within max_error_rate): a failed
+    # calibration answer leaves no dataset row missing, yet the user should see it.
+    failed_answers = dict.fromkeys(names, 0)
     for pid, t in wanted:
         g = logs[t].get((pid, fps[t]))
+        if g is not None and g.get("error"):
+            failed_answers[t] += 1
         if g is not None and g.get("provenance") == "imported":
             imported[t] += 1  # read from calibration.source: no generation, no cost
         elif g is not None:
@@ -84,6 +89,8 @@ def build_summary(
         "fallback_rows": sum(
             len(teachers) > 1 and pid not in failed_ids for pid, teachers in asked.items()
         ),
+        "failed_answers": sum(failed_answers.values()),
+        "failed_answers_by_teacher": failed_answers,
         "dataset_share": {t: teacher_rows[t] / max(teacher_rows.total(), 1) for t in names},
         "oracle_share": {t: oracle.count(t) / max(len(oracle), 1) for t in names},
         "router_share": {

@@ -8,6 +8,9 @@ import numpy as np
 
 from persyn.method import choose_teachers
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_CHUNK = 100  # resamples drawn at once: [chunk, prompts] indices stay small
+
 
 def _charged(reward: np.ndarray, failure_reward: float) -> np.ndarray:
     """Rewards with failed (-inf) and unscored (NaN) cells charged `failure_reward`: a
@@ -23,6 +26,24 @@ def best_fixed_teacher(
     columns = np.arange(reward.shape[1]) if teachers is None else np.asarray(teachers)
     mean = _charged(reward[:, columns], failure_reward).mean(axis=0)
     return int(columns[int(np.argmax(mean))])
+
+
+def mean_interval(
+    values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% percentile bootstrap interval of the mean of `values` (one per prompt),
+    seeded: a rerun gives the same interval."""
+    rng = np.random.default_rng(seed)
+    means = np.concatenate(
+        [
+            values[
+                rng.integers(0, len(values), size=(min(BOOTSTRAP_CHUNK, left), len(values)))
+            ].mean(axis=1)
+            for left in range(resamples, 0, -BOOTSTRAP_CHUNK)
+        ]
+    )
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def routing_metrics(
@@ -52,6 +73,9 @@ def routing_metrics(
       `fixed_teacher` (a column index chosen on the training split: `best_fixed_teacher`)
     - routed_to_failed: share of prompts routed to a teacher that failed or has no score
     - captured: (router - random) / (oracle - random)
+    - margin: mean (routed reward - best fixed teacher's reward), prompt by prompt, and
+      margin_low / margin_high its 95% bootstrap interval over the prompts: whether the
+      router beats the best single teacher, or the prompts are too few to tell
     """
     columns = np.arange(reward.shape[1]) if teachers is None else np.asarray(teachers)
     if fixed_teacher not in columns:
@@ -78,6 +102,8 @@ def routing_metrics(
             total += int(ok.sum())
     random_reward = float(charged.mean())
     oracle, router = float(best.mean()), float(routed.mean())
+    margin = routed - charged[:, fixed_column]
+    margin_low, margin_high = mean_interval(margin)
     return {
         "prompts": float(len(reward)),
         "prompts_without_reward": without,
@@ -91,6 +117,9 @@ def routing_metrics(
         "best_fixed_reward": float(charged[:, fixed_column].mean()),
         "best_fixed_teacher": fixed_teacher,
         "random_reward": random_reward,
+        "margin": float(margin.mean()),
+        "margin_low": margin_low,
+        "margin_high": margin_high,
         "captured": (router - random_reward) / (oracle - random_reward)
         if oracle > random_reward
         else float("nan"),

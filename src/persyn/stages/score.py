@@ -16,7 +16,7 @@ from persyn.artifacts import RewardTable
 from persyn.config import RunConfig, TeacherConfig, fingerprint
 from persyn.config_checks import check_quality_coverage
 from persyn.method import combine, oracle_choice
-from persyn.progress import log, warn
+from persyn.progress import bar, log, warn
 from persyn.redact import redact_text
 from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
@@ -243,7 +243,10 @@ def score_responses(
     # In chunks, each saved when done: a judge or reward model over many responses is slow,
     # and a killed run keeps what was scored.
     # The signals load their models once for all chunks (`quality_scorers`).
-    with quality_scorers(cfg.rewards.quality) as quality_of:
+    with (
+        quality_scorers(cfg.rewards.quality) as quality_of,
+        bar("score quality", len(todo_q)) as progress,
+    ):
         for start in range(0, len(todo_q), QUALITY_CHUNK):
             chunk = todo_q[start : start + QUALITY_CHUNK]
             samples = [(by_id[pid], response(pid, t)["text"]) for pid, t, _ in chunk]
@@ -258,6 +261,7 @@ def score_responses(
                 }
                 for (pid, t, key_fp), q in zip(chunk, qualities, strict=True)
             )
+            progress.advance(len(chunk))
 
     n_t = len(cfg.teachers)
     learn = np.full((len(ids), n_t), np.nan)
