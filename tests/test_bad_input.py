@@ -119,7 +119,7 @@ def test_prompt_longer_than_student_context(tiny_lm_dir: Path) -> None:
         StudentConfig(model=str(tiny_lm_dir), dtype="float32", max_length=32)
     )
     [s] = scorer.score([([{"role": "user", "content": "word " * 100}], "an answer")])
-    assert s.logprob_mean is None and s.error and "student's context" in s.error
+    assert s.value is None and s.error and "student's context" in s.error
 
 
 def nan_student(tiny_lm_dir: Path, folder: Path) -> Path:

@@ -73,7 +73,7 @@ def mixed(tiny_lm_dir: Path) -> tuple[list[Prompt], np.ndarray, np.ndarray]:
     ).reshape(len(prompts), len(names))
     student = StudentConfig(model=str(tiny_lm_dir), dtype="float32", max_length=256)
     scores = LearnabilityScorer(student).score([(p.messages, text) for p, text in samples])
-    learn = np.array([s.logprob_mean for s in scores], dtype=float).reshape(quality.shape)
+    learn = np.array([s.value for s in scores], dtype=float).reshape(quality.shape)
     oracle = oracle_choice(combine(quality, learn, 0.4, "minmax"))
     return prompts, quality, oracle
 

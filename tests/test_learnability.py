@@ -11,7 +11,7 @@ from persyn.rewards import learnability
 from persyn.rewards.learnability import (
     LearnabilityScorer,
     encode_pair,
-    response_logprob_means,
+    response_token_stats,
     split_head,
     token_batches,
 )
@@ -64,7 +64,7 @@ def test_matches_an_independent_reference(tiny_lm_dir: Path, pairs) -> None:
     model, tokenizer = load_causal_lm(cfg)
     for (messages, response), s in zip(pairs, scores, strict=True):
         expected, n_tokens = reference_logprob(model, tokenizer, messages, response)
-        assert s.logprob_mean == pytest.approx(expected, abs=1e-4)
+        assert s.value == pytest.approx(expected, abs=1e-4)
         assert s.response_tokens == n_tokens
         assert not s.truncated
 
@@ -93,24 +93,29 @@ def test_the_head_is_split_off_only_where_it_gives_the_models_own_logits(
     model, tokenizer = load_causal_lm(cfg)
     for (messages, response), s in zip(PAIRS, scores, strict=True):
         expected, _ = reference_logprob(model, tokenizer, messages, response)
-        assert s.logprob_mean == pytest.approx(expected, abs=1e-4)
+        assert s.value == pytest.approx(expected, abs=1e-4)
 
 
-def test_batched_means_match_a_per_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one-call cross-entropy equals the per-row loop it replaced, rows of any length."""
+def test_batched_token_stats_match_a_per_row_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-call cross-entropy equals the per-row loop it replaced, rows of any length;
+    so do the ranks (1 + the logits above the token's own)."""
     generator = torch.Generator().manual_seed(0)
     n_resp = [1, 7, 3, 7]
     logits = torch.randn(4, 8, 50, generator=generator, dtype=torch.float64).to(torch.bfloat16)
     input_ids = torch.randint(0, 50, (4, 12), generator=generator)
-    loop = [
-        -torch.nn.functional.cross_entropy(logits[row, -n - 1 : -1].float(), input_ids[row, -n:])
-        for row, n in enumerate(n_resp)
-    ]
-    batched = response_logprob_means(logits, input_ids, n_resp)
-    assert batched.tolist() == pytest.approx([float(v) for v in loop], abs=1e-5)
-    monkeypatch.setattr(learnability, "CE_TOKENS", 5)  # calls that split rows
-    chunked = response_logprob_means(logits, input_ids, n_resp)
-    assert chunked.tolist() == pytest.approx([float(v) for v in loop], abs=1e-5)
+    loop, loop_ranks = [], []
+    for row, n in enumerate(n_resp):
+        row_logits, targets = logits[row, -n - 1 : -1].float(), input_ids[row, -n:]
+        loop.append(torch.log_softmax(row_logits, -1)[torch.arange(n), targets].tolist())
+        own = row_logits[torch.arange(n), targets]
+        loop_ranks.append([int((row_logits[k] > own[k]).sum()) + 1 for k in range(n)])
+    for ce_tokens in (512, 5):  # 5: calls that split rows
+        monkeypatch.setattr(learnability, "CE_TOKENS", ce_tokens)
+        tokens = response_token_stats(logits, input_ids, n_resp, ranks=True)
+        for got, expected, ranks in zip(tokens, loop, loop_ranks, strict=True):
+            assert got.logprobs.tolist() == pytest.approx(expected, abs=1e-5)
+            assert got.ranks is not None and got.ranks.tolist() == ranks
+    assert response_token_stats(logits, input_ids, n_resp)[0].ranks is None
 
 
 def test_only_response_tokens_count(tiny_lm_dir: Path) -> None:
@@ -140,8 +145,8 @@ def test_pairs_without_response_tokens_get_a_reason(tiny_lm_dir: Path) -> None:
     cfg = StudentConfig(model=str(tiny_lm_dir), dtype="float32", max_length=64)
     long_prompt = [{"role": "user", "content": "word " * 80}]
     scores = LearnabilityScorer(cfg).score([PAIRS[1], (PAIRS[0][0], ""), (long_prompt, "hi")])
-    assert scores[0].logprob_mean is not None and scores[0].error is None
+    assert scores[0].value is not None and scores[0].error is None
     for s in scores[1:]:
-        assert s.logprob_mean is None and s.response_tokens == 0
+        assert s.value is None and s.response_tokens == 0
         assert s.error == "no response tokens fit in the student's context"
     assert scores[2].truncated and not scores[1].truncated

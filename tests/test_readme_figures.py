@@ -8,7 +8,7 @@ import yaml
 
 from persyn.cli import demo_config_path
 from persyn.config import RouterConfig, RunConfig
-from persyn.config.sections import RewardsConfig
+from persyn.config.rewards import RewardsConfig
 from persyn.data import builtin_prompts
 from persyn.demo.prompts import CONSTRAINTS
 

@@ -92,8 +92,8 @@ def test_an_impossible_learnability_is_recomputed(
     code, output = persyn("run", str(config), "--quiet")
     assert code == 0, output
     assert (
-        f"warning: {log}: line 3 impossible value: learnability: 0.5 is above 0 "
-        "(a mean log-likelihood); dropped, 1 row(s) will be recomputed"
+        f"warning: {log}: line 3 impossible value: learnability: 0.5 is outside "
+        "[-inf, 0] (mean_logprob); dropped, 1 row(s) will be recomputed"
     ) in output
     again = [r for r in lines(log) if r["prompt_id"] == edited["prompt_id"]]
     again = [r for r in again if r["teacher"] == edited["teacher"]]

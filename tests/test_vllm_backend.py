@@ -240,6 +240,6 @@ def test_vllm_scorer_agrees_with_transformers(
         assert row["error"] is None and row["response_tokens"] == expected.response_tokens > 0
         assert row["truncated"] == expected.truncated
         # mean log-probability per response token: README states 3e-6
-        assert row["learnability"] == pytest.approx(expected.logprob_mean, abs=3e-6)
+        assert row["learnability"] == pytest.approx(expected.value, abs=3e-6)
     # A pair cut at max_length fills the engine's context but for the one sampled token.
     assert any(row["truncated"] for row in scored)

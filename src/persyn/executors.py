@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persyn.config import ExecutorConfig, StudentConfig, TeacherConfig
+from persyn.config import ExecutorConfig, LearnabilitySignalConfig, StudentConfig, TeacherConfig
 from persyn.progress import bar
 from persyn.registry import Registry
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
@@ -37,8 +37,15 @@ class Executor(ABC):
         """Answer every prompt with `teacher`, passing results to `sink` as they finish."""
 
     @abstractmethod
-    def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
-        """Score every (messages, response) pair; `sink(indices, scores)` as they finish."""
+    def learnability(
+        self,
+        student: StudentConfig,
+        signal: LearnabilitySignalConfig,
+        pairs: list[ScorePair],
+        sink: ScoreSink,
+    ) -> None:
+        """Score every (messages, response) pair with the student, as `signal` reads it
+        (`LearnabilityScorer`); `sink(indices, scores)` as they finish."""
 
     @abstractmethod
     def router_scores(
@@ -106,10 +113,16 @@ class LocalExecutor(Executor):
             backend.unload()
             grouped.flush()
 
-    def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
+    def learnability(
+        self,
+        student: StudentConfig,
+        signal: LearnabilitySignalConfig,
+        pairs: list[ScorePair],
+        sink: ScoreSink,
+    ) -> None:
         if not pairs:
             return
-        scorer = LearnabilityScorer(student)
+        scorer = LearnabilityScorer(student, signal)
         with bar("score learnability", len(pairs)) as progress:
             for start in range(0, len(pairs), self.score_chunk):
                 idx = list(range(start, min(start + self.score_chunk, len(pairs))))

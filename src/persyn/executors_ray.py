@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from persyn.artifacts import RouterCheckpoint
-from persyn.config import ConfigError, ExecutorConfig, StudentConfig, TeacherConfig
+from persyn.config import (
+    ConfigError,
+    ExecutorConfig,
+    LearnabilitySignalConfig,
+    StudentConfig,
+    TeacherConfig,
+)
 from persyn.executors import (
     ROUTE_CHUNK,
     SCORE_CHUNK,
@@ -64,7 +70,10 @@ class StudentReplica:
 
     def __init__(self, config: dict[str, Any], device: str) -> None:
         use_device(device)
-        self.scorer = LearnabilityScorer(StudentConfig.model_validate(config))
+        self.scorer = LearnabilityScorer(
+            StudentConfig.model_validate(config["student"]),
+            LearnabilitySignalConfig.model_validate(config["signal"]),
+        )
         self.scorer.load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -160,14 +169,20 @@ class RayExecutor(Executor):
         finally:
             grouped.flush()
 
-    def learnability(self, student: StudentConfig, pairs: list[ScorePair], sink: ScoreSink) -> None:
+    def learnability(
+        self,
+        student: StudentConfig,
+        signal: LearnabilitySignalConfig,
+        pairs: list[ScorePair],
+        sink: ScoreSink,
+    ) -> None:
         if not pairs:
             return
         items = [
             json.dumps({"index": i, "messages": messages, "response": response})
             for i, (messages, response) in enumerate(pairs)
         ]
-        config = student.model_dump(mode="json")
+        config = {"student": student.model_dump(mode="json"), "signal": signal.model_dump()}
         with bar("score learnability (ray)", len(pairs)) as progress:
             for rows in self._stream(items, StudentReplica, config, SCORE_CHUNK, self.cfg.num_gpus):
                 sink([r.pop("index") for r in rows], [LearnabilityScore(**r) for r in rows])

@@ -15,6 +15,7 @@ import numpy as np
 
 from persyn.config import TeacherConfig
 from persyn.method import mark_failed
+from persyn.rewards.learnability_signals import DEFAULT_SIGNAL, signal_bounds
 from persyn.store import ImpossibleRow
 from persyn.teachers.base import Prompt
 
@@ -280,11 +281,14 @@ def check_generation_row(row: dict[str, Any]) -> None:
 
 
 def check_learnability_row(row: dict[str, Any]) -> None:
-    """A learnability row: a mean log-likelihood is at most 0."""
+    """A learnability row: its value within the bounds its signal declares (a mean
+    log-likelihood is at most 0); rows from before signals were recorded are the default's."""
     _check_finite(row, "")
     value = _number(row, "learnability")
-    if value is not None and value > _SLACK:
-        raise ImpossibleRow(f"learnability: {value:g} is above 0 (a mean log-likelihood)")
+    name = row.get("signal", DEFAULT_SIGNAL)
+    low, high = signal_bounds(name)
+    if value is not None and not low - _SLACK <= value <= high + _SLACK:
+        raise ImpossibleRow(f"learnability: {value:g} is outside [{low:g}, {high:g}] ({name})")
 
 
 def check_quality_row(row: dict[str, Any]) -> None:

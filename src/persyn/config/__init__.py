@@ -27,14 +27,13 @@ from persyn.config.base import (
 )
 from persyn.config.experiment import EvaluationConfig, ExperimentConfig, StudentTrainingConfig
 from persyn.config.paths import resolve_paths
+from persyn.config.rewards import LearnabilitySignalConfig, QualitySignal, RewardsConfig
 from persyn.config.sections import (
     CalibrationConfig,
     CalibrationSource,
     ExecutorConfig,
     LMRouterConfig,
     PromptsConfig,
-    QualitySignal,
-    RewardsConfig,
     RouterConfig,
     RoutingPolicyConfig,
 )
@@ -48,6 +47,7 @@ __all__ = [
     "ExperimentConfig",
     "GenerationParams",
     "LMRouterConfig",
+    "LearnabilitySignalConfig",
     "ModelRef",
     "PromptsConfig",
     "QualitySignal",

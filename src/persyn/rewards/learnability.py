@@ -1,9 +1,11 @@
-"""Learnability: the student's mean token log-likelihood of a teacher's response.
+"""Learnability: what the student's forward pass over a teacher's response says of it.
 
-r_l = (1/|y|) sum_t log p_student(y_t | x, y_<t), with x the prompt formatted by the
-student's chat template (generation prompt added) and y the response's tokens (any
-teacher, any tokenizer) as the student's tokenizer cuts the whole rendered conversation
-(`encode_pair`). Only response tokens count.
+By default the paper's mean token log-likelihood, r_l = (1/|y|) sum_t log p_student(y_t |
+x, y_<t), with x the prompt formatted by the student's chat template (generation prompt
+added) and y the response's tokens (any teacher, any tokenizer) as the student's tokenizer
+cuts the whole rendered conversation (`encode_pair`). Only response tokens count. The pass
+gives each response token's log-probability (and, for a signal that asks, its rank); the
+configured signal (`persyn.rewards.learnability_signals`) makes them one number.
 
 Batches are length-bucketed: examples are sorted by length and packed under a token
 budget, so padding stays small. A response that does not fit the student's context is
@@ -23,12 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from persyn.config import StudentConfig
+import numpy as np
+
+from persyn.config import LearnabilitySignalConfig, StudentConfig
+from persyn.rewards.learnability_signals import AnswerTokens, learnability_signal
 
 
 @dataclass
 class LearnabilityScore:
-    logprob_mean: float | None
+    value: float | None  # the signal's (`rewards.learnability`); by default the mean log-prob
     response_tokens: int
     truncated: bool
     error: str | None = None
@@ -91,17 +96,22 @@ def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 CE_TOKENS = 512
 
 
-def response_logprob_means(
-    states: Any, input_ids: Any, n_resp: list[int], head: Callable[[Any], Any] | None = None
-) -> Any:
-    """Per row, the mean log-probability of its last `n_resp[row]` tokens, from `states`
+def response_token_stats(
+    states: Any,
+    input_ids: Any,
+    n_resp: list[int],
+    head: Callable[[Any], Any] | None = None,
+    ranks: bool = False,
+) -> list[AnswerTokens]:
+    """Per row, what the student says of its last `n_resp[row]` tokens, from `states`
     ending at the row's last position (left padding: every response ends the row): logits,
-    or hidden states that `head` turns into logits.
+    or hidden states that `head` turns into logits. Each token's log-probability and, with
+    `ranks`, its rank (1 + the tokens whose logit is above its own).
 
     A few cross-entropy calls over the batch's response tokens, `CE_TOKENS` at a time, not
     one per row (a loop of small kernels was a fifth of the scorer's time): positions are
     picked first, so neither the head nor the log-softmax touches the padding of shorter
-    responses.
+    responses. The rank is one comparison over the same logits.
     """
     import torch
     import torch.nn.functional as F
@@ -113,16 +123,27 @@ def response_logprob_means(
     predicting = states[:, -longest - 1 : -1]
     targets = input_ids[:, -longest:]
     mask = torch.arange(longest, device=device)[None, :] >= (longest - n)[:, None]
-    rows, steps = mask.nonzero(as_tuple=True)
+    rows, steps = mask.nonzero(as_tuple=True)  # row-major: each row's tokens in order
     token_logprob = torch.empty(len(rows), device=device)
+    token_rank = torch.empty(len(rows), device=device, dtype=torch.long) if ranks else None
     for start in range(0, len(rows), CE_TOKENS):
         r, s = rows[start : start + CE_TOKENS], steps[start : start + CE_TOKENS]
-        logits = predicting[r, s] if head is None else head(predicting[r, s])
+        logits = (predicting[r, s] if head is None else head(predicting[r, s])).float()
+        target = targets[r, s]
         token_logprob[start : start + CE_TOKENS] = -F.cross_entropy(
-            logits.float(), targets[r, s], reduction="none"
+            logits, target, reduction="none"
         )
-    sums = torch.zeros(len(n_resp), device=device).index_add_(0, rows, token_logprob)
-    return sums / n
+        if token_rank is not None:
+            own = logits.gather(1, target[:, None])
+            token_rank[start : start + CE_TOKENS] = (logits > own).sum(-1) + 1
+    cuts = np.cumsum(n_resp)[:-1]
+    logprobs = np.split(token_logprob.cpu().numpy(), cuts)
+    if token_rank is None:
+        return [AnswerTokens(lp) for lp in logprobs]
+    return [
+        AnswerTokens(lp, rk)
+        for lp, rk in zip(logprobs, np.split(token_rank.cpu().numpy(), cuts), strict=True)
+    ]
 
 
 def split_head(model: Any) -> tuple[Any, Any] | None:
@@ -150,10 +171,14 @@ def split_head(model: Any) -> tuple[Any, Any] | None:
 
 
 class LearnabilityScorer:
-    """Scores (messages, response) pairs with the student model."""
+    """Scores (messages, response) pairs with the student model, as `signal` reads its
+    forward pass (default: the paper's mean token log-likelihood)."""
 
-    def __init__(self, student: StudentConfig) -> None:
+    def __init__(
+        self, student: StudentConfig, signal: LearnabilitySignalConfig | None = None
+    ) -> None:
         self.cfg = student
+        self.signal = learnability_signal(signal or LearnabilitySignalConfig())
         self.model: Any = None
         self.tokenizer: Any = None
         self.split: tuple[Any, Any] | None = None
@@ -201,14 +226,15 @@ class LearnabilityScorer:
             with torch.inference_mode():
                 if self.split is not None:
                     decoder, head = self.split
-                    hidden = decoder(**inputs).last_hidden_state[:, -keep:]
-                    means = response_logprob_means(hidden, input_ids, n_resp, head)
+                    states = decoder(**inputs).last_hidden_state[:, -keep:]
                 else:
-                    logits = self.model(**inputs, logits_to_keep=keep).logits
-                    means = response_logprob_means(logits, input_ids, n_resp)
-                means = means.tolist()
+                    states, head = self.model(**inputs, logits_to_keep=keep).logits, None
+                tokens = response_token_stats(
+                    states, input_ids, n_resp, head, ranks=self.signal.needs_ranks
+                )
             for row, i in enumerate(batch):
-                results[i] = LearnabilityScore(means[row], n_resp[row], encoded[i][2])
+                value = self.signal.value(tokens[row])
+                results[i] = LearnabilityScore(value, n_resp[row], encoded[i][2])
         return results
 
     def _score_vllm(self, pairs: list[tuple[list[dict[str, str]], str]]) -> list[LearnabilityScore]:
@@ -243,15 +269,21 @@ class LearnabilityScorer:
         encoded = [encode_pair(self.tokenizer, m, r, self.cfg.max_length) for m, r in pairs]
         results: list[LearnabilityScore] = [_empty(t) for _, _, t in encoded]
         todo = [i for i, (ids, n_prompt, _) in enumerate(encoded) if len(ids) > n_prompt]
-        # prompt_logprobs=0: only the log-probability of each actual prompt token
+        # prompt_logprobs=0: only the log-probability (and rank) of each actual prompt token
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
         outputs = self.model.generate(
             [TokensPrompt(prompt_token_ids=encoded[i][0]) for i in todo], params, use_tqdm=False
         )
         for i, out in zip(todo, outputs, strict=True):
             ids, n_prompt, truncated = encoded[i]
-            lps = [out.prompt_logprobs[k][ids[k]].logprob for k in range(n_prompt, len(ids))]
-            results[i] = LearnabilityScore(sum(lps) / len(lps), len(lps), truncated)
+            read = [out.prompt_logprobs[k][ids[k]] for k in range(n_prompt, len(ids))]
+            # vLLM's rank counts the tokens at or above the token's own log-probability:
+            # transformers' (strictly above, plus one) but for exact ties
+            tokens = AnswerTokens(
+                np.array([t.logprob for t in read], dtype=np.float32),
+                np.array([t.rank for t in read]) if self.signal.needs_ranks else None,
+            )
+            results[i] = LearnabilityScore(self.signal.value(tokens), len(read), truncated)
         return results
 
 

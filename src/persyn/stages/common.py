@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from persyn.config import RunConfig, TeacherConfig, fingerprint
+from persyn.config import LearnabilitySignalConfig, RunConfig, TeacherConfig, fingerprint
 from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
@@ -60,8 +60,16 @@ NOT_IN_SCORES = {"batch_tokens", "family"}
 
 
 def student_fingerprint(cfg: RunConfig) -> str:
-    """The student's section as written: a change reruns `score`."""
-    return fingerprint(cfg.student.model_dump(exclude=NOT_IN_SCORES))
+    """The student's section as written, and the learnability signal it is read with: a
+    change reruns `score`."""
+    return fingerprint(cfg.student.model_dump(exclude=NOT_IN_SCORES), *signal_key(cfg))
+
+
+def signal_key(cfg: RunConfig) -> list[dict[str, Any]]:
+    """[the learnability signal's settings], or nothing for the paper's default: the keys
+    of runs from before the signal could be chosen stay valid."""
+    signal = cfg.rewards.learnability
+    return [] if signal == LearnabilitySignalConfig() else [signal.model_dump(mode="json")]
 
 
 def learnability_fingerprint(cfg: RunConfig) -> str:
@@ -69,10 +77,11 @@ def learnability_fingerprint(cfg: RunConfig) -> str:
     the precision `auto` becomes where it runs (not the word `auto`) and the chat template
     its tokenizer holds now (tokenizer files are read, no weights). Rows of another
     precision, engine, length or template are recomputed, never mixed with these; `dtype:
-    auto` and `float32` on a CPU share rows. The GPU's index is left out."""
+    auto` and `float32` on a CPU share rows. The GPU's index is left out. Another
+    learnability signal is another key (`signal_key`)."""
     settings = cfg.student.model_dump(exclude=NOT_IN_SCORES | {"dtype"})
     precision = dtype_name(cfg.student, scoring_device(cfg))
-    return fingerprint(settings, precision, chat_template_hash(cfg.student))
+    return fingerprint(settings, precision, chat_template_hash(cfg.student), *signal_key(cfg))
 
 
 def scoring_device(cfg: RunConfig) -> str:

@@ -221,7 +221,7 @@ def score_responses(
         rows = []
         for i, s in zip(indices, scores, strict=True):
             pid, t, key_fp = todo_l[i]
-            value = s.logprob_mean
+            value = s.value
             error = s.error or (None if value is None or np.isfinite(value) else "non-finite")
             rows.append(
                 # a non-finite value is stored as null: NaN/Infinity are not JSON
@@ -231,6 +231,7 @@ def score_responses(
                     "fp": key_fp,
                     "input_fp": plan.inputs[pid, t],
                     "learnability": None if error == "non-finite" else value,
+                    "signal": cfg.rewards.learnability.name,  # the range a value must be in
                     "response_tokens": s.response_tokens,
                     "truncated": s.truncated,
                     "error": error,
@@ -238,7 +239,7 @@ def score_responses(
             )
         l_log.append(rows)
 
-    run.executor.learnability(cfg.student, pairs, l_sink)
+    run.executor.learnability(cfg.student, cfg.rewards.learnability, pairs, l_sink)
 
     # In chunks, each saved when done: a judge or reward model over many responses is slow,
     # and a killed run keeps what was scored.
