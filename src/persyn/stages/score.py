@@ -221,8 +221,7 @@ def score_responses(
         rows = []
         for i, s in zip(indices, scores, strict=True):
             pid, t, key_fp = todo_l[i]
-            value = s.value
-            error = s.error or (None if value is None or np.isfinite(value) else "non-finite")
+            error = s.error or (None if s.value is None or np.isfinite(s.value) else "non-finite")
             rows.append(
                 # a non-finite value is stored as null: NaN/Infinity are not JSON
                 {
@@ -230,7 +229,7 @@ def score_responses(
                     "teacher": t,
                     "fp": key_fp,
                     "input_fp": plan.inputs[pid, t],
-                    "learnability": None if error == "non-finite" else value,
+                    "learnability": None if error == "non-finite" else s.value,
                     "signal": cfg.rewards.learnability.name,  # the range a value must be in
                     "response_tokens": s.response_tokens,
                     "truncated": s.truncated,
