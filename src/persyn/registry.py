@@ -1,5 +1,5 @@
-"""One registry per pluggable family (teacher backends, quality signals, routers, routing
-policies, executors), and the only list of what each family holds.
+"""One registry per pluggable family (teacher backends, quality and learnability signals,
+routers, routing policies, executors), and the only list of what each family holds.
 
 A registry maps a name (what the config writes) to a class. Built-ins are given as classes
 or as `module:attr` strings imported on first use, so a backend's optional dependency is
