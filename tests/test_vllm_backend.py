@@ -218,14 +218,8 @@ def test_vllm_teacher_runs_calibrate_to_export(vllm_run: tuple[Path, dict[str, A
     )
 
 
-@pytest.mark.vllm
-@needs_vllm
-def test_vllm_scorer_agrees_with_transformers(
-    vllm_run: tuple[Path, dict[str, Any]], smol_dir: Path
-) -> None:
-    from persyn.rewards.learnability import LearnabilityScorer
-
-    run_dir, _ = vllm_run
+def scored_pairs(run_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[list, str]]]:
+    """The run's learnability rows and the (messages, answer) pair each scored."""
     prompts = {p["id"]: Prompt.from_row(p) for p in read_jsonl(run_dir / "prompts.jsonl")}
     text = {
         (r["prompt_id"], r["teacher"]): r["text"]
@@ -233,8 +227,19 @@ def test_vllm_scorer_agrees_with_transformers(
         for r in read_jsonl(path)
     }
     scored = read_jsonl(run_dir / "scores" / "learnability.jsonl")
-    assert len(scored) == 6 * 2  # every calibration prompt, both teachers
     pairs = [(prompts[r["prompt_id"]].messages, text[r["prompt_id"], r["teacher"]]) for r in scored]
+    return scored, pairs
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_vllm_scorer_agrees_with_transformers(
+    vllm_run: tuple[Path, dict[str, Any]], smol_dir: Path
+) -> None:
+    from persyn.rewards.learnability import LearnabilityScorer
+
+    scored, pairs = scored_pairs(vllm_run[0])
+    assert len(scored) == 6 * 2  # every calibration prompt, both teachers
     hf = LearnabilityScorer(StudentConfig(**smol_student(smol_dir, "hf"))).score(pairs)
     for row, expected in zip(scored, hf, strict=True):
         assert row["error"] is None and row["response_tokens"] == expected.response_tokens > 0
@@ -243,3 +248,26 @@ def test_vllm_scorer_agrees_with_transformers(
         assert row["learnability"] == pytest.approx(expected.value, abs=3e-6)
     # A pair cut at max_length fills the engine's context but for the one sampled token.
     assert any(row["truncated"] for row in scored)
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_vllm_scorer_gives_the_ranks_of_the_rank_surprisal_ratio(
+    vllm_run: tuple[Path, dict[str, Any]], smol_dir: Path
+) -> None:
+    """vLLM's `prompt_logprobs` carry each token's rank: its Rank-Surprisal Ratio is the
+    transformers scorer's (ranks may differ only on exact ties)."""
+    from persyn.config import LearnabilitySignalConfig
+    from persyn.rewards.learnability import LearnabilityScorer
+
+    _, pairs = scored_pairs(vllm_run[0])
+    rsr = LearnabilitySignalConfig(name="rank_surprisal_ratio")
+    scores = {
+        scorer: LearnabilityScorer(StudentConfig(**smol_student(smol_dir, scorer)), rsr).score(
+            pairs
+        )
+        for scorer in ("vllm", "hf")
+    }
+    for got, expected in zip(scores["vllm"], scores["hf"], strict=True):
+        assert got.value is not None and expected.value is not None
+        assert got.value == pytest.approx(expected.value, rel=1e-3)
