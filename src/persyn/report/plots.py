@@ -54,10 +54,16 @@ def plot_shares(art: ReportData) -> bytes:
     return _png(fig)
 
 
+def learnability_measure(art: ReportData) -> str:
+    """What the learnability axis measures: the configured signal (`rewards.learnability`)."""
+    name = art.cfg.rewards.learnability.name
+    return "mean token log-prob" if name == "mean_logprob" else name.replace("_", " ")
+
+
 def plot_reward_distributions(art: ReportData) -> bytes:
     """Box plots per teacher of raw learnability, raw quality and the combined reward."""
     panels = [
-        ("learnability", "learnability (mean token log-prob)"),
+        ("learnability", f"learnability ({learnability_measure(art)})"),
         ("quality", "quality (raw)"),
         ("reward", f"combined reward (alpha={art.cfg.rewards.alpha})"),
     ]
@@ -98,7 +104,7 @@ def plot_learnability_quality(art: ReportData) -> bytes:
                 edgecolors="black",
                 label=teacher,
             )
-    ax.set_xlabel("learnability (student's mean token log-prob)")
+    ax.set_xlabel(f"learnability (student's {learnability_measure(art)})")
     ax.set_ylabel("quality (jittered)")
     ax.set_title("Learnability against quality (star: teacher mean)")
     ax.legend(fontsize="small")
