@@ -43,7 +43,7 @@ def run_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     root = tmp_path_factory.mktemp("report-run")
     config = tiny_run_config(tiny_lm_dir, root / "run")
     # Greedy, the random tiny LM repeats a newline (an empty answer); sampling gives text.
-    config["teachers"][0]["generation"] = {"max_new_tokens": 8, "temperature": 1.0}
+    config["teachers"][0]["generation"] |= {"max_new_tokens": 8, "temperature": 1.0}
     config["prompts"]["builtin"] = "test_report:hostile_mix"
     run_pipeline(parse_config(config))
     return root / "run"
