@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from persyn.config.base import (
+    THINK_TAGS,
     ConfigError,
     GenerationParams,
     ModelRef,
@@ -39,6 +40,7 @@ from persyn.config.sections import (
 )
 
 __all__ = [
+    "THINK_TAGS",
     "CalibrationConfig",
     "CalibrationSource",
     "ConfigError",

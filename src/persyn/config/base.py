@@ -56,16 +56,39 @@ class StudentConfig(ModelRef):
     )
 
 
+#: reasoning models' (DeepSeek-R1, QwQ, Qwen3) tags around their thinking
+THINK_TAGS = ("<think>", "</think>")
+
+
 class GenerationParams(Section):
     max_new_tokens: int = Field(256, gt=0, description="Longest response in tokens.")
-    temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(
+        0.0,
+        ge=0,
+        description="0 means greedy decoding; null: not sent to an `openai` server (reasoning "
+        "models refuse it), greedy on the local backends.",
+    )
+    top_p: float | None = Field(
+        1.0, gt=0, le=1, description="null: not sent to an `openai` server; 1.0 locally."
+    )
     seed: int = Field(0, description="Sampling seed (deterministic backends).")
     keep_truncated: bool = Field(
         False,
         description="Keep answers cut at max_new_tokens: by default such an answer counts "
         "as failed (it loses in routing and is not exported); true where a cut answer is "
         "still useful (e.g. its result comes first). Changes no answer, so none is redone.",
+    )
+    think_tags: tuple[str, str] | None = Field(
+        THINK_TAGS,
+        description="The tags around a reasoning model's thinking: a leading block in them "
+        "is kept apart from the answer (the row's `reasoning`), never scored or exported "
+        "unless train_on_reasoning; null: the whole text is the answer.",
+    )
+    train_on_reasoning: bool = Field(
+        False,
+        description="Export the reasoning too, in think_tags before the answer (the "
+        "student learns to think); scoring still reads the answer alone. Changes no answer, "
+        "so none is redone.",
     )
 
 

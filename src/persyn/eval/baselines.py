@@ -51,6 +51,7 @@ from persyn.stages.common import (
     generating_columns,
     generating_teachers,
     teacher_fingerprint,
+    trained_text,
 )
 from persyn.stages.score import (
     combined_reward,
@@ -244,5 +245,6 @@ def build_dataset(name: str, ctx: BaselineContext) -> list[dict[str, Any]]:
         if gen is None or failed_answer(gen, run.cfg.teacher(teacher)):
             continue
         provenance = Provenance.of_answer(run.cfg.teacher(teacher), gen)
-        rows.append(dataset_row(by_id[pid], gen["text"], teacher, name, provenance))
+        answer = trained_text(gen, run.cfg.teacher(teacher))
+        rows.append(dataset_row(by_id[pid], answer, teacher, name, provenance))
     return rows

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from persyn.config import LearnabilitySignalConfig, RunConfig, TeacherConfig, fingerprint
+from persyn.config import (
+    THINK_TAGS,
+    LearnabilitySignalConfig,
+    RunConfig,
+    TeacherConfig,
+    fingerprint,
+)
 from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
-from persyn.teachers.base import Generation, backend_class, can_generate
+from persyn.teachers.base import Generation, backend_class, can_generate, with_reasoning
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -39,16 +45,22 @@ def generating_columns(cfg: RunConfig) -> list[int]:
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
     """What decides a teacher's output: not its prices, family, batch size, runtime
-    options or whether cut answers are kept (`rewards.mix` and `export` have that); the
-    code of a function teacher, so an edited function regenerates its rows."""
+    options, whether cut answers are kept (`rewards.mix` and `export` have that) or whether
+    its reasoning is exported; the code of a function teacher, so an edited function
+    regenerates its rows. Think tags other than the default are part of it (they split
+    the row's answer from its reasoning); the default is left out, so the keys of rows
+    from before reasoning was kept apart stay valid."""
     backend = backend_class(t.backend)
     runtime = set(backend.runtime_options)
     options = {k: v for k, v in t.options.items() if k not in runtime}
     code = backend.code_digest(t)
     prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
     skipped: dict[str, Any] = dict.fromkeys({"family", "batch_size", "options", *prices}, True)
+    not_sent = {"keep_truncated", "train_on_reasoning"}
+    if t.generation.think_tags == THINK_TAGS:
+        not_sent.add("think_tags")
     return fingerprint(
-        t.model_dump(exclude={**skipped, "generation": {"keep_truncated"}}),
+        t.model_dump(exclude={**skipped, "generation": not_sent}),
         options,
         *([code] if code is not None else []),  # other backends keep their earlier keys
     )
@@ -135,24 +147,24 @@ def ask_teacher(
         log(f"{stage}: teacher {teacher.name!r}: retrying {retried} failed or outdated rows")
 
     def sink(results: list[Generation]) -> None:
-        rowlog.append(
-            {
-                "prompt_id": g.prompt_id,
-                "teacher": teacher.name,
-                "fp": fp,
-                "prompt_fp": run.prompt_fp(g.prompt_id),
-                "text": g.text,
-                "prompt_tokens": g.prompt_tokens,
-                "completion_tokens": g.completion_tokens,
-                "finish_reason": g.finish_reason,
-                "truncated": g.truncated,  # cut at max_new_tokens (`failed_answer`)
-                # a server's message can quote the endpoint, credentials included
-                "error": redact_text(g.error)
-                if g.error is not None
-                else (None if g.text.strip() else "empty response"),
-            }
-            for g in results
-        )
+        think_tags = teacher.generation.think_tags
+        rowlog.append(generation_row(g.reasoning_apart(think_tags)) for g in results)
+
+    def generation_row(g: Generation) -> dict[str, Any]:
+        return {
+            "prompt_id": g.prompt_id,
+            "teacher": teacher.name,
+            "fp": fp,
+            "prompt_fp": run.prompt_fp(g.prompt_id),
+            "text": g.text,  # the answer alone: what is scored and exported
+            "reasoning": g.reasoning,
+            "prompt_tokens": g.prompt_tokens,
+            "completion_tokens": g.completion_tokens,
+            "finish_reason": g.finish_reason,
+            "truncated": g.truncated,  # cut at max_new_tokens (`failed_answer`)
+            # a server's message can quote the endpoint, credentials included
+            "error": redact_text(g.error) if g.error is not None else empty_answer(g),
+        }
 
     try:
         run.executor.generate(teacher, todo, sink)
@@ -179,6 +191,24 @@ def ask_teacher(
                 "generation.keep_truncated: true where a cut answer is still useful"
             )
     return {"generated": len(todo), "errors": errors, "truncated": cut}
+
+
+def empty_answer(g: Generation) -> str | None:
+    """Why an answer without an error is no answer, or None."""
+    if g.text.strip():
+        return None
+    if g.reasoning:
+        return "no answer after the reasoning (raise max_new_tokens if it was cut)"
+    return "empty response"
+
+
+def trained_text(row: dict[str, Any], teacher: TeacherConfig) -> str:
+    """The assistant message a dataset row gets from a generation row: the answer, with
+    its reasoning in front where the teacher's `generation.train_on_reasoning` asks."""
+    gen = teacher.generation
+    if not gen.train_on_reasoning:
+        return str(row["text"])
+    return with_reasoning(row.get("reasoning"), row["text"], gen.think_tags or THINK_TAGS)
 
 
 def check_errors(

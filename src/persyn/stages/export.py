@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.artifacts import Provenance, dataset_row
 from persyn.report.card import write_dataset_card
 from persyn.report.summary import build_summary
-from persyn.stages.common import usable_generation
+from persyn.stages.common import trained_text, usable_generation
 from persyn.stages.fallback import GenerationRows, chain_order
 from persyn.stages.score import failed_answer
 
@@ -58,7 +58,8 @@ def export(run: Run) -> dict[str, Any]:
                 known = rewards.by_teacher(reward_row[p.id])
                 provenance = Provenance.of_answer(cfg.teacher(teacher), gen)
                 teacher_rows[teacher] += 1
-                yield dataset_row(p, gen["text"], teacher, "oracle", provenance, None, known)
+                answer = trained_text(gen, cfg.teacher(teacher))
+                yield dataset_row(p, answer, teacher, "oracle", provenance, None, known)
                 continue
             route = routes[p.id]
             chain = rows.walk(p.id, chain_order(cfg, route))
@@ -82,7 +83,8 @@ def export(run: Run) -> dict[str, Any]:
             )
             teacher_rows[chain.used] += 1
             scores = route["router_scores"]
-            yield dataset_row(p, gen["text"], chain.used, "router", provenance, scores)
+            answer = trained_text(gen, cfg.teacher(chain.used))
+            yield dataset_row(p, answer, chain.used, "router", provenance, scores)
 
     run.store.write_dataset(rows_out(), cfg.teacher_names)
     run.store.write_failed(failed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from persyn.config import ConfigError, TeacherConfig
@@ -58,7 +58,10 @@ class Generation:
 
     `finish_reason` says why generation stopped, in the words of OpenAI's API: `stop` (the
     model ended its answer, or a stop string did), `length` (`CUT_AT_LIMIT`: cut at
-    `max_new_tokens`), or what a server sent; None where the backend cannot tell."""
+    `max_new_tokens`), or what a server sent; None where the backend cannot tell.
+
+    `reasoning` is a reasoning model's thinking, apart from the answer in `text`: what a
+    server sent as such, or the think block `reasoning_apart` takes out of the text."""
 
     prompt_id: str
     text: str = ""
@@ -66,11 +69,45 @@ class Generation:
     completion_tokens: int = 0
     error: str | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None
 
     @property
     def truncated(self) -> bool:
         """Cut at `max_new_tokens`: the answer may end mid-sentence."""
         return self.finish_reason == CUT_AT_LIMIT
+
+    def reasoning_apart(self, think_tags: tuple[str, str] | None) -> Generation:
+        """This generation with a leading think block moved from `text` to `reasoning`
+        (unless a server already sent the reasoning apart, or `think_tags` is None)."""
+        if self.reasoning is not None or think_tags is None or self.error is not None:
+            return self
+        reasoning, answer = split_reasoning(self.text, think_tags)
+        return self if reasoning is None else replace(self, text=answer, reasoning=reasoning)
+
+
+def split_reasoning(text: str, think_tags: tuple[str, str]) -> tuple[str | None, str]:
+    """(reasoning, answer) of a text that starts with a think block, e.g. `<think>...
+    </think>answer`; (None, text) when it has none. A text with the closing tag and no
+    opening one counts too: chat templates of reasoning models (DeepSeek-R1, QwQ) put the
+    opening tag in the prompt. A block never closed (cut at max_new_tokens) is all
+    reasoning, and the answer is empty."""
+    opening, closing = think_tags
+    body = text.lstrip()
+    if body.startswith(opening):
+        body = body[len(opening) :]
+    elif closing not in body:
+        return None, text
+    reasoning, _, answer = body.partition(closing)
+    return reasoning.strip(), answer.strip()
+
+
+def with_reasoning(reasoning: str | None, answer: str, think_tags: tuple[str, str]) -> str:
+    """The answer with its reasoning put back in front, in think tags (what a student
+    trained on reasoning reads); the answer alone when there is none."""
+    if not reasoning:
+        return answer
+    opening, closing = think_tags
+    return f"{opening}\n{reasoning}\n{closing}\n\n{answer}"
 
 
 class Teacher(ABC):

@@ -49,9 +49,9 @@ class HFTeacher(Teacher):
                 {"input_ids": [encoded[i] for i in ok]}, padding=True, return_tensors="pt"
             ).to(self.model.device)
             kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens}
-            if gen.temperature > 0:
+            if gen.temperature:  # null, like 0, is greedy here
                 torch.manual_seed(gen.seed)
-                kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p)
+                kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p or 1.0)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.inference_mode():

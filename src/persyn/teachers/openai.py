@@ -23,7 +23,18 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
                  refused, timed out; each after its retries) the teacher stops sending: its
                  remaining prompts become error rows that a rerun retries (default 8)
     extra_body   extra JSON fields for every request (e.g. vLLM's `top_k`,
-                 `chat_template_kwargs`); part of the teacher's fingerprint
+                 `chat_template_kwargs`, OpenAI's `reasoning_effort`); part of the
+                 teacher's fingerprint
+    token_param  the request field that carries `generation.max_new_tokens`: `max_tokens`
+                 (default; every compatible server) or `max_completion_tokens` (what
+                 OpenAI's reasoning models accept instead); part of the fingerprint
+
+Reasoning models: set `token_param: max_completion_tokens` and `generation.temperature:
+null` / `top_p: null` (a null parameter is not sent: the server's default applies). The
+reasoning a server returns apart (`message.reasoning_content`, as DeepSeek's API and vLLM
+with a reasoning parser send it, or `message.reasoning`) is kept in the row's
+`reasoning`, apart from the answer; else a leading think block of the text is split off
+(`generation.think_tags`).
 
 `model` is the model name the server knows. Tokens used come from the response's `usage`;
 the summary's cost per teacher is prompt tokens x `cost_per_1k_input_tokens` / 1000
@@ -35,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field
@@ -62,6 +73,11 @@ class OpenAIOptions(Section):
     )
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra JSON fields sent with every request."
+    )
+    token_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="Request field for generation.max_new_tokens; reasoning models of "
+        "OpenAI's API take max_completion_tokens.",
     )
 
 
@@ -195,15 +211,11 @@ class OpenAITeacher(Teacher):
             )
 
     async def _request(self, prompt: Prompt) -> Generation:
-        gen = self.cfg.generation
         response = await self._client.chat.completions.create(
             model=self.cfg.model,
             messages=self.chat(prompt),
-            max_tokens=gen.max_new_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            seed=gen.seed,
             extra_body=self.options.extra_body or None,
+            **self.sampling(),
         )
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
@@ -214,7 +226,20 @@ class OpenAITeacher(Teacher):
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason if choice else None,
+            reasoning=sent_reasoning(choice.message) if choice else None,
         )
+
+    def sampling(self) -> dict[str, Any]:
+        """The request's generation fields; a parameter set to null is left out, so that
+        the server's default applies (reasoning models refuse `temperature` and `top_p`)."""
+        gen = self.cfg.generation
+        fields = {
+            self.options.token_param: gen.max_new_tokens,
+            "temperature": gen.temperature,
+            "top_p": gen.top_p,
+            "seed": gen.seed,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
 
     def _describe(self, err: Exception) -> str:
         """One line saying what failed and what to do; the API key is scrubbed out."""
@@ -250,3 +275,14 @@ class OpenAITeacher(Teacher):
             message = f"{type(err).__name__}: {err}"
         # the key, and credentials in base_url, scrubbed
         return redact_text(" ".join(message.split()))
+
+
+def sent_reasoning(message: Any) -> str | None:
+    """The reasoning a server sent apart from the answer: `reasoning_content` (DeepSeek's
+    API, vLLM's reasoning parsers) or `reasoning` (later vLLM, other providers); the
+    client keeps fields it does not know as attributes."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None

@@ -151,8 +151,8 @@ class VLLMTeacher(Teacher):
         gen = self.cfg.generation
         return {
             "max_tokens": gen.max_new_tokens,
-            "temperature": gen.temperature,
-            "top_p": gen.top_p,
+            "temperature": gen.temperature or 0.0,  # null, like 0, is greedy here
+            "top_p": gen.top_p or 1.0,
             "seed": gen.seed,
         }
 
