@@ -86,10 +86,8 @@ def test_reasoning_is_kept_apart_scored_never_and_not_exported(thinking_run: Run
     rows = store.generation_log("thinker").rows.values()
     assert rows and all(r["reasoning"] == THINKING for r in rows)
     assert all("<think>" not in r["text"] and THINKING not in r["text"] for r in rows)
-    concise = {
-        r["prompt_id"]: r["text"] for r in store.generation_log("solver-concise").rows.values()
-    }
-    assert all(r["text"] == concise[r["prompt_id"]] for r in rows)
+    by_id = thinking_run.prompts_by_id()
+    assert all(r["text"] == solver_concise(by_id[r["prompt_id"]]).strip() for r in rows)
     assert all(r["reasoning"] is None for r in store.generation_log("solver-concise").rows.values())
 
     # scored on the answer alone: the same scores as the concise solver's same answers
