@@ -181,7 +181,7 @@ def test_bad_options_name_the_teacher_and_key(tiny_lm_dir: Path, tmp_path: Path)
     assert str(info.value) == (
         "teacher 'smol-brief' (openai backend) options: unknown key 'concurency'; valid keys: "
         "base_url, api_key_env, concurrency, timeout_s, max_retries, max_consecutive_failures, "
-        "extra_body"
+        "extra_body, token_param"
     )
 
 
