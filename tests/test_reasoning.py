@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from conftest import tiny_run_config
 
-from persyn.config import THINK_TAGS, ConfigError, TeacherConfig, parse_config
+from persyn.config import THINK_TAGS, ConfigError, QualitySignal, TeacherConfig, parse_config
 from persyn.demo.solvers import solver_concise
 from persyn.pipeline import Run, run_pipeline
+from persyn.rewards.judge import LLMJudge
 from persyn.stages.common import teacher_fingerprint
 from persyn.teachers.base import Generation, Prompt, make_teacher, split_reasoning
 
@@ -130,6 +131,17 @@ def test_an_answer_that_is_all_reasoning_is_an_error_row() -> None:
     )
     assert empty_answer(Generation("p", "")) == "empty response"
     assert empty_answer(Generation("p", "5", reasoning="steps")) is None
+
+
+def thinking_judge(prompt: Prompt) -> str:
+    return "<think>A first look says score: 2, but the answer is right.</think>\n[[9]]"
+
+
+def test_a_reasoning_judge_is_graded_on_its_verdict() -> None:
+    teacher = {"backend": "scripted", "model": "test_reasoning:thinking_judge"}
+    judge = LLMJudge(QualitySignal(kind="judge", options={"teacher": teacher}))
+    [score] = judge.score([(Prompt("p1", [{"role": "user", "content": "2 + 3?"}]), "5")])
+    assert score is not None and score.raw == 9.0
 
 
 # -- fingerprints --------------------------------------------------------------------------

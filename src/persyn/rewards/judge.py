@@ -158,7 +158,9 @@ class LLMJudge(QualityScorer):
                 if gen.error is not None:
                     out[i] = SignalScore(None, f"judge {teacher_cfg.name!r} failed: {gen.error}")
                     continue
-                grade, why = parse_grade(gen.text, min_score, max_score)
+                # a reasoning judge's thinking may try other grades before its verdict
+                reply = gen.reasoning_apart(teacher_cfg.generation.think_tags).text
+                grade, why = parse_grade(reply, min_score, max_score)
                 value = None if grade is None else (grade - min_score) / (max_score - min_score)
                 out[i] = SignalScore(value, why, raw=grade)
         return out
