@@ -23,7 +23,8 @@ from persyn.teachers.base import Generation, Prompt, make_teacher
 GenerationSink = Callable[[list[Generation]], None]
 ScoreSink = Callable[[list[int], list[LearnabilityScore]], None]
 ScorePair = tuple[list[dict[str, str]], str]
-RouterScoreSink = Callable[[list[int], np.ndarray], None]
+# (indices, scores [len(indices), teachers], novelty [len(indices)], NaN: none)
+RouterScoreSink = Callable[[list[int], np.ndarray, np.ndarray], None]
 
 
 class Executor(ABC):
@@ -52,7 +53,8 @@ class Executor(ABC):
         self, router_dir: Path, teachers: list[str], texts: list[str], sink: RouterScoreSink
     ) -> None:
         """Score every prompt text with the router saved in `router_dir` (trained for
-        `teachers`); `sink(indices, scores [len(indices), teachers])` as they finish."""
+        `teachers`); `sink(indices, scores [len(indices), teachers], novelty [len(indices)])`
+        as they finish (`Router.novelty`)."""
 
 
 # Generated rows reach the stage's sink (one fsync per call) at least this often. Batches
@@ -140,7 +142,8 @@ class LocalExecutor(Executor):
         with bar("route: router scores", len(texts)) as progress:
             for start in range(0, len(texts), self.route_chunk):
                 idx = list(range(start, min(start + self.route_chunk, len(texts))))
-                sink(idx, router.scores([texts[i] for i in idx]))
+                chunk = [texts[i] for i in idx]
+                sink(idx, router.scores(chunk), router.novelty(chunk))
                 progress.advance(len(idx))
 
 

@@ -95,9 +95,11 @@ class RouterReplica:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [json.loads(item) for item in batch["item"]]
-        scores = self.router.scores([r["text"] for r in rows])
+        texts = [r["text"] for r in rows]
+        scores, novelty = self.router.scores(texts), self.router.novelty(texts)
         results = [
-            {"index": r["index"], "scores": s.tolist()} for r, s in zip(rows, scores, strict=True)
+            {"index": r["index"], "scores": s.tolist(), "novelty": float(n)}
+            for r, s, n in zip(rows, scores, novelty, strict=True)
         ]
         return {"result": np.array([json.dumps(r) for r in results])}
 
@@ -202,7 +204,11 @@ class RayExecutor(Executor):
         gpus = self.cfg.num_gpus if ROUTERS.load(kind).loads_model else 0
         with bar("route: router scores (ray)", len(texts)) as progress:
             for rows in self._stream(items, RouterReplica, config, ROUTE_CHUNK, gpus):
-                sink([r["index"] for r in rows], np.array([r["scores"] for r in rows]))
+                sink(
+                    [r["index"] for r in rows],
+                    np.array([r["scores"] for r in rows]),
+                    np.array([r["novelty"] for r in rows], dtype=float),
+                )
                 progress.advance(len(rows))
 
     def _vllm_processor(

@@ -15,10 +15,12 @@ in `folders`. Layout (relative to the run directory):
                                    quality per (prompt, teacher, quality config)
     rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle
     rewards_alpha<a>.jsonl, alpha_sweep.{json,md}   `persyn score --alpha` re-mixes
-    router/                        checkpoint (`RouterCheckpoint`), metrics.json,
+    router/                        checkpoint (`RouterCheckpoint`; novelty.npz: calibration
+                                   embeddings, novelty threshold), metrics.json,
                                    test_predictions.jsonl, scores.jsonl (row log of router
                                    scores), eval.{json,md}
-    routes.jsonl                   per routed prompt: teacher, key of its router scores
+    routes.jsonl                   per routed prompt: teacher, key of its router scores,
+                                   novelty, confidence
     dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
     failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
     demo_summary.json              `persyn demo`'s copy of the summary
@@ -32,6 +34,7 @@ in `folders`. Layout (relative to the run directory):
 
 from persyn.artifacts.folders import (
     ExperimentFiles,
+    NoveltyReference,
     ReportFiles,
     RouterCheckpoint,
     StudentEvalFiles,
@@ -51,6 +54,7 @@ from persyn.artifacts.run import RunArtifacts
 __all__ = [
     "SCORE_SIGNALS",
     "ExperimentFiles",
+    "NoveltyReference",
     "Provenance",
     "ReportFiles",
     "RewardTable",

@@ -4,19 +4,66 @@ training folder, a student evaluation, an experiment and a report; each file by 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from persyn.store import atomic_write_json
 
 
+@dataclass(frozen=True)
+class NoveltyReference:
+    """What routed prompts' novelty is measured against: the router-train calibration
+    prompts' embeddings in the router's encoder space (float16), the held-out calibration
+    prompts' own novelty, the threshold calibrated on it and the neighbours averaged."""
+
+    embeddings: np.ndarray  # [prompts, dim]
+    heldout_novelty: np.ndarray  # [held-out prompts]
+    threshold: float | None
+    k: int
+
+
 class RouterCheckpoint:
     """A router checkpoint: `router.json` (the router's kind, teachers and config; written
-    last, it marks a whole checkpoint) and the state files the router writes beside it."""
+    last, it marks a whole checkpoint), the state files the router writes beside it and
+    `novelty.npz` (`NoveltyReference`; absent for routers without an encoder space)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.meta_path = folder / "router.json"
+        self.novelty_path = folder / "novelty.npz"
+
+    def write_novelty(self, reference: NoveltyReference | None) -> None:
+        """Write `reference` (None: remove an earlier router's)."""
+        if reference is None:
+            self.novelty_path.unlink(missing_ok=True)
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / ".novelty.tmp.npz"
+        threshold = np.nan if reference.threshold is None else reference.threshold
+        np.savez(
+            tmp,
+            embeddings=reference.embeddings.astype(np.float16),
+            heldout_novelty=reference.heldout_novelty.astype(np.float32),
+            threshold=np.float64(threshold),
+            k=np.int64(reference.k),
+        )
+        tmp.replace(self.novelty_path)
+
+    def novelty(self) -> NoveltyReference | None:
+        """The stored reference (None when the router has none)."""
+        if not self.novelty_path.is_file():
+            return None
+        with np.load(self.novelty_path) as data:
+            threshold = float(data["threshold"])
+            return NoveltyReference(
+                embeddings=data["embeddings"].astype(np.float32),
+                heldout_novelty=data["heldout_novelty"].astype(float),
+                threshold=None if np.isnan(threshold) else threshold,
+                k=int(data["k"]),
+            )
 
     def meta(self) -> dict[str, Any]:
         return json.loads(self.meta_path.read_text())

@@ -144,6 +144,10 @@ class Provenance:
     source: str | None = None  # that data set (file, folder or hub id)
     source_row: str | None = None  # and where in it (file, row, field)
     fallback_from: tuple[str, ...] = ()  # teachers whose answer failed before this one
+    # routed rows (None otherwise): how unlike the calibration prompts the prompt is, and
+    # the router's top-1 win probability (`persyn.method.coverage`)
+    novelty: float | None = None
+    confidence: float | None = None
 
     @classmethod
     def of_answer(
@@ -152,8 +156,10 @@ class Provenance:
         row: dict[str, Any],
         router: str | None = None,
         fallback_from: tuple[str, ...] = (),
+        route: dict[str, Any] | None = None,
     ) -> Provenance:
-        """The provenance of generation row `row` of `teacher`."""
+        """The provenance of generation row `row` of `teacher` (`route`: its routes row)."""
+        route = route or {}
         imported = row.get("provenance") == "imported"
         return cls(
             teacher_model=(row.get("model") if imported else None) or teacher.model,
@@ -164,6 +170,8 @@ class Provenance:
             source=row.get("source"),
             source_row=row.get("source_row"),
             fallback_from=tuple(fallback_from),
+            novelty=route.get("novelty"),
+            confidence=route.get("confidence"),
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -228,6 +236,8 @@ def dataset_features(teachers: list[str]) -> Features:
                 "source": text,
                 "source_row": text,
                 "fallback_from": [text],
+                "novelty": number,
+                "confidence": number,
             },
         }
     )

@@ -242,6 +242,19 @@ class RouterConfig(Section):
     )
     mf_dim: int = Field(32, gt=0, description="`mf`: size of the teacher and prompt factors.")
     knn_k: int = Field(10, gt=0, description="`knn`: neighbours averaged per prompt.")
+    novelty_k: int = Field(
+        10,
+        gt=0,
+        description="A routed prompt's novelty is its mean cosine distance to this many "
+        "nearest calibration prompts in the router's encoder space.",
+    )
+    novelty_quantile: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Novelty threshold: this quantile of the held-out (validation + test) "
+        "calibration prompts' novelty; routed prompts above it count as novel.",
+    )
     lm: LMRouterConfig = Field(default_factory=LMRouterConfig)
     epochs: int = Field(200, gt=0)
     learning_rate: float = Field(1e-2, gt=0)

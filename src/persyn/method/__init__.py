@@ -40,8 +40,14 @@ mapping prompts to scores [prompts, teachers]. In order (`rewards` holds 2-5, `f
    router that routes is refit on train + validation for the epochs validation chose.
 8. `choose_teachers`: teacher = argmax_n pi_n(x), one forward pass per prompt; only that
    teacher generates the prompt's answer.
+
+`coverage` says how well the calibration set covers a routed prompt: its `novelty` (mean
+cosine distance to the k nearest calibration prompts, thresholded at a quantile of the
+held-out calibration prompts' own novelty) and the router's `confidence` (the top-1
+teacher's Bradley-Terry win probability against the runner-up).
 """
 
+from persyn.method.coverage import confidence, novelty, novelty_threshold
 from persyn.method.fit import (
     PAIR_BATCH_PROMPTS,
     Batch,
@@ -85,11 +91,14 @@ __all__ = [
     "charge_failures",
     "choose_teachers",
     "combine",
+    "confidence",
     "failure_reward",
     "fit_bradley_terry",
     "mark_failed",
     "merge_ties",
     "normalize",
+    "novelty",
+    "novelty_threshold",
     "oracle_choice",
     "predict",
     "preference_pairs",

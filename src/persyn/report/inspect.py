@@ -95,7 +95,10 @@ def _stage_details(marker: dict[str, Any]) -> str:
     for key, value in marker.items():
         if key in {"stage", "fingerprint", "finished_at", "inputs", "outputs"}:
             continue
-        if key == "metrics" and isinstance(value, dict) and "test" in value:
+        if key == "share_novel":
+            if value is not None:
+                parts.append(f"{value:.0%} novel (unlike the calibration prompts)")
+        elif key == "metrics" and isinstance(value, dict) and "test" in value:
             parts.append(f"test top-1 {value['test']['top1']:.0%}")
         elif key == "teachers" and isinstance(value, dict):
             generated = sum(v.get("generated", 0) for v in value.values())

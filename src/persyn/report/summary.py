@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from persyn.report.coverage import coverage_summary
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def build_summary(
         student_truncated = {t: c["truncated"] for t, c in too_long.items()}
         student_share = {t: _share(c["truncated"], c["scored"]) for t, c in too_long.items()}
     gts = n_prompts * len(names)
+    reference = run.store.router_checkpoint().novelty() if routes else None
     return {
         "run": cfg.name,
         "prompts": n_prompts,
@@ -97,6 +99,8 @@ def build_summary(
             t: sum(r["teacher"] == t for r in routes) / max(len(routes), 1) for t in names
         },
         "router_test": test,
+        # how well the calibration prompts cover the routed ones (`novelty`, `confidence`)
+        **coverage_summary(routes, None if reference is None else reference.threshold),
         # answers cut at max_new_tokens (failed unless the teacher's keep_truncated), and
         # their share of the answers whose finish reason is known (None: none known)
         "truncated_answers": cut,

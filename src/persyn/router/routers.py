@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from persyn.artifacts import RouterCheckpoint
+from persyn.artifacts import NoveltyReference, RouterCheckpoint
 from persyn.config import ConfigError, RouterConfig
 from persyn.method import (
     EpochCallback,
     RouterData,
     charge_failures,
     fit_bradley_terry,
+    novelty,
     predict,
 )
 from persyn.registry import Registry
@@ -48,6 +49,8 @@ class Router(ABC):
     name: ClassVar[str]  # its registry key (`router.kind`), saved in its checkpoint
     #: it holds a model (an encoder, an LM) while scoring: a Ray replica gets GPUs
     loads_model: ClassVar[bool] = True
+    #: it has an encoder space (`embeddings`), so its routed prompts get a novelty
+    embeds: ClassVar[bool] = False
 
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
@@ -55,10 +58,26 @@ class Router(ABC):
         """`encoder`: a frozen encoder shared between routers; routers without one ignore it."""
         self.teachers = list(teachers)
         self.cfg = cfg
+        # the calibration prompts novelty is measured against (`Router.load` reads it)
+        self.novelty_reference: NoveltyReference | None = None
 
     @abstractmethod
     def scores(self, prompts: list[str]) -> np.ndarray:
         """[prompts, teachers] scores; the router's choice is the row's argmax."""
+
+    def embeddings(self, prompts: list[str]) -> np.ndarray | None:
+        """[prompts, dim] the prompts in the router's encoder space; None for a router
+        without one (its prompts get no novelty)."""
+        return None
+
+    def novelty(self, prompts: list[str]) -> np.ndarray:
+        """[prompts] mean cosine distance to the nearest calibration prompts
+        (`persyn.method.novelty`); NaN where the router has no encoder space or reference."""
+        reference = self.novelty_reference
+        features = self.embeddings(prompts) if reference is not None else None
+        if reference is None or features is None:
+            return np.full(len(prompts), np.nan)
+        return novelty(features, reference.embeddings, reference.k)
 
     def fit(
         self,
@@ -125,6 +144,7 @@ class Router(ABC):
         router = router_class(saved, cfg, encoder)
         try:
             router.load_state(folder, meta)
+            router.novelty_reference = checkpoint.novelty()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise _unreadable(folder, err) from None
         return router
@@ -141,6 +161,8 @@ def _unreadable(folder: Path, err: Exception) -> ConfigError:
 class EncoderRouter(Router):
     """Routers over features of a frozen sentence encoder (shared between routers in eval)."""
 
+    embeds: ClassVar[bool] = True
+
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
     ) -> None:
@@ -149,6 +171,9 @@ class EncoderRouter(Router):
 
     def features(self, prompts: list[str]) -> np.ndarray:
         return self.encoder.encode(prompts)
+
+    def embeddings(self, prompts: list[str]) -> np.ndarray | None:
+        return self.features(prompts)  # memoised: scoring the same prompts encoded them
 
 
 class BradleyTerryRouter(EncoderRouter):

@@ -79,7 +79,11 @@ def export(run: Run) -> dict[str, Any]:
             gen = rows.get(chain.used, p.id)
             assert gen is not None  # the chain uses a usable row
             provenance = Provenance.of_answer(
-                cfg.teacher(chain.used), gen, route.get("router_fp"), tuple(chain.failed)
+                cfg.teacher(chain.used),
+                gen,
+                route.get("router_fp"),
+                tuple(chain.failed),
+                route,
             )
             teacher_rows[chain.used] += 1
             scores = route["router_scores"]

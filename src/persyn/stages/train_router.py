@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from persyn.artifacts import NoveltyReference
 from persyn.config import RouterConfig
-from persyn.method import any_ordered_pair, choose_teachers, failure_reward
+from persyn.method import (
+    any_ordered_pair,
+    choose_teachers,
+    failure_reward,
+    novelty,
+    novelty_threshold,
+)
 from persyn.progress import bar, log
 from persyn.router.metrics import best_fixed_teacher, routing_metrics
-from persyn.router.routers import make_router
+from persyn.router.routers import Router, make_router
 from persyn.stages.common import StageError, generating_columns
 
 if TYPE_CHECKING:
@@ -96,6 +103,11 @@ def train_router(run: Run) -> dict[str, Any]:
         }
         if len(test.ids):
             metrics["routing_model"]["test"] = measured(routing.scores(x_test), test_reward)
+    # Before `save`: `router.json`, written last, marks a whole checkpoint.
+    reference = novelty_reference(routing, x_train, x_val + x_test, cfg.router)
+    run.store.router_checkpoint().write_novelty(reference)
+    if reference is not None:
+        metrics["novelty_threshold"] = reference.threshold
     routing.save(run.store.router_dir())
     # Test choices next to the oracle's, for the report's agreement and confusion matrix.
     run.store.write_test_predictions(
@@ -111,6 +123,26 @@ def train_router(run: Run) -> dict[str, Any]:
     else:
         log(f"train-router: {fit['pairs']} pairs; no test split (router.test_fraction 0)")
     return {"metrics": metrics}
+
+
+def novelty_reference(
+    router: Router, reference: list[str], heldout: list[str], cfg: RouterConfig
+) -> NoveltyReference | None:
+    """The router-train prompts in `router`'s encoder space, and the novelty threshold:
+    `cfg.novelty_quantile` of the held-out (validation + test) prompts' novelty relative
+    to them. None for a router without an encoder space."""
+    embeddings = router.embeddings(reference)
+    if embeddings is None:
+        return None
+    heldout_embeddings = router.embeddings(heldout)
+    assert heldout_embeddings is not None  # a router has an encoder space or not
+    heldout_novelty = novelty(heldout_embeddings, embeddings, cfg.novelty_k)
+    return NoveltyReference(
+        embeddings=embeddings,
+        heldout_novelty=heldout_novelty,
+        threshold=novelty_threshold(heldout_novelty, cfg.novelty_quantile),
+        k=cfg.novelty_k,
+    )
 
 
 def _epochs(cfg: RouterConfig) -> int:

@@ -1,0 +1,51 @@
+"""How well the calibration set covers a routed prompt: its novelty and the router's
+confidence, over arrays (no models, no files).
+
+- `novelty`: the mean cosine distance (1 - cosine similarity) from a prompt's embedding to
+  its k nearest reference (calibration) embeddings; 0 for a prompt among the references,
+  up to 2 for one opposite to all of them. Higher is less like the calibration prompts.
+- `novelty_threshold`: a high quantile of the novelty of held-out calibration prompts
+  (not in the reference set) relative to the reference: the novelty an unseen prompt of
+  the calibration distribution stays below with that probability.
+- `confidence`: the Bradley-Terry probability that the router's top-1 teacher beats its
+  runner-up, sigmoid(pi_top1 - pi_top2), in [0.5, 1] (one teacher: 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    norm = np.linalg.norm(a, axis=-1, keepdims=True)
+    return a / np.where(norm > 0, norm, 1.0)
+
+
+def novelty(query_emb: np.ndarray, reference_emb: np.ndarray, k: int) -> np.ndarray:
+    """[queries] mean cosine distance of each query [queries, dim] to its `k` nearest
+    references [references, dim] (all of them when fewer); NaN for every query when there
+    is no reference."""
+    if len(query_emb) == 0 or len(reference_emb) == 0:
+        return np.full(len(query_emb), np.nan)
+    k = max(1, min(k, len(reference_emb)))
+    similarity = _unit(query_emb) @ _unit(reference_emb).T
+    nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]  # the k largest, any order
+    return np.clip(1.0 - nearest.mean(axis=1), 0.0, 2.0).astype(float)
+
+
+def novelty_threshold(heldout_novelty: np.ndarray, quantile: float) -> float | None:
+    """The `quantile` of the held-out prompts' novelty (None without any)."""
+    values = np.asarray(heldout_novelty, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.quantile(values, quantile)) if len(values) else None
+
+
+def confidence(scores: np.ndarray) -> np.ndarray:
+    """[prompts] sigmoid(top-1 score - runner-up score) of scores [prompts, teachers]."""
+    scores = np.asarray(scores, dtype=float).reshape(len(scores), -1)
+    if scores.shape[1] < 2:
+        return np.ones(len(scores))
+    top2 = -np.partition(-scores, 1, axis=1)[:, :2]
+    margin = np.nan_to_num(top2[:, 0] - top2[:, 1], nan=0.0, posinf=50.0)
+    return 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))
