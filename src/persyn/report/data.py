@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig
 
@@ -28,6 +30,8 @@ class ReportData:
     summary: dict[str, Any]
     router_metrics: dict[str, Any]
     heldout: list[dict[str, Any]]
+    # the held-out calibration prompts' novelty (None: the router has no encoder space)
+    heldout_novelty: np.ndarray | None = None
 
 
 def load_artifacts(run_dir: Path) -> ReportData:
@@ -41,6 +45,7 @@ def load_artifacts(run_dir: Path) -> ReportData:
         heldout = store.test_predictions()
     except FileNotFoundError as err:
         raise ReportError(str(err)) from None
+    reference = store.router_checkpoint().novelty()
     return ReportData(
         run_dir=run_dir,
         cfg=cfg,
@@ -52,4 +57,5 @@ def load_artifacts(run_dir: Path) -> ReportData:
         summary=store.summary(),
         router_metrics=store.router_metrics(),
         heldout=heldout,
+        heldout_novelty=None if reference is None else reference.heldout_novelty,
     )

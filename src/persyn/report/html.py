@@ -18,6 +18,7 @@ import numpy as np
 
 from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
+from persyn.report.coverage import most_novel
 from persyn.report.data import ReportData, load_artifacts
 from persyn.report.headline import router_verdict
 from persyn.report.kinds import kind_figures
@@ -159,6 +160,29 @@ def coverage_html(coverage: dict[str, Any] | None) -> str:
     return signals + kinds
 
 
+def novelty_html(art: ReportData) -> str:
+    """The share of novel routed prompts and the most novel ones with their teacher."""
+    share = art.summary.get("share_novel")
+    if share is None:
+        return "<p>No novelty: the router has no encoder space.</p>"
+    rows = [
+        [
+            _excerpt(art.prompts[r["prompt_id"]]["messages"][-1]["content"]),
+            r["teacher"],
+            _fmt(r["novelty"]),
+            _fmt(r.get("confidence")),
+        ]
+        for r in most_novel(art.routes)
+    ]
+    return (
+        f"<p>{share:.1%} of routed prompts are novel: their novelty is above "
+        f"{_fmt(art.summary.get('novelty_threshold'))}, which held-out calibration prompts "
+        f"stay below with probability {art.cfg.router.novelty_quantile:g}. The router's "
+        "choice is least certain there; the most novel:</p>"
+        + _table(["prompt", "teacher", "novelty", "confidence"], rows)
+    )
+
+
 def truncation_html(art: ReportData) -> str:
     """Per teacher: answers cut at max_new_tokens (failed unless kept) and calibration
     answers longer than the student reads."""
@@ -277,6 +301,7 @@ Means are of the combined reward on the kind's calibration prompts.</p>
 the router nor to pick its epoch (the validation split did that); every teacher answered
 them, so the oracle's choice is known.</p>
 {img("router")}{agreement}{verdict}{img("router_training")}
+<h3>Novelty of routed prompts</h3>{img("novelty")}{novelty_html(art)}
 <h2>Generations and cost against Generate then Select</h2>{img("generations")}{cost_table}
 <h2>Examples</h2>
 <p>Dataset rows with the chosen teacher and every teacher's score on the prompt (the

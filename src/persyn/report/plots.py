@@ -254,6 +254,30 @@ def plot_generations(art: ReportData) -> bytes:
     return _png(fig)
 
 
+def plot_novelty(art: ReportData) -> bytes:
+    """Routed prompts' novelty against the held-out calibration prompts' own, with the
+    threshold above which a routed prompt counts as novel."""
+    fig = _figure(7, 3.6)
+    ax = fig.add_subplot()
+    routed = [r["novelty"] for r in art.routes if r.get("novelty") is not None]
+    heldout = [] if art.heldout_novelty is None else list(art.heldout_novelty)
+    if routed or heldout:
+        bins = np.histogram_bin_edges(routed + heldout, bins=30)
+        for values, label in ((heldout, "held-out calibration"), (routed, "routed")):
+            if values:
+                weights = np.full(len(values), 1 / len(values))
+                ax.hist(values, bins=bins, weights=weights, alpha=0.55, label=label)
+        threshold = art.summary.get("novelty_threshold")
+        if threshold is not None:
+            ax.axvline(threshold, color="k", linestyle="--", label="threshold")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no novelty: the router has no encoder space", ha="center")
+    ax.set_xlabel("novelty (mean cosine distance to the nearest calibration prompts)")
+    ax.set_ylabel("share of prompts")
+    return _png(fig)
+
+
 PLOTS = {
     "shares": ("Share of prompts per teacher", plot_shares),
     "rewards": ("Reward distributions per teacher", plot_reward_distributions),
@@ -261,4 +285,5 @@ PLOTS = {
     "router": ("Router against the oracle", plot_router),
     "router_training": ("Router training", plot_router_training),
     "generations": ("Generations and cost", plot_generations),
+    "novelty": ("Novelty of routed prompts", plot_novelty),
 }
