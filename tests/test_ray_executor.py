@@ -110,7 +110,7 @@ def test_router_scores_on_replicas_match_the_local_ones(tiny_lm_dir: Path, tmp_p
     def collect(executor: Any) -> tuple[np.ndarray, list[int]]:
         out, sizes = np.full((len(texts), 3), np.nan), []
 
-        def sink(indices: list[int], scores: np.ndarray) -> None:
+        def sink(indices: list[int], scores: np.ndarray, novelty: np.ndarray) -> None:
             out[indices] = scores
             sizes.append(len(indices))
 
