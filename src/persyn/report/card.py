@@ -239,7 +239,9 @@ longer than `student.max_length` with its prompt is scored on the part the stude
   `generation_settings` (hash of the teacher's generation settings), `router` (fingerprint
   of the router that chose the teacher; null for the oracle's rows), `persyn_version`,
   `imported` with `source` and `source_row` (answers read from a data set: mind its
-  licence), `fallback_from` (teachers whose answer failed before this one)
+  licence), `fallback_from` (teachers whose answer failed before this one), `novelty`
+  (routed rows: distance to the nearest calibration prompts; higher is less like them)
+  and `confidence` (the router's top-1 win probability over the runner-up)
 
 ## Publishing
 
