@@ -39,7 +39,9 @@ def route(run: Run) -> dict[str, Any]:
     able = generating_columns(cfg) or list(range(len(names)))
     local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
     choice = np.array(able, dtype=int)[local]
-    sure = confidence(scores[:, able])
+    # from the scores as `routes(with_scores=True)` gives them (5 decimals): a prompt
+    # scored again in another batch (a resumed route) keeps its confidence
+    sure = confidence(np.round(scores[:, able], 5))
     rows = [
         # the scores themselves stay in the router score log (`RunArtifacts.routes`)
         {
