@@ -135,15 +135,19 @@ def _importable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FLAG, raising=False)
 
 
-@pytest.fixture(scope="module")
-def finished(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run on 24 prompts (8 calibrate, 16 routed), run from the CLI."""
-    root = tmp_path_factory.mktemp("reliability")
-    write_jsonl(root / "prompts.jsonl", prompt_rows(24))
+def finished_run(tiny_lm_dir: Path, root: Path, prompts: int) -> Path:
+    """`root` holding a run on `prompts` prompts finished from the CLI (`root/run`)."""
+    write_jsonl(root / "prompts.jsonl", prompt_rows(prompts))
     sys.path.insert(0, str(TESTS))
     code, output = persyn("run", str(save(make_config(tiny_lm_dir, root), root)), "--quiet")
     assert code == 0, output
     return root
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run on 24 prompts (8 calibrate, 16 routed), run from the CLI."""
+    return finished_run(tiny_lm_dir, tmp_path_factory.mktemp("reliability"), 24)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cli_reliability import (
+    finished_run,
     make_config,
     one_error_line,
     persyn,
@@ -104,11 +105,7 @@ def test_a_bad_prompts_file_leaves_no_run_directory(tiny_lm_dir: Path, tmp_path:
 
 @pytest.fixture(scope="module")
 def finished(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("owner")
-    write_jsonl(root / "prompts.jsonl", prompt_rows(12))
-    code, output = persyn("run", str(save(make_config(tiny_lm_dir, root), root)), "--quiet")
-    assert code == 0, output
-    return root
+    return finished_run(tiny_lm_dir, tmp_path_factory.mktemp("owner"), 12)
 
 
 def test_a_run_directory_of_another_config_is_refused_without_replace(

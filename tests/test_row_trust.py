@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_reliability import make_config, persyn, prompt_rows, save, write_jsonl
+from test_cli_reliability import finished_run, make_config, persyn, save
 
 from persyn.artifacts.rows import (
     check_generation_row,
@@ -23,11 +23,7 @@ from persyn.store import CHECKSUM, ImpossibleRow, RowLog, row_checksum
 
 @pytest.fixture(scope="module")
 def finished(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("row-trust")
-    write_jsonl(root / "prompts.jsonl", prompt_rows(16))
-    code, output = persyn("run", str(save(make_config(tiny_lm_dir, root), root)), "--quiet")
-    assert code == 0, output
-    return root
+    return finished_run(tiny_lm_dir, tmp_path_factory.mktemp("row-trust"), 16)
 
 
 @pytest.fixture
