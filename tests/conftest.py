@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from persyn.demo.tiny_student import SMOL  # noqa: F401 (the tests import it from here)
+
+# Before any fixture: whatever runs outside the fixtures below (a session fixture, a
+# collection-time import) writes to a throwaway store, never to ~/.cache/persyn.
+os.environ["PERSYN_STORE"] = str(Path(tempfile.mkdtemp(prefix="persyn-store-")) / "answers.sqlite")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_answer_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests never write into the user's answer store: a module's fixtures (often a
+    whole run) get one of their own, so no module finds another's answers."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("answer-store") / "answers.sqlite"
+        mp.setenv("PERSYN_STORE", str(path))
+        yield path
+
+
+@pytest.fixture(autouse=True)
+def answer_store_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test its own answer store (child processes inherit it): a run in one test
+    never finds answers another generated."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("answer-store") / "answers.sqlite"
+        mp.setenv("PERSYN_STORE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

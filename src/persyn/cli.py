@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
-from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt
+from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt, console, user_errors
+from persyn.cli_store import store_app
 from persyn.config import ConfigError, RunConfig, load_config
-from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
 from persyn.progress import set_quiet, set_verbose
-from persyn.redact import redact_text
 from persyn.report.headline import print_summary
-from persyn.store import RunDirBusy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=UserOrder)
-console = Console()
+app.add_typer(store_app, name="store")
 
 
 @app.callback()
@@ -65,23 +59,6 @@ def _load(config: Path, overrides: list[str] | None) -> RunConfig:
     cfg = load_config(config, _overrides(overrides))
     validate(cfg)
     return cfg
-
-
-@contextmanager
-def user_errors(*extra: type[Exception]) -> Iterator[None]:
-    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
-    try:
-        yield
-    except (ConfigError, DataError, StageError, RunDirBusy, *extra) as err:
-        _fail(err)
-
-
-def _fail(err: Exception) -> None:
-    # One line, secrets scrubbed, and printed as text: a message quoting "[...]" (a file's
-    # line, a list of teachers) must not be read as console markup and lose words.
-    line = " ".join(redact_text(str(err)).split())
-    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def demo_config_path() -> Path:

@@ -1,16 +1,26 @@
-"""What `persyn --help` says first, the order it lists the commands in, and the global
-options (`--version`, `--verbose`)."""
+"""What `persyn --help` says first, the order it lists the commands in, the global
+options (`--version`, `--verbose`), and how every command reports an error a user can fix
+(`user_errors`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import click
 import typer
+from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
-from persyn.pipeline import STAGES
+from persyn.answer_store import AnswerStoreError
+from persyn.config import ConfigError
+from persyn.data import DataError
+from persyn.pipeline import STAGES, StageError
+from persyn.redact import redact_text
 from persyn.report.card import persyn_version
+from persyn.store import RunDirBusy
 
 # The top-level help is the user's first page: what persyn does, the commands in order.
 USAGE = """Build a distillation dataset for YOUR student model: a router picks, for each
@@ -32,6 +42,7 @@ Each stage also runs alone. --verbose shows other libraries' progress bars and l
 # Commands listed in the order a user meets them, each stage in pipeline order.
 COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
 COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
+COMMAND_ORDER += ["store"]
 
 
 class UserOrder(TyperGroup):
@@ -57,3 +68,22 @@ VerboseOpt = Annotated[
         help="Show other libraries' progress bars and logs (transformers, datasets, vLLM, HTTP).",
     ),
 ]
+
+console = Console()
+
+
+@contextmanager
+def user_errors(*extra: type[Exception]) -> Iterator[None]:
+    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
+    try:
+        yield
+    except (ConfigError, DataError, StageError, RunDirBusy, AnswerStoreError, *extra) as err:
+        _fail(err)
+
+
+def _fail(err: Exception) -> None:
+    # One line, secrets scrubbed, and printed as text: a message quoting "[...]" (a file's
+    # line, a list of teachers) must not be read as console markup and lose words.
+    line = " ".join(redact_text(str(err)).split())
+    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)

@@ -42,7 +42,7 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     ),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
     # The card shows the whole config; where the run lives changes nothing in it.
-    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
+    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir", "store"})),
 }
 
 

@@ -84,6 +84,13 @@ class RunConfig(Section):
     student_training: StudentTrainingConfig = Field(default_factory=StudentTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    store: str | None = Field(
+        None,
+        description="The answer store every run shares (an SQLite file: answers are looked "
+        "up there before a teacher is asked, and kept there): a path, `none` (this run's "
+        "row logs only), or unset: $PERSYN_STORE, else the user cache "
+        "(~/.cache/persyn/answers.sqlite).",
+    )
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
     )

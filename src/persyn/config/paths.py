@@ -48,6 +48,7 @@ def resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     folder = folder.absolute()
     rules: list[tuple[tuple[str, ...], Callable[[str, Path], bool]]] = [
         (OUTPUT_PATHS, lambda _v, _p: True),
+        (("store",), lambda v, _p: v.strip().lower() != "none"),  # `none`: no store
         (DATA_PATHS, _is_local_data),
         (MODEL_PATHS, _is_local_model),
     ]

@@ -38,6 +38,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model_field": "model",
         "response_field": "text",
     },
+    # `persyn store export`: one record per stored answer, the model is the teacher's name.
+    "persyn-store": {
+        "prompt": "prompt",
+        "id": "id",
+        "model_field": "model",
+        "response_field": "response",
+        "tokens_field": "completion_tokens",
+    },
     "routerbench": {
         "prompt": "origin_query",
         "records_field": "records",

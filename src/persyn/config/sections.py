@@ -74,7 +74,10 @@ class CalibrationSource(Section):
     split: str = Field("train", description="Split of a hub/`datasets` source.")
     revision: str | None = Field(None, description="Hub dataset revision (branch, tag, commit).")
     preset: (
-        Literal["magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench"] | None
+        Literal[
+            "magpie-zoo", "ultrafeedback", "nectar", "mixinstruct", "routerbench", "persyn-store"
+        ]
+        | None
     ) = Field(None, description="Mapping of a known dataset shape (persyn.config.presets.PRESETS).")
     prompt: str = Field("prompt", description="Column (or dotted path) with the prompt text.")
     input: str | None = Field(

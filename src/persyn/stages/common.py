@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from persyn.answer_store import answer_store, reuse_answers
 from persyn.config import (
     THINK_TAGS,
     LearnabilitySignalConfig,
@@ -131,9 +132,10 @@ def ask_teacher(
     run: Run, teacher: TeacherConfig, prompt_ids: list[str], stage: str
 ) -> dict[str, Any]:
     """Generate the rows of `prompt_ids` that `teacher` has not answered yet (error rows
-    are asked again); returns how many it asked (`generated`), the rows that failed
-    (`errors`) and how many answers were cut at max_new_tokens (`truncated`). The error
-    budget is the caller's."""
+    are asked again), taking what the answer store holds (`persyn.answer_store`) before
+    asking; returns how many it asked (`generated`) and found stored (`from_store`), the
+    rows that failed (`errors`) and how many answers were cut at max_new_tokens
+    (`truncated`). The error budget is the caller's."""
     fp = teacher_fingerprint(teacher)
     rowlog = run.store.generation_log(teacher.name)
     by_id = run.prompts_by_id()
@@ -145,10 +147,19 @@ def ask_teacher(
     retried = sum((pid, fp) in rowlog for pid in (p.id for p in todo))
     if retried:
         log(f"{stage}: teacher {teacher.name!r}: retrying {retried} failed or outdated rows")
+    answers = answer_store(run.cfg.store)  # answers earlier runs paid for
+    stored: set[str] = set()
+    if answers is not None and todo:
+        ids = [p.id for p in todo]
+        stored = reuse_answers(answers, rowlog, teacher.name, fp, ids, run.prompt_fp)
+        todo = [p for p in todo if p.id not in stored]
 
     def sink(results: list[Generation]) -> None:
         think_tags = teacher.generation.think_tags
-        rowlog.append(generation_row(g.reasoning_apart(think_tags)) for g in results)
+        rows = [generation_row(g.reasoning_apart(think_tags)) for g in results]
+        rowlog.append(rows)
+        if answers is not None:
+            answers.put(teacher.name, teacher.model, rows, lambda pid: by_id[pid].messages)
 
     def generation_row(g: Generation) -> dict[str, Any]:
         return {
@@ -190,7 +201,7 @@ def ask_teacher(
                 f"{what}: they count as failed answers; raise max_new_tokens, or set "
                 "generation.keep_truncated: true where a cut answer is still useful"
             )
-    return {"generated": len(todo), "errors": errors, "truncated": cut}
+    return {"generated": len(todo), "from_store": len(stored), "errors": errors, "truncated": cut}
 
 
 def empty_answer(g: Generation) -> str | None:
