@@ -55,6 +55,8 @@ VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
 CHUNK = 500  # prompt hashes per lookup query (SQLite's parameter limit is 999 on old builds)
 
+# Rowid tables, not WITHOUT ROWID: an answer is often larger than a WITHOUT ROWID row can
+# hold in its page, and its overflow pages made the file 4x the text it held.
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (
@@ -69,12 +71,9 @@ CREATE TABLE IF NOT EXISTS answers (
     finish_reason TEXT,
     truncated INTEGER NOT NULL,
     created REAL NOT NULL,
-    PRIMARY KEY (fp, prompt_fp)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS prompts (
-    prompt_fp TEXT PRIMARY KEY,
-    messages TEXT NOT NULL
-) WITHOUT ROWID;
+    UNIQUE (fp, prompt_fp)
+);
+CREATE TABLE IF NOT EXISTS prompts (prompt_fp TEXT PRIMARY KEY, messages TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS answers_by_teacher ON answers (teacher, fp);
 """
 # The fields of a generation row the store holds (besides its keys).
@@ -86,6 +85,9 @@ ANSWER_FIELDS = (
     "finish_reason",
     "truncated",
 )
+
+
+COLUMNS = ", ".join(("fp", "prompt_fp", "teacher", "model", *ANSWER_FIELDS, "created"))
 
 
 class AnswerStoreError(RuntimeError):
@@ -197,7 +199,7 @@ class AnswerStore:
         prompts = {r["prompt_fp"]: json.dumps(messages(r["prompt_id"])) for r in answers}
         with self._lock, self._transaction():
             self._db.executemany(
-                f"INSERT OR REPLACE INTO answers VALUES ({','.join('?' * 11)})", values
+                f"INSERT OR REPLACE INTO answers ({COLUMNS}) VALUES ({','.join('?' * 11)})", values
             )
             self._db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?)", prompts.items())
         return len(answers)
