@@ -41,6 +41,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,8 @@ class AnswerStore:
             )
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable per checkpoint
+            # with WAL, a power cut may lose the last answers, never the file
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._init_schema()
         except sqlite3.DatabaseError as err:
             raise AnswerStoreError(f"{path}: not a usable persyn answer store ({err})") from err
@@ -157,6 +159,17 @@ class AnswerStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under this store's lock; an SQLite failure (a disk full, a lock
+        held past `busy_timeout`, a file damaged since it was opened) is one line naming
+        the file."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as err:
+                raise AnswerStoreError(f"{self.path}: answer store: {err}") from err
+
     # -- what ask_teacher uses -------------------------------------------------------
     def lookup(self, fp: str, prompt_fps: Iterable[str]) -> dict[str, dict[str, Any]]:
         """{prompt_fp: the stored answer's fields} for the prompts `fp` answered before;
@@ -164,7 +177,7 @@ class AnswerStore:
         wanted = list(dict.fromkeys(prompt_fps))
         found: dict[str, dict[str, Any]] = {}
         columns = ", ".join(ANSWER_FIELDS)
-        with self._lock:
+        with self._using() as db:
             for start in range(0, len(wanted), CHUNK):
                 chunk = wanted[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -172,7 +185,7 @@ class AnswerStore:
                     f"SELECT prompt_fp, {columns} FROM answers "
                     f"WHERE fp = ? AND prompt_fp IN ({marks})"
                 )
-                for prompt_fp, *values in self._db.execute(query, (fp, *chunk)):
+                for prompt_fp, *values in db.execute(query, (fp, *chunk)):
                     row = dict(zip(ANSWER_FIELDS, values, strict=True))
                     row["truncated"] = bool(row["truncated"])
                     found[prompt_fp] = row
@@ -197,11 +210,11 @@ class AnswerStore:
             for r in answers
         ]
         prompts = {r["prompt_fp"]: json.dumps(messages(r["prompt_id"])) for r in answers}
-        with self._lock, self._transaction():
-            self._db.executemany(
+        with self._using() as db, self._transaction():
+            db.executemany(
                 f"INSERT OR REPLACE INTO answers ({COLUMNS}) VALUES ({','.join('?' * 11)})", values
             )
-            self._db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?)", prompts.items())
+            db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?)", prompts.items())
         return len(answers)
 
     # -- what `persyn store` uses ----------------------------------------------------
@@ -212,8 +225,8 @@ class AnswerStore:
             "MAX(created) FROM answers GROUP BY teacher, model, fp ORDER BY MAX(created) DESC"
         )
         keys = ("teacher", "model", "fp", "answers", "completion_tokens", "first", "last")
-        with self._lock:
-            return [dict(zip(keys, r, strict=True)) for r in self._db.execute(query)]
+        with self._using() as db:
+            return [dict(zip(keys, r, strict=True)) for r in db.execute(query)]
 
     def size_bytes(self) -> int:
         """The file and its write-ahead log on disk."""
@@ -236,15 +249,15 @@ class AnswerStore:
             params.append(time.time() - older_than_s)
         if not where:
             raise ValueError("prune: name a teacher, a fingerprint or an age")
-        with self._lock:
+        with self._using() as db:
             with self._transaction():
-                gone = self._db.execute(
+                gone = db.execute(
                     f"DELETE FROM answers WHERE {' AND '.join(where)}", params
                 ).rowcount
-                self._db.execute(
+                db.execute(
                     "DELETE FROM prompts WHERE prompt_fp NOT IN (SELECT prompt_fp FROM answers)"
                 )
-            self._db.execute("VACUUM")
+            db.execute("VACUUM")
         return gone
 
     def export_rows(self, teacher: str | None = None) -> Iterator[dict[str, Any]]:
@@ -258,8 +271,8 @@ class AnswerStore:
             + (" WHERE a.teacher = ?" if teacher is not None else "")
             + " ORDER BY a.prompt_fp, a.teacher, a.created DESC"
         )
-        with self._lock:
-            rows = self._db.execute(query, () if teacher is None else (teacher,)).fetchall()
+        with self._using() as db:
+            rows = db.execute(query, () if teacher is None else (teacher,)).fetchall()
         seen: set[tuple[str, str]] = set()
         for prompt_fp, messages, name, model, text, tokens, _ in rows:
             if (prompt_fp, name) in seen:
