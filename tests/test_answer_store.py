@@ -208,3 +208,21 @@ def test_cli_stats_export_import_prune(tiny_lm_dir: Path, tmp_path: Path) -> Non
     assert result.exit_code == 2  # no filter: never "delete everything" by accident
     result = runner.invoke(app, ["store", "stats", "--store", str(tmp_path / "typo.sqlite")])
     assert result.exit_code == 2 and "no answer store there yet" in result.output
+
+
+def test_a_run_on_a_damaged_store_stops_with_one_line(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    damaged = tmp_path / "answers.sqlite"
+    damaged.write_bytes(b"\x00garbage" * 512)
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", store=str(damaged))
+    data["teachers"] = [
+        {"name": n, "backend": "scripted", "model": n} for n in ("solver-verbose", "solver-quick")
+    ]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["run", str(config), "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert line.startswith("error:") and str(damaged) in line and "Traceback" not in line
+    assert damaged.read_bytes() == b"\x00garbage" * 512  # never overwritten
