@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from persyn.answer_store import answer_store
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_quick, solver_verbose
 from persyn.pipeline import Run, StageError, run_pipeline, run_stage
@@ -215,6 +216,10 @@ def test_killed_fallback_resumes_without_asking_again(tiny_lm_dir: Path, run_dir
             line for line in log.read_text().splitlines() if json.loads(line)["prompt_id"] != pid
         ]
         log.write_text("".join(line + "\n" for line in kept))
+        # nor the answer store, which is written after the log
+        store = answer_store(None)
+        assert store is not None
+        store.prune(teacher=chains[pid][1])
     for stage in ("generate", "export"):
         (run_dir / "stages" / f"{stage}.json").unlink()
     CALLS.clear()
