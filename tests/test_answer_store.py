@@ -160,7 +160,15 @@ def test_a_second_run_asks_no_teacher(tiny_lm_dir: Path, tmp_path: Path) -> None
     # routed prompts: only those no run asked their teacher before are generated
     routed = marker(second, "generate")["teachers"]
     generated_now = sum(t["generated"] for t in routed.values())
-    assert generated_now <= 14
+    stored_now = sum(t["from_store"] for t in routed.values())
+    routed_ids = set(json.loads((second / "calibration.json").read_text())["routed"])
+    routed_rows = [
+        r
+        for path in (second / "generations").glob("*.jsonl")
+        for r in read_jsonl(path)
+        if r["prompt_id"] in routed_ids
+    ]
+    assert generated_now + stored_now == len(routed_rows) and stored_now > 0
 
     off = tmp_path / "off"
     run_pipeline(parse_config({**data, "run_dir": str(off), "store": "none"}))

@@ -29,6 +29,7 @@ def generate(run: Run) -> dict[str, Any]:
         asked[pid] = set() if chain.waiting is None else set(chain.failed)
     generated: Counter[str] = Counter()
     truncated: Counter[str] = Counter()
+    from_store: Counter[str] = Counter()  # answered by the answer store, not the teacher
     first_round = True
     while True:
         todo: dict[str, list[str]] = {}
@@ -47,6 +48,7 @@ def generate(run: Run) -> dict[str, Any]:
                 asked_now = ask_teacher(run, t, todo[t.name], "generate")
                 generated[t.name] += asked_now["generated"]
                 truncated[t.name] += asked_now["truncated"]
+                from_store[t.name] += asked_now["from_store"]
         rows, first_round = GenerationRows(run), False
 
     chains = {pid: rows.walk(pid, order) for pid, order in orders.items()}
@@ -59,7 +61,8 @@ def generate(run: Run) -> dict[str, Any]:
         check_errors(cfg, "generate", who, errors, len(ids))
     return {
         "teachers": {
-            t: {"generated": generated[t], "truncated": truncated[t]} for t in cfg.teacher_names
+            t: {"generated": generated[t], "from_store": from_store[t], "truncated": truncated[t]}
+            for t in cfg.teacher_names
         },
         "answered_by_fallback": sum(bool(c.used and c.failed) for c in chains.values()),
         "unanswered": sum(c.used is None for c in chains.values()),
