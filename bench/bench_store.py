@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -135,10 +134,7 @@ def demo_runs(work: Path, prompts: int, calibration: int) -> list[dict[str, Any]
             start = time.perf_counter()
             run_stage(run, stage)
             seconds[stage] = time.perf_counter() - start
-        markers = {
-            s: json.loads((Path(run_data["run_dir"]) / "stages" / f"{s}.json").read_text())
-            for s in ("calibrate", "generate")
-        }
+        markers = {s: run.store.marker(s) or {} for s in ("calibrate", "generate")}
         counts = {
             s: {
                 k: sum(t.get(k, 0) for t in m["teachers"].values())
