@@ -64,8 +64,10 @@ def export(
     teacher: TeacherOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Write the stored answers as a parallel-response dataset (one record per answer) that
-    `calibration.source` imports: `{path: OUTPUT, preset: persyn-store}`."""
+    """Write the answers as a dataset `calibration.source` imports (preset persyn-store).
+
+    One record per answer (the newest per teacher and prompt); import it with
+    `calibration.source: {path: OUTPUT, preset: persyn-store}`."""
     with user_errors():
         answers = _open(store)
         n = write_jsonl(output, answers.export_rows(teacher))
@@ -88,8 +90,10 @@ def prune(
     ] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Delete answers by teacher, settings fingerprint and/or age (every filter given must
-    match); runs that need them again ask the teacher."""
+    """Delete answers by teacher, settings fingerprint and/or age.
+
+    Every filter given must match (at least one); runs that need them again ask the
+    teacher."""
     with user_errors(ValueError):
         answers = _open(store)
         age = older_than * 86400 if older_than is not None else None
