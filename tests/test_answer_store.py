@@ -145,7 +145,7 @@ def test_a_second_run_asks_no_teacher(tiny_lm_dir: Path, tmp_path: Path) -> None
 
     second = tmp_path / "second"
     changed = {**data, "run_dir": str(second), "rewards": {**data["rewards"], "alpha": 0.9}}
-    run_pipeline(parse_config(changed))
+    summary = run_pipeline(parse_config(changed))
     stats = marker(second, "calibrate")["teachers"]
     assert all(t["generated"] == 0 and t["from_store"] == 16 for t in stats.values()), stats
     answers = {
@@ -169,6 +169,7 @@ def test_a_second_run_asks_no_teacher(tiny_lm_dir: Path, tmp_path: Path) -> None
         if r["prompt_id"] in routed_ids
     ]
     assert generated_now + stored_now == len(routed_rows) and stored_now > 0
+    assert summary["answers_from_store"] == 16 * len(stats) + stored_now
 
     off = tmp_path / "off"
     run_pipeline(parse_config({**data, "run_dir": str(off), "store": "none"}))

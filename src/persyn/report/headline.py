@@ -80,6 +80,11 @@ def print_summary(summary: dict[str, Any], run_dir: str, console: Console) -> No
         f"{summary['generate_then_select_generations']} for Generate-then-Select "
         f"({summary['generation_ratio']:.0%})"
         + (f", {imported} calibration answers imported" if imported else "")
+        + (
+            f", {stored} of them read from the answer store (asked by an earlier run)"
+            if (stored := summary.get("answers_from_store"))
+            else ""
+        )
         + f"; dataset rows {summary['dataset_rows']}, "
         f"failed {summary['failed_rows']}"
         + (

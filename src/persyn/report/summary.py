@@ -112,6 +112,12 @@ def build_summary(
         "quality_coverage": (run.store.marker("score") or {}).get("quality_coverage"),
         "generations": generations,
         "imported_responses": sum(imported.values()),
+        # of `generations`, those read from the answer store (an earlier run paid for them)
+        "answers_from_store": sum(
+            t.get("from_store", 0)
+            for stage in ("calibrate", "generate")
+            for t in ((run.store.marker(stage) or {}).get("teachers") or {}).values()
+        ),
         "generate_then_select_generations": gts,
         "generation_ratio": generations / gts if gts else None,
         "completion_tokens": tokens,
