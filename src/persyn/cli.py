@@ -41,6 +41,14 @@ SetOpt = Annotated[
 ReplaceOpt = Annotated[
     bool, typer.Option("--replace", help="Reuse a run directory another config made.")
 ]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Spend cap (config `max_cost`): stop before the money spent on teachers and "
+        "judges could pass it; rerun with a higher cap to continue.",
+    ),
+]
 QuietOpt = Annotated[
     bool,
     typer.Option(
@@ -61,8 +69,11 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _load(config: Path, overrides: list[str] | None) -> RunConfig:
-    cfg = load_config(config, _overrides(overrides))
+def _load(config: Path, overrides: list[str] | None, max_cost: float | None = None) -> RunConfig:
+    values = _overrides(overrides)
+    if max_cost is not None:
+        values["max_cost"] = max_cost
+    cfg = load_config(config, values)
     validate(cfg)
     return cfg
 
@@ -94,12 +105,13 @@ def run(
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         summary = run_pipeline(cfg, run_dir, replace)
     print_summary(summary, run_dir or cfg.run_dir, console)
 
@@ -153,6 +165,7 @@ def import_cmd(
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate from the answers of an existing dataset (`calibration.source`).
@@ -161,7 +174,7 @@ def import_cmd(
     `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         if cfg.calibration.source is None:
             raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
         run_ = Run.open(cfg, run_dir)
@@ -180,11 +193,12 @@ def _stage_command(stage: str) -> None:
         run_dir: RunDirOpt = None,
         set_: SetOpt = None,
         replace: ReplaceOpt = False,
+        max_cost: MaxCostOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
-            cfg = _load(config, set_)
+            cfg = _load(config, set_, max_cost)
             run_stage(Run.open(cfg, run_dir), stage, replace)
         console.print(f"{stage}: done")
 
@@ -211,6 +225,7 @@ def score_cmd(
         ),
     ] = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -218,7 +233,7 @@ def score_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         run_ = Run.open(cfg, run_dir)
         with working_in(run_, replace):
             run_stage(run_, "score")
