@@ -159,6 +159,43 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     )
 
 
+@app.command("plan")
+def plan_cmd(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    pilot: Annotated[
+        int,
+        typer.Option(
+            "--pilot",
+            min=0,
+            help="Ask each teacher N calibration prompts first and estimate from their "
+            "tokens and time (the answers are cached and reused by the run).",
+        ),
+    ] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the JSON (default: RUN_DIR/plan.json).")
+    ] = None,
+    replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Estimate generations, tokens, money and time of Route then Generate against
+    Generate then Select; calls no model unless --pilot N."""
+    from persyn.plan import plan, plan_lines
+    from persyn.store import atomic_write_json
+
+    set_quiet(quiet)
+    with user_errors():
+        cfg = _load(config, set_, max_cost)
+        estimate = plan(cfg, pilot, run_dir, replace)
+        path = out or RunArtifacts(run_dir or cfg.run_dir).plan_path()
+        atomic_write_json(path, estimate)
+    for line in plan_lines(estimate):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"written to {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("import")
 def import_cmd(
     config: ConfigArg,

@@ -21,6 +21,7 @@ teacher answers each prompt.
 Typical use:
   persyn demo                   the offline demo, nothing downloaded
   persyn validate my.yaml       check a config, its prompts and teachers; loads no model
+  persyn plan my.yaml           estimate generations, tokens, money: against Generate then Select
   persyn run my.yaml            every stage; rerun it to resume
   persyn inspect RUN_DIR        which stages are done, rows, errors, where files are
   persyn report RUN_DIR         an HTML report with plots
@@ -32,6 +33,7 @@ Each stage also runs alone. --verbose shows other libraries' progress bars and l
 # Commands listed in the order a user meets them, each stage in pipeline order.
 COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
 COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
+COMMAND_ORDER.insert(COMMAND_ORDER.index("run"), "plan")
 
 
 class UserOrder(TyperGroup):
