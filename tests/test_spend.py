@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from persyn.cli import app
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise
 from persyn.pipeline import Run, StageError, run_pipeline
+from persyn.report.data import load_artifacts
+from persyn.report.html import spend_html
 from persyn.spend import spent, worst_case_cost
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
@@ -123,6 +128,18 @@ def test_ledger_sums_tokens_and_money_per_teacher_and_stage(
     card = (finished / "dataset" / "README.md").read_text()
     assert "## Spend" in card and f"Spent {total:.4f} on 84 requests" in card
     assert "| judge (judge) | judging | 36 | 0 | 72 |" in card
+    html = spend_html(load_artifacts(finished))
+    assert f"Spent {total:.4f} on 84 requests" in html and "<td>judging</td>" in html
+
+
+def test_max_cost_option_stops_a_stage_command(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "spend.yaml"
+    config.write_text(yaml.safe_dump(spend_config(tiny_lm_dir, tmp_path / "run")))
+    result = CliRunner().invoke(app, ["calibrate", str(config), "--max-cost", "0.001"])
+    assert result.exit_code == 2
+    assert "calibrate: stopped at the spend cap: spent 0.0000 of max_cost 0.001;" in " ".join(
+        result.output.split()
+    )
 
 
 def test_cap_stops_before_it_is_passed_and_a_higher_cap_continues(

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
-from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt
+from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
@@ -40,14 +40,6 @@ SetOpt = Annotated[
 ]
 ReplaceOpt = Annotated[
     bool, typer.Option("--replace", help="Reuse a run directory another config made.")
-]
-MaxCostOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--max-cost",
-        help="Spend cap (config `max_cost`): stop before the money spent on teachers and "
-        "judges could pass it; rerun with a higher cap to continue.",
-    ),
 ]
 QuietOpt = Annotated[
     bool,
@@ -164,18 +156,8 @@ def plan_cmd(
     config: ConfigArg,
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
-    pilot: Annotated[
-        int,
-        typer.Option(
-            "--pilot",
-            min=0,
-            help="Ask each teacher N calibration prompts first and estimate from their "
-            "tokens and time (the answers are cached and reused by the run).",
-        ),
-    ] = 0,
-    out: Annotated[
-        Path | None, typer.Option(help="Where to write the JSON (default: RUN_DIR/plan.json).")
-    ] = None,
+    pilot: PilotOpt = 0,
+    out: Annotated[Path | None, typer.Option(help="The JSON's path (RUN_DIR/plan.json).")] = None,
     replace: ReplaceOpt = False,
     max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,

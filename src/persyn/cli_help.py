@@ -59,3 +59,23 @@ VerboseOpt = Annotated[
         help="Show other libraries' progress bars and logs (transformers, datasets, vLLM, HTTP).",
     ),
 ]
+
+
+# Options of several commands, kept here so that `cli.py` stays a list of commands.
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Spend cap (config `max_cost`): stop before the money spent on teachers and "
+        "judges could pass it; rerun with a higher cap to continue.",
+    ),
+]
+PilotOpt = Annotated[
+    int,
+    typer.Option(
+        "--pilot",
+        min=0,
+        help="Ask each teacher N calibration prompts first and estimate from their tokens "
+        "and time (the answers are cached and reused by the run).",
+    ),
+]
