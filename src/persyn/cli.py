@@ -162,8 +162,10 @@ def plan_cmd(
     max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Estimate generations, tokens, money and time of Route then Generate against
-    Generate then Select; calls no model unless --pilot N."""
+    """Estimate the run's generations, tokens, money and time; calls no model.
+
+    Route then Generate against Generate then Select; --pilot N asks each teacher N
+    calibration prompts first and estimates from their answers."""
     from persyn.plan import plan, plan_lines
     from persyn.store import atomic_write_json
 
