@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from persyn.cli import app
@@ -18,6 +19,7 @@ from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise
 from persyn.pipeline import Run, StageError, run_pipeline
 from persyn.report.data import load_artifacts
+from persyn.report.headline import print_summary
 from persyn.report.html import spend_html
 from persyn.spend import spent, worst_case_cost
 from persyn.store import read_jsonl
@@ -128,6 +130,9 @@ def test_ledger_sums_tokens_and_money_per_teacher_and_stage(
     card = (finished / "dataset" / "README.md").read_text()
     assert "## Spend" in card and f"Spent {total:.4f} on 84 requests" in card
     assert "| judge (judge) | judging | 36 | 0 | 72 |" in card
+    console = Console(record=True, width=200)
+    print_summary(summary, str(finished), console)
+    assert f"spent {total:.4f} on 84 teacher and judge requests" in console.export_text()
     html = spend_html(load_artifacts(finished))
     assert f"Spent {total:.4f} on 84 requests" in html and "<td>judging</td>" in html
 
