@@ -20,17 +20,18 @@ from persyn.plan import plan
 def test_demo_plan_calls_no_model_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(
-        app, ["plan", str(demo_config_path()), "--run-dir", str(run_dir), "--out", str(out)]
-    )
+    args = ["plan", str(demo_config_path()), "--run-dir", str(run_dir), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--max-cost", "0"])
     assert result.exit_code == 0, result.output
     assert "no model was called" in result.output
+    assert "max_cost 0 covers both estimates" in result.output  # the demo's prices are 0
     assert "Generate then Select" in result.output and "unknown before a router" in result.output
     assert not run_dir.exists()  # nothing prepared, nothing asked
     estimate = json.loads(out.read_text())
     cfg = load_config(demo_config_path())
     limits = {t.name: t.generation.max_new_tokens for t in cfg.teachers}
     assert estimate["estimate"] is True
+    assert (estimate["spent"], estimate["max_cost"]) == (0, 0)
     assert (estimate["prompts"], estimate["calibration_prompts"]) == (400, 200)
     assert estimate["routed_prompts"] == 200
     for name, t in estimate["teachers"].items():  # no answers measured: the bound
@@ -61,6 +62,8 @@ def test_pilot_measures_and_the_run_reuses_its_answers(tiny_lm_dir: Path, tmp_pa
     assert teachers["a"]["completion_tokens_from"] == "measured (3 answers)"
     assert teachers["c"]["completion_tokens_from"] == "routing.expected_tokens"
     assert all(teachers[t]["seconds"] is not None for t in PRICES)
+    # the pilot's answers are paid for: 6, 4 and 5 words each
+    assert estimate["spent"] == pytest.approx(3 * (6 * 2.0 + 4 * 1.0 + 5 * 0.5) / 1000)
     per_answer = {"a": 6 * 2.0 / 1000, "b": 4 * 1.0 / 1000, "c": 9 * 0.5 / 1000}
     gts = estimate["generate_then_select"]
     assert gts["cost"] == pytest.approx(24 * sum(per_answer.values()))

@@ -124,7 +124,7 @@ def test_ledger_sums_tokens_and_money_per_teacher_and_stage(
     assert spend["total"]["requests"] == 36 + 12 + 36
     assert spend["by_stage"]["judging"]["cost"] == pytest.approx(72 * JUDGE_PRICE / 1000)
     assert spend["by_stage"]["fallback"]["requests"] == 0
-    assert spent(run) == pytest.approx(total)
+    assert spent(run.store, run.cfg) == pytest.approx(total)
     # the teachers' cost in the summary is the same money, without the judge
     assert summary["total_cost"] == pytest.approx(total - 72 * JUDGE_PRICE / 1000)
     card = (finished / "dataset" / "README.md").read_text()
@@ -167,7 +167,7 @@ def test_cap_stops_before_it_is_passed_and_a_higher_cap_continues(
     assert f"of max_cost {cap:g}; teacher " in str(err.value)
     assert "raise max_cost (--max-cost) and rerun to continue" in str(err.value)
     run = Run.open(parse_config(spend_config(tiny_lm_dir, run_dir)))
-    assert 0 < spent(run) <= cap
+    assert 0 < spent(run.store, run.cfg) <= cap
     asked_first = sum(CALLS.values())
     # nothing lost: every call made is a saved row
     rows = sum(len(run.store.generation_log(t).rows) for t in PRICES)
@@ -178,7 +178,7 @@ def test_cap_stops_before_it_is_passed_and_a_higher_cap_continues(
     cap = full["total"]["cost"] - 5 * PRICES["c"] / 1000 / 2
     with pytest.raises(StageError, match=r"^generate: stopped at the spend cap"):
         attempt(cap)
-    assert spent(run) <= cap
+    assert spent(run.store, run.cfg) <= cap
     assert len(read_jsonl(run_dir / "routes.jsonl")) == 12
     calibration_ids = set(run.store.split().calibration)
     routed_rows = [
@@ -203,5 +203,7 @@ def test_worst_case_bounds_prompt_bytes_and_max_new_tokens(tiny_lm_dir: Path) ->
     update = {"system_prompt": "Be brief.", "cost_per_1k_input_tokens": 10.0}
     teacher = cfg.teacher("a").model_copy(update=update)
     prompt = Prompt("p", [{"role": "user", "content": "What is 2 + 2?"}])
-    # 14 + 9 bytes, 8 template tokens per message, at 10.0; 8 tokens at 2.0 (per 1K)
-    assert worst_case_cost(teacher, prompt) == pytest.approx(((23 + 16) * 10 + 8 * 2) / 1000)
+    # 14 + 9 bytes, 8 template tokens per message and 64 per request, at 10.0; 8 tokens
+    # at 2.0 (per 1K)
+    bound = 23 + 2 * 8 + 64
+    assert worst_case_cost(teacher, prompt) == pytest.approx((bound * 10 + 8 * 2) / 1000)

@@ -24,7 +24,7 @@ from persyn.config import RunConfig, TeacherConfig
 from persyn.data import load_prompts
 from persyn.pipeline import run_stage
 from persyn.run import Run, working_in
-from persyn.spend import Price
+from persyn.spend import Price, spent
 from persyn.stages.common import ask_teacher, generating_teachers, teacher_fingerprint
 from persyn.stages.route import CHARS_PER_TOKEN
 from persyn.teachers.base import Prompt
@@ -85,6 +85,14 @@ def plan(
             "routed shares: unknown before a router exists; bounds: every routed prompt "
             f"answered once, by the cheapest teacher ({cheapest}) or the costliest ({costliest})"
         )
+    total = {"low": _add(rtg_calibration, low), "high": _add(rtg_calibration, high)}
+    if cfg.max_cost is not None:
+        covers = [k for k in ("low", "high") if total[k]["cost"] <= cfg.max_cost]
+        notes.append(
+            f"max_cost {cfg.max_cost:g} covers "
+            + {2: "both estimates", 1: "the low estimate only", 0: "neither estimate"}[len(covers)]
+            + " of Route then Generate (judging not included)"
+        )
     return {
         "estimate": True,
         "config": cfg.name,
@@ -99,8 +107,12 @@ def plan(
             "calibration": rtg_calibration,
             "routed_shares": routed_shares,
             "routed": {"low": low, "high": high},
-            "total": {"low": _add(rtg_calibration, low), "high": _add(rtg_calibration, high)},
+            "total": total,
         },
+        "max_cost": cfg.max_cost,
+        # what the run directory's logs record already (the ledger): a rerun pays only
+        # for what is missing
+        "spent": spent(store, cfg),
         "notes": notes,
     }
 
@@ -225,6 +237,8 @@ def plan_lines(estimate: dict[str, Any]) -> list[str]:
         _figures("Route then Generate, high", rtg["total"]["high"]),
         _figures("  of which calibration", rtg["calibration"]),
         "",
+        f"spent so far in {estimate['run_dir']} (its logs): {estimate['spent']:.4f}"
+        + ("" if estimate["max_cost"] is None else f"; max_cost {estimate['max_cost']:g}"),
         *(f"note: {n}" for n in estimate["notes"]),
     ]
     return lines

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from persyn.artifacts import RunArtifacts
 from persyn.config import RunConfig, TeacherConfig
 from persyn.rewards.judge import LLMJudge
 from persyn.teachers.base import Prompt
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
 #: baseline's answers to routed prompts, answers to prompts no longer in the run)
 STAGES = ("calibration", "routed", "fallback", "judging", "other")
 
-#: chat-template tokens per message on top of its text (role markers, separators): the
-#: worst-case prompt bound allows this many
+#: chat-template tokens on top of the text, which the worst-case prompt bound allows: per
+#: message (role markers, separators), and per request (a template's default system
+#: prompt where the teacher has none: Qwen2.5's is about 30 tokens)
 TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_PER_REQUEST = 64
 
 
 @dataclass
@@ -88,7 +91,7 @@ def ledger(run: Run, asked: dict[str, list[str]] | None = None) -> dict[str, Any
     chain that were asked (export knows it); without it every answer to a routed prompt
     by another teacher than the routed one counts as fallback."""
     lines: dict[tuple[str, str, str], Spend] = {}
-    for role, who, stage, row, price in _paid_rows(run, asked):
+    for role, who, stage, row, price in _paid_rows(run.store, run.cfg, asked):
         line = lines.setdefault((role, who, stage), Spend())
         line.add(row.get("prompt_tokens", 0), row.get("completion_tokens", 0), price)
     by_stage = {stage: Spend() for stage in STAGES}
@@ -110,19 +113,18 @@ def ledger(run: Run, asked: dict[str, list[str]] | None = None) -> dict[str, Any
     }
 
 
-def spent(run: Run) -> float:
-    """The money this run directory's logs record, every teacher and judge."""
+def spent(store: RunArtifacts, cfg: RunConfig) -> float:
+    """The money a run directory's logs record, every teacher and judge of `cfg`."""
     return sum(
         price.cost(r.get("prompt_tokens", 0), r.get("completion_tokens", 0))
-        for *_, r, price in _paid_rows(run, None)
+        for *_, r, price in _paid_rows(store, cfg, None)
     )
 
 
 def _paid_rows(
-    run: Run, asked: dict[str, list[str]] | None
+    store: RunArtifacts, cfg: RunConfig, asked: dict[str, list[str]] | None
 ) -> Iterator[tuple[str, str, str, dict[str, Any], Price]]:
     """(role, who, stage, token counts, price) of every paid request in the logs."""
-    store = run.store
     calibration: set[str] = set()
     routed: dict[str, str] = {}  # routed prompt -> its routed teacher ("" before `route`)
     if store.split_path().exists():
@@ -131,7 +133,7 @@ def _paid_rows(
         routed = dict.fromkeys(split.routed, "")
     if store.routes_path().exists():
         routed.update((r["prompt_id"], r["teacher"]) for r in store.routes())
-    for teacher in run.cfg.teachers:
+    for teacher in cfg.teachers:
         price = Price.of(teacher)
         for row in store.generation_log(teacher.name).rows.values():
             if row.get("provenance") == "imported":
@@ -146,7 +148,7 @@ def _paid_rows(
             else:
                 stage = "other"
             yield "teacher", teacher.name, stage, row, price
-    judges = judge_prices(run.cfg)
+    judges = judge_prices(cfg)
     if not judges or not store.score_path("quality").exists():
         return
     for row in store.score_log("quality").rows.values():
@@ -157,11 +159,12 @@ def _paid_rows(
 # -- the cap ------------------------------------------------------------------------------
 def prompt_token_bound(teacher: TeacherConfig, prompt: Prompt) -> int:
     """At most this many prompt tokens: a token is at least one UTF-8 byte of the text,
-    plus `TEMPLATE_TOKENS_PER_MESSAGE` per message (the system prompt one of them)."""
+    plus the template's tokens (`TEMPLATE_TOKENS_PER_*`; the system prompt a message)."""
     texts = [m["content"] for m in prompt.messages]
     if teacher.system_prompt:
         texts.append(teacher.system_prompt)
-    return sum(len(t.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for t in texts)
+    text_and_markers = sum(len(t.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for t in texts)
+    return text_and_markers + TEMPLATE_TOKENS_PER_REQUEST
 
 
 def worst_case_cost(teacher: TeacherConfig, prompt: Prompt) -> float:
@@ -192,7 +195,7 @@ class Admission:
             if cap is None:
                 batch = self.left
             else:
-                self.spent = spent(self.run)
+                self.spent = spent(self.run.store, self.run.cfg)
                 batch = self._fitting(cap - self.spent)
                 if not batch:
                     return
@@ -217,5 +220,5 @@ class Admission:
             f"{len(self.left)}/{self.asked} answers left to generate (the next could cost "
             f"up to {nxt:.4f}), later teachers and stages not counted; every answer so far "
             "is saved: raise max_cost (--max-cost) and rerun to continue "
-            "(`persyn plan CONFIG` estimates the rest)"
+            "(`persyn plan CONFIG` shows the estimates and what is spent)"
         )
