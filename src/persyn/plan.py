@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from persyn.artifacts import RunArtifacts
-from persyn.config import RunConfig, TeacherConfig
+from persyn.config import ConfigError, RunConfig, TeacherConfig
 from persyn.data import load_prompts
 from persyn.pipeline import run_stage
 from persyn.run import Run, working_in
@@ -54,21 +54,15 @@ def plan(
             f"pilot: {pilot} calibration prompts per teacher, answered and cached for the run; "
             "seconds per answer include loading the teacher"
         )
-    if store.marker("prepare") is not None:
-        prompts = store.prompts()
-        split = store.split()
-        n_cal, n_routed = len(split.calibration), len(split.routed)
-        calibration = split.calibration
-    else:
-        prompts = load_prompts(cfg.prompts)
-        n_cal = min(cfg.calibration.size, len(prompts))
-        n_routed, calibration = len(prompts) - n_cal, []
+    prompts, calibration, n_cal, n_routed = _prompts(cfg, store)
     if cfg.calibration.source is not None:
         notes.append(
             "calibration.source: its answers are imported at no cost; counted here as if "
             "generated (an upper bound)"
         )
     able = [cfg.teacher(name) for name in generating_teachers(cfg)]
+    if not able:
+        raise ConfigError("teachers: none can generate (all imported): nothing to plan")
     teachers = {t.name: _per_answer(cfg, store, t, prompts, calibration, timing) for t in able}
     everything = {t: float(len(prompts)) for t in teachers}
     routed_shares = _routed_shares(store, teachers)
@@ -115,6 +109,19 @@ def plan(
         "spent": spent(store, cfg),
         "notes": notes,
     }
+
+
+def _prompts(cfg: RunConfig, store: RunArtifacts) -> tuple[list[Prompt], list[str], int, int]:
+    """(prompts, the calibration ids drawn already, how many calibrate, how many are
+    routed): the run directory's once `prepare` is done, else the config's prompts
+    (loaded, nothing drawn)."""
+    if store.marker("prepare") is not None:
+        split = store.split()
+        n_cal, n_routed = len(split.calibration), len(split.routed)
+        return store.prompts(), split.calibration, n_cal, n_routed
+    prompts = load_prompts(cfg.prompts)
+    n_cal = min(cfg.calibration.size, len(prompts))
+    return prompts, [], n_cal, len(prompts) - n_cal
 
 
 def _pilot(run: Run, n: int) -> dict[str, float | None]:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 #: where a request's money went: calibration answers, the routed teacher's answers, the
 #: next-best teachers' answers after a failure, quality judging, and anything else (a
 #: baseline's answers to routed prompts, answers to prompts no longer in the run)
-STAGES = ("calibration", "routed", "fallback", "judging", "other")
+LEDGER_STAGES = ("calibration", "routed", "fallback", "judging", "other")
 
 #: chat-template tokens on top of the text, which the worst-case prompt bound allows: per
 #: message (role markers, separators), and per request (a template's default system
@@ -94,12 +94,12 @@ def ledger(run: Run, asked: dict[str, list[str]] | None = None) -> dict[str, Any
     for role, who, stage, row, price in _paid_rows(run.store, run.cfg, asked):
         line = lines.setdefault((role, who, stage), Spend())
         line.add(row.get("prompt_tokens", 0), row.get("completion_tokens", 0), price)
-    by_stage = {stage: Spend() for stage in STAGES}
+    by_stage = {stage: Spend() for stage in LEDGER_STAGES}
     total = Spend()
     for (_, _, stage), line in lines.items():
         by_stage[stage] += line
         total += line
-    order = {stage: i for i, stage in enumerate(STAGES)}
+    order = {stage: i for i, stage in enumerate(LEDGER_STAGES)}
     return {
         "max_cost": run.cfg.max_cost,
         "total": asdict(total),
@@ -125,14 +125,10 @@ def _paid_rows(
     store: RunArtifacts, cfg: RunConfig, asked: dict[str, list[str]] | None
 ) -> Iterator[tuple[str, str, str, dict[str, Any], Price]]:
     """(role, who, stage, token counts, price) of every paid request in the logs."""
-    calibration: set[str] = set()
-    routed: dict[str, str] = {}  # routed prompt -> its routed teacher ("" before `route`)
-    if store.split_path().exists():
-        split = store.split()
-        calibration = set(split.calibration)
-        routed = dict.fromkeys(split.routed, "")
+    calibration = set(store.split().calibration) if store.split_path().exists() else set()
+    routed: dict[str, str] = {}  # routed prompt -> its routed teacher (none before `route`)
     if store.routes_path().exists():
-        routed.update((r["prompt_id"], r["teacher"]) for r in store.routes())
+        routed = {r["prompt_id"]: r["teacher"] for r in store.routes()}
     for teacher in cfg.teachers:
         price = Price.of(teacher)
         for row in store.generation_log(teacher.name).rows.values():
