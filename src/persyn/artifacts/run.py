@@ -289,6 +289,10 @@ class RunArtifacts(RunStore):
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path().read_text())
 
+    def plan_path(self) -> Path:
+        """`persyn plan`'s estimates of what the run costs."""
+        return self.path("plan.json")
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.path("manifest.json"), manifest)
 
