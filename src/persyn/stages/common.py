@@ -167,7 +167,8 @@ def ask_teacher(
         }
 
     try:
-        run.executor.generate(teacher, todo, sink)
+        record = run.store.batch_record(teacher.name, stage)
+        run.executor.generate(teacher, todo, sink, resume_file=record)
     except KeyboardInterrupt:
         raise
     except Exception as err:

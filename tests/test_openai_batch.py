@@ -1,0 +1,150 @@
+"""`options.batch: true` on the `openai` backend: the Batch API (JSONL upload, create, poll,
+download) against a real Files/Batches server on 127.0.0.1 (`batch_server`) that answers
+through a real llama.cpp server (no mock). Answers are 8 tokens and prompts few."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from batch_server import batch_server
+from conftest import tiny_run_config
+from llama_server import LlamaServer
+
+from persyn.config import TeacherConfig, parse_config
+from persyn.pipeline import Run, run_stage
+from persyn.stages.common import teacher_fingerprint
+from persyn.store import read_jsonl
+from persyn.teachers.base import Generation, Prompt, make_teacher
+
+PROMPTS = [
+    Prompt(f"p{i}", [{"role": "user", "content": text}])
+    for i, text in enumerate(["What is 2 + 2?", "Name a colour.", "Say hello."])
+]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    with LlamaServer(tmp_path_factory.mktemp("llama")) as server:
+        yield server
+
+
+def smol(base_url: str, **options: Any) -> dict[str, Any]:
+    return {
+        "name": "smol",
+        "backend": "openai",
+        "model": "smollm2-135m-instruct",
+        "generation": {"max_new_tokens": 8, "temperature": 0.0, "keep_truncated": True},
+        "options": {"base_url": base_url, "max_retries": 0, "timeout_s": 60, **options},
+    }
+
+
+def generate(
+    cfg: dict[str, Any], prompts: list[Prompt], resume_file: Path | None
+) -> list[Generation]:
+    teacher = make_teacher(TeacherConfig.model_validate(cfg))
+    teacher.resume_file = resume_file
+    teacher.load()
+    try:
+        return teacher.generate(prompts)
+    finally:
+        teacher.unload()
+
+
+def test_a_batch_answers_like_requests_and_retries_expired_items(
+    llama: LlamaServer, tmp_path: Path
+) -> None:
+    record = tmp_path / "batches" / "smol.calibrate.json"
+    with batch_server(llama.base_url) as server:
+        server.expire_once = {"p1"}  # back expired once: answered by a second batch
+        server.fail_always = {"p2"}  # HTTP 500 each time: an error row after the retries
+        cfg = smol(server.base_url, batch=True, batch_poll_seconds=0.05, batch_retries=1)
+        results = generate(cfg, PROMPTS, record)
+    direct = generate(smol(llama.base_url), PROMPTS[:2], None)
+
+    assert [r.prompt_id for r in results] == ["p0", "p1", "p2"]
+    for batched, asked in zip(results[:2], direct, strict=True):
+        assert batched.error is None and batched.text
+        # the same request, so the same (greedy) answer as one request at a time
+        assert (batched.text, batched.completion_tokens) == (asked.text, asked.completion_tokens)
+        assert batched.finish_reason in {"stop", "length"} and batched.prompt_tokens > 0
+    first, second = server.created
+    assert results[2].error == f"batch {second['id']}: HTTP 500: upstream broke (after 2 batches)"
+    # custom_id is the prompt id; only the items that came back unanswered went again
+    assert [r["custom_id"] for r in first["requests"]] == ["p0", "p1", "p2"]
+    assert [r["custom_id"] for r in second["requests"]] == ["p1", "p2"]
+    line = first["requests"][0]
+    assert (line["method"], line["url"]) == ("POST", "/v1/chat/completions")
+    assert line["body"]["max_tokens"] == 8 and line["body"]["messages"][-1]["role"] == "user"
+    assert not record.exists()  # answered: the record is gone
+
+
+def test_batch_is_a_runtime_option() -> None:
+    plain = TeacherConfig.model_validate(smol("http://127.0.0.1:1/v1"))
+    batched = TeacherConfig.model_validate(
+        smol("http://127.0.0.1:1/v1", batch=True, batch_poll_seconds=5, batch_max_requests=10)
+    )
+    assert teacher_fingerprint(plain) == teacher_fingerprint(batched)  # the same answers
+
+
+# The stage, run in a process of its own so that the test can kill it while it polls.
+STAGE = (
+    "import sys; from persyn.config import load_config; "
+    "from persyn.pipeline import Run, run_stage; "
+    "run_stage(Run.open(load_config(sys.argv[1])), 'calibrate')"
+)
+
+
+def test_a_killed_run_polls_its_batch_again_instead_of_submitting_another(
+    llama: LlamaServer, tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    record = run_dir / "batches" / "smol.calibrate.json"
+    with batch_server(llama.base_url) as server:
+        teacher = smol(server.base_url, batch=True, batch_poll_seconds=0.05)
+        solver = {"name": "solver-concise", "backend": "scripted", "model": "solver-concise"}
+        config = tiny_run_config(
+            tiny_lm_dir, run_dir,
+            teachers=[solver, teacher],
+            prompts={"builtin": "demo-mix", "num_prompts": 8, "seed": 1},
+            calibration={"size": 4, "seed": 0},
+            max_error_rate=0.0,
+        )  # fmt: skip
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+
+        server.hold.clear()  # the batch stays in_progress: the stage polls until killed
+        with (tmp_path / "stage.log").open("wb") as out:
+            stage = subprocess.Popen(
+                [sys.executable, "-c", STAGE, str(config_path)], stdout=out, stderr=out
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while not (record.exists() and server.polled):
+                assert stage.poll() is None, (tmp_path / "stage.log").read_text()
+                assert time.monotonic() < deadline, "the stage never polled a batch"
+                time.sleep(0.05)
+        finally:
+            stage.kill()
+            stage.wait()
+        batch_id = json.loads(record.read_text())["batch_id"]
+        assert [b["id"] for b in server.created] == [batch_id]
+        polls_before = len(server.polled)
+
+        server.hold.set()
+        run_stage(Run.open(parse_config(config)), "calibrate")
+
+    assert len(server.created) == 1  # polled again, not submitted again
+    assert set(server.polled[polls_before:]) == {batch_id}
+    rows = read_jsonl(run_dir / "generations" / "smol.jsonl")
+    calibration = json.loads((run_dir / "calibration.json").read_text())["calibration"]
+    assert sorted(r["prompt_id"] for r in rows) == sorted(calibration)  # each once
+    assert all(r["error"] is None and r["text"] for r in rows)
+    assert not record.exists()
