@@ -10,7 +10,8 @@ llama.cpp server of `llama_server`) in a background thread.
 
 What a test can ask of it: `hold` (cleared: batches stay `in_progress` until it is set),
 `expire_once` (custom ids answered `batch_expired` in the error file the first time),
-`fail_always` (custom ids answered HTTP 500 every time). It records every batch created
+`fail_always` (custom ids answered HTTP 500 every time), `refuse` (a message: batches
+fail validation as a whole with it). It records every batch created
 (`created`, with its requests) and every status poll (`polled`)."""
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class BatchServer(ThreadingHTTPServer):
         self.hold.set()
         self.expire_once: set[str] = set()
         self.fail_always: set[str] = set()
+        self.refuse: str | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -71,6 +73,10 @@ class BatchServer(ThreadingHTTPServer):
         }  # fmt: skip
         self.batches[batch["id"]] = batch
         self.created.append({"id": batch["id"], "requests": lines})
+        if self.refuse is not None:
+            error = {"code": "invalid_request", "message": self.refuse, "line": 1, "param": None}
+            batch.update(status="failed", errors={"object": "list", "data": [error]})
+            return batch
         threading.Thread(target=self._process, args=(batch, lines), daemon=True).start()
         return batch
 

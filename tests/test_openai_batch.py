@@ -20,6 +20,7 @@ from conftest import tiny_run_config
 from llama_server import LlamaServer
 
 from persyn.config import TeacherConfig, parse_config
+from persyn.executors import LocalExecutor
 from persyn.pipeline import Run, run_stage
 from persyn.stages.common import teacher_fingerprint
 from persyn.store import read_jsonl
@@ -64,13 +65,18 @@ def test_a_batch_answers_like_requests_and_retries_expired_items(
     llama: LlamaServer, tmp_path: Path
 ) -> None:
     record = tmp_path / "batches" / "smol.calibrate.json"
+    saved: list[Generation] = []
     with batch_server(llama.base_url) as server:
-        server.expire_once = {"p1"}  # back expired once: answered by a second batch
+        server.expire_once = {"p1"}  # back expired once: answered by another batch
         server.fail_always = {"p2"}  # HTTP 500 each time: an error row after the retries
-        cfg = smol(server.base_url, batch=True, batch_poll_seconds=0.05, batch_retries=1)
-        results = generate(cfg, PROMPTS, record)
+        cfg = smol(
+            server.base_url,
+            batch=True, batch_poll_seconds=0.05, batch_retries=1, batch_max_requests=2,
+        )  # fmt: skip
+        LocalExecutor().generate(TeacherConfig.model_validate(cfg), PROMPTS, saved.extend, record)
     direct = generate(smol(llama.base_url), PROMPTS[:1], None)
 
+    results = sorted(saved, key=lambda g: g.prompt_id)
     assert [r.prompt_id for r in results] == ["p0", "p1", "p2"]
     for batched in results[:2]:
         assert batched.error is None and batched.text and 0 < batched.completion_tokens <= 4
@@ -80,15 +86,34 @@ def test_a_batch_answers_like_requests_and_retries_expired_items(
         direct[0].text,
         direct[0].completion_tokens,
     )
-    first, second = server.created
-    assert results[2].error == f"batch {second['id']}: HTTP 500: upstream broke (after 2 batches)"
-    # custom_id is the prompt id; only the items that came back unanswered went again
-    assert [r["custom_id"] for r in first["requests"]] == ["p0", "p1", "p2"]
-    assert [r["custom_id"] for r in second["requests"]] == ["p1", "p2"]
-    line = first["requests"][0]
+    last = server.created[-1]["id"]
+    assert results[2].error == f"batch {last}: HTTP 500: upstream broke (after 2 batches)"
+    # custom_id is the prompt id; batch_max_requests prompts a batch, one after another;
+    # only the items that came back unanswered went again
+    asked = [[r["custom_id"] for r in b["requests"]] for b in server.created]
+    assert asked == [["p0", "p1"], ["p1"], ["p2"], ["p2"]]
+    line = server.created[0]["requests"][0]
     assert (line["method"], line["url"]) == ("POST", "/v1/chat/completions")
     assert line["body"]["max_tokens"] == 4 and line["body"]["messages"][-1]["role"] == "user"
     assert not record.exists()  # answered: the record is gone
+
+
+def test_a_refused_batch_fails_its_rows_and_a_stale_record_is_not_polled(
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "smol.json"
+    # a batch an earlier run left for other requests: the prompts are sent anew
+    record.write_text(json.dumps({"batch_id": "batch-old", "requests": {"p0": "0" * 16}}))
+    with batch_server("http://127.0.0.1:1/v1") as server:  # nothing answered upstream
+        server.refuse = "the model does not exist"
+        cfg = smol(server.base_url, batch=True, batch_poll_seconds=0.05)
+        results = generate(cfg, PROMPTS, record)
+    [batch] = server.created
+    assert "batch-old" not in server.polled and len(batch["requests"]) == 3
+    assert [r.error for r in results] == [
+        f"batch {batch['id']} failed: invalid_request: the model does not exist"
+    ] * 3  # refused as a whole: not retried
+    assert not record.exists()
 
 
 def test_batch_is_a_runtime_option() -> None:
