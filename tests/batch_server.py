@@ -124,9 +124,10 @@ class _Handler(BaseHTTPRequestHandler):
             content = self.server.files.get(parts[2])
             if content is not None:
                 return self._send(200, content, "application/octet-stream")
-        if parts[:2] == ["v1", "batches"] and len(parts) == 3 and parts[2] in self.server.batches:
+        if parts[:2] == ["v1", "batches"] and len(parts) == 3:
             self.server.polled.append(parts[2])
-            return self._json(200, self.server.batches[parts[2]])
+            if parts[2] in self.server.batches:
+                return self._json(200, self.server.batches[parts[2]])
         return self._json(404, {"error": {"message": f"no {self.path}"}})
 
     def do_POST(self) -> None:

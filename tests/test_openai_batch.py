@@ -25,6 +25,7 @@ from persyn.pipeline import Run, run_stage
 from persyn.stages.common import teacher_fingerprint
 from persyn.store import read_jsonl
 from persyn.teachers.base import Generation, Prompt, make_teacher
+from persyn.teachers.openai_batch import request_digest
 
 PROMPTS = [
     Prompt(f"p{i}", [{"role": "user", "content": text}])
@@ -98,18 +99,23 @@ def test_a_batch_answers_like_requests_and_retries_expired_items(
     assert not record.exists()  # answered: the record is gone
 
 
-def test_a_refused_batch_fails_its_rows_and_a_stale_record_is_not_polled(
-    tmp_path: Path,
+@pytest.mark.parametrize("left", ["for other requests", "unknown to the server"])
+def test_a_refused_batch_fails_its_rows_and_a_batch_left_that_cannot_resume_is_not_polled(
+    left: str, tmp_path: Path
 ) -> None:
     record = tmp_path / "smol.json"
-    # a batch an earlier run left for other requests: the prompts are sent anew
-    record.write_text(json.dumps({"batch_id": "batch-old", "requests": {"p0": "0" * 16}}))
     with batch_server("http://127.0.0.1:1/v1") as server:  # nothing answered upstream
         server.refuse = "the model does not exist"
         cfg = smol(server.base_url, batch=True, batch_poll_seconds=0.05)
+        body = make_teacher(TeacherConfig.model_validate(cfg)).request_body(PROMPTS[0])
+        digest = "0" * 16 if left == "for other requests" else request_digest(body)
+        # a batch an earlier run left: the prompts are sent anew
+        record.write_text(json.dumps({"batch_id": "batch-old", "requests": {"p0": digest}}))
         results = generate(cfg, PROMPTS, record)
     [batch] = server.created
-    assert "batch-old" not in server.polled and len(batch["requests"]) == 3
+    # asked only whether the server still knows it, where the requests are the same
+    assert server.polled.count("batch-old") == (left == "unknown to the server")
+    assert len(batch["requests"]) == 3
     assert [r.error for r in results] == [
         f"batch {batch['id']} failed: invalid_request: the model does not exist"
     ] * 3  # refused as a whole: not retried

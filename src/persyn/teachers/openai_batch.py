@@ -105,7 +105,7 @@ class BatchRunner:
         bodies = {p.id: self.body(p) for p in prompts}
         results: dict[str, Generation] = {}
         tries = dict.fromkeys(bodies, 0)
-        resumed = self._resumable(bodies)
+        resumed = await self._resumable(bodies)
         batch_id, asked = resumed or (await self._submit(bodies, list(bodies)), list(bodies))
         waiting = [pid for pid in bodies if pid not in set(asked)]  # not in a resumed batch
         while True:
@@ -136,9 +136,11 @@ class BatchRunner:
         if self.record is not None and self.ended:
             self.record.unlink(missing_ok=True)
 
-    def _resumable(self, bodies: dict[str, dict[str, Any]]) -> tuple[str, list[str]] | None:
+    async def _resumable(self, bodies: dict[str, dict[str, Any]]) -> tuple[str, list[str]] | None:
         """(batch id, the prompts it asks as they are asked now) of the batch a killed run
-        left, or None."""
+        left, or None (none left, other requests, or the server no longer knows it)."""
+        import openai
+
         if self.record is None or not self.record.is_file():
             return None
         try:
@@ -153,6 +155,14 @@ class BatchRunner:
                 f"teacher {self.teacher!r}: batch {batch_id} of an earlier run asks none of "
                 "these prompts as they are now; not polled (cancel it on the server if it "
                 "still runs)"
+            )
+            return None
+        try:
+            await self.client.batches.retrieve(batch_id)
+        except openai.NotFoundError:
+            warn(
+                f"teacher {self.teacher!r}: the server no longer knows batch {batch_id} of an "
+                "earlier run; its prompts are sent anew"
             )
             return None
         log(f"teacher {self.teacher!r}: resuming batch {batch_id} ({len(same)} requests)")
