@@ -107,7 +107,8 @@ class BatchRunner:
         tries = dict.fromkeys(bodies, 0)
         resumed = await self._resumable(bodies)
         batch_id, asked = resumed or (await self._submit(bodies, list(bodies)), list(bodies))
-        waiting = [pid for pid in bodies if pid not in set(asked)]  # not in a resumed batch
+        in_batch = set(asked)
+        waiting = [pid for pid in bodies if pid not in in_batch]  # not in a resumed batch
         while True:
             outcomes = await self._collect(batch_id, asked)
             for pid in asked:
