@@ -169,8 +169,9 @@ def ask_teacher(
 
     admission = Admission(run, teacher, todo)  # the spend cap (`max_cost`), if any
     try:
+        record = run.store.batch_record(teacher.name, stage)  # a Batch API job to resume
         for batch in admission:
-            run.executor.generate(teacher, batch, sink)
+            run.executor.generate(teacher, batch, sink, resume_file=record)
     except KeyboardInterrupt:
         raise
     except Exception as err:
