@@ -228,8 +228,49 @@ def _stage_command(stage: str) -> None:
 
 
 for _stage in STAGES:
-    if _stage != "score":  # `score` has its own command below (alpha sweeps)
+    if _stage not in {"score", "tune"}:  # own commands below (alpha sweeps; the plan)
         _stage_command(_stage)
+
+
+@app.command("tune")
+def tune_cmd(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what the tune will cost, and stop.")
+    ] = False,
+    replace: ReplaceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Choose the reward setting (alpha, learnability signal) from pilot students trained on
+    the calibration answers; prints its cost first. Under rewards.alpha: auto the run uses
+    the choice."""
+    from persyn.eval.tune_report import tune_plan
+    from persyn.stages.tune import tune_run
+
+    set_quiet(quiet)
+    with user_errors():
+        cfg = _load(config, set_)
+        run_ = Run.open(cfg, run_dir)
+        for line in tune_plan(run_):
+            console.print(line, markup=False, highlight=False)
+        if dry_run:
+            return
+        with working_in(run_, replace):
+            if cfg.rewards.tuned:
+                run_stage(run_, "tune")
+            else:  # the study alone: the run keeps its alpha
+                run_stage(run_, "calibrate")
+                tune_run(run_)
+    files = run_.store.tune_files()
+    console.print(files.table_md.read_text(), markup=False, highlight=False)
+    if not cfg.rewards.tuned:
+        console.print(
+            f"rewards.alpha is {cfg.rewards.alpha}: the run keeps it (rewards.alpha: auto "
+            "uses the choice)"
+        )
+    console.print(f"written to {files.folder}")
 
 
 @app.command("score")

@@ -33,6 +33,12 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.rewards.tie_margin_learnability,
         *kept_truncated(c),
     ),
+    # What a pilot student's score depends on besides the rewards and the calibration.
+    "tune": lambda c: fingerprint(
+        c.tune,
+        c.student_training,
+        c.evaluation.model_dump(mode="json", exclude={"lm_eval_tasks", "lm_eval_limit"}),
+    ),
     "router": lambda c: fingerprint(c.router),
     # Without the fallback: how many teachers a failed answer falls back to changes
     # `generate`, not which teacher each prompt is routed to.
@@ -42,8 +48,15 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     ),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
     # The card shows the whole config; where the run lives and the spend cap change
-    # nothing in it (a raised cap must not export again what is done).
-    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir", "max_cost"})),
+    # nothing in it (a raised cap must not export again what is done). With an explicit
+    # alpha the tune section changes nothing in the run either: left out, so run
+    # directories from before it existed keep their key.
+    "export": lambda c: fingerprint(
+        c.model_dump(
+            mode="json",
+            exclude={"run_dir", "max_cost"} | (set() if c.rewards.tuned else {"tune"}),
+        )
+    ),
 }
 
 

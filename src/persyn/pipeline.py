@@ -1,6 +1,9 @@
 """Route-then-Generate as one table of stages (the paper's Figure 1, top to bottom):
 
-    prepare -> calibrate -> score -> train-router -> route -> generate -> export
+    prepare -> calibrate -> tune -> score -> train-router -> route -> generate -> export
+
+(`tune` works only under `rewards.alpha: auto`: it chooses the reward setting that `score`
+mixes with, from pilot students trained on the calibration answers; see `persyn.stages.tune`.)
 
 Each `Stage` names its function (in `persyn.stages`, each called with a `persyn.run.Run`),
 the config sections it reads (hashed in `persyn.fingerprints`) and the stages whose outputs
@@ -34,6 +37,7 @@ from persyn.stages.prepare import prepare
 from persyn.stages.route import route
 from persyn.stages.score import score
 from persyn.stages.train_router import train_router
+from persyn.stages.tune import tune, tuned_config
 from persyn.stages.verify import (
     Outputs,
     verify_calibrate,
@@ -43,6 +47,7 @@ from persyn.stages.verify import (
     verify_route,
     verify_score,
     verify_train_router,
+    verify_tune,
 )
 from persyn.store import DamagedMarker
 
@@ -68,6 +73,14 @@ PIPELINE = (
         verify_prepare,
     ),
     Stage("calibrate", calibrate, ("teachers",), ("prepare",), verify_calibrate),
+    # Under `rewards.alpha: auto` `score` also reads its choice (`upstream`).
+    Stage(
+        "tune",
+        tune,
+        ("student", "rewards.quality", "rewards.mix", "tune"),
+        ("calibrate",),
+        verify_tune,
+    ),
     Stage(
         "score",
         score,
@@ -85,6 +98,14 @@ STAGE = {s.name: s for s in PIPELINE}
 STAGES = [s.name for s in PIPELINE]
 
 
+def upstream(cfg: RunConfig, stage: str) -> tuple[str, ...]:
+    """The stages whose outputs `stage` reads: the table's, and for `score` under
+    `rewards.alpha: auto` the tune stage's choice. Only then: a run with an explicit alpha
+    keeps the fingerprints it always had."""
+    tuned = stage == "score" and cfg.rewards.tuned
+    return STAGE[stage].upstream + (("tune",) if tuned else ())
+
+
 def stage_sections(cfg: RunConfig, stage: str) -> list[str]:
     """The sections `stage` depends on, its own and its upstream stages'."""
     own = [
@@ -94,8 +115,8 @@ def stage_sections(cfg: RunConfig, stage: str) -> list[str]:
             [f"teacher:{t}" for t in cfg.teacher_names] if section == "teachers" else [section]
         )
     ]
-    upstream = [s for u in STAGE[stage].upstream for s in stage_sections(cfg, u)]
-    return list(dict.fromkeys(upstream + own))
+    above = [s for u in upstream(cfg, stage) for s in stage_sections(cfg, u)]
+    return list(dict.fromkeys(above + own))
 
 
 def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
@@ -104,7 +125,7 @@ def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
     @cache
     def fp(stage: str) -> str:
         own = [sections[s] for s in stage_sections(cfg, stage)]
-        return fingerprint(stage, own, [fp(u) for u in STAGE[stage].upstream])
+        return fingerprint(stage, own, [fp(u) for u in upstream(cfg, stage)])
 
     return {name: fp(name) for name in STAGES}
 
@@ -130,19 +151,31 @@ def run_stage(run: Run, stage: str, replace: bool = False) -> dict[str, Any]:
     Holds the run directory's lock throughout (`working_in`)."""
     fingerprints = stage_fingerprints(run.cfg)
     with working_in(run, replace):
+        worker = run  # after `tune`: the run with the chosen reward setting
         for s in PIPELINE[: STAGES.index(stage) + 1]:
             # The digests of the upstream outputs this stage is computed from.
-            inputs = {u: (run.store.marker(u) or {}).get("outputs") for u in s.upstream}
-            if _needs_run(run, s, fingerprints[s.name], inputs):
-                stats = s.run(run)
-                found = s.verify(run, None)
+            inputs = {
+                u: (run.store.marker(u) or {}).get("outputs") for u in upstream(run.cfg, s.name)
+            }
+            if _needs_run(worker, s, fingerprints[s.name], inputs):
+                stats = s.run(worker)
+                found = s.verify(worker, None)
                 marker = {**stats, "inputs": inputs, "outputs": found.digest}
                 if found.files:
                     # what the next rerun compares against; failed rows: it retries them
                     marker.update(files=found.files, retry=found.retry)
                 run.store.mark_done(s.name, fingerprints[s.name], marker)
+            if s.name == "tune":
+                worker = with_tuned_rewards(run)
             write_manifest(run)
         return run.store.marker(stage) or {}
+
+
+def with_tuned_rewards(run: Run) -> Run:
+    """`run` with `rewards.alpha: auto` resolved to the tune stage's choice (the same run
+    with an explicit alpha)."""
+    cfg = tuned_config(run.cfg, run.store)
+    return run if cfg is run.cfg else Run(cfg, run.store, run.executor)
 
 
 def _needs_run(run: Run, stage: Stage, fp: str, inputs: dict[str, str | None]) -> bool:

@@ -31,6 +31,8 @@ in `folders`. Layout (relative to the run directory):
     student/                       `persyn train` (`StudentFiles`; evaluations:
                                    `StudentEvalFiles`)
     experiment/                    `persyn experiment` (`ExperimentFiles`)
+    tune/                          `persyn tune`, the `tune` stage (`TuneFiles`): pilot
+                                   datasets, students, evaluations, table, plot, choice
     .lock                          the lock of the process working here (`RunStore.lock`)
 """
 
@@ -41,6 +43,7 @@ from persyn.artifacts.folders import (
     RouterCheckpoint,
     StudentEvalFiles,
     StudentFiles,
+    TuneFiles,
 )
 from persyn.artifacts.rows import (
     SCORE_SIGNALS,
@@ -66,6 +69,7 @@ __all__ = [
     "Split",
     "StudentEvalFiles",
     "StudentFiles",
+    "TuneFiles",
     "dataset_features",
     "dataset_row",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from persyn.artifacts.folders import ReportFiles, RouterCheckpoint
+from persyn.artifacts.folders import ReportFiles, RouterCheckpoint, TuneFiles
 from persyn.artifacts.rows import (
     SCORE_CHECKS,
     SCORE_SIGNALS,
@@ -314,6 +314,15 @@ class RunArtifacts(RunStore):
     def experiment_dir(self) -> Path:
         """Where `persyn experiment` writes unless `experiment.output_dir` says otherwise."""
         return self.root / "experiment"
+
+    def tune_files(self) -> TuneFiles:
+        """Where `persyn tune` (the `tune` stage) writes its pilot students and choice."""
+        return TuneFiles(self.path("tune"))
+
+    def tune_choice(self) -> dict[str, Any] | None:
+        """The reward setting `persyn tune` chose and why (`choice.json`), or None."""
+        path = self.tune_files().choice
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def row_logs(self) -> list[RowLogSpec]:
         """Every row-shaped artifact, for `persyn inspect`."""

@@ -38,8 +38,11 @@ from persyn.config.sections import (
     RouterConfig,
     RoutingPolicyConfig,
 )
+from persyn.config.tune import PAPER_ALPHA, PAPER_SIGNAL, TuneConfig
 
 __all__ = [
+    "PAPER_ALPHA",
+    "PAPER_SIGNAL",
     "THINK_TAGS",
     "CalibrationConfig",
     "CalibrationSource",
@@ -62,6 +65,7 @@ __all__ = [
     "StudentConfig",
     "StudentTrainingConfig",
     "TeacherConfig",
+    "TuneConfig",
     "backend_options",
     "fingerprint",
     "format_error",
@@ -84,6 +88,7 @@ class RunConfig(Section):
     student_training: StudentTrainingConfig = Field(default_factory=StudentTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
     )

@@ -205,7 +205,7 @@ keeps the oracle's choice (`selected_by: oracle`), each routed row the router's
   for Generate then Select on the same prompts
 - rewards: r = (1 - alpha) * quality + alpha * learnability, alpha = {cfg.rewards.alpha},
   normalised within each prompt ({cfg.rewards.normalization}); quality signals:
-  {", ".join(q.kind for q in cfg.rewards.quality)}
+  {", ".join(q.kind for q in cfg.rewards.quality)}{tune_note(summary)}
 
 ## Teachers
 
@@ -277,6 +277,17 @@ the prompts the terms of their source; check both before publishing.
 """
     head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
     return f"---\n{head}---\n\n{body}"
+
+
+def tune_note(summary: dict[str, Any]) -> str:
+    """The card's line on a reward setting chosen by `persyn tune` (nothing otherwise)."""
+    tuned = summary.get("tune")
+    if not tuned or not tuned.get("used"):
+        return ""
+    return (
+        f"\n- reward setting chosen by `persyn tune` (`rewards.alpha: auto`): "
+        f"{tuned['setting']}; {tuned['reason']}"
+    )
 
 
 def write_dataset_card(store: RunArtifacts, cfg: RunConfig, summary: dict[str, Any]) -> Path:

@@ -333,6 +333,16 @@ ol{margin:0;padding-left:1.3em}li.chosen{font-weight:700}
 """
 
 
+def _tune_note(tuned: dict[str, Any] | None) -> str:
+    """Where `persyn tune` chose the run's reward setting: which and why."""
+    if not tuned or not tuned.get("used"):
+        return ""
+    return (
+        f"<p>reward setting chosen by <code>persyn tune</code>: {_e(tuned['setting'])} "
+        f"(alpha {_e(tuned['alpha'])}, {_e(tuned['learnability'])}); {_e(tuned['reason'])}</p>"
+    )
+
+
 def render_html(art: ReportData, images: dict[str, bytes]) -> str:
     cfg = art.cfg
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -345,6 +355,7 @@ def render_html(art: ReportData, images: dict[str, bytes]) -> str:
 <p class="muted">run directory {_e(art.run_dir)}; student {_e(cfg.student.model)};
 alpha {_e(cfg.rewards.alpha)}, {_e(cfg.rewards.normalization)} normalisation; written
 {_e(created)}</p>
+{_tune_note(art.summary.get("tune"))}
 {coverage_banner(art.summary.get("quality_coverage"))}
 <div class="cards">{_headline(art)}</div>
 {_sections(art, images)}
