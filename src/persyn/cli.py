@@ -237,15 +237,12 @@ def tune_cmd(
     config: ConfigArg,
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what the tune will cost, and stop.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost; stop.")] = False,
     replace: ReplaceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Choose the reward setting (alpha, learnability signal) from pilot students trained on
-    the calibration answers; prints its cost first. Under rewards.alpha: auto the run uses
-    the choice."""
+    """Choose the reward setting (alpha, learnability signal) with pilot students trained on
+    the calibration answers, after printing what that costs; rewards.alpha: auto uses it."""
     from persyn.eval.tune_report import tune_plan
     from persyn.stages.tune import tune_run
 
@@ -253,24 +250,15 @@ def tune_cmd(
     with user_errors():
         cfg = _load(config, set_)
         run_ = Run.open(cfg, run_dir)
-        for line in tune_plan(run_):
-            console.print(line, markup=False, highlight=False)
+        console.print("\n".join(tune_plan(run_)), markup=False, highlight=False)
         if dry_run:
             return
-        with working_in(run_, replace):
-            if cfg.rewards.tuned:
-                run_stage(run_, "tune")
-            else:  # the study alone: the run keeps its alpha
-                run_stage(run_, "calibrate")
+        with working_in(run_, replace):  # with an explicit alpha: the study alone
+            run_stage(run_, "tune" if cfg.rewards.tuned else "calibrate")
+            if not cfg.rewards.tuned:
                 tune_run(run_)
-    files = run_.store.tune_files()
-    console.print(files.table_md.read_text(), markup=False, highlight=False)
-    if not cfg.rewards.tuned:
-        console.print(
-            f"rewards.alpha is {cfg.rewards.alpha}: the run keeps it (rewards.alpha: auto "
-            "uses the choice)"
-        )
-    console.print(f"written to {files.folder}")
+    table = run_.store.tune_files().table_md
+    console.print(table.read_text(), f"written to {table.parent}", sep="\n", markup=False)
 
 
 @app.command("score")

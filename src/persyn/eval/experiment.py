@@ -41,8 +41,9 @@ from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import check_held_out, evaluate_student, held_out_prompts
 from persyn.eval.trained import eval_scores, train_and_evaluate, training_seeds
 from persyn.models import release_cached_model
-from persyn.pipeline import Run, run_pipeline, run_stage, with_tuned_rewards
+from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.progress import log
+from persyn.stages.tune import with_tuned_rewards
 from persyn.store import atomic_write_json, write_jsonl
 from persyn.teachers.base import Prompt
 

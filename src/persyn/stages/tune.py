@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any
 from persyn.config import RunConfig
 from persyn.eval.tune import Setting, run_tune, setting_config
 from persyn.eval.tune_report import write_tune
+from persyn.run import Run
 
 if TYPE_CHECKING:
     from persyn.artifacts import RunArtifacts
-    from persyn.run import Run
+
+# The config sections the stage reads (`persyn.fingerprints`): the rewards that pick each
+# pilot's answers, the student, and the `tune` section (with the SFT recipe, evaluation).
+TUNE_SECTIONS = ("student", "rewards.quality", "rewards.mix", "tune")
 
 
 def tune(run: Run) -> dict[str, Any]:
@@ -43,3 +47,10 @@ def tuned_config(cfg: RunConfig, store: RunArtifacts) -> RunConfig:
     if choice is None:
         return cfg
     return setting_config(cfg, Setting(choice["alpha"], choice["learnability"]))
+
+
+def with_tuned_rewards(run: Run) -> Run:
+    """`run` with `rewards.alpha: auto` resolved to the tune stage's choice (the same run
+    with an explicit alpha, or before a choice exists)."""
+    cfg = tuned_config(run.cfg, run.store)
+    return run if cfg is run.cfg else Run(cfg, run.store, run.executor)
