@@ -17,8 +17,10 @@ from persyn.cli import app
 from persyn.config import ConfigError, parse_config
 from persyn.eval.stats import Interval
 from persyn.eval.tune import Setting, choose_setting, tune_settings, validation_prompts
-from persyn.pipeline import Run, run_pipeline, stage_fingerprints
+from persyn.pipeline import Run, run_pipeline, stage_fingerprints, validate
+from persyn.report.html import build_report
 from persyn.stages.tune import tune_run, tuned_config
+from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
 
 VALIDATION = {"builtin": "demo-mix", "num_prompts": 4, "seed": 9}
@@ -56,6 +58,9 @@ def test_the_grid_always_holds_the_papers_setting(tiny_lm_dir: Path, tmp_path: P
     data["tune"]["learnability_signals"] = ["rank_surprisal_ratio", "mean_logprob"]
     settings, reference = tune_settings(parse_config(data))
     assert reference == Setting(0.4, "mean_logprob") and len(settings) == 5
+    data["tune"]["learnability_signals"] = ["mean_logprob", "no_such_signal"]
+    with pytest.raises(ConfigError, match=r"tune\.learnability_signals\[1\]"):
+        validate(parse_config(data))
 
 
 def test_a_tie_within_the_interval_keeps_the_papers_setting():
@@ -136,6 +141,7 @@ def test_alpha_auto_end_to_end_and_a_rerun_trains_nothing(tiny_lm_dir: Path, tmp
     data = tune_config(tiny_lm_dir, tmp_path / "run")
     data["student"]["family"] = "tiny"
     data["teachers"][0]["family"] = "tiny"
+    data["tune"]["learnability_signals"] = ["mean_logprob", "rank_surprisal_ratio"]
     cfg = parse_config(data)
     summary = run_pipeline(cfg)
     store = RunArtifacts(tmp_path / "run")
@@ -144,7 +150,12 @@ def test_alpha_auto_end_to_end_and_a_rerun_trains_nothing(tiny_lm_dir: Path, tmp
         assert path.is_file(), path
     assert files.plot.read_bytes()[:4] == b"\x89PNG"
     choice = json.loads(files.choice.read_text())
-    assert choice["settings"] == ["alpha0-mean_logprob", "alpha0.4-mean_logprob"]
+    assert choice["settings"] == [
+        "alpha0-mean_logprob",
+        "alpha0.4-mean_logprob",
+        "alpha0-rank_surprisal_ratio",
+        "alpha0.4-rank_surprisal_ratio",
+    ]
     assert choice["reference"] == "alpha0.4-mean_logprob" and choice["reason"]
     table = files.table_md.read_text()
     assert "| alpha0-mean_logprob | 0 | mean_logprob | 8 |" in table
@@ -156,9 +167,14 @@ def test_alpha_auto_end_to_end_and_a_rerun_trains_nothing(tiny_lm_dir: Path, tmp
     assert summary["alpha"] == choice["alpha"] and summary["tune"]["used"] is True
     assert summary["tune"]["reason"] == choice["reason"]
     assert "chosen by `persyn tune`" in store.card_path().read_text()
+    page = build_report(tmp_path / "run", None).read_text()
+    assert "chosen by <code>persyn tune</code>" in page
+    # the other signal scored the calibration answers with the student (no generation)
+    signals = {r["signal"] for r in read_jsonl(store.score_path("learnability"))}
+    assert signals == {"mean_logprob", "rank_surprisal_ratio"}
     # A rerun trains and evaluates nothing: every pilot student is cached.
     students = sorted(files.folder.glob("students/*/final/persyn_training.json"))
-    assert 1 <= len(students) <= 2
+    assert 1 <= len(students) <= 4
     stamps = {p: p.stat().st_mtime_ns for p in students}
     run_pipeline(cfg)
     again = tune_run(Run.open(cfg))
