@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from persyn.config import RunConfig
 from persyn.eval.tune import Setting, run_tune, setting_config
-from persyn.eval.tune_report import write_tune
+from persyn.eval.tune_report import tune_plan, write_tune
+from persyn.progress import log
 from persyn.run import Run
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ TUNE_SECTIONS = ("student", "rewards.quality", "rewards.mix", "tune")
 def tune(run: Run) -> dict[str, Any]:
     if not run.cfg.rewards.tuned:
         return {"tuned": False, "alpha": run.cfg.rewards.alpha}
+    for line in tune_plan(run):  # what it costs, before any training
+        log(line)
     choice = tune_run(run)
     return {"tuned": True, **{k: choice[k] for k in ("alpha", "learnability", "reason")}}
 
