@@ -16,7 +16,14 @@ from persyn.artifacts import RunArtifacts
 from persyn.cli import app
 from persyn.config import ConfigError, parse_config
 from persyn.eval.stats import Interval
-from persyn.eval.tune import Setting, choose_setting, tune_settings, validation_prompts
+from persyn.eval.tune import (
+    Setting,
+    TuneResult,
+    choose_setting,
+    tune_settings,
+    validation_prompts,
+)
+from persyn.eval.tune_report import write_tune
 from persyn.pipeline import Run, run_pipeline, stage_fingerprints, validate
 from persyn.report.html import build_report
 from persyn.stages.tune import tune_run, tuned_config
@@ -194,3 +201,36 @@ def test_cli_dry_run_prints_the_cost_and_trains_nothing(tiny_lm_dir: Path, tmp_p
     assert "4 validation prompts x 2 students" in out
     assert "new teacher generations: 0" in out
     assert not (tmp_path / "run" / "tune").exists()
+
+
+def test_a_tie_is_written_to_the_table_and_choice(tmp_path: Path):
+    reference, other = Setting(0.4, "mean_logprob"), Setting(0.0, "mean_logprob")
+    means = {other.name: 0.55, reference.name: 0.5}
+    diffs = {other.name: Interval(0.05, -0.04, 0.14), reference.name: Interval(0, 0, 0)}
+    chosen, reason = choose_setting(means, diffs, reference.name)
+    rows = [
+        {
+            "setting": s.name,
+            "alpha": s.alpha,
+            "signal": s.signal,
+            "rows": 8,
+            "teachers": "a 100%",
+            "score": means[s.name],
+            "score_low": means[s.name] - 0.1,
+            "score_high": means[s.name] + 0.1,
+            "vs_reference": diffs[s.name].estimate,
+            "vs_reference_low": diffs[s.name].low,
+            "vs_reference_high": diffs[s.name].high,
+            "chosen": s.name == chosen,
+        }
+        for s in (other, reference)
+    ]
+    files = RunArtifacts(tmp_path).tune_files()
+    write_tune(TuneResult(rows, reference, reference, reason), files, 0.95)
+    table = files.table_md.read_text()
+    row = "| alpha0-mean_logprob | 0 | mean_logprob | 8 | a 100% | 0.550 | [0.450, 0.650] |"
+    assert row + " +0.050 | [-0.040, +0.140] |  |" in table
+    assert "Choice: alpha0.4-mean_logprob." in table and "a tie" in table
+    choice = json.loads(files.choice.read_text())
+    assert choice["alpha"] == 0.4 and choice["kept_reference"] and "includes 0" in choice["reason"]
+    assert files.plot.read_bytes()[:4] == b"\x89PNG"

@@ -237,7 +237,7 @@ def choose_setting(
         return reference, f"{reference} has no validation score: the paper's setting is kept"
     best = max(known, key=lambda name: (known[name], name == reference))
     if best == reference:
-        return reference, f"{reference} (the paper's setting) scored best ({ref:.3f})"
+        return reference, f"no setting scored above {reference} (the paper's setting, {ref:.3f})"
     d = diffs[best]
     interval = f"{level:.0%} interval [{d.low:+.3f}, {d.high:+.3f}]"
     if d.low <= 0:

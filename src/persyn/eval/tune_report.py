@@ -101,9 +101,9 @@ def plot_tune(result: TuneResult, path: Path) -> None:
         for r in rows
     ]
     ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set_ylabel("validation score (bars: bootstrap interval)")
+    ax.set_ylabel("validation score")
     ax.set_ylim(0, 1)
-    ax.set_title(f"chosen: {result.chosen.name}")
+    ax.set_title(f"chosen: {result.chosen.name} (bars: bootstrap intervals)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
