@@ -2,89 +2,36 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
+from persyn.artifacts import RunArtifacts
+from persyn.cli_common import (
+    ConfigArg,
+    QuietOpt,
+    ReplaceOpt,
+    RunDirOpt,
+    SetOpt,
+    console,
+    load_cli_config,
+    user_errors,
+)
 from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
-from persyn.config import ConfigError, RunConfig, load_config
-from persyn.data import DataError
-from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
+from persyn.cli_student import register_student_commands
+from persyn.config import ConfigError
+from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, working_in
 from persyn.progress import set_quiet, set_verbose
-from persyn.redact import redact_text
 from persyn.report.headline import print_summary
-from persyn.store import RunDirBusy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=USAGE, cls=UserOrder)
-console = Console()
 
 
 @app.callback()
 def main(version: VersionOpt = False, verbose: VerboseOpt = False) -> None:
     set_verbose(verbose)
-
-
-ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.")]
-RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the config's run_dir.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
-]
-ReplaceOpt = Annotated[
-    bool, typer.Option("--replace", help="Reuse a run directory another config made.")
-]
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", "-q", envvar="PERSYN_QUIET", help="No progress bars or logs (CI, log files)."
-    ),
-]
-
-
-def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in pairs or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def _load(config: Path, overrides: list[str] | None, max_cost: float | None = None) -> RunConfig:
-    values = _overrides(overrides)
-    if max_cost is not None:
-        values["max_cost"] = max_cost
-    cfg = load_config(config, values)
-    validate(cfg)
-    return cfg
-
-
-@contextmanager
-def user_errors(*extra: type[Exception]) -> Iterator[None]:
-    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
-    try:
-        yield
-    except (ConfigError, DataError, StageError, RunDirBusy, *extra) as err:
-        _fail(err)
-
-
-def _fail(err: Exception) -> None:
-    # One line, secrets scrubbed, and printed as text: a message quoting "[...]" (a file's
-    # line, a list of teachers) must not be read as console markup and lose words.
-    line = " ".join(redact_text(str(err)).split())
-    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def demo_config_path() -> Path:
@@ -103,7 +50,7 @@ def run(
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_, max_cost)
+        cfg = load_cli_config(config, set_, max_cost)
         summary = run_pipeline(cfg, run_dir, replace)
     print_summary(summary, run_dir or cfg.run_dir, console)
 
@@ -117,7 +64,7 @@ def demo(
     """Run the shipped offline demo (packaged SmolLM2 student, mixed teacher pool)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(demo_config_path(), set_)
+        cfg = load_cli_config(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
     RunArtifacts(run_dir).write_demo_summary(summary)
     print_summary(summary, run_dir, console)
@@ -132,7 +79,7 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     from persyn.data import load_prompts
 
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_)
         prompts = load_prompts(cfg.prompts)
         n = len(prompts)
         imported = ""
@@ -171,7 +118,7 @@ def plan_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_, max_cost)
+        cfg = load_cli_config(config, set_, max_cost)
         estimate = plan(cfg, pilot, run_dir, replace)
         path = out or RunArtifacts(run_dir or cfg.run_dir).plan_path()
         atomic_write_json(path, estimate)
@@ -195,7 +142,7 @@ def import_cmd(
     `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_, max_cost)
+        cfg = load_cli_config(config, set_, max_cost)
         if cfg.calibration.source is None:
             raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
         run_ = Run.open(cfg, run_dir)
@@ -219,7 +166,7 @@ def _stage_command(stage: str) -> None:
     ) -> None:
         set_quiet(quiet)
         with user_errors():
-            cfg = _load(config, set_, max_cost)
+            cfg = load_cli_config(config, set_, max_cost)
             run_stage(Run.open(cfg, run_dir), stage, replace)
         console.print(f"{stage}: done")
 
@@ -230,35 +177,6 @@ def _stage_command(stage: str) -> None:
 for _stage in STAGES:
     if _stage not in {"score", "tune"}:  # own commands below (alpha sweeps; the plan)
         _stage_command(_stage)
-
-
-@app.command("tune")
-def tune_cmd(
-    config: ConfigArg,
-    run_dir: RunDirOpt = None,
-    set_: SetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost; stop.")] = False,
-    replace: ReplaceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Choose the reward setting (alpha, learnability signal) with pilot students trained on
-    the calibration answers, after printing what that costs; rewards.alpha: auto uses it."""
-    from persyn.eval.tune_report import tune_plan
-    from persyn.stages.tune import tune_run
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        run_ = Run.open(cfg, run_dir)
-        console.print("\n".join(tune_plan(run_)), markup=False, highlight=False)
-        if dry_run:
-            return
-        with working_in(run_, replace):  # with an explicit alpha: the study alone
-            run_stage(run_, "tune" if cfg.rewards.tuned else "calibrate")
-            if not cfg.rewards.tuned:
-                tune_run(run_)
-    table = run_.store.tune_files().table_md
-    console.print(table.read_text(), f"written to {table.parent}", sep="\n", markup=False)
 
 
 @app.command("score")
@@ -283,7 +201,7 @@ def score_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_, max_cost)
+        cfg = load_cli_config(config, set_, max_cost)
         run_ = Run.open(cfg, run_dir)
         with working_in(run_, replace):
             run_stage(run_, "score")
@@ -353,7 +271,7 @@ def eval_router(
 
     set_quiet(quiet)
     with user_errors(ValueError):
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_)
         run_ = Run.open(cfg, run_dir)
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         with working_in(run_):  # it writes router/eval.*
@@ -363,64 +281,4 @@ def eval_router(
     console.print(f"written to {result['path']}")
 
 
-@app.command("train-student")
-def train_student_cmd(
-    config: ConfigArg,
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="JSONL or `datasets` folder with `messages` (default: the run's)."),
-    ] = None,
-    output_dir: Annotated[
-        str | None, typer.Option(help="Checkpoints (default: <run_dir>/student).")
-    ] = None,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Fine-tune the student on a dataset with TRL (LoRA or full); resumes. Multi-GPU:
-    `accelerate launch $(which persyn) train-student CONFIG`."""
-    from persyn.student.sft import train_student
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        final = train_student(cfg, dataset, output_dir)
-    console.print(f"student checkpoint: {final}")
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    config: ConfigArg,
-    model: Annotated[
-        str | None, typer.Option(help="Checkpoint to evaluate (default: <run_dir>/student/final).")
-    ] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Default: <checkpoint>/eval.")] = None,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
-
-    The prompts are checked disjoint from the checkpoint's training prompts first."""
-    from persyn.eval.student import evaluate_checkpoint
-    from persyn.run import make_executor
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        path = Path(model or StudentFiles(RunArtifacts(cfg.run_dir).student_dir()).final)
-        out = output_dir or StudentEvalFiles.beside(path)
-        metrics = evaluate_checkpoint(cfg, path, out, make_executor(cfg))
-    console.print_json(json.dumps(metrics))
-
-
-@app.command("experiment")
-def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
-    """Train and evaluate the student on PerSyn's dataset and on each baseline's."""
-    from persyn.eval.experiment import output_dir, run_experiment
-    from persyn.eval.results import results_markdown
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        results = run_experiment(cfg)
-    console.print(results_markdown(results), markup=False, highlight=False)
-    console.print(f"written to {output_dir(cfg)}")
+register_student_commands(app)
