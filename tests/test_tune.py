@@ -234,3 +234,19 @@ def test_a_tie_is_written_to_the_table_and_choice(tmp_path: Path):
     choice = json.loads(files.choice.read_text())
     assert choice["alpha"] == 0.4 and choice["kept_reference"] and "includes 0" in choice["reason"]
     assert files.plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_tune_with_an_explicit_alpha_runs_the_study_alone(tiny_lm_dir: Path, tmp_path: Path):
+    """`persyn tune` on a run with alpha 0.4: the study and its files, but the run's own
+    stages after `calibrate` are left alone (it keeps its alpha)."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    data["tune"].update(alphas=[0.4], max_rows=4)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["tune", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "at most 1 pilot students" in result.output
+    assert "Choice: alpha0.4-mean_logprob." in result.output
+    store = RunArtifacts(tmp_path / "run")
+    assert store.tune_choice()["alpha"] == 0.4
+    assert store.marker("calibrate") is not None and store.marker("score") is None
