@@ -250,3 +250,21 @@ def test_cli_tune_with_an_explicit_alpha_runs_the_study_alone(tiny_lm_dir: Path,
     store = RunArtifacts(tmp_path / "run")
     assert store.tune_choice()["alpha"] == 0.4
     assert store.marker("calibrate") is not None and store.marker("score") is None
+
+
+def test_the_tuned_persyn_baseline_is_the_run_with_alpha_auto(tiny_lm_dir: Path, tmp_path: Path):
+    """`experiment.datasets: [persyn-tuned]`: a sibling run with `rewards.alpha: auto`
+    (tune, then score/router/routes at its choice) beside the run at its own alpha."""
+    from persyn.eval.baselines import BASELINES, BaselineContext
+    from persyn.eval.experiment import experiment_prompts
+
+    cfg = parse_config(tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4))
+    run_pipeline(cfg)
+    run = Run.open(cfg)
+    ctx = BaselineContext(run, experiment_prompts(run), cfg.experiment)
+    choice = BASELINES["persyn-tuned"](ctx)
+    sibling = RunArtifacts(tmp_path / "run-alphaauto")
+    chosen = json.loads(sibling.tune_files().choice.read_text())
+    assert json.loads(sibling.rewards_meta_path().read_text())["alpha"] == chosen["alpha"]
+    assert set(choice) == set(ctx.prompt_ids)
+    assert json.loads(run.store.rewards_meta_path().read_text())["alpha"] == 0.4  # untouched
