@@ -170,6 +170,22 @@ def test_a_second_run_asks_no_teacher(tiny_lm_dir: Path, tmp_path: Path) -> None
     ]
     assert generated_now + stored_now == len(routed_rows) and stored_now > 0
     assert summary["answers_from_store"] == 16 * len(stats) + stored_now
+    # the spend cap counts only what this run paid for: none of the stored answers
+    from persyn.artifacts import RunArtifacts
+    from persyn.spend import spent
+
+    priced = {
+        **changed,
+        "teachers": [{**t, "cost_per_1k_output_tokens": 1.0} for t in data["teachers"]],
+    }
+    paid = sum(
+        r["completion_tokens"] / 1000
+        for path in (second / "generations").glob("*.jsonl")
+        for r in read_jsonl(path)
+        if not r.get("from_store")
+    )
+    assert spent(RunArtifacts(second), parse_config(priced)) == pytest.approx(paid)
+    assert paid < spent(RunArtifacts(first), parse_config({**priced, "run_dir": str(first)}))
 
     off = tmp_path / "off"
     run_pipeline(parse_config({**data, "run_dir": str(off), "store": "none"}))

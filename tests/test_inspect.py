@@ -41,7 +41,7 @@ def run_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_stages_done_and_not_done(run_dir: Path) -> None:
     found = inspect_run(run_dir)
-    assert found.done == ["prepare", "calibrate", "score", "train-router"]
+    assert found.done == ["prepare", "calibrate", "tune", "score", "train-router"]
     assert found.stages["route"] is None
 
 

@@ -345,6 +345,7 @@ def reuse_answers(
             "prompt_fp": h,
             **stored[h],
             "error": None,
+            "from_store": True,  # an earlier run paid for it (the spend cap skips it)
         }
         for pid, h in hashes.items()
         if h in stored

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
-from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt, console, user_errors
+from persyn.artifacts import RunArtifacts
+from persyn.cli_common import (
+    ConfigArg,
+    QuietOpt,
+    ReplaceOpt,
+    RunDirOpt,
+    SetOpt,
+    console,
+    load_cli_config,
+    user_errors,
+)
+from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
 from persyn.cli_store import store_app
-from persyn.config import ConfigError, RunConfig, load_config
-from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
+from persyn.cli_student import register_student_commands
+from persyn.config import ConfigError
+from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, working_in
 from persyn.progress import set_quiet, set_verbose
 from persyn.report.headline import print_summary
 
@@ -26,41 +36,6 @@ def main(version: VersionOpt = False, verbose: VerboseOpt = False) -> None:
     set_verbose(verbose)
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML run config.")]
-RunDirOpt = Annotated[str | None, typer.Option("--run-dir", help="Override the config's run_dir.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config key, e.g. --set rewards.alpha=0.5 (repeatable)."),
-]
-ReplaceOpt = Annotated[
-    bool, typer.Option("--replace", help="Reuse a run directory another config made.")
-]
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", "-q", envvar="PERSYN_QUIET", help="No progress bars or logs (CI, log files)."
-    ),
-]
-
-
-def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in pairs or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def _load(config: Path, overrides: list[str] | None) -> RunConfig:
-    cfg = load_config(config, _overrides(overrides))
-    validate(cfg)
-    return cfg
-
-
 def demo_config_path() -> Path:
     return Path(str(resources.files("persyn") / "configs" / "demo.yaml"))
 
@@ -71,12 +46,13 @@ def run(
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_, max_cost)
         summary = run_pipeline(cfg, run_dir, replace)
     print_summary(summary, run_dir or cfg.run_dir, console)
 
@@ -90,7 +66,7 @@ def demo(
     """Run the shipped offline demo (packaged SmolLM2 student, mixed teacher pool)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(demo_config_path(), set_)
+        cfg = load_cli_config(demo_config_path(), set_)
         summary = run_pipeline(cfg, run_dir)
     RunArtifacts(run_dir).write_demo_summary(summary)
     print_summary(summary, run_dir, console)
@@ -105,7 +81,7 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     from persyn.data import load_prompts
 
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_)
         prompts = load_prompts(cfg.prompts)
         n = len(prompts)
         imported = ""
@@ -124,12 +100,42 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     )
 
 
+@app.command("plan")
+def plan_cmd(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    pilot: PilotOpt = 0,
+    out: Annotated[Path | None, typer.Option(help="The JSON's path (RUN_DIR/plan.json).")] = None,
+    replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Estimate the run's generations, tokens, money and time; calls no model.
+
+    Route then Generate against Generate then Select; --pilot N asks each teacher N
+    calibration prompts first and estimates from their answers."""
+    from persyn.plan import plan, plan_lines
+    from persyn.store import atomic_write_json
+
+    set_quiet(quiet)
+    with user_errors():
+        cfg = load_cli_config(config, set_, max_cost)
+        estimate = plan(cfg, pilot, run_dir, replace)
+        path = out or RunArtifacts(run_dir or cfg.run_dir).plan_path()
+        atomic_write_json(path, estimate)
+    for line in plan_lines(estimate):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"written to {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("import")
 def import_cmd(
     config: ConfigArg,
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate from the answers of an existing dataset (`calibration.source`).
@@ -138,7 +144,7 @@ def import_cmd(
     `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_, max_cost)
         if cfg.calibration.source is None:
             raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
         run_ = Run.open(cfg, run_dir)
@@ -157,11 +163,12 @@ def _stage_command(stage: str) -> None:
         run_dir: RunDirOpt = None,
         set_: SetOpt = None,
         replace: ReplaceOpt = False,
+        max_cost: MaxCostOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
-            cfg = _load(config, set_)
+            cfg = load_cli_config(config, set_, max_cost)
             run_stage(Run.open(cfg, run_dir), stage, replace)
         console.print(f"{stage}: done")
 
@@ -170,7 +177,7 @@ def _stage_command(stage: str) -> None:
 
 
 for _stage in STAGES:
-    if _stage != "score":  # `score` has its own command below (alpha sweeps)
+    if _stage not in {"score", "tune"}:  # own commands below (alpha sweeps; the plan)
         _stage_command(_stage)
 
 
@@ -188,6 +195,7 @@ def score_cmd(
         ),
     ] = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -195,7 +203,7 @@ def score_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_, max_cost)
         run_ = Run.open(cfg, run_dir)
         with working_in(run_, replace):
             run_stage(run_, "score")
@@ -265,7 +273,7 @@ def eval_router(
 
     set_quiet(quiet)
     with user_errors(ValueError):
-        cfg = _load(config, set_)
+        cfg = load_cli_config(config, set_)
         run_ = Run.open(cfg, run_dir)
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         with working_in(run_):  # it writes router/eval.*
@@ -275,64 +283,4 @@ def eval_router(
     console.print(f"written to {result['path']}")
 
 
-@app.command("train-student")
-def train_student_cmd(
-    config: ConfigArg,
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="JSONL or `datasets` folder with `messages` (default: the run's)."),
-    ] = None,
-    output_dir: Annotated[
-        str | None, typer.Option(help="Checkpoints (default: <run_dir>/student).")
-    ] = None,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Fine-tune the student on a dataset with TRL (LoRA or full); resumes. Multi-GPU:
-    `accelerate launch $(which persyn) train-student CONFIG`."""
-    from persyn.student.sft import train_student
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        final = train_student(cfg, dataset, output_dir)
-    console.print(f"student checkpoint: {final}")
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    config: ConfigArg,
-    model: Annotated[
-        str | None, typer.Option(help="Checkpoint to evaluate (default: <run_dir>/student/final).")
-    ] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Default: <checkpoint>/eval.")] = None,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Student answers the held-out prompts (`evaluation.prompts`); math and IFEval accuracy.
-
-    The prompts are checked disjoint from the checkpoint's training prompts first."""
-    from persyn.eval.student import evaluate_checkpoint
-    from persyn.run import make_executor
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        path = Path(model or StudentFiles(RunArtifacts(cfg.run_dir).student_dir()).final)
-        out = output_dir or StudentEvalFiles.beside(path)
-        metrics = evaluate_checkpoint(cfg, path, out, make_executor(cfg))
-    console.print_json(json.dumps(metrics))
-
-
-@app.command("experiment")
-def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
-    """Train and evaluate the student on PerSyn's dataset and on each baseline's."""
-    from persyn.eval.experiment import output_dir, run_experiment
-    from persyn.eval.results import results_markdown
-
-    set_quiet(quiet)
-    with user_errors():
-        cfg = _load(config, set_)
-        results = run_experiment(cfg)
-    console.print(results_markdown(results), markup=False, highlight=False)
-    console.print(f"written to {output_dir(cfg)}")
+register_student_commands(app)

@@ -1,26 +1,16 @@
-"""What `persyn --help` says first, the order it lists the commands in, the global
-options (`--version`, `--verbose`), and how every command reports an error a user can fix
-(`user_errors`)."""
+"""What `persyn --help` says first, the order it lists the commands in, and the global
+options (`--version`, `--verbose`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
-from persyn.answer_store import AnswerStoreError
-from persyn.config import ConfigError
-from persyn.data import DataError
-from persyn.pipeline import STAGES, StageError
-from persyn.redact import redact_text
+from persyn.pipeline import STAGES
 from persyn.report.card import persyn_version
-from persyn.store import RunDirBusy
 
 # The top-level help is the user's first page: what persyn does, the commands in order.
 USAGE = """Build a distillation dataset for YOUR student model: a router picks, for each
@@ -31,6 +21,7 @@ teacher answers each prompt.
 Typical use:
   persyn demo                   the offline demo, nothing downloaded
   persyn validate my.yaml       check a config, its prompts and teachers; loads no model
+  persyn plan my.yaml           estimate generations, tokens, money: against Generate then Select
   persyn run my.yaml            every stage; rerun it to resume
   persyn inspect RUN_DIR        which stages are done, rows, errors, where files are
   persyn report RUN_DIR         an HTML report with plots
@@ -42,6 +33,7 @@ Each stage also runs alone. --verbose shows other libraries' progress bars and l
 # Commands listed in the order a user meets them, each stage in pipeline order.
 COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
 COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
+COMMAND_ORDER.insert(COMMAND_ORDER.index("run"), "plan")
 COMMAND_ORDER += ["store"]
 
 
@@ -69,21 +61,22 @@ VerboseOpt = Annotated[
     ),
 ]
 
-console = Console()
 
-
-@contextmanager
-def user_errors(*extra: type[Exception]) -> Iterator[None]:
-    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
-    try:
-        yield
-    except (ConfigError, DataError, StageError, RunDirBusy, AnswerStoreError, *extra) as err:
-        _fail(err)
-
-
-def _fail(err: Exception) -> None:
-    # One line, secrets scrubbed, and printed as text: a message quoting "[...]" (a file's
-    # line, a list of teachers) must not be read as console markup and lose words.
-    line = " ".join(redact_text(str(err)).split())
-    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+# Options of several commands, kept here so that `cli.py` stays a list of commands.
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Spend cap (config `max_cost`): stop before the money spent on teachers and "
+        "judges could pass it; rerun with a higher cap to continue.",
+    ),
+]
+PilotOpt = Annotated[
+    int,
+    typer.Option(
+        "--pilot",
+        min=0,
+        help="Ask each teacher N calibration prompts first and estimate from their tokens "
+        "and time (the answers are cached and reused by the run).",
+    ),
+]

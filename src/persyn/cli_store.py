@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from persyn.answer_store import STORE_ENV, AnswerStore, AnswerStoreError, store_location
-from persyn.cli_help import console, user_errors
+from persyn.cli_common import console, user_errors
 from persyn.store import write_jsonl
 
 store_app = typer.Typer(

@@ -13,7 +13,7 @@ from persyn.config import ConfigError, RunConfig
 from persyn.executors import EXECUTORS
 from persyn.policies import POLICIES
 from persyn.progress import warn
-from persyn.rewards.learnability_signals import learnability_signal
+from persyn.rewards.learnability_signals import LEARNABILITY_SIGNALS, learnability_signal
 from persyn.rewards.quality import QUALITY_SIGNALS, quality_signal
 from persyn.router.routers import ROUTERS
 from persyn.teachers.base import Prompt, can_generate, checked_backend
@@ -35,6 +35,8 @@ def check_registry_names(cfg: RunConfig) -> None:
     POLICIES.check(cfg.routing.kind, "routing.kind")
     EXECUTORS.check(cfg.executor.kind, "executor.kind")
     learnability_signal(cfg.rewards.learnability)  # its name and options
+    for i, name in enumerate(cfg.tune.learnability_signals or []):
+        LEARNABILITY_SIGNALS.check(name, f"tune.learnability_signals[{i}]")
 
 
 def check_capabilities(cfg: RunConfig) -> None:

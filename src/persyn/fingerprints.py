@@ -33,6 +33,12 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.rewards.tie_margin_learnability,
         *kept_truncated(c),
     ),
+    # What a pilot student's score depends on besides the rewards and the calibration.
+    "tune": lambda c: fingerprint(
+        c.tune,
+        c.student_training,
+        c.evaluation.model_dump(mode="json", exclude={"lm_eval_tasks", "lm_eval_limit"}),
+    ),
     "router": lambda c: fingerprint(c.router),
     # Without the fallback: how many teachers a failed answer falls back to changes
     # `generate`, not which teacher each prompt is routed to.
@@ -41,8 +47,17 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
     ),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
-    # The card shows the whole config; where the run lives changes nothing in it.
-    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir", "store"})),
+    # The card shows the whole config; where the run lives, its answer store and the
+    # spend cap change nothing in it (a raised cap must not export again what is done).
+    # With an explicit
+    # alpha the tune section changes nothing in the run either: left out, so run
+    # directories from before it existed keep their key.
+    "export": lambda c: fingerprint(
+        c.model_dump(
+            mode="json",
+            exclude={"run_dir", "max_cost", "store"} | (set() if c.rewards.tuned else {"tune"}),
+        )
+    ),
 }
 
 

@@ -1,6 +1,6 @@
 """Route-then-Generate as one table of stages (the paper's Figure 1, top to bottom):
 
-    prepare -> calibrate -> score -> train-router -> route -> generate -> export
+    prepare -> calibrate -> tune -> score -> train-router -> route -> generate -> export
 
 Each `Stage` names its function (in `persyn.stages`, each called with a `persyn.run.Run`),
 the config sections it reads (hashed in `persyn.fingerprints`) and the stages whose outputs
@@ -26,6 +26,7 @@ from persyn.config import RunConfig, fingerprint
 from persyn.fingerprints import config_sections
 from persyn.progress import log, warn
 from persyn.run import Run, validate, working_in
+from persyn.stages import verify as checks
 from persyn.stages.calibrate import calibrate
 from persyn.stages.common import StageError
 from persyn.stages.export import export
@@ -34,16 +35,7 @@ from persyn.stages.prepare import prepare
 from persyn.stages.route import route
 from persyn.stages.score import score
 from persyn.stages.train_router import train_router
-from persyn.stages.verify import (
-    Outputs,
-    verify_calibrate,
-    verify_export,
-    verify_generate,
-    verify_prepare,
-    verify_route,
-    verify_score,
-    verify_train_router,
-)
+from persyn.stages.tune import TUNE_SECTIONS, tune, with_tuned_rewards
 from persyn.store import DamagedMarker
 
 __all__ = ["STAGES", "Run", "StageError", "run_pipeline", "run_stage", "validate", "working_in"]
@@ -56,7 +48,7 @@ class Stage:
     sections: tuple[str, ...]  # config sections it reads ("teachers": one per teacher)
     upstream: tuple[str, ...]  # stages whose artifacts it reads
     # are its outputs whole (checked before trusting its marker, given to it as a hint)
-    verify: Callable[[Run, dict[str, Any] | None], Outputs]
+    verify: Callable[[Run, dict[str, Any] | None], checks.Outputs]
 
 
 PIPELINE = (
@@ -65,24 +57,34 @@ PIPELINE = (
         prepare,
         ("prompts", "calibration", "calibration.source"),
         (),
-        verify_prepare,
+        checks.verify_prepare,
     ),
-    Stage("calibrate", calibrate, ("teachers",), ("prepare",), verify_calibrate),
+    Stage("calibrate", calibrate, ("teachers",), ("prepare",), checks.verify_calibrate),
+    # Only under `rewards.alpha: auto`: chooses what `score` mixes with (`upstream`).
+    Stage("tune", tune, TUNE_SECTIONS, ("calibrate",), checks.verify_tune),
     Stage(
         "score",
         score,
         ("student", "rewards.quality", "rewards.mix"),
         ("calibrate",),
-        verify_score,
+        checks.verify_score,
     ),
-    Stage("train-router", train_router, ("router",), ("score",), verify_train_router),
-    Stage("route", route, ("routing",), ("train-router",), verify_route),
-    Stage("generate", generate, ("teachers", "routing.fallback"), ("route",), verify_generate),
+    Stage("train-router", train_router, ("router",), ("score",), checks.verify_train_router),
+    Stage("route", route, ("routing",), ("train-router",), checks.verify_route),
+    Stage(
+        "generate", generate, ("teachers", "routing.fallback"), ("route",), checks.verify_generate
+    ),
     # export also reads the calibration answers (the oracle's rows)
-    Stage("export", export, ("export",), ("calibrate", "generate", "score"), verify_export),
+    Stage("export", export, ("export",), ("calibrate", "generate", "score"), checks.verify_export),
 )
 STAGE = {s.name: s for s in PIPELINE}
 STAGES = [s.name for s in PIPELINE]
+
+
+def upstream(cfg: RunConfig, stage: str) -> tuple[str, ...]:
+    """The table's upstream stages, and `tune` for `score` under `rewards.alpha: auto` only
+    (a run with an explicit alpha keeps the keys it always had)."""
+    return STAGE[stage].upstream + (("tune",) if stage == "score" and cfg.rewards.tuned else ())
 
 
 def stage_sections(cfg: RunConfig, stage: str) -> list[str]:
@@ -94,8 +96,8 @@ def stage_sections(cfg: RunConfig, stage: str) -> list[str]:
             [f"teacher:{t}" for t in cfg.teacher_names] if section == "teachers" else [section]
         )
     ]
-    upstream = [s for u in STAGE[stage].upstream for s in stage_sections(cfg, u)]
-    return list(dict.fromkeys(upstream + own))
+    above = [s for u in upstream(cfg, stage) for s in stage_sections(cfg, u)]
+    return list(dict.fromkeys(above + own))
 
 
 def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
@@ -104,7 +106,7 @@ def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
     @cache
     def fp(stage: str) -> str:
         own = [sections[s] for s in stage_sections(cfg, stage)]
-        return fingerprint(stage, own, [fp(u) for u in STAGE[stage].upstream])
+        return fingerprint(stage, own, [fp(u) for u in upstream(cfg, stage)])
 
     return {name: fp(name) for name in STAGES}
 
@@ -130,12 +132,15 @@ def run_stage(run: Run, stage: str, replace: bool = False) -> dict[str, Any]:
     Holds the run directory's lock throughout (`working_in`)."""
     fingerprints = stage_fingerprints(run.cfg)
     with working_in(run, replace):
-        for s in PIPELINE[: STAGES.index(stage) + 1]:
+        for i, s in enumerate(PIPELINE[: STAGES.index(stage) + 1]):
+            # after `tune`: the run with the reward setting it chose
+            worker = with_tuned_rewards(run) if i > STAGES.index("tune") else run
             # The digests of the upstream outputs this stage is computed from.
-            inputs = {u: (run.store.marker(u) or {}).get("outputs") for u in s.upstream}
-            if _needs_run(run, s, fingerprints[s.name], inputs):
-                stats = s.run(run)
-                found = s.verify(run, None)
+            above = upstream(run.cfg, s.name)
+            inputs = {u: (run.store.marker(u) or {}).get("outputs") for u in above}
+            if _needs_run(worker, s, fingerprints[s.name], inputs):
+                stats = s.run(worker)
+                found = s.verify(worker, None)
                 marker = {**stats, "inputs": inputs, "outputs": found.digest}
                 if found.files:
                     # what the next rerun compares against; failed rows: it retries them

@@ -11,6 +11,8 @@ in `folders`. Layout (relative to the run directory):
     calibration.json               calibration ids, the router's train/val split, routed ids
     imported.jsonl                 calibration answers read from `calibration.source`
     generations/<teacher>.jsonl    row log: one row per (prompt, teacher config)
+    batches/<teacher>.<stage>.json the Batch API batch a teacher waits for (`options.batch`);
+                                   gone once its rows are saved
     scores/<signal>.jsonl          row logs: learnability per (prompt, teacher, student),
                                    quality per (prompt, teacher, quality config)
     rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle
@@ -29,6 +31,8 @@ in `folders`. Layout (relative to the run directory):
     student/                       `persyn train` (`StudentFiles`; evaluations:
                                    `StudentEvalFiles`)
     experiment/                    `persyn experiment` (`ExperimentFiles`)
+    tune/                          `persyn tune`, the `tune` stage (`TuneFiles`): pilot
+                                   datasets, students, evaluations, table, plot, choice
     .lock                          the lock of the process working here (`RunStore.lock`)
 """
 
@@ -39,6 +43,7 @@ from persyn.artifacts.folders import (
     RouterCheckpoint,
     StudentEvalFiles,
     StudentFiles,
+    TuneFiles,
 )
 from persyn.artifacts.rows import (
     SCORE_SIGNALS,
@@ -64,6 +69,7 @@ __all__ = [
     "Split",
     "StudentEvalFiles",
     "StudentFiles",
+    "TuneFiles",
     "dataset_features",
     "dataset_row",
 ]

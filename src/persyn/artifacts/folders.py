@@ -97,6 +97,9 @@ class StudentEvalFiles:
         self.answers = folder / "answers.jsonl"
         self.scores = folder / "scores.jsonl"
         self.metrics = folder / "metrics.json"
+        # the evaluated student's training record (`persyn experiment`): with the metrics it
+        # stands in for a checkpoint that is gone (another session, another machine)
+        self.training = folder / "training.json"
 
     @staticmethod
     def beside(checkpoint: Path) -> Path:
@@ -134,3 +137,18 @@ class ReportFiles:
 
     def plot(self, key: str) -> Path:
         return self.folder / f"{key}.png"
+
+
+class TuneFiles(ExperimentFiles):
+    """`persyn tune`'s folder (`tune/` in the run directory): a pilot dataset per reward
+    setting, the pilot students and their evaluations (as `ExperimentFiles` stores them),
+    the table (`tune.md`, `tune.csv`, `tune.json`), the plot (`tune.png`) and the choice
+    (`choice.json`: the setting the run uses under `rewards.alpha: auto`, and why)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.table_md = folder / "tune.md"
+        self.table_csv = folder / "tune.csv"
+        self.table_json = folder / "tune.json"
+        self.plot = folder / "tune.png"
+        self.choice = folder / "choice.json"

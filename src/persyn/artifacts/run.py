@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from itertools import islice
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from persyn.artifacts.folders import ReportFiles, RouterCheckpoint
+from persyn.artifacts.folders import ReportFiles, RouterCheckpoint, TuneFiles
 from persyn.artifacts.rows import (
     SCORE_CHECKS,
     SCORE_SIGNALS,
@@ -103,6 +104,11 @@ class RunArtifacts(RunStore):
 
     def generation_log(self, teacher: str) -> RowLog:
         return RowLog(self.generation_path(teacher), ("prompt_id", "fp"), check_generation_row)
+
+    def batch_record(self, teacher: str, stage: str) -> Path:
+        """The Batch API batch `teacher` waits for in `stage` (`persyn.teachers.
+        openai_batch`): polled again by a rerun after a kill, removed once answered."""
+        return self.path("batches", f"{teacher}.{re.sub(r'[^A-Za-z0-9_.-]+', '-', stage)}.json")
 
     def generation_files(self) -> list[Path]:
         return sorted(self.path("generations").glob("*.jsonl"))
@@ -289,6 +295,10 @@ class RunArtifacts(RunStore):
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path().read_text())
 
+    def plan_path(self) -> Path:
+        """`persyn plan`'s estimates of what the run costs."""
+        return self.path("plan.json")
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.path("manifest.json"), manifest)
 
@@ -304,6 +314,15 @@ class RunArtifacts(RunStore):
     def experiment_dir(self) -> Path:
         """Where `persyn experiment` writes unless `experiment.output_dir` says otherwise."""
         return self.root / "experiment"
+
+    def tune_files(self) -> TuneFiles:
+        """Where `persyn tune` (the `tune` stage) writes its pilot students and choice."""
+        return TuneFiles(self.path("tune"))
+
+    def tune_choice(self) -> dict[str, Any] | None:
+        """The reward setting `persyn tune` chose and why (`choice.json`), or None."""
+        path = self.tune_files().choice
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def row_logs(self) -> list[RowLogSpec]:
         """Every row-shaped artifact, for `persyn inspect`."""

@@ -38,8 +38,11 @@ from persyn.config.sections import (
     RouterConfig,
     RoutingPolicyConfig,
 )
+from persyn.config.tune import PAPER_ALPHA, PAPER_SIGNAL, TuneConfig
 
 __all__ = [
+    "PAPER_ALPHA",
+    "PAPER_SIGNAL",
     "THINK_TAGS",
     "CalibrationConfig",
     "CalibrationSource",
@@ -62,6 +65,7 @@ __all__ = [
     "StudentConfig",
     "StudentTrainingConfig",
     "TeacherConfig",
+    "TuneConfig",
     "backend_options",
     "fingerprint",
     "format_error",
@@ -84,6 +88,7 @@ class RunConfig(Section):
     student_training: StudentTrainingConfig = Field(default_factory=StudentTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     store: str | None = Field(
         None,
         description="The answer store every run shares (an SQLite file: answers are looked "
@@ -93,6 +98,15 @@ class RunConfig(Section):
     )
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
+    )
+    max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="Most money the run directory may spend on teachers and judges (tokens at "
+        "their cost_per_1k_*_tokens prices, `summary.json`'s `spend`): a teacher's requests "
+        "are sent only while the money spent plus their worst-case cost (prompt bytes, "
+        "max_new_tokens) stays within it; then the stage stops, answers kept, and a higher "
+        "cap continues. Judging counts toward it but is not stopped by it. null: no cap.",
     )
     device: str = Field(
         "auto",

@@ -27,6 +27,7 @@ DATA_PATHS = (
     "prompts.source",
     "calibration.source.path",
     "evaluation.prompts.source",
+    "tune.validation.source",
     "student_training.dataset",
 )
 # A local model folder, or a hub id (or `pkg:`, or a teacher's server-side model name).

@@ -48,7 +48,12 @@ class LearnabilitySignalConfig(Section):
 
 
 class RewardsConfig(Section):
-    alpha: float = Field(0.4, ge=0, le=1, description="r = (1-alpha)*quality + alpha*learnability")
+    alpha: float | Literal["auto"] = Field(
+        0.4,
+        description="r = (1-alpha)*quality + alpha*learnability, in [0, 1]; `auto`: the "
+        "setting of the `tune` grid whose pilot student scores best (the `tune` stage), the "
+        "paper's 0.4 unless another beats it beyond the interval.",
+    )
     normalization: Literal["minmax", "zscore", "rank"] = Field(
         "minmax", description="Normalisation within each prompt across teachers."
     )
@@ -80,6 +85,25 @@ class RewardsConfig(Section):
         ge=0,
         description="Quality scores of one prompt within this count as equal before normalising.",
     )
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_range(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0 <= float(v) <= 1:
+            raise ValueError(f"{v}: alpha must be in [0, 1] or `auto`")
+        return v
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the `tune` stage chooses alpha (and the learnability signal)."""
+        return self.alpha == "auto"
+
+    @property
+    def mix_alpha(self) -> float:
+        """The alpha that mixes rewards; `auto` must be resolved first (`persyn.tune`)."""
+        if isinstance(self.alpha, str):
+            raise ValueError("rewards.alpha is `auto`: resolve it with the tune stage's choice")
+        return self.alpha
 
     @field_validator("quality")
     @classmethod

@@ -23,6 +23,9 @@ a teacher that often fails is not "strong". Only teachers that can generate are 
 - `oracle`: Generate then Select: every teacher answers every prompt, the argmax of the
   combined reward (same alpha and normalisation as the run) is kept.
 - `quality-only` / `learnability-only`: PerSyn with alpha 0 / 1 (router retrained).
+- `persyn-tuned`: PerSyn with `rewards.alpha: auto`: the reward setting `persyn tune`
+  chooses on the `tune.validation` prompts (pilot students on the calibration answers),
+  router retrained; compare it with `persyn` (the config's alpha) on the same prompts.
 
 Answers a baseline needs that the run lacks are generated through
 `persyn.stages.common.generate_rows` with the run's executor and cache, so nothing is
@@ -38,7 +41,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -187,10 +190,11 @@ def _link_tree(source: Path, target: Path) -> None:
     )
 
 
-def persyn_with_alpha(alpha: float) -> Callable[[BaselineContext], Choice]:
+def persyn_with_alpha(alpha: float | Literal["auto"]) -> Callable[[BaselineContext], Choice]:
     def choose(ctx: BaselineContext) -> Choice:
         base = ctx.run
-        sibling = base.store.root.parent / f"{base.store.root.name}-alpha{alpha:g}"
+        suffix = alpha if alpha == "auto" else f"{alpha:g}"
+        sibling = base.store.root.parent / f"{base.store.root.name}-alpha{suffix}"
         if not sibling.exists():
             _link_tree(base.store.root, sibling)
         cfg = base.cfg.model_copy(deep=True)
@@ -212,6 +216,7 @@ BASELINES: dict[str, Callable[[BaselineContext], Choice]] = {
     "oracle": oracle,
     "quality-only": persyn_with_alpha(0.0),
     "learnability-only": persyn_with_alpha(1.0),
+    "persyn-tuned": persyn_with_alpha("auto"),
 }
 
 

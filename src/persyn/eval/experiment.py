@@ -33,23 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import ExperimentFiles, RunArtifacts, StudentEvalFiles
-from persyn.config import ModelRef, RunConfig, fingerprint
+from persyn.artifacts import ExperimentFiles, RunArtifacts
+from persyn.config import RunConfig, fingerprint
 from persyn.eval.baselines import BaselineContext, build_dataset
 from persyn.eval.results import fmt, write_results
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import check_held_out, evaluate_student, held_out_prompts
-from persyn.executors import Executor
+from persyn.eval.trained import eval_scores, train_and_evaluate, training_seeds
 from persyn.models import release_cached_model
 from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.progress import log
-from persyn.store import atomic_write_json, read_jsonl, write_jsonl
-from persyn.student.sft import train_student, training_summary
+from persyn.stages.tune import with_tuned_rewards
+from persyn.store import atomic_write_json, write_jsonl
 from persyn.teachers.base import Prompt
 
 BASE_STUDENT = "student (no SFT)"
 REFERENCE = "persyn"  # the dataset every other one is compared with
-METRICS = ["math_accuracy", "ifeval_strict", "ifeval_loose", "score"]
 
 
 def output_dir(cfg: RunConfig) -> Path:
@@ -74,7 +73,7 @@ def prepare_run(cfg: RunConfig) -> tuple[Run, list[Prompt]]:
         held_out_prompts(cfg), table.prompts, drop=cfg.evaluation.exclude_training_prompts
     )
     run_pipeline(cfg)
-    return Run.open(cfg), held_out
+    return with_tuned_rewards(Run.open(cfg)), held_out
 
 
 def experiment_prompts(run: Run) -> list[str]:
@@ -117,14 +116,6 @@ def build_datasets(run: Run, out: Path) -> dict[str, Path]:
     return paths
 
 
-def _shares(rows: list[dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["teacher"]] = counts.get(r["teacher"], 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
-    return " ".join(f"{t} {n / len(rows):.0%}" for t, n in ranked)
-
-
 def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
     """Every step above; returns the result rows (also written to the output folder)."""
     out = output_dir(cfg)
@@ -142,7 +133,7 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
         base_eval = files.evaluation(f"base-{fingerprint(cfg.student, eval_fp)}")
         metrics = evaluate_student(cfg, cfg.student, base_eval.folder, run.executor, held_out)
         results.append({"dataset": BASE_STUDENT, "rows": 0, "teachers": "", **metrics})
-        scores, tasks = _scores(base_eval)
+        scores, tasks = eval_scores(base_eval)
         per_prompt[BASE_STUDENT] = scores[None, :]
     for name, path in paths.items():
         row, per_prompt[name], tasks = train_and_evaluate(
@@ -154,65 +145,6 @@ def run_experiment(cfg: RunConfig) -> list[dict[str, Any]]:
         write_results(results, out)  # after each student, so a long run shows results early
         write_per_prompt(per_prompt, tasks, held_out, out, training_seeds(cfg))
     return results
-
-
-def training_seeds(cfg: RunConfig) -> list[int]:
-    return cfg.experiment.seeds or [cfg.student_training.seed]
-
-
-def train_and_evaluate(
-    cfg: RunConfig,
-    name: str,
-    path: Path,
-    held_out: list[Prompt],
-    eval_fp: str,
-    out: Path,
-    executor: Executor,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """One student per training seed on the dataset at `path`, each evaluated on
-    `held_out`: the result row (metrics the mean over seeds, `seed_scores` each seed's
-    score), the scores [seeds, prompts] and the prompts' task kinds.
-
-    Each (dataset, seed) student and its evaluation is stored under a fingerprint of the
-    rows and the training settings with that seed (for `student_training.seed` the key a
-    single-seed experiment always had), so a killed experiment resumes seed by seed."""
-    files = ExperimentFiles(out)
-    rows = read_jsonl(path)
-    messages = [r["messages"] for r in rows]
-    per_seed: list[dict[str, Any]] = []
-    scores, tasks = [], np.array([], dtype=str)
-    for seed in training_seeds(cfg):
-        training = cfg.student_training.model_copy(update={"seed": seed})
-        seeded = cfg.model_copy(update={"student_training": training})
-        key = fingerprint(messages, training, cfg.student.model_dump(exclude={"family"}))
-        release_cached_model()  # training loads its own copy of the student
-        final = train_student(seeded, path, files.student(key))
-        release_cached_model()
-        trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
-        evaluation = files.evaluation(f"{key}-{eval_fp}")
-        metrics = evaluate_student(seeded, trained, evaluation.folder, executor, held_out)
-        summary = training_summary(final)
-        per_seed.append(
-            {
-                **metrics,
-                "train_loss": summary["train_loss"],
-                "train_min": (summary["runtime_s"] or 0) / 60,
-            }
-        )
-        seed_scores, tasks = _scores(evaluation)
-        scores.append(seed_scores)
-        if len(training_seeds(cfg)) > 1:
-            log(f"experiment: {name}, seed {seed}: score {fmt(metrics['score'])}")
-    row = {"dataset": name, "rows": len(rows), "teachers": _shares(rows), **per_seed[0]}
-    for column in ("train_loss", "train_min", *METRICS):
-        values = [m[column] for m in per_seed if m.get(column) is not None]
-        row[column] = float(np.mean(values)) if values else None
-    row["seed_scores"] = [m["score"] for m in per_seed]
-    if len(per_seed) > 1 and "lm_eval" in row:  # not averaged: each seed's, by seed
-        row["lm_eval"] = {
-            str(s): m.get("lm_eval") for s, m in zip(training_seeds(cfg), per_seed, strict=True)
-        }
-    return row, np.stack(scores), tasks
 
 
 def write_per_prompt(
@@ -242,14 +174,6 @@ def write_per_prompt(
             "seed_scores": {name: [plain(row) for row in s] for name, s in per_prompt.items()},
         },
     )
-
-
-def _scores(evaluation: StudentEvalFiles) -> tuple[np.ndarray, np.ndarray]:
-    """(score, task kind) per held-out prompt, in prompt order: NaN and "" where no
-    verifier applies. Every student has the same prompts, so the same kinds."""
-    rows = read_jsonl(evaluation.scores)
-    scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=float)
-    return scores, np.array([r["task"] or "" for r in rows])
 
 
 def add_intervals(

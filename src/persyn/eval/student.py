@@ -70,13 +70,17 @@ def _excerpt(text: str, width: int = 60) -> str:
 
 
 def check_held_out(
-    prompts: list[Prompt], training: Iterable[Prompt], drop: bool = False
+    prompts: list[Prompt],
+    training: Iterable[Prompt],
+    drop: bool = False,
+    where: str = "evaluation.prompts",
+    other: str = "training",
 ) -> list[Prompt]:
     """`prompts` with no normalised text equal to a training prompt's.
 
     An overlap is a ConfigError naming up to 3 of the prompts and the count, or with
     `drop` (`evaluation.exclude_training_prompts`) those prompts are left out and counted
-    in the log.
+    in the log. `where` is the config key of `prompts`, `other` what `training` is.
     """
     seen = {normalise_text(p.text): p.id for p in training}
     overlap = [p for p in prompts if normalise_text(p.text) in seen]
@@ -86,13 +90,17 @@ def check_held_out(
         log(f"evaluation: {len(overlap)} held-out prompts equal a training prompt; left out")
         return [p for p in prompts if normalise_text(p.text) not in seen]
     named = "; ".join(
-        f"{p.id} = training {seen[normalise_text(p.text)]} ({_excerpt(p.text)!r})"
+        f"{p.id} = {other} {seen[normalise_text(p.text)]} ({_excerpt(p.text)!r})"
         for p in overlap[:3]
     )
+    remedy = (
+        " or set evaluation.exclude_training_prompts: true to leave them out"
+        if where == "evaluation.prompts"
+        else ""
+    )
     raise ConfigError(
-        f"evaluation.prompts: {len(overlap)} of {len(prompts)} held-out prompts equal a "
-        f"training prompt (normalised text), e.g. {named}; draw a disjoint set or set "
-        "evaluation.exclude_training_prompts: true to leave them out"
+        f"{where}: {len(overlap)} of {len(prompts)} held-out prompts equal a "
+        f"{other} prompt (normalised text), e.g. {named}; draw a disjoint set{remedy}"
     )
 
 

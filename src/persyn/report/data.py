@@ -10,6 +10,7 @@ import numpy as np
 
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig
+from persyn.stages.tune import tuned_config
 
 
 class ReportError(ValueError):
@@ -40,7 +41,8 @@ def load_artifacts(run_dir: Path) -> ReportData:
         raise ReportError(
             f"{run_dir}: not a finished run; finish the run first (persyn run CONFIG)"
         )
-    cfg = store.config()
+    # `rewards.alpha: auto` as the run resolved it: the chosen alpha and learnability signal
+    cfg = tuned_config(store.config(), store)
     try:
         heldout = store.test_predictions()
     except FileNotFoundError as err:

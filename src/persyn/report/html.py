@@ -23,6 +23,8 @@ from persyn.report.data import ReportData, load_artifacts
 from persyn.report.headline import router_verdict
 from persyn.report.kinds import kind_figures
 from persyn.report.plots import PLOTS, cost_comparison
+from persyn.report.spend import HEADERS as SPEND_HEADERS
+from persyn.report.spend import spend_line, spend_table
 from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
@@ -183,6 +185,12 @@ def novelty_html(art: ReportData) -> str:
     )
 
 
+def spend_html(art: ReportData) -> str:
+    rows = spend_table(art.summary)
+    table = "" if rows is None else _table(SPEND_HEADERS, rows)
+    return f"<p>{_e(spend_line(art.summary))}</p>{table}"
+
+
 def truncation_html(art: ReportData) -> str:
     """Per teacher: answers cut at max_new_tokens (failed unless kept) and calibration
     answers longer than the student reads."""
@@ -303,6 +311,7 @@ them, so the oracle's choice is known.</p>
 {img("router")}{agreement}{verdict}{img("router_training")}
 <h3>Novelty of routed prompts</h3>{img("novelty")}{novelty_html(art)}
 <h2>Generations and cost against Generate then Select</h2>{img("generations")}{cost_table}
+<h3>Spend per teacher and stage</h3>{spend_html(art)}
 <h2>Examples</h2>
 <p>Dataset rows with the chosen teacher and every teacher's score on the prompt (the
 combined reward where the oracle chose, the router's score where the router chose).</p>
@@ -324,6 +333,16 @@ ol{margin:0;padding-left:1.3em}li.chosen{font-weight:700}
 """
 
 
+def _tune_note(tuned: dict[str, Any] | None) -> str:
+    """Where `persyn tune` chose the run's reward setting: which and why."""
+    if not tuned or not tuned.get("used"):
+        return ""
+    return (
+        f"<p>reward setting chosen by <code>persyn tune</code>: {_e(tuned['setting'])} "
+        f"(alpha {_e(tuned['alpha'])}, {_e(tuned['learnability'])}); {_e(tuned['reason'])}</p>"
+    )
+
+
 def render_html(art: ReportData, images: dict[str, bytes]) -> str:
     cfg = art.cfg
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -336,6 +355,7 @@ def render_html(art: ReportData, images: dict[str, bytes]) -> str:
 <p class="muted">run directory {_e(art.run_dir)}; student {_e(cfg.student.model)};
 alpha {_e(cfg.rewards.alpha)}, {_e(cfg.rewards.normalization)} normalisation; written
 {_e(created)}</p>
+{_tune_note(art.summary.get("tune"))}
 {coverage_banner(art.summary.get("quality_coverage"))}
 <div class="cards">{_headline(art)}</div>
 {_sections(art, images)}

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from persyn.report.coverage import coverage_summary
+from persyn.spend import ledger
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
@@ -79,8 +80,14 @@ def build_summary(
         student_share = {t: _share(c["truncated"], c["scored"]) for t, c in too_long.items()}
     gts = n_prompts * len(names)
     reference = run.store.router_checkpoint().novelty() if routes else None
+    tuned = run.store.tune_choice()
+    if tuned is not None:  # `persyn tune` ran; the run used its choice, or kept its alpha
+        used = (tuned["alpha"], tuned["learnability"])
+        tuned["used"] = used == (cfg.rewards.alpha, cfg.rewards.learnability.name)
     return {
         "run": cfg.name,
+        "alpha": cfg.rewards.alpha,
+        "tune": tuned,
         "prompts": n_prompts,
         "calibration_prompts": len(split.calibration),
         "routed_prompts": len(split.routed),
@@ -124,6 +131,8 @@ def build_summary(
         "prompt_tokens": prompt_tokens,
         "cost": cost,
         "total_cost": sum(cost.values()),
+        # every paid request in the logs, per teacher and judge per stage (`persyn.spend`)
+        "spend": ledger(run, asked),
     }
 
 

@@ -335,7 +335,7 @@ def combined_reward(
     reward = combine(
         qual,
         learn,
-        rw.alpha if alpha is None else alpha,
+        rw.mix_alpha if alpha is None else alpha,
         rw.normalization,
         rw.tie_margin_quality,
         rw.tie_margin_learnability,
@@ -365,7 +365,7 @@ def mix_rewards(
     )
     run.store.write_rewards(table, alpha)
     if alpha is None:
-        run.store.write_rewards_meta(names, rw.alpha, rw.normalization)
+        run.store.write_rewards_meta(names, rw.mix_alpha, rw.normalization)
     return {t: float(np.mean(oracle == j)) for j, t in enumerate(names)}
 
 

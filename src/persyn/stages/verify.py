@@ -171,6 +171,13 @@ def verify_calibrate(run: Run, marker: Marker = None) -> Outputs:
     return _generations(run, pairs, required)
 
 
+def verify_tune(run: Run, marker: Marker = None) -> Outputs:
+    """The choice later stages read; nothing with an explicit alpha (the stage did nothing)."""
+    if not run.cfg.rewards.tuned:
+        return Outputs(digest="")
+    return _files(run, [run.store.tune_files().choice])
+
+
 def verify_score(run: Run, marker: Marker = None) -> Outputs:
     store = run.store
     out = _files(run, [store.rewards_path(), store.rewards_meta_path()])

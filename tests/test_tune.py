@@ -1,0 +1,270 @@
+"""`persyn tune` and `rewards.alpha: auto`: pilot students per reward setting, the choice
+(a tie keeps the paper's setting), and the pipeline using the choice downstream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import tiny_run_config
+from typer.testing import CliRunner
+
+from persyn.artifacts import RunArtifacts
+from persyn.cli import app
+from persyn.config import ConfigError, parse_config
+from persyn.eval.stats import Interval
+from persyn.eval.tune import (
+    Setting,
+    TuneResult,
+    choose_setting,
+    tune_settings,
+    validation_prompts,
+)
+from persyn.eval.tune_report import write_tune
+from persyn.pipeline import Run, run_pipeline, stage_fingerprints, validate
+from persyn.report.html import build_report
+from persyn.stages.tune import tune_run, tuned_config
+from persyn.store import read_jsonl
+from persyn.teachers.base import Prompt
+
+VALIDATION = {"builtin": "demo-mix", "num_prompts": 4, "seed": 9}
+
+
+def tune_config(tiny_lm_dir: Path, run_dir: Path, alpha: Any = "auto") -> dict[str, Any]:
+    data = tiny_run_config(tiny_lm_dir, run_dir)
+    data["rewards"]["alpha"] = alpha
+    data["student_training"] = {"batch_size": 4, "sft": {"gradient_checkpointing": False}}
+    data["evaluation"] = {"max_new_tokens": 4}
+    data["tune"] = {
+        "alphas": [0.0, 0.4],
+        "max_steps": 2,
+        "max_rows": 8,
+        "validation": VALIDATION,
+        "bootstrap_resamples": 200,
+    }
+    return data
+
+
+def test_alpha_auto_is_accepted_and_out_of_range_is_not(tiny_lm_dir: Path, tmp_path: Path):
+    assert parse_config(tune_config(tiny_lm_dir, tmp_path)).rewards.tuned
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        parse_config(tune_config(tiny_lm_dir, tmp_path, alpha=1.5))
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        parse_config({**tune_config(tiny_lm_dir, tmp_path), "tune": {"alphas": [0.2, 2.0]}})
+
+
+def test_the_grid_always_holds_the_papers_setting(tiny_lm_dir: Path, tmp_path: Path):
+    data = tune_config(tiny_lm_dir, tmp_path)
+    data["tune"].update(alphas=[0.0, 1.0], learnability_signals=["rank_surprisal_ratio"])
+    settings, reference = tune_settings(parse_config(data))
+    assert reference == Setting(0.4, "rank_surprisal_ratio")  # the paper's signal is not tried
+    assert settings == [reference] + [Setting(a, "rank_surprisal_ratio") for a in (0.0, 1.0)]
+    data["tune"]["learnability_signals"] = ["rank_surprisal_ratio", "mean_logprob"]
+    settings, reference = tune_settings(parse_config(data))
+    assert reference == Setting(0.4, "mean_logprob") and len(settings) == 5
+    data["tune"]["learnability_signals"] = ["mean_logprob", "no_such_signal"]
+    with pytest.raises(ConfigError, match=r"tune\.learnability_signals\[1\]"):
+        validate(parse_config(data))
+
+
+def test_a_tie_within_the_interval_keeps_the_papers_setting():
+    means = {"alpha0.4-mean_logprob": 0.50, "alpha0-mean_logprob": 0.55}
+    tie = {"alpha0-mean_logprob": Interval(0.05, -0.02, 0.12)}
+    chosen, reason = choose_setting(means, tie, "alpha0.4-mean_logprob")
+    assert chosen == "alpha0.4-mean_logprob"
+    assert "includes 0: a tie" in reason and "alpha0.4-mean_logprob is kept" in reason
+    clear = {"alpha0-mean_logprob": Interval(0.05, 0.01, 0.09)}
+    chosen, reason = choose_setting(means, clear, "alpha0.4-mean_logprob")
+    assert chosen == "alpha0-mean_logprob" and "lies above 0" in reason
+    # equal scores: the reference, not whichever setting came first
+    chosen, _ = choose_setting(
+        {"alpha0-mean_logprob": 0.5, "alpha0.4-mean_logprob": 0.5}, {}, "alpha0.4-mean_logprob"
+    )
+    assert chosen == "alpha0.4-mean_logprob"
+
+
+def test_overlapping_validation_prompts_are_a_one_line_error(tiny_lm_dir: Path, tmp_path: Path):
+    data = tune_config(tiny_lm_dir, tmp_path)
+    cfg = parse_config(data)
+    run_prompt = Prompt("p7", [{"role": "user", "content": "What is  2+2?"}])
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(
+        json.dumps({"id": "v1", "prompt": "what is 2+2"})
+        + "\n"
+        + json.dumps({"id": "v2", "prompt": "What is 3+3?"})
+        + "\n"
+    )
+    data["tune"]["validation"] = {"source": str(validation)}
+    with_file = parse_config(data)
+    with pytest.raises(ConfigError) as err:
+        validation_prompts(with_file, [run_prompt])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("tune.validation: 1 of 2")
+    assert "v1 = run p7" in message
+    # the final evaluation set is held out from the pilots too
+    final = with_file.evaluation.model_copy(update={"prompts": with_file.tune.validation})
+    with pytest.raises(ConfigError, match=r"v1 = evaluation\.prompts v1"):
+        validation_prompts(with_file.model_copy(update={"evaluation": final}), [])
+    unset = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"validation": None})})
+    with pytest.raises(ConfigError, match=r"tune\.validation: not set"):
+        validation_prompts(unset, [])
+
+
+def test_an_explicit_alpha_keeps_its_keys_and_auto_depends_on_tune(
+    tiny_lm_dir: Path, tmp_path: Path
+):
+    """With an explicit alpha no stage after `tune` depends on it (old run directories
+    keep their fingerprints); under `auto`, a changed tune grid reruns score and after."""
+    explicit = tune_config(tiny_lm_dir, tmp_path, alpha=0.4)
+    other_grid = {**explicit, "tune": {**explicit["tune"], "alphas": [0.2]}}
+    a, b = stage_fingerprints(parse_config(explicit)), stage_fingerprints(parse_config(other_grid))
+    assert a["tune"] != b["tune"]
+    assert all(a[s] == b[s] for s in ("score", "train-router", "route", "export"))
+    auto = tune_config(tiny_lm_dir, tmp_path)
+    auto_other = {**auto, "tune": {**auto["tune"], "alphas": [0.2]}}
+    c, d = stage_fingerprints(parse_config(auto)), stage_fingerprints(parse_config(auto_other))
+    assert all(c[s] != d[s] for s in ("score", "train-router", "route", "export"))
+
+
+def test_the_choice_resolves_auto(tiny_lm_dir: Path, tmp_path: Path):
+    cfg = parse_config(tune_config(tiny_lm_dir, tmp_path))
+    store = RunArtifacts(tmp_path)
+    assert tuned_config(cfg, store) is cfg  # no choice yet
+    store.tune_files().choice.parent.mkdir(parents=True)
+    store.tune_files().choice.write_text(
+        json.dumps({"alpha": 0.0, "learnability": "rank_surprisal_ratio"})
+    )
+    resolved = tuned_config(cfg, store)
+    assert resolved.rewards.alpha == 0.0
+    assert resolved.rewards.learnability.name == "rank_surprisal_ratio"
+    explicit = parse_config(tune_config(tiny_lm_dir, tmp_path, alpha=0.2))
+    assert tuned_config(explicit, store) is explicit  # an explicit alpha wins
+
+
+def test_alpha_auto_end_to_end_and_a_rerun_trains_nothing(tiny_lm_dir: Path, tmp_path: Path):
+    data = tune_config(tiny_lm_dir, tmp_path / "run")
+    data["student"]["family"] = "tiny"
+    data["teachers"][0]["family"] = "tiny"
+    data["tune"]["learnability_signals"] = ["mean_logprob", "rank_surprisal_ratio"]
+    cfg = parse_config(data)
+    summary = run_pipeline(cfg)
+    store = RunArtifacts(tmp_path / "run")
+    files = store.tune_files()
+    for path in (files.table_md, files.table_csv, files.table_json, files.choice):
+        assert path.is_file(), path
+    assert files.plot.read_bytes()[:4] == b"\x89PNG"
+    choice = json.loads(files.choice.read_text())
+    assert choice["settings"] == [
+        "alpha0-mean_logprob",
+        "alpha0.4-mean_logprob",
+        "alpha0-rank_surprisal_ratio",
+        "alpha0.4-rank_surprisal_ratio",
+    ]
+    assert choice["reference"] == "alpha0.4-mean_logprob" and choice["reason"]
+    table = files.table_md.read_text()
+    assert "| alpha0-mean_logprob | 0 | mean_logprob | 8 |" in table
+    assert f"Choice: {choice['setting']}." in table
+    # Downstream used the chosen alpha: the reward table was mixed with it, and the run
+    # records the choice and why.
+    meta = json.loads(store.rewards_meta_path().read_text())
+    assert meta["alpha"] == choice["alpha"]
+    assert summary["alpha"] == choice["alpha"] and summary["tune"]["used"] is True
+    assert summary["tune"]["reason"] == choice["reason"]
+    assert "chosen by `persyn tune`" in store.card_path().read_text()
+    page = build_report(tmp_path / "run", None).read_text()
+    assert "chosen by <code>persyn tune</code>" in page
+    # the other signal scored the calibration answers with the student (no generation)
+    signals = {r["signal"] for r in read_jsonl(store.score_path("learnability"))}
+    assert signals == {"mean_logprob", "rank_surprisal_ratio"}
+    # A rerun trains and evaluates nothing: every pilot student is cached.
+    students = sorted(files.folder.glob("students/*/final/persyn_training.json"))
+    assert 1 <= len(students) <= 4
+    stamps = {p: p.stat().st_mtime_ns for p in students}
+    run_pipeline(cfg)
+    again = tune_run(Run.open(cfg))
+    assert again == choice
+    assert {p: p.stat().st_mtime_ns for p in students} == stamps
+    assert sorted(files.folder.glob("students/*/final/persyn_training.json")) == students
+
+
+def test_cli_dry_run_prints_the_cost_and_trains_nothing(tiny_lm_dir: Path, tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)))
+    result = CliRunner().invoke(app, ["tune", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "2 reward settings" in out and "at most 2 pilot students" in out
+    assert "2 steps of lora SFT, 8 examples seen" in out
+    assert "4 validation prompts x 2 students" in out
+    assert "new teacher generations: 0" in out
+    assert not (tmp_path / "run" / "tune").exists()
+
+
+def test_a_tie_is_written_to_the_table_and_choice(tmp_path: Path):
+    reference, other = Setting(0.4, "mean_logprob"), Setting(0.0, "mean_logprob")
+    means = {other.name: 0.55, reference.name: 0.5}
+    diffs = {other.name: Interval(0.05, -0.04, 0.14), reference.name: Interval(0, 0, 0)}
+    chosen, reason = choose_setting(means, diffs, reference.name)
+    rows = [
+        {
+            "setting": s.name,
+            "alpha": s.alpha,
+            "signal": s.signal,
+            "rows": 8,
+            "teachers": "a 100%",
+            "score": means[s.name],
+            "score_low": means[s.name] - 0.1,
+            "score_high": means[s.name] + 0.1,
+            "vs_reference": diffs[s.name].estimate,
+            "vs_reference_low": diffs[s.name].low,
+            "vs_reference_high": diffs[s.name].high,
+            "chosen": s.name == chosen,
+        }
+        for s in (other, reference)
+    ]
+    files = RunArtifacts(tmp_path).tune_files()
+    write_tune(TuneResult(rows, reference, reference, reason), files, 0.95)
+    table = files.table_md.read_text()
+    row = "| alpha0-mean_logprob | 0 | mean_logprob | 8 | a 100% | 0.550 | [0.450, 0.650] |"
+    assert row + " +0.050 | [-0.040, +0.140] |  |" in table
+    assert "Choice: alpha0.4-mean_logprob." in table and "a tie" in table
+    choice = json.loads(files.choice.read_text())
+    assert choice["alpha"] == 0.4 and choice["kept_reference"] and "includes 0" in choice["reason"]
+    assert files.plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_tune_with_an_explicit_alpha_runs_the_study_alone(tiny_lm_dir: Path, tmp_path: Path):
+    """`persyn tune` on a run with alpha 0.4: the study and its files, but the run's own
+    stages after `calibrate` are left alone (it keeps its alpha)."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    data["tune"].update(alphas=[0.4], max_rows=4)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["tune", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "at most 1 pilot students" in result.output
+    assert "Choice: alpha0.4-mean_logprob." in result.output
+    store = RunArtifacts(tmp_path / "run")
+    assert store.tune_choice()["alpha"] == 0.4
+    assert store.marker("calibrate") is not None and store.marker("score") is None
+
+
+def test_the_tuned_persyn_baseline_is_the_run_with_alpha_auto(tiny_lm_dir: Path, tmp_path: Path):
+    """`experiment.datasets: [persyn-tuned]`: a sibling run with `rewards.alpha: auto`
+    (tune, then score/router/routes at its choice) beside the run at its own alpha."""
+    from persyn.eval.baselines import BASELINES, BaselineContext
+    from persyn.eval.experiment import experiment_prompts
+
+    cfg = parse_config(tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4))
+    run_pipeline(cfg)
+    run = Run.open(cfg)
+    ctx = BaselineContext(run, experiment_prompts(run), cfg.experiment)
+    choice = BASELINES["persyn-tuned"](ctx)
+    sibling = RunArtifacts(tmp_path / "run-alphaauto")
+    chosen = json.loads(sibling.tune_files().choice.read_text())
+    assert json.loads(sibling.rewards_meta_path().read_text())["alpha"] == chosen["alpha"]
+    assert set(choice) == set(ctx.prompt_ids)
+    assert json.loads(run.store.rewards_meta_path().read_text())["alpha"] == 0.4  # untouched
