@@ -197,3 +197,21 @@ def test_a_killed_round_resumes_without_asking_again(
     assert max(after.values()) == 1
     assert all(after[k] == 1 for k in generated)
     assert sum(1 for _ in read_jsonl(run_dir / "scores" / "learnability.jsonl")) == scored
+
+
+@pytest.mark.parametrize("kind", ["mf", "knn", "lm-bradley-terry"])
+def test_calibrate_with_every_router(tiny_lm_dir: Path, tmp_path: Path, kind: str) -> None:
+    """The other encoder routers, and the LM router: no encoder space, so no novelty;
+    the confidence floor alone makes prompts uncovered."""
+    cfg = calibrate_config(tiny_lm_dir, tmp_path / "run")
+    cfg["router"] = {**cfg["router"], "kind": kind}
+    if kind == "lm-bradley-terry":
+        lm = {"epochs": 2, "batch_size": 4, "lora_r": 4}
+        cfg["router"] = {**cfg["router"], "backbone": str(tiny_lm_dir), "lm": lm}
+    run = Run.open(parse_config(cfg))
+    marker = run_stage(run, "route")
+    assert [len(r["added"]) for r in marker["active"]] == [2, 1]
+    routes = read_jsonl(tmp_path / "run" / "routes.jsonl")
+    assert len(routes) == 14 - 3 and all(r["uncovered"] for r in routes)
+    assert all((r["novelty"] is None) == (kind == "lm-bradley-terry") for r in routes)
+    assert (tmp_path / "run" / "active" / "round-2" / "router.json").is_file()
