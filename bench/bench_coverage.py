@@ -31,6 +31,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,7 @@ POLICIES: list[tuple[str, dict[str, Any]]] = [
     ("fallback", {"uncovered": "fallback"}),
     ("fallback (general)", {"uncovered": "fallback", "uncovered_teacher": "general"}),
     ("calibrate", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2}),
+    ("calibrate, 4 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4}),
 ]
 
 
@@ -219,12 +221,19 @@ def main() -> None:
         ),
     }
     oracle = oracle_rewards(run, [pid for g in groups.values() for pid in g])
-    rows = []
+    rows, log = [], []
     for name, routing in POLICIES:
         run = Run.open(config(lm, work / "run", **routing))
         marker = run_stage(run, "route")
         added = {pid for r in marker.get("active") or [] for pid in r["added"]}
         extra = len(added) * (len(TEACHERS) - 1) / len(routed)
+        for r in marker.get("active") or []:
+            families = Counter(by_id[pid].meta["family"] for pid in r["added"])
+            log.append(
+                f"- {name}, round {r['round']}: added {dict(families)}; uncovered "
+                f"{r['uncovered_before']:.1%} -> {r['uncovered_after']:.1%}, "
+                f"{r['routes_changed']} routes changed"
+            )
         uncovered = marker["uncovered"]["share"]
         for group, ids in groups.items():
             m = measure(run, oracle, ids, added)
@@ -251,6 +260,10 @@ def main() -> None:
             "",
             header,
             *lines,
+            "",
+            "Active calibration, per round (families of the prompts added):",
+            "",
+            *log,
         ]
     )
     print(body)
