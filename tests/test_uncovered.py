@@ -157,6 +157,17 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     assert summary["routed_prompts"] == len(routes)
     # every teacher answered the calibration and added prompts, one the routed ones
     assert summary["generations"] == 3 * summary["calibration_prompts"] + len(routes)
+    # the report and `persyn inspect` show the rounds
+    from rich.console import Console
+
+    from persyn.report.html import build_report
+    from persyn.report.inspect import inspect_run, print_inspection
+
+    page = build_report(run_dir, tmp_path / "report").read_text()
+    assert "routing.uncovered: calibrate" in page and "routes changed" in page
+    console = Console(record=True, width=300)
+    print_inspection(inspect_run(run_dir), console)
+    assert "active calibration: 2 rounds, 3 prompts added" in console.export_text()
     # a rerun of the finished run redoes nothing
     before = (run_dir / "stages" / "route.json").read_text()
     run_pipeline(parse_config(calibrate_config(tiny_lm_dir, run_dir)))
