@@ -60,6 +60,12 @@ def test_default_policy_keeps_the_routing_key() -> None:
     assert config_sections(other)["routing"] != fingerprint(before, costs)
 
 
+def test_an_unknown_safe_teacher_is_refused() -> None:
+    cfg = tiny_run_config(Path("lm"), Path("run"), routing={"uncovered_teacher": "nobody"})
+    with pytest.raises(ValueError, match=r"routing\.uncovered_teacher: unknown teacher 'nobody'"):
+        parse_config(cfg)
+
+
 def scripted_config(lm: Path, run_dir: Path, **routing: Any) -> dict[str, Any]:
     """The tiny config with the solvers only (fast) and a low novelty quantile, so that
     some routed prompts are uncovered."""
