@@ -196,7 +196,7 @@ POLICIES: list[tuple[str, dict[str, Any]]] = [
     ("route", {}),
     ("fallback", {"uncovered": "fallback"}),
     ("fallback (general)", {"uncovered": "fallback", "uncovered_teacher": "general"}),
-    ("calibrate", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2}),
+    ("calibrate, 2 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2}),
     ("calibrate, 4 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4}),
 ]
 

@@ -362,10 +362,11 @@ class RoutingPolicyConfig(Section):
         "teacher that can generate instead of one.",
     )
     active_rounds: int = Field(
-        2,
+        4,
         gt=0,
         description="`calibrate`: rounds of select, answer, retrain and route again; each "
-        "round spends at most its share of what is left of the budget.",
+        "round spends at most its share of what is left of the budget. More rounds of "
+        "fewer prompts covered more prompt families in bench_coverage (bench/RESULTS.md).",
     )
 
     @field_validator("max_share")
