@@ -22,13 +22,18 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from persyn.artifacts import ExperimentFiles, RunArtifacts
 from persyn.config import RunConfig, load_config
-from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir
+from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir, training_seeds
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import held_out_prompts, prompt_scores
 from persyn.store import read_jsonl
-from persyn.teachers.base import Generation
+from persyn.teachers.base import Generation, Prompt
 
-HEADING = "replication: PerSyn vs every baseline (student SFT, 95% paired bootstrap CIs)"
+HEADINGS = {  # by the config's `name`
+    "persyn-replication": "replication 2, arithmetic: PerSyn vs the baselines "
+    "(student SFT, 3 seeds, 95% paired bootstrap CIs)",
+    "persyn-replication-instruct": "replication 2, instructions: PerSyn vs the baselines "
+    "(student SFT, 3 seeds, 95% paired bootstrap CIs)",
+}
 
 # (teacher, kind, what it reads, right on, answer format)
 TEACHER_ROWS = [
@@ -60,9 +65,26 @@ TEACHER_ROWS = [
         "1-step problems (it does only the first step)",
         "`The answer is N.`",
     ),
+    *(
+        (
+            name,
+            f"LLM: SmolLM2-135M-Instruct, system prompt {prompt}",
+            "the prompt text",
+            "the constraints it happens to satisfy",
+            "its own words",
+        )
+        for name, prompt in [
+            (
+                "smol-exact",
+                '"Follow every instruction in the request exactly, including its format."',
+            ),
+            ("smol-brief", '"Answer in one short sentence."'),
+            ("smol-plain", '"You are a helpful assistant."'),
+        ]
+    ),
 ]
-TEACHERS_NOTE = """Training problems and held-out problems come from the two sides of a hash
-partition of the normalised problem text, so no held-out problem equals a training problem
+TEACHERS_NOTE = """Training, validation and held-out prompts come from three sides of a hash
+partition of the normalised prompt text, so no held-out prompt equals a training prompt
 (the experiment checks it, by normalised text, against the whole prompt table)."""
 
 
@@ -116,31 +138,38 @@ def _vs_untrained(per_prompt: dict[str, object], resamples: int, seed: int) -> l
     return lines
 
 
-def _by_difficulty(cfg: RunConfig, per_prompt: dict[str, Any]) -> list[str]:
-    """Held-out accuracy per dataset and number of steps of the problem."""
-    steps = {p.id: p.meta.get("difficulty") for p in held_out_prompts(cfg)}
-    levels = sorted({d for d in steps.values() if d is not None})
-    of = [steps.get(i) for i in per_prompt["prompt_ids"]]
+def _level(prompt: Prompt) -> str:
+    """The prompt's difficulty: steps of a problem, constraints of an instruction."""
+    if "difficulty" in prompt.meta:
+        return f"{prompt.meta['difficulty']}-step"
+    return f"{prompt.meta.get('tier', 1)} constraint(s)"
+
+
+def _by_level(cfg: RunConfig, per_prompt: dict[str, Any]) -> list[str]:
+    """Held-out score per dataset and difficulty level of the prompt."""
+    level = {p.id: _level(p) for p in held_out_prompts(cfg)}
+    levels = sorted(set(level.values()))
+    of = [level.get(i) for i in per_prompt["prompt_ids"]]
     counts = " / ".join(str(of.count(d)) for d in levels)
-    lines = [
-        f"| dataset | {' | '.join(f'{d}-step' for d in levels)} |",
-        "|---|" + "---:|" * len(levels),
-    ]
+    lines = [f"| dataset | {' | '.join(levels)} |", "|---|" + "---:|" * len(levels)]
     for name, values in per_prompt["scores"].items():
         cells = []
         for d in levels:
-            got = [v for v, level in zip(values, of, strict=True) if level == d]
+            got = [v for v, at in zip(values, of, strict=True) if at == d]
             cells.append(f"{np.mean([0.0 if v is None else v for v in got]):.2f}")
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    return [f"Held-out problems per level: {counts}.", "", *lines]
+    return [f"Held-out prompts per level: {counts}.", "", *lines]
 
 
 def _training_data(cfg: RunConfig, out: ExperimentFiles, names: list[str]) -> list[str]:
     """Per dataset: which teachers wrote it, how many of its answers are right (the math
-    verifier against the reference), per problem level, and how long the answers are."""
+    verifier against the reference, or every constraint satisfied, strict), per level,
+    and how long the answers are."""
     table = {p.id: p for p in RunArtifacts(cfg.run_dir).prompts()}
+    levels = sorted({_level(p) for p in table.values()})
     lines = [
-        "| dataset | teachers | answers right | right on 1 / 2 / 3-step | words per answer |",
+        f"| dataset | teachers | answers right | right on {' / '.join(levels)} "
+        "| words per answer |",
         "|---|---|---:|---|---:|",
     ]
     for name in names:
@@ -150,10 +179,10 @@ def _training_data(cfg: RunConfig, out: ExperimentFiles, names: list[str]) -> li
         rows = read_jsonl(path)
         prompts = [table[r["id"]] for r in rows]
         answers = {r["id"]: Generation(r["id"], r["messages"][-1]["content"]) for r in rows}
-        right = [s.get("math", 0.0) for s in prompt_scores(prompts, answers)]
+        right = [s["score"] or 0.0 for s in prompt_scores(prompts, answers)]
         by_level = []
-        for d in (1, 2, 3):
-            got = [ok for ok, p in zip(right, prompts, strict=True) if p.meta["difficulty"] == d]
+        for d in levels:
+            got = [ok for ok, p in zip(right, prompts, strict=True) if _level(p) == d]
             by_level.append(f"{np.mean(got):.2f}" if got else "-")
         words = np.mean([len(a.text.split()) for a in answers.values()])
         shares: dict[str, int] = {}
@@ -192,7 +221,10 @@ def main() -> None:
     ex, tc, ev = cfg.experiment, cfg.student_training, cfg.evaluation
     trained = [r for r in rows if r["dataset"] != BASE_STUDENT]
     n_rows = trained[0]["rows"] if trained else "?"
-    command = " ".join(["bench/run_replication.sh", *(f"--set {shlex.quote(v)}" for v in args.set)])
+    command = " ".join(
+        ["bench/run_replication.sh", args.config, *(f"--set {shlex.quote(v)}" for v in args.set)]
+    )
+    heading = HEADINGS.get(cfg.name, f"replication: {cfg.name}")
     body = [
         *([f"**{args.note}**", ""] if args.note else []),
         f"Command: `{command}` (= `persyn experiment {args.config}`, then this section). "
@@ -201,12 +233,13 @@ def main() -> None:
         f"{args.wall_s / 60:.1f} min (a resumed run counts only its own part).",
         "",
         f"Setting: student SmolLM2-135M-Instruct, {tc.method} (r={tc.lora_r}), "
-        f"{tc.epochs:g} epochs, lr {tc.learning_rate:g}, batch {tc.batch_size}, seed "
-        f"{tc.seed}; {n_rows} training rows per dataset (the same prompts for every "
-        f"dataset); {len(per_prompt['prompt_ids'])} held-out problems, greedy, "
+        f"{tc.epochs:g} epochs, lr {tc.learning_rate:g}, batch {tc.batch_size}, training "
+        f"seeds {training_seeds(cfg)} (one student per dataset and seed; scores are the mean "
+        f"over seeds); {n_rows} training rows per dataset (the same prompts for every "
+        f"dataset); {len(per_prompt['prompt_ids'])} held-out prompts, greedy, "
         f"{ev.max_new_tokens} new tokens; alpha {cfg.rewards.alpha} for PerSyn and Oracle; "
-        f"{ex.bootstrap_resamples} paired bootstrap resamples of the held-out problems "
-        f"(seed {ex.seed}), {ex.confidence:.0%} percentile intervals.",
+        f"{ex.bootstrap_resamples} paired bootstrap resamples of the held-out prompts and "
+        f"the training seeds (seed {ex.seed}), {ex.confidence:.0%} percentile intervals.",
         "",
         *_teachers(cfg.teacher_names),
         "",
@@ -222,16 +255,16 @@ def main() -> None:
         "",
         *_vs_untrained(per_prompt, ex.bootstrap_resamples, ex.seed),
         "",
-        "### Held-out accuracy by problem level",
+        "### Held-out score by level",
         "",
-        *_by_difficulty(cfg, per_prompt),
+        *_by_level(cfg, per_prompt),
         "",
         "### What each student was trained on",
         "",
         *_training_data(cfg, out, ex.datasets),
     ]
-    replace_section(HEADING, "\n".join(body))
-    print(f"bench/RESULTS.md: section {HEADING!r} written")
+    replace_section(heading, "\n".join(body))
+    print(f"bench/RESULTS.md: section {heading!r} written")
 
 
 if __name__ == "__main__":

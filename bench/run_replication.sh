@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The mini-replication (examples/replication.yaml): PerSyn against every baseline, one
-# student per dataset, paired bootstrap CIs on 300 held-out problems; then its section of
-# bench/RESULTS.md. Resumable: kill it and run it again, finished students and
-# evaluations are reused (stored by fingerprint). Extra arguments go to `persyn
-# experiment`, e.g. a reduced run:
-#   bench/run_replication.sh --set evaluation.prompts.num_prompts=100
+# The replication: PerSyn against the baselines, one student per dataset and training
+# seed, paired bootstrap CIs on 300 held-out prompts; then its section of
+# bench/RESULTS.md. CONFIG: examples/replication.yaml (arithmetic, the default) or
+# examples/replication-instruct.yaml (instructions with verifiable constraints).
+# Resumable, across sessions too: kill it and run it again, finished students and
+# evaluations are reused (stored by fingerprint under bench/replication/, committed
+# without the student checkpoints). Extra arguments go to `persyn experiment`, e.g.
+#   bench/run_replication.sh examples/replication.yaml --set evaluation.prompts.num_prompts=100
 # REPLICATION_NOTE (environment) is printed at the top of the section (e.g. "reduced").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 PERSYN=${PERSYN:-.venv/bin/persyn}
-CONFIG=examples/replication.yaml
+CONFIG=${1:-examples/replication.yaml}
+shift $(($# > 0 ? 1 : 0))
 started=$(date -u +"%Y-%m-%d %H:%M UTC")
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s)

@@ -32,6 +32,7 @@ ARTIFACT_FILES = re.compile(
 # (`x / "router"`, `store.path("router", ...)`, "router/...").
 ARTIFACT_FOLDERS = (
     "generations",
+    "batches",
     "scores",
     "router",
     "dataset",

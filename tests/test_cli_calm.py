@@ -63,11 +63,11 @@ def test_top_level_help_is_for_users() -> None:
     assert code == 0
     assert "student" in out and "teacher" in out and "Typical use:" in out
     assert "--verbose" in out and "--version" in out
-    # the commands in the order a user meets them: demo, validate, run, inspect, report,
+    # the commands in the order a user meets them: demo, validate, plan, run, inspect, report,
     # then the stages in pipeline order
     listed = [line.split()[1] for line in out.split("Commands")[1].splitlines() if "│ " in line]
     listed = [c for c in listed if c.isidentifier() or "-" in c]
-    assert listed[:5] == ["demo", "validate", "run", "inspect", "report"]
+    assert listed[:6] == ["demo", "validate", "plan", "run", "inspect", "report"]
     stages = ["prepare", "calibrate", "score", "train-router", "route", "generate", "export"]
     assert [c for c in listed if c in stages] == stages
 

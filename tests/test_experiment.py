@@ -205,7 +205,7 @@ def test_seeds_in_the_table_and_the_csv():
 def test_each_seed_trains_and_evaluates_its_own_student(tiny_lm_dir: Path, tmp_path: Path):
     """`experiment.seeds`: one student per seed, each evaluated; the row is their mean and
     lists each; the default seed keeps the key a one-seed experiment had, and a rerun
-    trains nothing again."""
+    trains nothing again, even once the student checkpoints are deleted."""
     import json
 
     from persyn.data import load_prompts
@@ -247,6 +247,16 @@ def test_each_seed_trains_and_evaluates_its_own_student(tiny_lm_dir: Path, tmp_p
     )
     assert again == row and np.array_equal(again_scores, scores, equal_nan=True)
     assert [(s / "persyn_training.json").stat().st_mtime for s in students] == stamps
+    # Checkpoints gone (a later session, another clone): the evaluations and their
+    # training records are enough; nothing is trained or evaluated again.
+    import shutil
+
+    shutil.rmtree(out / "students")
+    third, third_scores, _ = train_and_evaluate(
+        cfg, "persyn", path, held_out, "eval-fp", out, LocalExecutor()
+    )
+    assert third == row and np.array_equal(third_scores, scores, equal_nan=True)
+    assert not (out / "students").exists()
 
 
 def test_bootstrap_statistic_is_the_mean_of_task_accuracies():

@@ -142,6 +142,10 @@ def test_failed_answers_go_to_the_next_best_teacher(tiny_lm_dir: Path, run_dir: 
     assert summary["fallback_rows"] == 4 and summary["failed_rows"] == 0
     # calibration, one answer per routed prompt, and the fallback answers (paid for too)
     assert summary["generations"] == 12 * len(TEACHERS) + len(chains) + 5
+    # the ledger counts the same requests by stage: the failed ones too (paid for)
+    stages = summary["spend"]["by_stage"]
+    assert stages["calibration"]["requests"] == 12 * len(TEACHERS)
+    assert (stages["routed"]["requests"], stages["fallback"]["requests"]) == (len(chains), 5)
     # a rerun asks nothing again: every prompt has its answer
     calls = CALLS.copy()
     export(tiny_lm_dir, run_dir)

@@ -69,6 +69,8 @@ def test_scripted_judge_valid_and_malformed_replies() -> None:
     assert scores[4].error == "judge grade 14 outside 1..10"
     assert scores[5].error == "unparsable judge reply: ''"
     assert "judge backend down" in scores[6].error
+    # the judge's tokens are kept for the spend ledger (a function judge: its words)
+    assert [s.completion_tokens for s in scores[:3]] == [5, 7, 3]
 
 
 def test_rubric_kinds_and_scale() -> None:

@@ -180,6 +180,7 @@ def test_bad_options_name_the_teacher_and_key(tiny_lm_dir: Path, tmp_path: Path)
         validate(cfg)
     assert str(info.value) == (
         "teacher 'smol-brief' (openai backend) options: unknown key 'concurency'; valid keys: "
+        "batch, batch_max_requests, batch_poll_seconds, batch_completion_window, batch_retries, "
         "base_url, api_key_env, concurrency, timeout_s, max_retries, max_consecutive_failures, "
         "extra_body, token_param"
     )

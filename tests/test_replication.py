@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from persyn.demo.replication import (
     boxed,
+    held_out_instructions,
     held_out_problems,
     is_held_out,
     plain,
     quick,
+    side,
+    train_instructions,
     train_problems,
+    validation_instructions,
+    validation_problems,
 )
 from persyn.eval.student import check_held_out, normalise_text, score_answers
 from persyn.teachers.base import Generation, Prompt
@@ -24,6 +29,25 @@ def test_train_and_held_out_problems_never_share_a_text_or_an_id():
     assert train_problems(30, 0) == train_problems(30, 0)  # seeded
     assert {p.meta["difficulty"] for p in held} == {1, 2, 3}
     assert min(int(p.reference or 0) for p in train + held) >= 0  # counts never go negative
+
+
+def test_validation_prompts_are_a_third_side():
+    """`persyn tune`'s validation prompts share no text with training or held-out ones, on
+    both tasks, whatever the seeds."""
+    for train, validation, held in [
+        (train_problems(300, 1), validation_problems(100, 2), held_out_problems(100, 3)),
+        (
+            train_instructions(300, 1),
+            validation_instructions(100, 2),
+            held_out_instructions(100, 3),
+        ),
+    ]:
+        assert check_held_out(validation, train + held) == validation
+        assert check_held_out(held, train) == held
+        assert {side(p.text) for p in validation} == {"validation"}
+        assert len({p.id for p in train + validation + held}) == 500
+    kinds = {i for p in train_instructions(100, 0) for i in p.meta["instruction_id_list"]}
+    assert len(kinds) == 18  # every constraint kind of the `instructions` set
 
 
 def _accuracy(teacher, prompts: list[Prompt]) -> float:

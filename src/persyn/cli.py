@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from persyn.artifacts import RunArtifacts, StudentEvalFiles, StudentFiles
-from persyn.cli_help import USAGE, UserOrder, VerboseOpt, VersionOpt
+from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
 from persyn.pipeline import STAGES, Run, StageError, run_pipeline, run_stage, validate, working_in
@@ -61,8 +61,11 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _load(config: Path, overrides: list[str] | None) -> RunConfig:
-    cfg = load_config(config, _overrides(overrides))
+def _load(config: Path, overrides: list[str] | None, max_cost: float | None = None) -> RunConfig:
+    values = _overrides(overrides)
+    if max_cost is not None:
+        values["max_cost"] = max_cost
+    cfg = load_config(config, values)
     validate(cfg)
     return cfg
 
@@ -94,12 +97,13 @@ def run(
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every stage (each skipped when already done)."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         summary = run_pipeline(cfg, run_dir, replace)
     print_summary(summary, run_dir or cfg.run_dir, console)
 
@@ -147,12 +151,42 @@ def validate_cmd(config: ConfigArg, set_: SetOpt = None) -> None:
     )
 
 
+@app.command("plan")
+def plan_cmd(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    pilot: PilotOpt = 0,
+    out: Annotated[Path | None, typer.Option(help="The JSON's path (RUN_DIR/plan.json).")] = None,
+    replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Estimate the run's generations, tokens, money and time; calls no model.
+
+    Route then Generate against Generate then Select; --pilot N asks each teacher N
+    calibration prompts first and estimates from their answers."""
+    from persyn.plan import plan, plan_lines
+    from persyn.store import atomic_write_json
+
+    set_quiet(quiet)
+    with user_errors():
+        cfg = _load(config, set_, max_cost)
+        estimate = plan(cfg, pilot, run_dir, replace)
+        path = out or RunArtifacts(run_dir or cfg.run_dir).plan_path()
+        atomic_write_json(path, estimate)
+    for line in plan_lines(estimate):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"written to {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("import")
 def import_cmd(
     config: ConfigArg,
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate from the answers of an existing dataset (`calibration.source`).
@@ -161,7 +195,7 @@ def import_cmd(
     `prepare` and `calibrate` stages); nothing is generated unless `fill_missing` is set."""
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         if cfg.calibration.source is None:
             raise ConfigError(f"{config}: calibration.source is not set; nothing to import")
         run_ = Run.open(cfg, run_dir)
@@ -180,11 +214,12 @@ def _stage_command(stage: str) -> None:
         run_dir: RunDirOpt = None,
         set_: SetOpt = None,
         replace: ReplaceOpt = False,
+        max_cost: MaxCostOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
-            cfg = _load(config, set_)
+            cfg = _load(config, set_, max_cost)
             run_stage(Run.open(cfg, run_dir), stage, replace)
         console.print(f"{stage}: done")
 
@@ -211,6 +246,7 @@ def score_cmd(
         ),
     ] = None,
     replace: ReplaceOpt = False,
+    max_cost: MaxCostOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -218,7 +254,7 @@ def score_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = _load(config, set_)
+        cfg = _load(config, set_, max_cost)
         run_ = Run.open(cfg, run_dir)
         with working_in(run_, replace):
             run_stage(run_, "score")

@@ -21,6 +21,7 @@ teacher answers each prompt.
 Typical use:
   persyn demo                   the offline demo, nothing downloaded
   persyn validate my.yaml       check a config, its prompts and teachers; loads no model
+  persyn plan my.yaml           estimate generations, tokens, money: against Generate then Select
   persyn run my.yaml            every stage; rerun it to resume
   persyn inspect RUN_DIR        which stages are done, rows, errors, where files are
   persyn report RUN_DIR         an HTML report with plots
@@ -32,6 +33,7 @@ Each stage also runs alone. --verbose shows other libraries' progress bars and l
 # Commands listed in the order a user meets them, each stage in pipeline order.
 COMMAND_ORDER = ["demo", "validate", "run", "inspect", "report", "import", *STAGES, "eval-router"]
 COMMAND_ORDER += ["train-student", "evaluate", "experiment"]
+COMMAND_ORDER.insert(COMMAND_ORDER.index("run"), "plan")
 
 
 class UserOrder(TyperGroup):
@@ -55,5 +57,25 @@ VerboseOpt = Annotated[
         "--verbose",
         envvar="PERSYN_VERBOSE",
         help="Show other libraries' progress bars and logs (transformers, datasets, vLLM, HTTP).",
+    ),
+]
+
+
+# Options of several commands, kept here so that `cli.py` stays a list of commands.
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Spend cap (config `max_cost`): stop before the money spent on teachers and "
+        "judges could pass it; rerun with a higher cap to continue.",
+    ),
+]
+PilotOpt = Annotated[
+    int,
+    typer.Option(
+        "--pilot",
+        min=0,
+        help="Ask each teacher N calibration prompts first and estimate from their tokens "
+        "and time (the answers are cached and reused by the run).",
     ),
 ]

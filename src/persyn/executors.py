@@ -34,8 +34,15 @@ class Executor(ABC):
         return cls()
 
     @abstractmethod
-    def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
-        """Answer every prompt with `teacher`, passing results to `sink` as they finish."""
+    def generate(
+        self,
+        teacher: TeacherConfig,
+        prompts: list[Prompt],
+        sink: GenerationSink,
+        resume_file: Path | None = None,
+    ) -> None:
+        """Answer every prompt with `teacher`, passing results to `sink` as they finish;
+        `resume_file` is the teacher's `Teacher.resume_file`."""
 
     @abstractmethod
     def learnability(
@@ -99,10 +106,17 @@ class LocalExecutor(Executor):
         self.score_chunk = score_chunk
         self.route_chunk = route_chunk
 
-    def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
+    def generate(
+        self,
+        teacher: TeacherConfig,
+        prompts: list[Prompt],
+        sink: GenerationSink,
+        resume_file: Path | None = None,
+    ) -> None:
         if not prompts:
             return
         backend = make_teacher(teacher)
+        backend.resume_file = resume_file
         backend.load()
         grouped = GroupedSink(sink)
         try:
@@ -112,8 +126,11 @@ class LocalExecutor(Executor):
                     grouped.add(backend.generate(batch))
                     progress.advance(len(batch))
         finally:
-            backend.unload()
-            grouped.flush()
+            # Rows saved before unload: a backend may then drop what resumes them.
+            try:
+                grouped.flush()
+            finally:
+                backend.unload()
 
     def learnability(
         self,

@@ -147,7 +147,13 @@ class RayExecutor(Executor):
         for block in results.iter_batches(batch_size=None, batch_format="numpy"):
             yield [json.loads(r) for r in block["result"]]
 
-    def generate(self, teacher: TeacherConfig, prompts: list[Prompt], sink: GenerationSink) -> None:
+    def generate(
+        self,
+        teacher: TeacherConfig,
+        prompts: list[Prompt],
+        sink: GenerationSink,
+        resume_file: Path | None = None,  # replicas keep no resume file
+    ) -> None:
         if not prompts:
             return
         batches = (

@@ -42,8 +42,9 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         *uncovered_key(c),
     ),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
-    # The card shows the whole config; where the run lives changes nothing in it.
-    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir"})),
+    # The card shows the whole config; where the run lives and the spend cap change
+    # nothing in it (a raised cap must not export again what is done).
+    "export": lambda c: fingerprint(c.model_dump(mode="json", exclude={"run_dir", "max_cost"})),
 }
 
 

@@ -11,6 +11,8 @@ in `folders`. Layout (relative to the run directory):
     calibration.json               calibration ids, the router's train/val split, routed ids
     imported.jsonl                 calibration answers read from `calibration.source`
     generations/<teacher>.jsonl    row log: one row per (prompt, teacher config)
+    batches/<teacher>.<stage>.json the Batch API batch a teacher waits for (`options.batch`);
+                                   gone once its rows are saved
     scores/<signal>.jsonl          row logs: learnability per (prompt, teacher, student),
                                    quality per (prompt, teacher, quality config)
     rewards.jsonl, rewards_meta.json   per calibration prompt: raw and combined rewards, oracle

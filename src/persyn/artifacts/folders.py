@@ -145,6 +145,9 @@ class StudentEvalFiles:
         self.answers = folder / "answers.jsonl"
         self.scores = folder / "scores.jsonl"
         self.metrics = folder / "metrics.json"
+        # the evaluated student's training record (`persyn experiment`): with the metrics it
+        # stands in for a checkpoint that is gone (another session, another machine)
+        self.training = folder / "training.json"
 
     @staticmethod
     def beside(checkpoint: Path) -> Path:

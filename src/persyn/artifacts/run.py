@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from itertools import islice
@@ -103,6 +104,11 @@ class RunArtifacts(RunStore):
 
     def generation_log(self, teacher: str) -> RowLog:
         return RowLog(self.generation_path(teacher), ("prompt_id", "fp"), check_generation_row)
+
+    def batch_record(self, teacher: str, stage: str) -> Path:
+        """The Batch API batch `teacher` waits for in `stage` (`persyn.teachers.
+        openai_batch`): polled again by a rerun after a kill, removed once answered."""
+        return self.path("batches", f"{teacher}.{re.sub(r'[^A-Za-z0-9_.-]+', '-', stage)}.json")
 
     def generation_files(self) -> list[Path]:
         return sorted(self.path("generations").glob("*.jsonl"))
@@ -298,6 +304,10 @@ class RunArtifacts(RunStore):
 
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path().read_text())
+
+    def plan_path(self) -> Path:
+        """`persyn plan`'s estimates of what the run costs."""
+        return self.path("plan.json")
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.path("manifest.json"), manifest)

@@ -87,6 +87,15 @@ class RunConfig(Section):
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="Share of failed rows a stage tolerates before failing."
     )
+    max_cost: float | None = Field(
+        None,
+        ge=0,
+        description="Most money the run directory may spend on teachers and judges (tokens at "
+        "their cost_per_1k_*_tokens prices, `summary.json`'s `spend`): a teacher's requests "
+        "are sent only while the money spent plus their worst-case cost (prompt bytes, "
+        "max_new_tokens) stays within it; then the stage stops, answers kept, and a higher "
+        "cap continues. Judging counts toward it but is not stopped by it. null: no cap.",
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",

@@ -195,10 +195,14 @@ def compatible(a: str, b: str) -> bool:
 
 
 def _constrained(
-    rng: random.Random, ident: str, constraints: list[Constraint], tasks: list[str]
+    rng: random.Random,
+    ident: str,
+    constraints: list[Constraint],
+    tasks: list[str],
+    topics: list[str] = TOPICS,
 ) -> Prompt:
     """A prompt about a random topic carrying `constraints` (ids and kwargs in `meta`)."""
-    topic = rng.choice(TOPICS)
+    topic = rng.choice(topics)
     kwargs = [make_kwargs(rng) for _, make_kwargs, _ in constraints]
     task = rng.choice(tasks)
     sentences = [c[2].format(**k) for c, k in zip(constraints, kwargs, strict=True)]
@@ -220,14 +224,14 @@ def _basic_instruction(rng: random.Random, index: int) -> Prompt:
     return _constrained(rng, f"instr-{index:05d}", [chosen], SHORT_TASKS)
 
 
-def _tiered_instruction(rng: random.Random, index: int) -> Prompt:
+def tiered_instruction(rng: random.Random, index: int, topics: list[str] = TOPICS) -> Prompt:
     """`instructions`: every constraint in turn; odd prompts (the harder tier) add a
     second, compatible constraint drawn at random."""
     first = CONSTRAINTS[(index // 2) % len(CONSTRAINTS)]
     chosen = [first]
     if index % 2:
         chosen.append(rng.choice([c for c in CONSTRAINTS if compatible(first[0], c[0])]))
-    prompt = _constrained(rng, f"instr-{index:05d}", chosen, TASKS)
+    prompt = _constrained(rng, f"instr-{index:05d}", chosen, TASKS, topics)
     prompt.meta["tier"] = len(chosen)
     return prompt
 
@@ -241,7 +245,7 @@ def arithmetic(num_prompts: int, seed: int) -> list[Prompt]:
 def instructions(num_prompts: int, seed: int) -> list[Prompt]:
     """`instructions`: 18 IFEval constraint kinds, one or two per prompt."""
     rng = random.Random(seed)
-    return [_tiered_instruction(rng, i) for i in range(num_prompts)]
+    return [tiered_instruction(rng, i) for i in range(num_prompts)]
 
 
 def demo_mix(num_prompts: int, seed: int) -> list[Prompt]:

@@ -1,12 +1,17 @@
-"""The mini-replication's task (examples/replication.yaml): short arithmetic word problems.
+"""The replication's tasks: short arithmetic word problems (examples/replication.yaml)
+and instruction prompts with verifiable constraints (examples/replication-instruct.yaml).
 
 Sized for a 135M student on 2 CPU cores: problems of 1 to 3 steps with small numbers
 (answers mostly under 100) and answers of at most ~40 tokens, so training is cheap and a
-student's greedy answer fits in a few dozen new tokens.
+student's greedy answer fits in a few dozen new tokens. The instruction prompts are the
+built-in `instructions` set (18 IFEval constraint kinds, one or two per prompt), answered
+by LLM teachers only.
 
-Train and held-out problems are disjoint by construction, not by seed: a problem belongs
-to the held-out side when a hash of its normalised text says so, so no seed or size can
-make the two sets share a text. Their ids differ too (`rt-` and `re-`).
+Train, validation and held-out prompts are disjoint by construction, not by seed: a
+prompt's side is fixed by a hash of its normalised text (`side`), so no seed or size can
+make two sides share a text. Held-out prompts evaluate the compared students; validation
+prompts are what `persyn tune` may choose a reward setting on. Their ids differ too
+(`rt-`/`rv-`/`re-` and `it-`/`iv-`/`ie-`).
 
 The programmatic teachers read the structured problem from `meta` (start value, steps),
 never the prompt text and never the reference answer; nothing is evaluated. They differ in
@@ -24,8 +29,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Literal
 
+from persyn.demo.prompts import TOPICS, tiered_instruction
 from persyn.teachers.base import Prompt
 
 NAMES = ["Maya", "Liam", "Sofia", "Noah", "Aisha", "Mateo", "Yuki", "Omar", "Elena", "Ravi"]
@@ -37,6 +45,17 @@ STEPS: list[tuple[str, str]] = [
     ("-", "Then {who} loses {n}."),
     ("*", "Then the number of {item} doubles."),
 ]
+# The instruction task's topics: the demo's and more, so that each single-constraint
+# instruction (whose text is only task + topic + constraint) has dozens of distinct texts on
+# every side of the partition.
+INSTRUCTION_TOPICS = [
+    *TOPICS,
+    *(
+        f"{a} {b}"
+        for a in ("an old", "a new", "a small", "a noisy", "a quiet")
+        for b in ("bridge", "garden", "market", "bicycle", "kitchen", "harbour", "museum", "park")
+    ),
+]
 REFUSAL = "This solver only answers arithmetic word problems."
 
 
@@ -46,9 +65,21 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower()).strip().strip(".,;:!?\"'()[]{} ")
 
 
+Side = Literal["train", "validation", "held-out"]
+ID_PREFIX: dict[Side, str] = {"train": "t", "validation": "v", "held-out": "e"}
+
+
+def side(text: str) -> Side:
+    """Which side a prompt is on, by a hash of its normalised text: one in four is held
+    out, one in eight is for validation, the rest train."""
+    digest = hashlib.sha256(normalise(text).encode()).digest()
+    if digest[0] % 4 == 0:
+        return "held-out"
+    return "validation" if digest[0] % 4 == 1 and digest[1] % 2 == 0 else "train"
+
+
 def is_held_out(text: str) -> bool:
-    """One problem in four, chosen by a hash of its normalised text, is held out."""
-    return hashlib.sha256(normalise(text).encode()).digest()[0] % 4 == 0
+    return side(text) == "held-out"
 
 
 def _problem(rng: random.Random, difficulty: int) -> tuple[str, dict[str, Any], int]:
@@ -72,38 +103,58 @@ def _problem(rng: random.Random, difficulty: int) -> tuple[str, dict[str, Any], 
     return " ".join(text), meta, value
 
 
-def _draw(num_prompts: int, seed: int, held_out: bool) -> list[Prompt]:
-    """`num_prompts` distinct problems of one side, difficulties 1, 2, 3 in turn."""
-    rng = random.Random(f"persyn-replication:{seed}:{held_out}")
-    prefix = "re" if held_out else "rt"
+def _problem_prompt(rng: random.Random, index: int) -> Prompt:
+    """A word problem of 1, 2 or 3 steps (by `index`, in turn) with its answer."""
+    text, meta, answer = _problem(rng, 1 + index % 3)
+    return Prompt("", [{"role": "user", "content": text}], "math", str(answer), meta)
+
+
+def _draw(
+    make: Callable[[random.Random, int], Prompt], task: str, num_prompts: int, seed: int, on: Side
+) -> list[Prompt]:
+    """`num_prompts` distinct prompts of side `on`, the `index`-th from `make(rng, index)`."""
+    rng = random.Random(f"persyn-replication:{task}:{seed}:{on}")
     seen: set[str] = set()
     prompts: list[Prompt] = []
     while len(prompts) < num_prompts:
-        difficulty = 1 + len(prompts) % 3
-        text, meta, answer = _problem(rng, difficulty)
-        if is_held_out(text) != held_out or normalise(text) in seen:
+        prompt = make(rng, len(prompts))
+        if side(prompt.text) != on or normalise(prompt.text) in seen:
             continue
-        seen.add(normalise(text))
-        prompts.append(
-            Prompt(
-                id=f"{prefix}-{len(prompts):05d}",
-                messages=[{"role": "user", "content": text}],
-                kind="math",
-                reference=str(answer),
-                meta=meta,
-            )
-        )
+        seen.add(normalise(prompt.text))
+        prompts.append(replace(prompt, id=f"{task}{ID_PREFIX[on]}-{len(prompts):05d}"))
     return prompts
 
 
 def train_problems(num_prompts: int, seed: int) -> list[Prompt]:
     """`prompts.builtin: persyn.demo.replication:train_problems`."""
-    return _draw(num_prompts, seed, held_out=False)
+    return _draw(_problem_prompt, "r", num_prompts, seed, "train")
+
+
+def validation_problems(num_prompts: int, seed: int) -> list[Prompt]:
+    """`tune.validation.builtin: persyn.demo.replication:validation_problems`."""
+    return _draw(_problem_prompt, "r", num_prompts, seed, "validation")
 
 
 def held_out_problems(num_prompts: int, seed: int) -> list[Prompt]:
     """`evaluation.prompts.builtin: persyn.demo.replication:held_out_problems`."""
-    return _draw(num_prompts, seed, held_out=True)
+    return _draw(_problem_prompt, "r", num_prompts, seed, "held-out")
+
+
+def _instruction_prompt(rng: random.Random, index: int) -> Prompt:
+    return tiered_instruction(rng, index, INSTRUCTION_TOPICS)
+
+
+def train_instructions(num_prompts: int, seed: int) -> list[Prompt]:
+    """`prompts.builtin: persyn.demo.replication:train_instructions`."""
+    return _draw(_instruction_prompt, "i", num_prompts, seed, "train")
+
+
+def validation_instructions(num_prompts: int, seed: int) -> list[Prompt]:
+    return _draw(_instruction_prompt, "i", num_prompts, seed, "validation")
+
+
+def held_out_instructions(num_prompts: int, seed: int) -> list[Prompt]:
+    return _draw(_instruction_prompt, "i", num_prompts, seed, "held-out")
 
 
 def _chain(prompt: Prompt) -> list[tuple[int, str, int, int]] | None:

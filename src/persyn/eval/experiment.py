@@ -25,6 +25,7 @@ Strong picking the same teacher) share one student.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import warnings
@@ -185,13 +186,16 @@ def train_and_evaluate(
         training = cfg.student_training.model_copy(update={"seed": seed})
         seeded = cfg.model_copy(update={"student_training": training})
         key = fingerprint(messages, training, cfg.student.model_dump(exclude={"family"}))
-        release_cached_model()  # training loads its own copy of the student
-        final = train_student(seeded, path, files.student(key))
-        release_cached_model()
-        trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
         evaluation = files.evaluation(f"{key}-{eval_fp}")
-        metrics = evaluate_student(seeded, trained, evaluation.folder, executor, held_out)
-        summary = training_summary(final)
+        metrics, summary = evaluated(evaluation)
+        if metrics is None or summary is None:
+            release_cached_model()  # training loads its own copy of the student
+            final = train_student(seeded, path, files.student(key))
+            release_cached_model()
+            trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
+            metrics = evaluate_student(seeded, trained, evaluation.folder, executor, held_out)
+            summary = training_summary(final)
+            atomic_write_json(evaluation.training, summary)
         per_seed.append(
             {
                 **metrics,
@@ -213,6 +217,18 @@ def train_and_evaluate(
             str(s): m.get("lm_eval") for s, m in zip(training_seeds(cfg), per_seed, strict=True)
         }
     return row, np.stack(scores), tasks
+
+
+def evaluated(evaluation: StudentEvalFiles) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(metrics, training record) of a student evaluated before, else Nones. The
+    evaluation and the record are small and enough for the results: an experiment resumed
+    where the student checkpoints are gone (they are large; experiments that take several
+    sessions keep only these) trains nothing again."""
+    if not (evaluation.metrics.is_file() and evaluation.training.is_file()):
+        return None, None
+    metrics = json.loads(evaluation.metrics.read_text())
+    metrics.pop("model", None)
+    return metrics, json.loads(evaluation.training.read_text())
 
 
 def write_per_prompt(

@@ -20,6 +20,8 @@ import yaml
 from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.config import RunConfig, fingerprint
 from persyn.redact import redact
+from persyn.report.spend import HEADERS as SPEND_HEADERS
+from persyn.report.spend import spend_line, spend_table
 from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
@@ -113,6 +115,15 @@ def truncation_section(cfg: RunConfig, summary: dict[str, Any]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def spend_section(summary: dict[str, Any]) -> str:
+    """Markdown: the total and cap, and requests, tokens and money per teacher per stage."""
+    rows = spend_table(summary)
+    if rows is None:
+        return spend_line(summary)
+    lines = [SPEND_HEADERS, ["---"] * len(SPEND_HEADERS), *rows]
+    return spend_line(summary) + "\n\n" + "\n".join("| " + " | ".join(c) + " |" for c in lines)
+
+
 def build_card(cfg: RunConfig, summary: dict[str, Any], rewards: RewardTable) -> str:
     names = cfg.teacher_names
     stats = reward_statistics(rewards)
@@ -201,6 +212,10 @@ keeps the oracle's choice (`selected_by: oracle`), each routed row the router's
 | teacher | dataset share | oracle share (calibration) | router share (routed) | tokens | cost |
 |---|---|---|---|---|---|
 {teacher_rows}
+
+## Spend
+
+{spend_section(summary)}
 
 ## Reward statistics (calibration prompts)
 

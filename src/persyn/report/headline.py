@@ -73,6 +73,13 @@ def print_summary(summary: dict[str, Any], run_dir: str, console: Console) -> No
         f"most frequent oracle teacher: {top} with {summary['oracle_share'][top]:.0%} of "
         f"{summary['calibration_prompts']} calibration prompts"
     )
+    spend = summary.get("spend")
+    if spend and (spend["total"]["cost"] or spend["max_cost"] is not None):
+        cap = "" if spend["max_cost"] is None else f" of max_cost {spend['max_cost']:g}"
+        console.print(
+            f"spent {spend['total']['cost']:.4f}{cap} on {spend['total']['requests']} teacher "
+            "and judge requests (per teacher and stage: summary.json's spend, the report)"
+        )
     imported = summary.get("imported_responses")
     failed_answers = summary.get("failed_answers", 0)
     console.print(

@@ -23,6 +23,8 @@ from persyn.report.data import ReportData, load_artifacts
 from persyn.report.headline import router_verdict
 from persyn.report.kinds import kind_figures
 from persyn.report.plots import PLOTS, cost_comparison
+from persyn.report.spend import HEADERS as SPEND_HEADERS
+from persyn.report.spend import spend_line, spend_table
 from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
@@ -217,6 +219,12 @@ def uncovered_html(summary: dict[str, Any]) -> str:
     return out
 
 
+def spend_html(art: ReportData) -> str:
+    rows = spend_table(art.summary)
+    table = "" if rows is None else _table(SPEND_HEADERS, rows)
+    return f"<p>{_e(spend_line(art.summary))}</p>{table}"
+
+
 def truncation_html(art: ReportData) -> str:
     """Per teacher: answers cut at max_new_tokens (failed unless kept) and calibration
     answers longer than the student reads."""
@@ -337,6 +345,7 @@ them, so the oracle's choice is known.</p>
 {img("router")}{agreement}{verdict}{img("router_training")}
 <h3>Novelty of routed prompts</h3>{img("novelty")}{novelty_html(art)}
 <h2>Generations and cost against Generate then Select</h2>{img("generations")}{cost_table}
+<h3>Spend per teacher and stage</h3>{spend_html(art)}
 <h2>Examples</h2>
 <p>Dataset rows with the chosen teacher and every teacher's score on the prompt (the
 combined reward where the oracle chose, the router's score where the router chose).</p>

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from persyn.artifacts import RewardTable
 from persyn.report.coverage import coverage_summary
+from persyn.spend import ledger
 from persyn.store import RowLog
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ def build_summary(
         "prompt_tokens": prompt_tokens,
         "cost": cost,
         "total_cost": sum(cost.values()),
+        # every paid request in the logs, per teacher and judge per stage (`persyn.spend`)
+        "spend": ledger(run, asked),
     }
 
 

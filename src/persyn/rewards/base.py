@@ -17,6 +17,9 @@ class SignalScore:
     value: float | None  # in [0, 1]; None: the signal applies but could not score
     error: str | None = None  # why there is no value
     raw: float | None = None  # the signal's own scale, where it differs (reward model)
+    # what a judge's request used (the spend ledger prices them); 0 for signals with none
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class QualityScorer(ABC):

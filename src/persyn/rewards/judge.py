@@ -78,7 +78,7 @@ class LLMJudge(QualityScorer):
         kinds = self.cfg.options.get("kinds")
         return kinds is None or prompt.kind in kinds
 
-    def _teacher_config(self) -> TeacherConfig:
+    def teacher_config(self) -> TeacherConfig:
         spec = self.cfg.options.get("teacher")
         if not isinstance(spec, dict):
             raise ConfigError(
@@ -125,7 +125,7 @@ class LLMJudge(QualityScorer):
 
     def _loaded_judge(self) -> Teacher:
         if self.judge is None:
-            teacher = self._teacher_config()
+            teacher = self.teacher_config()
             judge = checked_backend(teacher, f"{self.where}.teacher")(teacher)
             judge.load()
             self.judge = judge
@@ -137,14 +137,14 @@ class LLMJudge(QualityScorer):
             self.judge = None
 
     def check(self) -> None:
-        teacher = self._teacher_config()
+        teacher = self.teacher_config()
         # checks the backend's name and options, loads nothing
         checked_backend(teacher, f"{self.where}.teacher")(teacher)
         self._rubric(*self._scale())
 
     def score(self, samples: list[Sample]) -> list[SignalScore | None]:
         min_score, max_score = self._scale()
-        teacher_cfg = self._teacher_config()
+        teacher_cfg = self.teacher_config()
         rubric = self._rubric(min_score, max_score)
         out: list[SignalScore | None] = [None] * len(samples)
         todo = [i for i, (p, _) in enumerate(samples) if self.applies(p)]
@@ -155,12 +155,17 @@ class LLMJudge(QualityScorer):
             batch = todo[start : start + teacher_cfg.batch_size]
             requests = [self.judge_prompt(rubric, *samples[i]) for i in batch]
             for i, gen in zip(batch, judge.generate(requests), strict=True):
+                tokens = {
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": gen.completion_tokens,
+                }
                 if gen.error is not None:
-                    out[i] = SignalScore(None, f"judge {teacher_cfg.name!r} failed: {gen.error}")
+                    why = f"judge {teacher_cfg.name!r} failed: {gen.error}"
+                    out[i] = SignalScore(None, why, **tokens)
                     continue
                 # a reasoning judge's thinking may try other grades before its verdict
                 reply = gen.reasoning_apart(teacher_cfg.generation.think_tags).text
                 grade, why = parse_grade(reply, min_score, max_score)
                 value = None if grade is None else (grade - min_score) / (max_score - min_score)
-                out[i] = SignalScore(value, why, raw=grade)
+                out[i] = SignalScore(value, why, raw=grade, **tokens)
         return out

@@ -191,5 +191,13 @@ def _combine(
         raw = {k: s.raw for k, s in applied.items() if s.raw is not None}
         if raw:
             row["raw"] = raw
+        # a judge's tokens, for the spend ledger (`persyn.spend`)
+        tokens = {
+            k: {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}
+            for k, s in applied.items()
+            if s.prompt_tokens or s.completion_tokens
+        }
+        if tokens:
+            row["judge_tokens"] = tokens
         out.append(row)
     return out

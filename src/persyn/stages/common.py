@@ -14,6 +14,7 @@ from persyn.config import (
 from persyn.models import chat_template_hash, dtype_name, resolve_device
 from persyn.progress import log, warn
 from persyn.redact import redact_text
+from persyn.spend import Admission
 from persyn.teachers.base import Generation, backend_class, can_generate, with_reasoning
 
 if TYPE_CHECKING:
@@ -166,8 +167,11 @@ def ask_teacher(
             "error": redact_text(g.error) if g.error is not None else empty_answer(g),
         }
 
+    admission = Admission(run, teacher, todo)  # the spend cap (`max_cost`), if any
     try:
-        run.executor.generate(teacher, todo, sink)
+        record = run.store.batch_record(teacher.name, stage)  # a Batch API job to resume
+        for batch in admission:
+            run.executor.generate(teacher, batch, sink, resume_file=record)
     except KeyboardInterrupt:
         raise
     except Exception as err:
@@ -176,6 +180,8 @@ def ask_teacher(
             f"{stage}: teacher {teacher.name!r} failed: {err} "
             f"({kept}/{len(prompt_ids)} rows are saved; rerun to resume)"
         ) from err
+    if admission.left:
+        raise StageError(admission.stop_message(stage))
     errors = [rowlog.get((pid, fp)) for pid in prompt_ids if not done(pid)]
     cut = sum(bool((rowlog.get((pid, fp)) or {}).get("truncated")) for pid in prompt_ids)
     if cut:

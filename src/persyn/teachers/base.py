@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from persyn.config import ConfigError, TeacherConfig
@@ -129,6 +130,10 @@ class Teacher(ABC):
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
+        #: a file in the run directory where the backend may keep what it needs to pick up
+        #: a job a killed run left (the Batch API's batch id); set before `load`. None:
+        #: nowhere (Ray replicas).
+        self.resume_file: Path | None = None
 
     @property
     def batch_size(self) -> int:

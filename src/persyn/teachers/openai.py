@@ -28,6 +28,9 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
     token_param  the request field that carries `generation.max_new_tokens`: `max_tokens`
                  (default; every compatible server) or `max_completion_tokens` (what
                  OpenAI's reasoning models accept instead); part of the fingerprint
+    batch        true: through the Batch API instead (`persyn.teachers.openai_batch`, with
+                 `batch_max_requests`, `batch_poll_seconds`, `batch_completion_window`,
+                 `batch_retries`)
 
 Reasoning models: set `token_param: max_completion_tokens` and `generation.temperature:
 null` / `top_p: null` (a null parameter is not sent: the server's default applies). The
@@ -51,13 +54,14 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field
 
-from persyn.config import ConfigError, Section, TeacherConfig, backend_options
+from persyn.config import ConfigError, TeacherConfig, backend_options
 from persyn.progress import warn
 from persyn.redact import looks_like_key, redact_text, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
+from persyn.teachers.openai_batch import BATCH_OPTIONS, BatchOptions, BatchRunner
 
 
-class OpenAIOptions(Section):
+class OpenAIOptions(BatchOptions):
     base_url: str = Field("https://api.openai.com/v1", description="Endpoint root (.../v1).")
     api_key_env: str | None = Field(
         None, description="Name of the environment variable with the API key; unset: no key."
@@ -96,6 +100,7 @@ class OpenAITeacher(Teacher):
         "timeout_s",
         "max_retries",
         "max_consecutive_failures",
+        *BATCH_OPTIONS,
     )
 
     def __init__(self, cfg: TeacherConfig) -> None:
@@ -150,10 +155,20 @@ class OpenAITeacher(Teacher):
             max_retries=self.options.max_retries,
         )
         self._unreachable, self._stopped, self._said_stopped = 0, None, False
+        self._batches = BatchRunner(
+            self._client, self.options, self.cfg.name, self.request_body, self.answer,
+            self.resume_file,
+        )  # fmt: skip
+
+    @property
+    def batch_size(self) -> int:
+        # A batch holds as many requests as it may: each one waits for the whole batch.
+        return self.options.batch_max_requests if self.options.batch else self.cfg.batch_size
 
     def unload(self) -> None:
         if self._loop is None:
             return
+        self._batches.finish()
         self._loop.run_until_complete(self._client.close())
         self._loop.close()
         self._loop = self._client = None
@@ -161,6 +176,8 @@ class OpenAITeacher(Teacher):
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         if self._loop is None:
             raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
+        if self.options.batch:
+            return self._loop.run_until_complete(self._batches.generate(prompts))
         return self._loop.run_until_complete(self._generate_all(prompts))
 
     async def _generate_all(self, prompts: list[Prompt]) -> list[Generation]:
@@ -217,11 +234,20 @@ class OpenAITeacher(Teacher):
             extra_body=self.options.extra_body or None,
             **self.sampling(),
         )
+        return self.answer(prompt.id, response)
+
+    def request_body(self, prompt: Prompt) -> dict[str, Any]:
+        """The JSON body of `prompt`'s request, as a Batch API line carries it."""
+        body = {"model": self.cfg.model, "messages": self.chat(prompt), **self.sampling()}
+        return {**body, **self.options.extra_body}
+
+    def answer(self, prompt_id: str, response: Any) -> Generation:
+        """The Generation of a `ChatCompletion`."""
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
         usage = response.usage
         return Generation(
-            prompt.id,
+            prompt_id,
             text.strip(),
             usage.prompt_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
