@@ -121,6 +121,13 @@ class TeacherConfig(ModelRef):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Backend-specific settings (see the backend's docs)."
     )
+    parallel: bool | None = Field(
+        None,
+        description="Generate alongside the other teachers (calibrate, generate): null: as "
+        "its backend says (`openai` yes: its requests go to a server; `hf`, `vllm`, "
+        "`scripted` no: they share this machine and take turns); false for two `openai` "
+        "teachers on one server, true for a plug-in backend that calls a remote service.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,11 +1,15 @@
 """OpenAI-compatible chat-completions backend (`backend: openai`): OpenAI itself, vLLM's
 `vllm serve`, llama.cpp's server, SGLang, TGI, or any hosted provider with that API.
 
-Requests go out concurrently (bounded) from the official async `openai` client, which
-retries 408/409/429/5xx responses, timeouts and connection errors with exponential backoff
-(0.5 s doubling, capped at 8 s, minus up to 25% jitter) and honours `Retry-After`. A
-request that still fails becomes an error row: the stage keeps every finished row, fails
-only above `max_error_rate`, and a rerun retries just the failed prompts.
+Requests go out from the official async `openai` client through a `RequestPool`
+(`persyn.teachers.pool`): up to `concurrency` in flight over the whole work list, each row
+handed on as it finishes, so a slow request delays only itself. The pool, not the client,
+retries (the client's own retries are off, or they would hide a 429 from it): a 429 or
+503 halves the in-flight limit (it grows back by about one per round of successes) and
+pauses new requests for the server's `Retry-After`; 408/409/5xx, timeouts and connection
+errors are retried with exponential backoff (0.5 s doubling, capped at 8 s, minus up to 25%
+jitter). A request that still fails becomes an error row: the stage keeps every finished
+row, fails only above `max_error_rate`, and a rerun retries just the failed prompts.
 
 `options` keys (all optional):
 
@@ -14,10 +18,17 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
     api_key_env  NAME of the environment variable holding the key (the key never goes in
                  the config, the run directory, the logs or an error message); unset: no
                  key, for local servers
-    concurrency  requests in flight at once (default 8); keep `batch_size` >= concurrency,
-                 since one `generate` call gets one batch
-    timeout_s    per-request timeout in seconds (default 120)
-    max_retries  retries per request after the first try (default 4)
+    concurrency  most requests in flight at once (default 8); throttling lowers the limit
+                 for a while, never above this
+    requests_per_minute
+                 most requests started per minute, evenly spaced (default: no limit)
+    tokens_per_minute
+                 most tokens (prompt + completion) per minute: each request is charged
+                 its estimate (prompt characters / 4 + max_new_tokens) when it starts and
+                 settled with the server's `usage` (default: no limit)
+    timeout_s    per-request timeout in seconds (default 120): a stuck request fails
+                 (and is retried) after it
+    max_retries  retries per request after the first try (default 4), throttles included
     max_consecutive_failures
                  after this many requests in a row could not reach the server (connection
                  refused, timed out; each after its retries) the teacher stops sending: its
@@ -49,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -59,6 +71,14 @@ from persyn.progress import warn
 from persyn.redact import looks_like_key, redact_text, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 from persyn.teachers.openai_batch import BATCH_OPTIONS, BatchOptions, BatchRunner
+from persyn.teachers.pool import (
+    PoolSettings,
+    Request,
+    RequestFailed,
+    RequestPool,
+    Verdict,
+    retry_after,
+)
 
 
 class OpenAIOptions(BatchOptions):
@@ -66,7 +86,18 @@ class OpenAIOptions(BatchOptions):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable with the API key; unset: no key."
     )
-    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    concurrency: int = Field(
+        8, gt=0, description="Most requests in flight at once (429/503 lower it for a while)."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Most requests started per minute, evenly spaced; null: no limit."
+    )
+    tokens_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="Most prompt + completion tokens per minute (estimated at the start, "
+        "settled with the server's usage); null: no limit.",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries per request after the first try.")
     max_consecutive_failures: int = Field(
@@ -87,6 +118,8 @@ class OpenAIOptions(BatchOptions):
 
 # Servers without authentication still need a non-empty bearer token in the client.
 _NO_KEY = "no-key"
+# Statuses that mean "too many requests now": cut the in-flight limit and wait.
+THROTTLED = {429, 503}
 
 
 class OpenAITeacher(Teacher):
@@ -97,11 +130,16 @@ class OpenAITeacher(Teacher):
         "base_url",
         "api_key_env",
         "concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
         "timeout_s",
         "max_retries",
         "max_consecutive_failures",
         *BATCH_OPTIONS,
     )
+
+    # Requests go to a server: it can generate alongside other teachers.
+    parallel: ClassVar[bool] = True
 
     def __init__(self, cfg: TeacherConfig) -> None:
         super().__init__(cfg)
@@ -115,6 +153,7 @@ class OpenAITeacher(Teacher):
         self._query = dict(parse_qsl(url.query, keep_blank_values=True))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        self._pool: RequestPool | None = None
         self._unreachable = 0  # requests in a row that could not reach the server
         self._stopped: str | None = None  # the error of every prompt after it stopped
         self._said_stopped = False
@@ -152,7 +191,19 @@ class OpenAITeacher(Teacher):
             default_query=self._query or None,
             api_key=self._api_key(),
             timeout=self.options.timeout_s,
-            max_retries=self.options.max_retries,
+            # the pool retries requests: it must see every 429; the Batch API's calls (upload,
+            # create, poll) have no pool and keep the client's retries
+            max_retries=self.options.max_retries if self.options.batch else 0,
+        )
+        options = self.options
+        self._pool = RequestPool(
+            PoolSettings(
+                options.concurrency,
+                options.max_retries,
+                options.requests_per_minute,
+                options.tokens_per_minute,
+            ),
+            classify,
         )
         self._unreachable, self._stopped, self._said_stopped = 0, None, False
         self._batches = BatchRunner(
@@ -171,35 +222,61 @@ class OpenAITeacher(Teacher):
         self._batches.finish()
         self._loop.run_until_complete(self._client.close())
         self._loop.close()
-        self._loop = self._client = None
+        self._loop = self._client = self._pool = None
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
-        if self._loop is None:
-            raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
         if self.options.batch:
+            if self._loop is None:
+                raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
             return self._loop.run_until_complete(self._batches.generate(prompts))
-        return self._loop.run_until_complete(self._generate_all(prompts))
+        by_id = {g.prompt_id: g for g in self.stream(prompts)}
+        return [by_id[p.id] for p in prompts]
 
-    async def _generate_all(self, prompts: list[Prompt]) -> list[Generation]:
-        slots = asyncio.Semaphore(self.options.concurrency)
-
-        async def one(prompt: Prompt) -> Generation:
-            async with slots:
-                if self._stopped is not None:
-                    self._say_stopped()
-                    return Generation(prompt.id, error=self._stopped)
+    def stream(self, prompts: list[Prompt]) -> Iterator[Generation]:
+        """Every prompt's generation as it finishes, `concurrency` requests in flight over
+        the whole list (the pool's limit); Batch API jobs one `batch_size` at a time."""
+        if self.options.batch:
+            yield from super().stream(prompts)
+            return
+        if self._loop is None or self._pool is None:
+            raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
+        loop = self._loop
+        results = self._pool.stream(prompts, self._one)
+        try:
+            while True:
                 try:
-                    generation = await self._request(prompt)
-                except Exception as err:
-                    error = self._describe(err)
-                    self._count_failure(err, error)
-                    return Generation(prompt.id, error=error)
-                self._unreachable = 0
-                return generation
+                    yield loop.run_until_complete(anext(results))
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(results.aclose())  # cancels what is still in flight
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+    async def _one(self, prompt: Prompt) -> Generation:
+        assert self._pool is not None
+        if self._stopped is not None:
+            self._say_stopped()
+            return Generation(prompt.id, error=self._stopped)
+        request = Request(
+            lambda: self._request(prompt),
+            tokens=self.token_estimate(prompt),
+            used=lambda g: g.prompt_tokens + g.completion_tokens,
+        )
+        try:
+            generation = await self._pool.call(request)
+        except RequestFailed as failed:
+            error = self._describe(failed.error, failed.tries)
+            self._count_failure(failed.error, error)
+            return Generation(prompt.id, error=error)
+        self._unreachable = 0
+        return generation
 
-    def _count_failure(self, err: Exception, error: str) -> None:
+    def token_estimate(self, prompt: Prompt) -> int:
+        """What a request will cost against `tokens_per_minute` before the server says:
+        about four characters a token, plus the longest answer."""
+        chars = sum(len(m["content"]) for m in self.chat(prompt))
+        return chars // 4 + self.cfg.generation.max_new_tokens
+
+    def _count_failure(self, err: BaseException, error: str) -> None:
         """Stop sending after `max_consecutive_failures` requests in a row found no server:
         a server that is down would otherwise cost every prompt all its retries."""
         import openai
@@ -267,11 +344,11 @@ class OpenAITeacher(Teacher):
         }
         return {k: v for k, v in fields.items() if v is not None}
 
-    def _describe(self, err: Exception) -> str:
+    def _describe(self, err: BaseException, tries: int) -> str:
         """One line saying what failed and what to do; the API key is scrubbed out."""
         import openai
 
-        url, tries = self.options.base_url, self.options.max_retries + 1
+        url = self.options.base_url
         if isinstance(err, openai.APITimeoutError):
             message = (
                 f"no response from {url} within timeout_s={self.options.timeout_s} "
@@ -294,13 +371,26 @@ class OpenAITeacher(Teacher):
                 "in options.api_key_env"
             )
         elif isinstance(err, openai.APIStatusError):
-            retryable = err.status_code in {408, 409, 429} or err.status_code >= 500
-            retried = f" after {tries} tries" if retryable else ""
+            retried = f" after {tries} tries" if tries > 1 else ""
             message = f"HTTP {err.status_code} from {url}{retried}: {err.message}"
         else:
             message = f"{type(err).__name__}: {err}"
         # the key, and credentials in base_url, scrubbed
         return redact_text(" ".join(message.split()))
+
+
+def classify(err: BaseException) -> Verdict:
+    """What a failed request means for the pool: a throttle (429, 503) with the server's
+    Retry-After, another failure worth a retry (408, 409, 5xx, timeouts, connection
+    errors), or one that no retry mends (400, 401, 404, ...)."""
+    import openai
+
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        if status in THROTTLED:
+            return Verdict(retry=True, throttled=True, wait_s=retry_after(err.response.headers))
+        return Verdict(retry=status in {408, 409} or status >= 500)
+    return Verdict(retry=isinstance(err, openai.APIConnectionError))  # timeouts included
 
 
 def sent_reasoning(message: Any) -> str | None:

@@ -1,0 +1,63 @@
+"""Teachers that generate at the same time: each `parallel` teacher (its requests go to a
+server of its own, `persyn.teachers.base.runs_in_parallel`) in a lane of its own, every
+other teacher one after another in one shared lane, since they compute on this machine's
+device. calibrate and generate hand their per-teacher work to `per_teacher`.
+
+Every lane runs to its end even when a teacher fails, so no teacher loses rows, or its
+turn, to another's failure; the failures are raised together once all lanes are done.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from persyn.config import TeacherConfig
+from persyn.stages.common import StageError
+from persyn.teachers.base import runs_in_parallel
+
+Result = TypeVar("Result")
+
+
+def lanes(teachers: list[TeacherConfig]) -> list[list[TeacherConfig]]:
+    """The teachers grouped into lanes that run at the same time: the shared lane (config
+    order) first, then one lane per parallel teacher."""
+    shared = [t for t in teachers if not runs_in_parallel(t)]
+    alone = [[t] for t in teachers if runs_in_parallel(t)]
+    return ([shared] if shared else []) + alone
+
+
+def per_teacher(
+    teachers: list[TeacherConfig], work: Callable[[TeacherConfig], Result]
+) -> dict[str, Result]:
+    """`work(teacher)` for every teacher, the lanes at the same time; the results by
+    teacher name, in config order. A teacher's exception stops only its own work: raised
+    as it is when it is the only one, else all in one `StageError`."""
+    results: dict[str, Result] = {}
+    failures: dict[str, Exception] = {}
+
+    def run_lane(lane: list[TeacherConfig]) -> None:
+        for teacher in lane:
+            try:
+                results[teacher.name] = work(teacher)
+            except Exception as err:
+                failures[teacher.name] = err
+
+    groups = lanes(teachers)
+    if len(groups) == 1:
+        run_lane(groups[0])  # nothing to overlap: no thread
+    else:
+        # daemon: a Ctrl-C in the main thread ends the run without waiting for the lanes
+        threads = [threading.Thread(target=run_lane, args=(g,), daemon=True) for g in groups]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # wakes up for KeyboardInterrupt
+    failed = [failures[t.name] for t in teachers if t.name in failures]
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise StageError(f"{len(failed)} teachers failed: " + " | ".join(map(str, failed)))
+    return {t.name: results[t.name] for t in teachers}
