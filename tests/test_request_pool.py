@@ -81,7 +81,7 @@ def test_429_halves_in_flight_then_it_recovers() -> None:
     # The first four requests (all in flight at once) are throttled; the rest are held
     # 0.3 s at the proxy so that what is in flight shows there.
     rule = lambda index, _: (  # noqa: E731
-        Action(status=429, retry_after=0.2) if index < 4 else Action(delay_s=0.3)
+        Action(delay_s=0.3, status=429, retry_after=0.2) if index < 4 else Action(delay_s=0.3)
     )
     with Proxy(None, rule) as proxy:
         out = streamed(proxy.base_url, prompts(*[f"say {i}" for i in range(16)]),
@@ -187,13 +187,24 @@ def test_local_engines_share_one_lane_and_servers_get_their_own() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "through",
+    [
+        "proxy",
+        # ~95 s measured on the shared, loaded 2 cores (about 10 s a llama.cpp answer)
+        pytest.param("llama.cpp", marks=pytest.mark.slow),
+    ],
+)
 def test_a_dead_server_fails_its_rows_only_and_a_rerun_retries_just_those(
-    server: LlamaServer, tiny_lm_dir: Path, tmp_path: Path
+    request: pytest.FixtureRequest, tiny_lm_dir: Path, tmp_path: Path, through: str
 ) -> None:
+    """`through`: whom the live proxies forward to: nobody (they answer) or a real
+    llama.cpp server."""
+    target = upstream(request.getfixturevalue("server")) if through == "llama.cpp" else None
     dead_port = free_port()  # nothing listens there
     dead_url = f"http://127.0.0.1:{dead_port}/v1"
     run_dir = tmp_path / "run"
-    with Proxy(upstream(server)) as alive:
+    with Proxy(target) as alive:
         cfg = run_config(
             tiny_lm_dir, run_dir,
             teacher_config("smol-alive", alive.base_url),
@@ -210,7 +221,7 @@ def test_a_dead_server_fails_its_rows_only_and_a_rerun_retries_just_those(
         assert len(alive_rows) == CALIBRATION and all(r["error"] is None for r in alive_rows)
         asked_alive = len(alive.hits)
 
-        with Proxy(upstream(server), port=dead_port) as revived:
+        with Proxy(target, port=dead_port) as revived:
             run_stage(Run.open(cfg), "calibrate")
         assert len(revived.hits) == CALIBRATION  # only the failed rows were asked again
         assert len(alive.hits) == asked_alive
