@@ -168,21 +168,30 @@ def test_teachers_on_two_servers_calibrate_at_the_same_time(
     assert overlapping(one.hits, two.hits) == (parallel is None)
 
 
-def test_local_engines_share_one_lane_and_servers_get_their_own() -> None:
-    def teacher(name: str, backend: str, **settings: Any) -> TeacherConfig:
-        return TeacherConfig(name=name, backend=backend, model="m", **settings)
+def test_local_engines_share_one_lane_and_each_server_gets_its_own() -> None:
+    def teacher(name: str, backend: str, model: str = "m", **settings: Any) -> TeacherConfig:
+        return TeacherConfig(name=name, backend=backend, model=model, **settings)
+
+    def api(name: str, url: str, model: str = "m", **settings: Any) -> TeacherConfig:
+        return teacher(name, "openai", model, options={"base_url": url}, **settings)
 
     pool = [
         teacher("hf-a", "hf"),
-        teacher("api-a", "openai"),
+        api("api-a", "http://a:8000/v1"),
         teacher("solver", "scripted"),
-        teacher("api-b", "openai"),
+        api("api-b", "http://b:8000/v1"),
+        api("api-a-steps", "http://a:8000/v1/"),  # the same server's model: turns
+        api("api-a-other", "http://a:8000/v1", model="other"),
+        api("api-a-forced", "http://a:8000/v1", parallel=True),
+        api("api-b-local", "http://b:8000/v1", parallel=False),
         teacher("hf-remote", "hf", parallel=True),
     ]
-    assert [[t.name for t in lane] for lane in lanes(pool)] == [
-        ["hf-a", "solver"],
-        ["api-a"],
+    assert [[t.name for t in group] for group in lanes(pool)] == [
+        ["hf-a", "solver", "api-b-local"],
+        ["api-a", "api-a-steps"],
         ["api-b"],
+        ["api-a-other"],
+        ["api-a-forced"],
         ["hf-remote"],
     ]
 

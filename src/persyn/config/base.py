@@ -124,9 +124,9 @@ class TeacherConfig(ModelRef):
     parallel: bool | None = Field(
         None,
         description="Generate alongside the other teachers (calibrate, generate): null: as "
-        "its backend says (`openai` yes: its requests go to a server; `hf`, `vllm`, "
-        "`scripted` no: they share this machine and take turns); false for two `openai` "
-        "teachers on one server, true for a plug-in backend that calls a remote service.",
+        "its backend says (`openai` yes, beside the teachers of other servers and models; "
+        "`hf`, `vllm`, `scripted` no: they share this machine and take turns); true: in a "
+        "lane of its own; false: in this machine's lane.",
     )
 
     @model_validator(mode="before")

@@ -1,7 +1,7 @@
-"""Teachers that generate at the same time: each `parallel` teacher (its requests go to a
-server of its own, `persyn.teachers.base.runs_in_parallel`) in a lane of its own, every
-other teacher one after another in one shared lane, since they compute on this machine's
-device. calibrate and generate hand their per-teacher work to `per_teacher`.
+"""Teachers that generate at the same time, in lanes (`persyn.teachers.base.lane`): the
+teachers that compute on this machine's device take turns in one lane; teachers served
+elsewhere (`parallel` backends) get a lane per server, where the teachers of one server
+take turns. calibrate and generate hand their per-teacher work to `per_teacher`.
 
 Every lane runs to its end even when a teacher fails, so no teacher loses rows, or its
 turn, to another's failure; the failures are raised together once all lanes are done.
@@ -15,17 +15,18 @@ from typing import TypeVar
 
 from persyn.config import TeacherConfig
 from persyn.stages.common import StageError
-from persyn.teachers.base import runs_in_parallel
+from persyn.teachers.base import lane
 
 Result = TypeVar("Result")
 
 
 def lanes(teachers: list[TeacherConfig]) -> list[list[TeacherConfig]]:
-    """The teachers grouped into lanes that run at the same time: the shared lane (config
-    order) first, then one lane per parallel teacher."""
-    shared = [t for t in teachers if not runs_in_parallel(t)]
-    alone = [[t] for t in teachers if runs_in_parallel(t)]
-    return ([shared] if shared else []) + alone
+    """The teachers grouped into lanes that run at the same time, each in config order:
+    this machine's lane first, then one per server in order of first appearance."""
+    grouped: dict[str | None, list[TeacherConfig]] = {None: []}
+    for teacher in teachers:
+        grouped.setdefault(lane(teacher), []).append(teacher)
+    return [group for group in grouped.values() if group]
 
 
 def per_teacher(

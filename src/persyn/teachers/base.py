@@ -130,9 +130,9 @@ class Teacher(ABC):
     #: it loads `model`'s weights in this process: `persyn validate` checks that the model
     #: exists, and a Ray replica of it gets `executor.num_gpus`
     loads_model: ClassVar[bool] = False
-    #: it can generate alongside other teachers (its requests go to another machine); False:
-    #: it computes here, sharing this machine's device or CPU, so such teachers take turns.
-    #: A teacher's `parallel` setting overrides it.
+    #: it can generate alongside other teachers (its requests go to another machine, see
+    #: `server`); False: it computes here, sharing this machine's device or CPU, so such
+    #: teachers take turns. A teacher's `parallel` setting overrides it.
     parallel: ClassVar[bool] = False
 
     def __init__(self, cfg: TeacherConfig) -> None:
@@ -152,6 +152,12 @@ class Teacher(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Release them."""
+
+    @classmethod
+    def server(cls, cfg: TeacherConfig) -> str:
+        """For a `parallel` backend: what serves the teacher. Teachers of one server take
+        turns, since they share its capacity; by default each teacher is its own."""
+        return cfg.name
 
     @classmethod
     def code_digest(cls, cfg: TeacherConfig) -> str | None:
@@ -218,10 +224,14 @@ def checked_backend(cfg: TeacherConfig, where: str) -> type[Teacher]:
     return cls
 
 
-def runs_in_parallel(cfg: TeacherConfig) -> bool:
-    """Whether the teacher generates alongside the others: its `parallel` setting, else its
-    backend's `parallel`."""
-    return cfg.parallel if cfg.parallel is not None else BACKENDS.load(cfg.backend).parallel
+def lane(cfg: TeacherConfig) -> str | None:
+    """The lane the teacher generates in, alongside other lanes: None for the lane of the
+    teachers that compute on this machine (not `parallel`); else its backend's `server`,
+    or the teacher's own lane where its `parallel: true` says so."""
+    backend = BACKENDS.load(cfg.backend)
+    if cfg.parallel is None:
+        return backend.server(cfg) if backend.parallel else None
+    return cfg.name if cfg.parallel else None
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:

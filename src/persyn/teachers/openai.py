@@ -158,6 +158,13 @@ class OpenAITeacher(Teacher):
         self._stopped: str | None = None  # the error of every prompt after it stopped
         self._said_stopped = False
 
+    @classmethod
+    def server(cls, cfg: TeacherConfig) -> str:
+        """The endpoint and the model: teachers asking one server's model (the same model
+        with other system prompts) take turns; other models of a hosted API do not."""
+        url = urlsplit(str(cfg.options.get("base_url", OpenAIOptions().base_url)))
+        return f"{url.scheme}://{url.netloc}{url.path.rstrip('/')} {cfg.model}"
+
     def _api_key(self) -> str:
         name = self.options.api_key_env
         if name is None:
