@@ -77,7 +77,7 @@ def test_a_slow_request_delays_only_itself() -> None:
     assert all(done < slow_done - 1.0 for _, done in out[:-1])
 
 
-def test_429_halves_in_flight_then_it_recovers() -> None:
+def test_429_halves_in_flight_then_it_recovers(capsys: pytest.CaptureFixture[str]) -> None:
     # The first four requests (all in flight at once) are throttled; the rest are held
     # 0.3 s at the proxy so that what is in flight shows there.
     rule = lambda index, _: (  # noqa: E731
@@ -92,6 +92,10 @@ def test_429_halves_in_flight_then_it_recovers() -> None:
     after = hits[4:]
     assert proxy.max_in_flight(after[:4]) <= 2  # halved, once for the four 429s
     assert proxy.max_in_flight(after[-6:]) == 4  # grown back to `concurrency`
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert said == (
+        "teacher 't': the server throttled 4 times (HTTP 429/503); requests in flight now 4 of 4"
+    )
 
 
 def test_retry_after_pauses_every_new_request() -> None:
@@ -117,6 +121,17 @@ def test_requests_per_minute_spaces_request_starts() -> None:
     starts = [h.arrived for h in proxy.hits]
     assert len(starts) == 4
     assert all(b - a >= 0.45 for a, b in itertools.pairwise(starts))
+
+
+def test_tokens_per_minute_holds_requests_until_earlier_ones_settle() -> None:
+    # Each request is estimated at 400 chars / 4 + 4 max_new_tokens = 104 tokens of a
+    # 120-token minute; the server reports 4 used, which frees the rest when it answers.
+    with Proxy(None, lambda *_: Action(delay_s=0.3)) as proxy:
+        out = streamed(proxy.base_url, prompts(*["x" * 400] * 3), concurrency=4,
+                       tokens_per_minute=120)  # fmt: skip
+    assert all(g.error is None for g, _ in out)
+    assert len(proxy.hits) == 3 and proxy.max_in_flight() == 1
+    # (without the limit all three are in flight at once: the proxy holds each 0.3 s)
 
 
 def test_a_stuck_request_fails_alone_with_one_line_after_timeout() -> None:

@@ -67,7 +67,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from pydantic import Field
 
 from persyn.config import ConfigError, TeacherConfig, backend_options
-from persyn.progress import warn
+from persyn.progress import log, warn
 from persyn.redact import looks_like_key, redact_text, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 from persyn.teachers.openai_batch import BATCH_OPTIONS, BatchOptions, BatchRunner
@@ -247,8 +247,9 @@ class OpenAITeacher(Teacher):
             return
         if self._loop is None or self._pool is None:
             raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
-        loop = self._loop
-        results = self._pool.stream(prompts, self._one)
+        loop, pool = self._loop, self._pool
+        results = pool.stream(prompts, self._one)
+        throttles = pool.throttles
         try:
             while True:
                 try:
@@ -257,6 +258,12 @@ class OpenAITeacher(Teacher):
                     return
         finally:
             loop.run_until_complete(results.aclose())  # cancels what is still in flight
+            if pool.throttles > throttles:
+                log(
+                    f"teacher {self.cfg.name!r}: the server throttled "
+                    f"{pool.throttles - throttles} times (HTTP 429/503); requests in flight "
+                    f"now {pool.allowed} of {self.options.concurrency}"
+                )
 
     async def _one(self, prompt: Prompt) -> Generation:
         assert self._pool is not None
