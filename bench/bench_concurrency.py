@@ -65,6 +65,7 @@ def calibrate_seconds(
             ],
             "prompts": {"builtin": "demo-mix", "num_prompts": args.prompts + 4, "seed": 1},
             "calibration": {"size": args.prompts, "seed": 0},
+            "rewards": {"quality": [{"kind": "math"}, {"kind": "ifeval"}]},
             "max_error_rate": 0.0,
         }
     )
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         f"| {rows[1][0]} | {rows[1][1]} | {rows[1][2]:.1f} | **{calibrate_speedup:.2f}x** |",
         f"| {rows[2][0]} | {rows[2][1]} | {rows[2][2]:.1f} | 1.00x |",
         f"| {rows[3][0]} | {rows[3][1]} | {rows[3][2]:.1f} | **{stream_speedup:.2f}x** |",
+        "",
+        "One at a time is `parallel: false` on every teacher (how calibrate ran before); "
+        "chunks are `generate` per chunk of `concurrency` prompts (how the executors ran "
+        "before streaming), each chunk waiting for its slowest request.",
     ]
     text = "\n".join(lines)
     print(text)
