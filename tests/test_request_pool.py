@@ -166,9 +166,12 @@ def overlapping(a: list[Hit], b: list[Hit]) -> bool:
     return any(x.arrived < y.finished and y.arrived < x.finished for x in a for y in b)
 
 
-@pytest.mark.parametrize("parallel", [None, False])
+@pytest.mark.parametrize(
+    ("parallel", "max_cost", "at_once"),
+    [(None, None, True), (False, None, False), (None, 100.0, False)],
+)
 def test_teachers_on_two_servers_calibrate_at_the_same_time(
-    tiny_lm_dir: Path, tmp_path: Path, parallel: bool | None
+    tiny_lm_dir: Path, tmp_path: Path, parallel: bool | None, max_cost: float | None, at_once: bool
 ) -> None:
     hold = lambda *_: Action(delay_s=0.3)  # noqa: E731
     with Proxy(None, hold) as one, Proxy(None, hold) as two:
@@ -176,11 +179,12 @@ def test_teachers_on_two_servers_calibrate_at_the_same_time(
             {**teacher_config(name, proxy.base_url, concurrency=2), "parallel": parallel}
             for name, proxy in (("smol-one", one), ("smol-two", two))
         ]
-        run_stage(Run.open(run_config(tiny_lm_dir, tmp_path / "run", *teachers)), "calibrate")
+        cfg = run_config(tiny_lm_dir, tmp_path / "run", *teachers)
+        run_stage(Run.open(cfg.model_copy(update={"max_cost": max_cost})), "calibrate")
     assert len(one.hits) == len(two.hits) == CALIBRATION
     # `openai` teachers each generate in a lane of their own; `parallel: false` puts them
-    # in the shared lane, one after the other
-    assert overlapping(one.hits, two.hits) == (parallel is None)
+    # in the shared lane, one after the other, and so does a spend cap
+    assert overlapping(one.hits, two.hits) == at_once
 
 
 def test_local_engines_share_one_lane_and_each_server_gets_its_own() -> None:

@@ -14,21 +14,23 @@ from persyn.stages.lanes import per_teacher
 from persyn.teachers.base import can_generate
 
 if TYPE_CHECKING:
+    from persyn.config import TeacherConfig
     from persyn.run import Run
 
 
 def calibrate(run: Run) -> dict[str, Any]:
     ids = run.store.split().calibration
     source = run.cfg.calibration.source
+    together = run.cfg.max_cost is None  # under a spend cap, teachers take turns
+
+    def answer(t: TeacherConfig) -> dict[str, int]:
+        return generate_rows(run, t, ids, "calibrate")
+
     if source is None:
-        return {
-            "teachers": per_teacher(
-                run.cfg.teachers, lambda t: generate_rows(run, t, ids, "calibrate")
-            )
-        }
+        return {"teachers": per_teacher(run.cfg.teachers, answer, together)}
     imported = write_imported_rows(run)
     asked = [t for t in run.cfg.teachers if source.fill_missing and can_generate(t)]
-    generated = per_teacher(asked, lambda t: generate_rows(run, t, ids, "calibrate"))
+    generated = per_teacher(asked, answer, together)
     stats = {
         t.name: {
             "imported": imported[t.name],

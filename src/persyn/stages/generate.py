@@ -46,7 +46,9 @@ def generate(run: Run) -> dict[str, Any]:
             log(f"generate: prompts whose answer failed go to their next-best teacher: {shares}")
         asking = [t for t in cfg.teachers if t.name in todo]
         asked_now = per_teacher(
-            asking, lambda t, ids=todo: ask_teacher(run, t, ids[t.name], "generate")
+            asking,
+            lambda t, ids=todo: ask_teacher(run, t, ids[t.name], "generate"),
+            together=cfg.max_cost is None,  # under a spend cap, teachers take turns
         )
         for name, answered in asked_now.items():
             generated[name] += answered["generated"]

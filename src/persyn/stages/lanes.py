@@ -3,6 +3,10 @@ teachers that compute on this machine's device take turns in one lane; teachers 
 elsewhere (`parallel` backends) get a lane per server, where the teachers of one server
 take turns. calibrate and generate hand their per-teacher work to `per_teacher`.
 
+Under a spend cap (`max_cost`) teachers take turns: each teacher's requests are admitted
+against the money the others' logs record, which lanes at the same time would both
+overrun and read while it is written.
+
 Every lane runs to its end even when a teacher fails, so no teacher loses rows, or its
 turn, to another's failure; the failures are raised together once all lanes are done.
 """
@@ -30,11 +34,14 @@ def lanes(teachers: list[TeacherConfig]) -> list[list[TeacherConfig]]:
 
 
 def per_teacher(
-    teachers: list[TeacherConfig], work: Callable[[TeacherConfig], Result]
+    teachers: list[TeacherConfig],
+    work: Callable[[TeacherConfig], Result],
+    together: bool = True,
 ) -> dict[str, Result]:
-    """`work(teacher)` for every teacher, the lanes at the same time; the results by
-    teacher name, in config order. A teacher's exception stops only its own work: raised
-    as it is when it is the only one, else all in one `StageError`."""
+    """`work(teacher)` for every teacher, the lanes at the same time (one after another
+    unless `together`); the results by teacher name, in config order. A teacher's
+    exception stops only its own work: raised as it is when it is the only one, else all
+    in one `StageError`."""
     results: dict[str, Result] = {}
     failures: dict[str, Exception] = {}
 
@@ -45,7 +52,7 @@ def per_teacher(
             except Exception as err:
                 failures[teacher.name] = err
 
-    groups = lanes(teachers)
+    groups = lanes(teachers) if together else [teachers]
     if len(groups) == 1:
         run_lane(groups[0])  # nothing to overlap: no thread
     else:

@@ -68,17 +68,11 @@ from pydantic import Field
 
 from persyn.config import ConfigError, TeacherConfig, backend_options
 from persyn.progress import log, warn
-from persyn.redact import looks_like_key, redact_text, remember_secret
+from persyn.redact import looks_like_key, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 from persyn.teachers.openai_batch import BATCH_OPTIONS, BatchOptions, BatchRunner
-from persyn.teachers.pool import (
-    PoolSettings,
-    Request,
-    RequestFailed,
-    RequestPool,
-    Verdict,
-    retry_after,
-)
+from persyn.teachers.openai_errors import classify, describe_failure
+from persyn.teachers.pool import PoolSettings, Request, RequestFailed, RequestPool
 
 
 class OpenAIOptions(BatchOptions):
@@ -118,8 +112,6 @@ class OpenAIOptions(BatchOptions):
 
 # Servers without authentication still need a non-empty bearer token in the client.
 _NO_KEY = "no-key"
-# Statuses that mean "too many requests now": cut the in-flight limit and wait.
-THROTTLED = {429, 503}
 
 
 class OpenAITeacher(Teacher):
@@ -278,7 +270,10 @@ class OpenAITeacher(Teacher):
         try:
             generation = await self._pool.call(request)
         except RequestFailed as failed:
-            error = self._describe(failed.error, failed.tries)
+            options = self.options
+            error = describe_failure(
+                failed.error, failed.tries, options.base_url, options.timeout_s, options.api_key_env
+            )
             self._count_failure(failed.error, error)
             return Generation(prompt.id, error=error)
         self._unreachable = 0
@@ -357,54 +352,6 @@ class OpenAITeacher(Teacher):
             "seed": gen.seed,
         }
         return {k: v for k, v in fields.items() if v is not None}
-
-    def _describe(self, err: BaseException, tries: int) -> str:
-        """One line saying what failed and what to do; the API key is scrubbed out."""
-        import openai
-
-        url = self.options.base_url
-        if isinstance(err, openai.APITimeoutError):
-            message = (
-                f"no response from {url} within timeout_s={self.options.timeout_s} "
-                f"({tries} tries); raise options.timeout_s or check the server's load"
-            )
-        elif isinstance(err, openai.APIConnectionError):
-            cause = err.__cause__ or err
-            message = (
-                f"connection to {url} failed after {tries} tries ({type(cause).__name__}: "
-                f"{cause}); check the server is up and options.base_url"
-            )
-        elif isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
-            name = self.options.api_key_env
-            message = (
-                f"HTTP {err.status_code} from {url}: the server refused the API key; check "
-                f"the key in ${name} (options.api_key_env)"
-                if name
-                else f"HTTP {err.status_code} from {url}: the server wants an API key and "
-                "none was sent; export it in an environment variable and name that variable "
-                "in options.api_key_env"
-            )
-        elif isinstance(err, openai.APIStatusError):
-            retried = f" after {tries} tries" if tries > 1 else ""
-            message = f"HTTP {err.status_code} from {url}{retried}: {err.message}"
-        else:
-            message = f"{type(err).__name__}: {err}"
-        # the key, and credentials in base_url, scrubbed
-        return redact_text(" ".join(message.split()))
-
-
-def classify(err: BaseException) -> Verdict:
-    """What a failed request means for the pool: a throttle (429, 503) with the server's
-    Retry-After, another failure worth a retry (408, 409, 5xx, timeouts, connection
-    errors), or one that no retry mends (400, 401, 404, ...)."""
-    import openai
-
-    if isinstance(err, openai.APIStatusError):
-        status = err.status_code
-        if status in THROTTLED:
-            return Verdict(retry=True, throttled=True, wait_s=retry_after(err.response.headers))
-        return Verdict(retry=status in {408, 409} or status >= 500)
-    return Verdict(retry=isinstance(err, openai.APIConnectionError))  # timeouts included
 
 
 def sent_reasoning(message: Any) -> str | None:
