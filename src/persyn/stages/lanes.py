@@ -7,8 +7,9 @@ Under a spend cap (`max_cost`) teachers take turns: each teacher's requests are 
 against the money the others' logs record, which lanes at the same time would both
 overrun and read while it is written.
 
-Every lane runs to its end even when a teacher fails, so no teacher loses rows, or its
-turn, to another's failure; the failures are raised together once all lanes are done.
+A failing teacher ends its own lane only: the other lanes run to their end, so no teacher
+loses rows, or its turn, to another lane's failure; the failures are raised together once
+all lanes are done.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def per_teacher(
     work: Callable[[TeacherConfig], Result],
     together: bool = True,
 ) -> dict[str, Result]:
-    """`work(teacher)` for every teacher, the lanes at the same time (one after another
-    unless `together`); the results by teacher name, in config order. A teacher's
-    exception stops only its own work: raised as it is when it is the only one, else all
+    """`work(teacher)` for every teacher, the lanes at the same time (all teachers in one
+    lane unless `together`); the results by teacher name, in config order. A teacher's
+    exception ends its lane (the teachers after it in the lane are not asked, as when
+    teachers took turns) and no other: raised as it is when it is the only one, else all
     in one `StageError`."""
     results: dict[str, Result] = {}
     failures: dict[str, Exception] = {}
@@ -51,6 +53,7 @@ def per_teacher(
                 results[teacher.name] = work(teacher)
             except Exception as err:
                 failures[teacher.name] = err
+                return
 
     groups = lanes(teachers) if together else [teachers]
     if len(groups) == 1:
