@@ -85,6 +85,7 @@ def _headline(art: ReportData) -> str:
         ("prompts", s["prompts"]),
         ("dataset rows", s["dataset_rows"]),
         ("failed rows", s["failed_rows"]),
+        ("fallback rows", s.get("fallback_rows", 0)),
         ("generations", f"{s['generations']} / {s['generate_then_select_generations']}"),
         ("router top-1 vs oracle", fmt_num(held.get("top1"), "{:.0%}")),
         (
