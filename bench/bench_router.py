@@ -38,7 +38,7 @@ from persyn.pipeline import Run, run_stage
 from persyn.progress import set_quiet
 from persyn.router.encoder import PromptEncoder
 from persyn.router.routers import Router, make_router
-from persyn.stages.route import mean_response_tokens
+from persyn.stages.routing import mean_response_tokens
 
 NAME = "bench_router"
 # Illustrative prices per 1K generated tokens (the demo's teachers are free): the LLM

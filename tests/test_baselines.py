@@ -61,6 +61,7 @@ def test_registry_names_every_baseline():
         "oracle",
         "quality-only",
         "learnability-only",
+        "persyn-tuned",
     ]
 
 

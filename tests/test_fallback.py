@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from persyn.answer_store import answer_store
 from persyn.config import parse_config
 from persyn.demo.solvers import solver_concise, solver_quick, solver_verbose
 from persyn.pipeline import Run, StageError, run_pipeline, run_stage
+from persyn.report.headline import print_summary
+from persyn.report.html import build_report
 from persyn.stages.fallback import chain_order
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
@@ -141,6 +144,10 @@ def test_failed_answers_go_to_the_next_best_teacher(tiny_lm_dir: Path, run_dir: 
         assert [t for t in TEACHERS if CALLS[(t, pid)]] == sorted(tried)
         assert all(CALLS[(t, pid)] == 1 for t in tried)
     assert summary["fallback_rows"] == 4 and summary["failed_rows"] == 0
+    console = Console(record=True, width=300)
+    print_summary(summary, str(run_dir), console)
+    assert "failed 0, 4 answered by a fallback teacher" in console.export_text()
+    assert '<div class="muted">fallback rows</div>' in build_report(run_dir, None).read_text()
     # calibration, one answer per routed prompt, and the fallback answers (paid for too)
     assert summary["generations"] == 12 * len(TEACHERS) + len(chains) + 5
     # the ledger counts the same requests by stage: the failed ones too (paid for)

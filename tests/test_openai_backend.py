@@ -181,8 +181,8 @@ def test_bad_options_name_the_teacher_and_key(tiny_lm_dir: Path, tmp_path: Path)
     assert str(info.value) == (
         "teacher 'smol-brief' (openai backend) options: unknown key 'concurency'; valid keys: "
         "batch, batch_max_requests, batch_poll_seconds, batch_completion_window, batch_retries, "
-        "base_url, api_key_env, concurrency, timeout_s, max_retries, max_consecutive_failures, "
-        "extra_body, token_param"
+        "base_url, api_key_env, concurrency, requests_per_minute, tokens_per_minute, "
+        "timeout_s, max_retries, max_consecutive_failures, extra_body, token_param"
     )
 
 

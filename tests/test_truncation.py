@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import tiny_run_config
+from rich.console import Console
 
 from persyn.config import TeacherConfig, parse_config
 from persyn.pipeline import Run, run_pipeline
+from persyn.report.headline import print_summary
 from persyn.stages.common import teacher_fingerprint
 from persyn.stages.export import CUT_ANSWER, why
 from persyn.stages.score import failed_answer
@@ -134,6 +136,11 @@ def test_cut_answers_lose_in_routing_and_are_not_exported(cut_run: Run) -> None:
     card = store.card_path().read_text()
     assert "## Truncated answers" in card
     assert f"| tiny-llm | {asked} | 100.0% | failed, not exported |" in card
+    console = Console(record=True, width=400)
+    print_summary(summary, str(store.root), console)
+    assert f"{asked} answers cut at max_new_tokens (tiny-llm {asked}): failed unless" in (
+        console.export_text()
+    )
 
 
 def test_answers_longer_than_the_student_reads_are_counted_per_teacher(cut_run: Run) -> None:

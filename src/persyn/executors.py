@@ -100,7 +100,8 @@ class GroupedSink:
 
 
 class LocalExecutor(Executor):
-    """In this process, one batch at a time."""
+    """In this process: generation as the teacher streams it (`Teacher.stream`), scores
+    one chunk at a time."""
 
     def __init__(self, score_chunk: int = SCORE_CHUNK, route_chunk: int = ROUTE_CHUNK) -> None:
         self.score_chunk = score_chunk
@@ -121,10 +122,9 @@ class LocalExecutor(Executor):
         grouped = GroupedSink(sink)
         try:
             with bar(f"generate {teacher.name}", len(prompts)) as progress:
-                for start in range(0, len(prompts), backend.batch_size):
-                    batch = prompts[start : start + backend.batch_size]
-                    grouped.add(backend.generate(batch))
-                    progress.advance(len(batch))
+                for generation in backend.stream(prompts):  # each row as it finishes
+                    grouped.add([generation])
+                    progress.advance(1)
         finally:
             # Rows saved before unload: a backend may then drop what resumes them.
             try:

@@ -20,6 +20,7 @@ Python environment, the model files (or hub access), for `route` the run directo
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -49,6 +50,10 @@ from persyn.models import use_device
 from persyn.progress import bar
 from persyn.rewards.learnability import LearnabilityScore, LearnabilityScorer
 from persyn.teachers.base import BACKENDS, CUT_AT_LIMIT, Generation, Prompt, make_teacher
+
+# Teachers of separate lanes (`persyn.stages.lanes`) start their jobs from threads: one
+# `ray.init` between them.
+_INIT = threading.Lock()
 
 
 class TeacherReplica:
@@ -119,8 +124,9 @@ class RayExecutor(Executor):
             import ray.data
         except ModuleNotFoundError:
             raise ConfigError("executor.kind ray needs Ray: pip install 'persyn[ray]'") from None
-        if not ray.is_initialized():
-            ray.init(address=self.cfg.address)
+        with _INIT:
+            if not ray.is_initialized():
+                ray.init(address=self.cfg.address)
         # persyn shows its own progress bar per stage
         ray.data.DataContext.get_current().enable_progress_bars = False
         return ray

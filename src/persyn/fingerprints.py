@@ -43,8 +43,9 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     # Without the fallback: how many teachers a failed answer falls back to changes
     # `generate`, not which teacher each prompt is routed to.
     "routing": lambda c: fingerprint(
-        c.routing.model_dump(mode="json", exclude={"fallback_tries"}),
+        c.routing.model_dump(mode="json", exclude={"fallback_tries", *UNCOVERED_KEYS}),
         [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
+        *uncovered_key(c),
     ),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
     # The card shows the whole config; where the run lives, its answer store and the
@@ -59,6 +60,25 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         )
     ),
 }
+
+
+# The policy for prompts the calibration set does not cover (`routing.uncovered`).
+UNCOVERED_KEYS = {
+    "uncovered",
+    "uncovered_confidence",
+    "uncovered_teacher",
+    "active_budget",
+    "active_rounds",
+}
+
+
+def uncovered_key(cfg: RunConfig) -> list[dict[str, Any]]:
+    """[the uncovered-prompt policy's settings], or nothing for the default (`route`, no
+    confidence threshold): routes keyed before the policy existed stay valid."""
+    keys = cfg.routing.model_dump(mode="json", include=UNCOVERED_KEYS)
+    if cfg.routing.uncovered == "route" and cfg.routing.uncovered_confidence is None:
+        return []
+    return [keys]
 
 
 def kept_truncated(cfg: RunConfig) -> list[list[str]]:

@@ -26,7 +26,7 @@ from persyn.pipeline import run_stage
 from persyn.run import Run, working_in
 from persyn.spend import Price, spent
 from persyn.stages.common import ask_teacher, generating_teachers, teacher_fingerprint
-from persyn.stages.route import CHARS_PER_TOKEN
+from persyn.stages.routing import CHARS_PER_TOKEN
 from persyn.teachers.base import Prompt
 
 #: the figures summed over teachers, for one plan or bound

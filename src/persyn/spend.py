@@ -126,6 +126,7 @@ def _paid_rows(
 ) -> Iterator[tuple[str, str, str, dict[str, Any], Price]]:
     """(role, who, stage, token counts, price) of every paid request in the logs."""
     calibration = set(store.split().calibration) if store.split_path().exists() else set()
+    calibration |= set(store.active().added())  # prompts active calibration added
     routed: dict[str, str] = {}  # routed prompt -> its routed teacher (none before `route`)
     if store.routes_path().exists():
         routed = {r["prompt_id"]: r["teacher"] for r in store.routes()}

@@ -21,8 +21,11 @@ in `folders`. Layout (relative to the run directory):
                                    embeddings, novelty threshold), metrics.json,
                                    test_predictions.jsonl, scores.jsonl (row log of router
                                    scores), eval.{json,md}
+    active/                        active calibration (`ActiveFiles`): rounds.json,
+                                   rewards.jsonl (calibration + added prompts), round-<r>/
+                                   router checkpoints
     routes.jsonl                   per routed prompt: teacher, key of its router scores,
-                                   novelty, confidence
+                                   novelty, confidence, uncovered
     dataset.jsonl, dataset/        the personalised dataset (JSONL, `datasets` folder, card)
     failed.jsonl, summary.json     prompts without a row and why; counts, shares, costs
     demo_summary.json              `persyn demo`'s copy of the summary
@@ -37,6 +40,7 @@ in `folders`. Layout (relative to the run directory):
 """
 
 from persyn.artifacts.folders import (
+    ActiveFiles,
     ExperimentFiles,
     NoveltyReference,
     ReportFiles,
@@ -58,6 +62,7 @@ from persyn.artifacts.run import RunArtifacts
 
 __all__ = [
     "SCORE_SIGNALS",
+    "ActiveFiles",
     "ExperimentFiles",
     "NoveltyReference",
     "Provenance",

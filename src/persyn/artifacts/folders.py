@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from persyn.store import atomic_write_json
+from persyn.artifacts.rows import RewardTable
+from persyn.store import atomic_write_json, read_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,53 @@ class RouterCheckpoint:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_json(self.meta_path, meta)
+
+
+class ActiveFiles:
+    """Active calibration (`routing.uncovered: calibrate`, `persyn.stages.active`):
+    `rounds.json` (the config key it ran under and each round's record: prompts added,
+    router fingerprint, coverage before and after), `rewards.jsonl` (the reward table of
+    the calibration prompts and those added, `teachers` its columns) and `round-<r>/`, the
+    router checkpoint each round trained."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rounds_path = folder / "rounds.json"
+        self.rewards_path = folder / "rewards.jsonl"
+
+    def router_dir(self, round_index: int) -> Path:
+        return self.folder / f"round-{round_index}"
+
+    def router_checkpoint(self, round_index: int) -> RouterCheckpoint:
+        return RouterCheckpoint(self.router_dir(round_index))
+
+    def rounds(self) -> dict[str, Any] | None:
+        """The record (None: no active calibration ran here)."""
+        if not self.rounds_path.is_file():
+            return None
+        return json.loads(self.rounds_path.read_text())
+
+    def added(self) -> list[str]:
+        """The prompts active calibration added, round by round (none without a record)."""
+        record = self.rounds()
+        return [pid for r in (record or {}).get("rounds", []) for pid in r["added"]]
+
+    def write_rounds(self, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.rounds_path, record)
+
+    def clear(self) -> None:
+        """Forget an earlier active calibration (another policy routes now); its rows stay
+        in the generation and score logs."""
+        self.rounds_path.unlink(missing_ok=True)
+        self.rewards_path.unlink(missing_ok=True)
+
+    def write_rewards(self, table: RewardTable) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.rewards_path, table.to_rows())
+
+    def rewards(self, teachers: list[str]) -> RewardTable:
+        return RewardTable.from_rows(read_jsonl(self.rewards_path), teachers)
 
 
 class StudentFiles:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from persyn.artifacts.folders import ReportFiles, RouterCheckpoint, TuneFiles
+from persyn.artifacts.folders import ActiveFiles, ReportFiles, RouterCheckpoint, TuneFiles
 from persyn.artifacts.rows import (
     SCORE_CHECKS,
     SCORE_SIGNALS,
@@ -149,6 +149,12 @@ class RunArtifacts(RunStore):
         atomic_write_json(self.path("alpha_sweep.json"), sweep)
         atomic_write_text(self.alpha_sweep_table(), table)
 
+    def calibration_rewards(self) -> RewardTable:
+        """The reward table of every calibration prompt: `rewards.jsonl`, or with prompts
+        added by active calibration, its table (those prompts included)."""
+        active = self.active()
+        return active.rewards(self.reward_teachers()) if active.added() else self.rewards()
+
     def alpha_sweep_table(self) -> Path:
         return self.path("alpha_sweep.md")
 
@@ -205,6 +211,10 @@ class RunArtifacts(RunStore):
         atomic_write_json(self.path("router", "eval.json"), result)
         atomic_write_text(self.path("router", "eval.md"), markdown)
         return self.path("router", "eval.md")
+
+    def active(self) -> ActiveFiles:
+        """Active calibration's rounds, rewards and routers (`routing.uncovered`)."""
+        return ActiveFiles(self.path("active"))
 
     # -- routes and dataset -------------------------------------------------------------
     def write_routes(self, rows: list[dict[str, Any]]) -> None:

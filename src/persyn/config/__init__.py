@@ -129,6 +129,12 @@ class RunConfig(Section):
                     raise ValueError(
                         f"routing.{key}: unknown teacher {name!r}; the pool is {sorted(seen)}"
                     )
+        teacher = self.routing.uncovered_teacher
+        if teacher is not None and teacher not in seen:
+            raise ValueError(
+                f"routing.uncovered_teacher: unknown teacher {teacher!r}; the pool is "
+                f"{sorted(seen)}"
+            )
         self._check_import(seen)
         return self
 

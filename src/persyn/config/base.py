@@ -121,6 +121,13 @@ class TeacherConfig(ModelRef):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Backend-specific settings (see the backend's docs)."
     )
+    parallel: bool | None = Field(
+        None,
+        description="Generate alongside the other teachers (calibrate, generate): null: as "
+        "its backend says (`openai` yes, beside the teachers of other servers and models; "
+        "`hf`, `vllm`, `scripted` no: they share this machine and take turns); true: in a "
+        "lane of its own; false: in this machine's lane.",
+    )
 
     @model_validator(mode="before")
     @classmethod

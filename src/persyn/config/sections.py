@@ -333,6 +333,44 @@ class RoutingPolicyConfig(Section):
         "teacher (that can generate), up to this many other teachers; 0: no fallback, the "
         "prompt goes to failed.jsonl.",
     )
+    uncovered: Literal["route", "fallback", "calibrate"] = Field(
+        "route",
+        description="What happens to a routed prompt the calibration set does not cover "
+        "(novelty above the router's threshold, or confidence below "
+        "`uncovered_confidence`): `route` routes it as any other (still reported); "
+        "`fallback` sends it to a safe teacher (`uncovered_teacher`, else the best mean "
+        "reward on the calibration prompts); `calibrate` has every teacher answer the most "
+        "uncovered ones within `active_budget`, adds them to the calibration set, retrains "
+        "the router and routes the rest again, for up to `active_rounds` rounds.",
+    )
+    uncovered_confidence: float | None = Field(
+        None,
+        ge=0.5,
+        le=1,
+        description="A routed prompt whose router confidence is below this also counts as "
+        "uncovered; none: novelty alone decides (a router without an encoder space, the LM "
+        "router, then finds no prompt uncovered: set this for it).",
+    )
+    uncovered_teacher: str | None = Field(
+        None,
+        description="`fallback`: the teacher uncovered prompts go to; none: the teacher "
+        "with the best mean reward on the calibration prompts.",
+    )
+    active_budget: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="`calibrate`: the most extra generations, as a share of the routed "
+        "prompts (one generation each): each prompt added costs one answer from every "
+        "teacher that can generate instead of one.",
+    )
+    active_rounds: int = Field(
+        4,
+        gt=0,
+        description="`calibrate`: rounds of select, answer, retrain and route again; each "
+        "round spends at most its share of what is left of the budget. More rounds of "
+        "fewer prompts covered more prompt families in bench_coverage (bench/RESULTS.md).",
+    )
 
     @field_validator("max_share")
     @classmethod

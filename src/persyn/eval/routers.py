@@ -252,7 +252,7 @@ def evaluate_routers(
 ) -> dict[str, Any]:
     """Compare routers on a run's test calibration prompts; write `router/eval.{json,md}`."""
     from persyn.policies import cost_per_prompt
-    from persyn.stages.route import expected_prompt_tokens, mean_response_tokens
+    from persyn.stages.routing import expected_prompt_tokens, mean_response_tokens
 
     cfg = run.cfg
     data = held_out_from_run(run)

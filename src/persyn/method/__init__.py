@@ -44,10 +44,19 @@ mapping prompts to scores [prompts, teachers]. In order (`rewards` holds 2-5, `f
 `coverage` says how well the calibration set covers a routed prompt: its `novelty` (mean
 cosine distance to the k nearest calibration prompts, thresholded at a quantile of the
 held-out calibration prompts' own novelty) and the router's `confidence` (the top-1
-teacher's Bradley-Terry win probability against the runner-up).
+teacher's Bradley-Terry win probability against the runner-up); `uncovered` marks the
+prompts above the novelty threshold (or below a confidence floor), and `select_uncovered`
+picks those active calibration adds within `active_prompt_budget`.
 """
 
-from persyn.method.coverage import confidence, novelty, novelty_threshold
+from persyn.method.coverage import (
+    active_prompt_budget,
+    confidence,
+    novelty,
+    novelty_threshold,
+    select_uncovered,
+    uncovered,
+)
 from persyn.method.fit import (
     PAIR_BATCH_PROMPTS,
     Batch,
@@ -86,6 +95,7 @@ __all__ = [
     "EpochCallback",
     "FitSettings",
     "RouterData",
+    "active_prompt_budget",
     "any_ordered_pair",
     "bradley_terry_loss",
     "charge_failures",
@@ -102,7 +112,9 @@ __all__ = [
     "oracle_choice",
     "predict",
     "preference_pairs",
+    "select_uncovered",
     "tied_pairs",
     "trained_state",
     "training_pairs",
+    "uncovered",
 ]

@@ -49,3 +49,47 @@ def confidence(scores: np.ndarray) -> np.ndarray:
     top2 = -np.partition(-scores, 1, axis=1)[:, :2]
     margin = np.nan_to_num(top2[:, 0] - top2[:, 1], nan=0.0, posinf=50.0)
     return 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))
+
+
+def uncovered(
+    novelty_values: np.ndarray,
+    threshold: float | None,
+    confidence_values: np.ndarray,
+    min_confidence: float | None,
+) -> np.ndarray:
+    """[prompts] whether the calibration set does not cover a prompt: its novelty above
+    `threshold`, or its confidence below `min_confidence` (each test off when None; a NaN
+    novelty, from a router without an encoder space, is never above)."""
+    novel = np.asarray(novelty_values, dtype=float)
+    out = np.zeros(len(novel), dtype=bool)
+    if threshold is not None:
+        out |= np.nan_to_num(novel, nan=-np.inf) > threshold
+    if min_confidence is not None:
+        out |= np.asarray(confidence_values, dtype=float) < min_confidence
+    return out
+
+
+def active_prompt_budget(budget: float, routed: int, teachers: int) -> int:
+    """How many routed prompts active calibration may add: each costs `teachers - 1` extra
+    generations (every teacher answers it instead of one), and the extra generations stay
+    within `budget` x `routed`."""
+    return int(np.floor(budget * routed / max(teachers - 1, 1) + 1e-9))
+
+
+def select_uncovered(
+    novelty_values: np.ndarray,
+    threshold: float | None,
+    confidence_values: np.ndarray,
+    min_confidence: float | None,
+    capacity: int,
+) -> np.ndarray:
+    """Indices of up to `capacity` uncovered prompts (`uncovered`) to calibrate, most novel
+    first, then least confident (a NaN novelty counts as least novel); ties by index."""
+    mask = uncovered(novelty_values, threshold, confidence_values, min_confidence)
+    candidates = np.flatnonzero(mask)
+    if capacity <= 0 or not len(candidates):
+        return np.zeros(0, dtype=int)
+    novel = np.nan_to_num(np.asarray(novelty_values, dtype=float)[candidates], nan=-np.inf)
+    sure = np.asarray(confidence_values, dtype=float)[candidates]
+    order = np.lexsort((candidates, sure, -novel))  # last key first: novelty, then confidence
+    return candidates[order[:capacity]]

@@ -14,7 +14,9 @@ CONFIDENCE_QUANTILES = (0.1, 0.5, 0.9)
 def coverage_summary(routes: list[dict[str, Any]], threshold: float | None) -> dict[str, Any]:
     """`novelty_threshold`; `share_novel`, the share of routed prompts with a novelty above
     it (None: no novelty, e.g. a router without an encoder space); `confidence_quantiles`
-    {"p10", "p50", "p90"} of the router's confidence (None without routed prompts)."""
+    {"p10", "p50", "p90"} of the router's confidence (None without routed prompts);
+    `share_uncovered`, the share the route stage found uncovered (`routing.uncovered`:
+    novel, or less confident than `routing.uncovered_confidence`)."""
     novelty = np.array([r.get("novelty") for r in routes if r.get("novelty") is not None])
     sure = np.array([r["confidence"] for r in routes if r.get("confidence") is not None])
     share = None
@@ -26,7 +28,13 @@ def coverage_summary(routes: list[dict[str, Any]], threshold: float | None) -> d
             f"p{round(q * 100)}": round(float(np.quantile(sure, q)), 5)
             for q in CONFIDENCE_QUANTILES
         }
-    return {"novelty_threshold": threshold, "share_novel": share, "confidence_quantiles": quantiles}
+    flags = [r["uncovered"] for r in routes if "uncovered" in r]  # routed before: none
+    return {
+        "novelty_threshold": threshold,
+        "share_novel": share,
+        "share_uncovered": round(float(np.mean(flags)), 5) if flags else None,
+        "confidence_quantiles": quantiles,
+    }
 
 
 def most_novel(routes: list[dict[str, Any]], n: int = 10) -> list[dict[str, Any]]:

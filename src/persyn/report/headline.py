@@ -95,10 +95,29 @@ def print_summary(summary: dict[str, Any], run_dir: str, console: Console) -> No
         + f"; dataset rows {summary['dataset_rows']}, "
         f"failed {summary['failed_rows']}"
         + (
+            f", {summary['fallback_rows']} answered by a fallback teacher"
+            if summary.get("fallback_rows")
+            else ""
+        )
+        + _cut(summary.get("truncated_answers") or {})
+        + (
             f"; {failed_answers} teacher answers failed (within max_error_rate; "
             "persyn inspect RUN_DIR lists them, a rerun retries them)"
             if failed_answers
             else ""
         )
         + f"\nartifacts in {run_dir} (dataset.jsonl, dataset/, summary.json)"
+    )
+
+
+def _cut(truncated: dict[str, int]) -> str:
+    """The answers cut at max_new_tokens, per teacher: failed answers unless the teacher
+    keeps them (`generation.keep_truncated`)."""
+    cut = {t: n for t, n in truncated.items() if n}
+    if not cut:
+        return ""
+    who = ", ".join(f"{t} {n}" for t, n in cut.items())
+    return (
+        f"; {sum(cut.values())} answers cut at max_new_tokens ({who}): failed unless the "
+        "teacher has generation.keep_truncated (the report's truncation table)"
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,10 @@ import numpy as np
 
 from persyn.artifacts import ReportFiles, RunArtifacts
 from persyn.report.card import reward_statistics
-from persyn.report.coverage import most_novel
+from persyn.report.coverage_html import novelty_html
 from persyn.report.data import ReportData, load_artifacts
 from persyn.report.headline import router_verdict
+from persyn.report.html_parts import esc, excerpt, fmt_num, html_table
 from persyn.report.kinds import kind_figures
 from persyn.report.plots import PLOTS, cost_comparison
 from persyn.report.spend import HEADERS as SPEND_HEADERS
@@ -29,16 +29,6 @@ from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
 EXAMPLE_ROWS = 16  # rows in the examples table: enough to see every teacher and both sources
-EXCERPT_CHARS = 400  # longer prompts and responses are cut in the table
-
-
-# -- HTML -------------------------------------------------------------------------------
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _excerpt(text: str) -> str:
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + " [...]"
 
 
 def example_rows(art: ReportData) -> list[dict[str, Any]]:
@@ -67,16 +57,17 @@ def _examples_html(art: ReportData) -> str:
         label, scores = _rival_scores(row)
         ranked = sorted(scores.items(), key=lambda kv: -np.inf if kv[1] is None else -kv[1])
         rivals = "".join(
-            f'<li class="{"chosen" if t == row["teacher"] else "rival"}">{_e(t)}: {_fmt(v)}</li>'
+            f'<li class="{"chosen" if t == row["teacher"] else "rival"}">'
+            f"{esc(t)}: {fmt_num(v)}</li>"
             for t, v in ranked
         )
         body.append(
             "<tr>"
-            f'<td class="text">{_e(_excerpt(prompt))}</td>'
-            f'<td><b>{_e(row["teacher"])}</b><br><span class="muted">by '
-            f"{_e(row['selected_by'])}, {_e(row['kind'])}</span></td>"
-            f'<td class="text">{_e(_excerpt(row["messages"][-1]["content"]))}</td>'
-            f'<td><span class="muted">{_e(label)}</span><ol>{rivals}</ol></td>'
+            f'<td class="text">{esc(excerpt(prompt))}</td>'
+            f'<td><b>{esc(row["teacher"])}</b><br><span class="muted">by '
+            f"{esc(row['selected_by'])}, {esc(row['kind'])}</span></td>"
+            f'<td class="text">{esc(excerpt(row["messages"][-1]["content"]))}</td>'
+            f'<td><span class="muted">{esc(label)}</span><ol>{rivals}</ol></td>'
             "</tr>"
         )
     return (
@@ -87,16 +78,6 @@ def _examples_html(art: ReportData) -> str:
     )
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    cells = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
-
-
-def _fmt(x: float | None, pattern: str = "{:.3f}") -> str:
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else pattern.format(x)
-
-
 def _headline(art: ReportData) -> str:
     s = art.summary
     held = s.get("router_test") or {}
@@ -104,15 +85,17 @@ def _headline(art: ReportData) -> str:
         ("prompts", s["prompts"]),
         ("dataset rows", s["dataset_rows"]),
         ("failed rows", s["failed_rows"]),
+        ("fallback rows", s.get("fallback_rows", 0)),
         ("generations", f"{s['generations']} / {s['generate_then_select_generations']}"),
-        ("router top-1 vs oracle", _fmt(held.get("top1"), "{:.0%}")),
+        ("router top-1 vs oracle", fmt_num(held.get("top1"), "{:.0%}")),
         (
             "router reward / oracle",
-            f"{_fmt(held.get('reward'))} / {_fmt(held.get('oracle_reward'))}",
+            f"{fmt_num(held.get('reward'))} / {fmt_num(held.get('oracle_reward'))}",
         ),
     ]
     return "".join(
-        f'<div class="card"><div class="value">{_e(v)}</div><div class="muted">{_e(k)}</div></div>'
+        f'<div class="card"><div class="value">{esc(v)}</div>'
+        f'<div class="muted">{esc(k)}</div></div>'
         for k, v in cards
     )
 
@@ -136,14 +119,14 @@ def coverage_banner(coverage: dict[str, Any] | None) -> str:
         "alone."
         for kind in uncovered
     ]
-    return "".join(f'<div class="banner">{_e(line)}</div>' for line in lines)
+    return "".join(f'<div class="banner">{esc(line)}</div>' for line in lines)
 
 
 def coverage_html(coverage: dict[str, Any] | None) -> str:
     """What each quality signal scored, and per prompt kind how many prompts it covered."""
     if coverage is None:  # a run scored before persyn recorded coverage
         return "<p>Quality coverage was not recorded for this run (rerun `score`).</p>"
-    signals = _table(
+    signals = html_table(
         ["quality signal", "prompts scored", "answers scored", "could not score"],
         [
             [
@@ -155,40 +138,17 @@ def coverage_html(coverage: dict[str, Any] | None) -> str:
             for label, c in coverage["signals"].items()
         ],
     )
-    kinds = _table(
+    kinds = html_table(
         ["prompt kind", "calibration prompts", "with a quality signal"],
         [[k, c["prompts"], c["covered"]] for k, c in coverage["kinds"].items()],
     )
     return signals + kinds
 
 
-def novelty_html(art: ReportData) -> str:
-    """The share of novel routed prompts and the most novel ones with their teacher."""
-    share = art.summary.get("share_novel")
-    if share is None:
-        return "<p>No novelty: the router has no encoder space.</p>"
-    rows = [
-        [
-            _excerpt(art.prompts[r["prompt_id"]]["messages"][-1]["content"]),
-            r["teacher"],
-            _fmt(r["novelty"]),
-            _fmt(r.get("confidence")),
-        ]
-        for r in most_novel(art.routes)
-    ]
-    return (
-        f"<p>{share:.1%} of routed prompts are novel: their novelty is above "
-        f"{_fmt(art.summary.get('novelty_threshold'))}, which held-out calibration prompts "
-        f"stay below with probability {art.cfg.router.novelty_quantile:g}. The router's "
-        "choice is least certain there; the most novel:</p>"
-        + _table(["prompt", "teacher", "novelty", "confidence"], rows)
-    )
-
-
 def spend_html(art: ReportData) -> str:
     rows = spend_table(art.summary)
-    table = "" if rows is None else _table(SPEND_HEADERS, rows)
-    return f"<p>{_e(spend_line(art.summary))}</p>{table}"
+    table = "" if rows is None else html_table(SPEND_HEADERS, rows)
+    return f"<p>{esc(spend_line(art.summary))}</p>{table}"
 
 
 def truncation_html(art: ReportData) -> str:
@@ -200,7 +160,7 @@ def truncation_html(art: ReportData) -> str:
     return (
         "<p>An answer cut at its teacher's max_new_tokens counts as failed (it loses in "
         "routing and is not exported) unless the teacher keeps such answers "
-        "(generation.keep_truncated).</p>" + _table(HEADERS, rows)
+        "(generation.keep_truncated).</p>" + html_table(HEADERS, rows)
     )
 
 
@@ -209,20 +169,20 @@ def kinds_html(art: ReportData) -> str:
     parts = []
     for kind, f in kind_figures(art).items():
         parts.append(
-            f"<h3>{_e(kind)}</h3><p>{f['calibration_prompts']} calibration prompts (oracle "
-            f"reward {_fmt(f['oracle_reward'])}), {f['routed_prompts']} routed prompts, "
+            f"<h3>{esc(kind)}</h3><p>{f['calibration_prompts']} calibration prompts (oracle "
+            f"reward {fmt_num(f['oracle_reward'])}), {f['routed_prompts']} routed prompts, "
             f"{f['dataset_rows']} dataset rows</p>"
         )
         parts.append(
-            _table(
+            html_table(
                 ["teacher", "oracle share", "router share", "dataset share", "combined mean"],
                 [
                     [
                         t,
-                        _fmt(f["oracle_share"][t], "{:.1%}"),
-                        _fmt(f["router_share"][t], "{:.1%}"),
-                        _fmt(f["dataset_share"][t], "{:.1%}"),
-                        _fmt(f["reward_mean"][t]),
+                        fmt_num(f["oracle_share"][t], "{:.1%}"),
+                        fmt_num(f["router_share"][t], "{:.1%}"),
+                        fmt_num(f["dataset_share"][t], "{:.1%}"),
+                        fmt_num(f["reward_mean"][t]),
                     ]
                     for t in art.teachers
                 ],
@@ -234,44 +194,44 @@ def kinds_html(art: ReportData) -> str:
 def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
         data = base64.b64encode(images[key]).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{_e(PLOTS[key][0])}">'
+        return f'<img src="data:image/png;base64,{data}" alt="{esc(PLOTS[key][0])}">'
 
     stats = reward_statistics(art.rewards)
-    reward_table = _table(
+    reward_table = html_table(
         ["teacher", "oracle share", "learnability mean", "quality mean", "combined mean"],
         [
             [
                 t,
-                _fmt(v["oracle_share"], "{:.1%}"),
-                _fmt(v["learnability_mean"]),
-                _fmt(v["quality_mean"]),
-                _fmt(v["reward_mean"]),
+                fmt_num(v["oracle_share"], "{:.1%}"),
+                fmt_num(v["learnability_mean"]),
+                fmt_num(v["quality_mean"]),
+                fmt_num(v["reward_mean"]),
             ]
             for t, v in stats.items()
         ],
     )
     held = art.router_metrics.get("test", {})
-    agreement = _table(
+    agreement = html_table(
         ["metric", "test split", "meaning"],
         [
-            ["top-1", _fmt(held.get("top1"), "{:.1%}"), "router picks an oracle-best teacher"],
-            ["hit@3", _fmt(held.get("hit3"), "{:.1%}"), "an oracle-best teacher in its top 3"],
+            ["top-1", fmt_num(held.get("top1"), "{:.1%}"), "router picks an oracle-best teacher"],
+            ["hit@3", fmt_num(held.get("hit3"), "{:.1%}"), "an oracle-best teacher in its top 3"],
             [
                 "pairwise accuracy",
-                _fmt(held.get("pairwise_accuracy"), "{:.1%}"),
+                fmt_num(held.get("pairwise_accuracy"), "{:.1%}"),
                 "teacher pairs ordered as the rewards order them",
             ],
-            ["regret", _fmt(held.get("regret")), "mean oracle reward minus routed reward"],
+            ["regret", fmt_num(held.get("regret")), "mean oracle reward minus routed reward"],
             [
                 "captured",
-                _fmt(held.get("captured"), "{:.1%}"),
+                fmt_num(held.get("captured"), "{:.1%}"),
                 "(router - random) / (oracle - random)",
             ],
         ],
     )
-    verdict = f"<p><b>{_e(router_verdict(held))}</b></p>" if held.get("prompts") else ""
+    verdict = f"<p><b>{esc(router_verdict(held))}</b></p>" if held.get("prompts") else ""
     costs = cost_comparison(art)
-    cost_table = _table(
+    cost_table = html_table(
         [
             "teacher",
             "generations",
@@ -288,8 +248,8 @@ def _sections(art: ReportData, images: dict[str, bytes]) -> str:
                 c["gts_generations"],
                 c["tokens"],
                 round(c["gts_tokens"]),
-                _fmt(c["cost"], "{:.4f}"),
-                _fmt(c["gts_cost"], "{:.4f}"),
+                fmt_num(c["cost"], "{:.4f}"),
+                fmt_num(c["gts_cost"], "{:.4f}"),
             ]
             for t, c in costs.items()
         ],
@@ -338,8 +298,8 @@ def _tune_note(tuned: dict[str, Any] | None) -> str:
     if not tuned or not tuned.get("used"):
         return ""
     return (
-        f"<p>reward setting chosen by <code>persyn tune</code>: {_e(tuned['setting'])} "
-        f"(alpha {_e(tuned['alpha'])}, {_e(tuned['learnability'])}); {_e(tuned['reason'])}</p>"
+        f"<p>reward setting chosen by <code>persyn tune</code>: {esc(tuned['setting'])} "
+        f"(alpha {esc(tuned['alpha'])}, {esc(tuned['learnability'])}); {esc(tuned['reason'])}</p>"
     )
 
 
@@ -348,13 +308,13 @@ def render_html(art: ReportData, images: dict[str, bytes]) -> str:
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>persyn report: {_e(cfg.name)}</title>
+<title>persyn report: {esc(cfg.name)}</title>
 <style>{_CSS}</style></head>
 <body>
-<h1>persyn report: {_e(cfg.name)}</h1>
-<p class="muted">run directory {_e(art.run_dir)}; student {_e(cfg.student.model)};
-alpha {_e(cfg.rewards.alpha)}, {_e(cfg.rewards.normalization)} normalisation; written
-{_e(created)}</p>
+<h1>persyn report: {esc(cfg.name)}</h1>
+<p class="muted">run directory {esc(art.run_dir)}; student {esc(cfg.student.model)};
+alpha {esc(cfg.rewards.alpha)}, {esc(cfg.rewards.normalization)} normalisation; written
+{esc(created)}</p>
 {_tune_note(art.summary.get("tune"))}
 {coverage_banner(art.summary.get("quality_coverage"))}
 <div class="cards">{_headline(art)}</div>

@@ -98,6 +98,9 @@ def _stage_details(marker: dict[str, Any]) -> str:
         if key == "share_novel":
             if value is not None:
                 parts.append(f"{value:.0%} novel (unlike the calibration prompts)")
+        elif key == "active" and isinstance(value, list):
+            added = sum(len(r["added"]) for r in value)
+            parts.append(f"active calibration: {len(value)} rounds, {added} prompts added")
         elif key == "metrics" and isinstance(value, dict) and "test" in value:
             parts.append(f"test top-1 {value['test']['top1']:.0%}")
         elif key == "teachers" and isinstance(value, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from persyn.artifacts import RewardTable
 from persyn.report.coverage import coverage_summary
 from persyn.spend import ledger
 from persyn.store import RowLog
@@ -15,23 +16,24 @@ if TYPE_CHECKING:
 
 def build_summary(
     run: Run,
+    rewards: RewardTable,
     teacher_rows: Counter[str],
     failed: list[dict[str, Any]],
     logs: dict[str, RowLog],
     fps: dict[str, str],
     asked: dict[str, list[str]],
 ) -> dict[str, Any]:
-    """`asked`: per routed prompt, the teachers of its fallback chain that answered it (the
+    """`rewards`: the calibration prompts' (active calibration's added included);
+    `asked`: per routed prompt, the teachers of its fallback chain that answered it (the
     routed teacher first), each answer paid for."""
     cfg = run.cfg
     names = cfg.teacher_names
     n_prompts = len(run.prompts)
-    split = run.store.split()
     routes = run.store.routes()
     used = dict.fromkeys(names, 0)
     tokens = dict.fromkeys(names, 0)
     prompt_tokens = dict.fromkeys(names, 0)
-    wanted = {(pid, t) for pid in split.calibration for t in names}
+    wanted = {(pid, t) for pid in rewards.ids for t in names}
     wanted |= {(pid, t) for pid, teachers in asked.items() for t in teachers}
     failed_ids = {f["prompt_id"] for f in failed}
     imported = dict.fromkeys(names, 0)
@@ -63,7 +65,7 @@ def build_summary(
         / 1000
         for t in cfg.teachers
     }
-    oracle = run.store.rewards().oracle
+    oracle = rewards.oracle
     router_metrics = (run.store.marker("train-router") or {}).get("metrics", {})
     # The test split: calibration prompts that neither trained the router nor picked its
     # epoch (the validation split did that).
@@ -84,13 +86,18 @@ def build_summary(
     if tuned is not None:  # `persyn tune` ran; the run used its choice, or kept its alpha
         used = (tuned["alpha"], tuned["learnability"])
         tuned["used"] = used == (cfg.rewards.alpha, cfg.rewards.learnability.name)
+    threshold = None if reference is None else reference.threshold
+    route_stats = run.store.marker("route") or {}
+    uncovered = route_stats.get("uncovered", {})
+    # active calibration routes with its last round's router, and that router's threshold
+    threshold = uncovered.get("novelty_threshold", threshold)
     return {
         "run": cfg.name,
         "alpha": cfg.rewards.alpha,
         "tune": tuned,
         "prompts": n_prompts,
-        "calibration_prompts": len(split.calibration),
-        "routed_prompts": len(split.routed),
+        "calibration_prompts": len(rewards.ids),
+        "routed_prompts": len(routes),
         "dataset_rows": teacher_rows.total(),
         "failed_rows": len(failed),
         "failed_reasons": dict(Counter(f["error"] for f in failed)),
@@ -107,7 +114,11 @@ def build_summary(
         },
         "router_test": test,
         # how well the calibration prompts cover the routed ones (`novelty`, `confidence`)
-        **coverage_summary(routes, None if reference is None else reference.threshold),
+        **coverage_summary(routes, threshold),
+        # `routing.uncovered` and, for `calibrate`, what each round added and changed
+        "uncovered_policy": uncovered.get("policy", "route"),
+        "uncovered_teacher": uncovered.get("teacher"),
+        "active_calibration": route_stats.get("active"),
         # answers cut at max_new_tokens (failed unless the teacher's keep_truncated), and
         # their share of the answers whose finish reason is known (None: none known)
         "truncated_answers": cut,

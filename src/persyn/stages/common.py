@@ -46,8 +46,8 @@ def generating_columns(cfg: RunConfig) -> list[int]:
 
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
-    """What decides a teacher's output: not its prices, family, batch size, runtime
-    options, whether cut answers are kept (`rewards.mix` and `export` have that) or whether
+    """What decides a teacher's output: not its prices, family, batch size, parallelism,
+    runtime options, whether cut answers are kept (`rewards.mix` and `export` have that) or whether
     its reasoning is exported; the code of a function teacher, so an edited function
     regenerates its rows. Think tags other than the default are part of it (they split
     the row's answer from its reasoning); the default is left out, so the keys of rows
@@ -57,7 +57,8 @@ def teacher_fingerprint(t: TeacherConfig) -> str:
     options = {k: v for k, v in t.options.items() if k not in runtime}
     code = backend.code_digest(t)
     prices = {"cost_per_1k_input_tokens", "cost_per_1k_output_tokens"}
-    skipped: dict[str, Any] = dict.fromkeys({"family", "batch_size", "options", *prices}, True)
+    how = {"family", "batch_size", "parallel", "options"}
+    skipped: dict[str, Any] = dict.fromkeys({*how, *prices}, True)
     not_sent = {"keep_truncated", "train_on_reasoning"}
     if t.generation.think_tags == THINK_TAGS:
         not_sent.add("think_tags")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def export(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     rows = GenerationRows(run)
-    rewards = run.store.rewards()
+    rewards = run.store.calibration_rewards()  # with the prompts active calibration added
     oracle = dict(zip(rewards.ids, rewards.oracle, strict=True))
     reward_row = {pid: i for i, pid in enumerate(rewards.ids)}
     routes = {r["prompt_id"]: r for r in run.store.routes(with_scores=True)}
@@ -92,7 +92,7 @@ def export(run: Run) -> dict[str, Any]:
 
     run.store.write_dataset(rows_out(), cfg.teacher_names)
     run.store.write_failed(failed)
-    summary = build_summary(run, teacher_rows, failed, rows.logs, rows.fps, asked)
+    summary = build_summary(run, rewards, teacher_rows, failed, rows.logs, rows.fps, asked)
     run.store.write_summary(summary)
     write_dataset_card(run.store, cfg, summary)
     return {"dataset_rows": teacher_rows.total(), "failed_rows": len(failed)}

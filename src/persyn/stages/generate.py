@@ -1,5 +1,6 @@
 """generate: each teacher answers only the prompts routed to it; a prompt whose answer
-failed goes to the router's next-best teacher (`persyn.stages.fallback`)."""
+failed goes to the router's next-best teacher (`persyn.stages.fallback`). Teachers on
+servers of their own generate at the same time (`persyn.stages.lanes`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from persyn.progress import log
 from persyn.stages.common import ask_teacher, check_errors
 from persyn.stages.fallback import GenerationRows, chain_orders
+from persyn.stages.lanes import per_teacher
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -43,12 +45,16 @@ def generate(run: Run) -> dict[str, Any]:
         if not first_round:
             shares = {t: len(ids) for t, ids in todo.items()}
             log(f"generate: prompts whose answer failed go to their next-best teacher: {shares}")
-        for t in cfg.teachers:
-            if t.name in todo:
-                asked_now = ask_teacher(run, t, todo[t.name], "generate")
-                generated[t.name] += asked_now["generated"]
-                truncated[t.name] += asked_now["truncated"]
-                from_store[t.name] += asked_now["from_store"]
+        asking = [t for t in cfg.teachers if t.name in todo]
+        asked_now = per_teacher(
+            asking,
+            lambda t, ids=todo: ask_teacher(run, t, ids[t.name], "generate"),
+            together=cfg.max_cost is None,  # under a spend cap, teachers take turns
+        )
+        for name, answered in asked_now.items():
+            generated[name] += answered["generated"]
+            truncated[name] += answered["truncated"]
+            from_store[name] += answered["from_store"]
         rows, first_round = GenerationRows(run), False
 
     chains = {pid: rows.walk(pid, order) for pid, order in orders.items()}

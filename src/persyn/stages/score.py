@@ -351,22 +351,22 @@ def mix_rewards(
     `rewards.jsonl` at the config's alpha, `rewards_alpha<a>.jsonl` for a sweep. Returns
     each teacher's oracle share."""
     rw = run.cfg.rewards
+    table = reward_table(run, ids, learn, qual, alpha)
+    run.store.write_rewards(table, alpha)
+    if alpha is None:
+        run.store.write_rewards_meta(table.teachers, rw.mix_alpha, rw.normalization)
+    return {t: float(np.mean([o == t for o in table.oracle])) for t in table.teachers}
+
+
+def reward_table(
+    run: Run, ids: list[str], learn: np.ndarray, qual: np.ndarray, alpha: float | None = None
+) -> RewardTable:
+    """The reward table of `ids` from their raw scores (`combined_reward`)."""
     names = run.cfg.teacher_names
     failed = failed_answers(run, ids)
     reward, oracle = combined_reward(run.cfg, learn, qual, alpha, failed)
-    table = RewardTable(
-        list(ids),
-        names,
-        learn,
-        qual,
-        reward,
-        [names[j] if j >= 0 else None for j in oracle],
-        failed,
-    )
-    run.store.write_rewards(table, alpha)
-    if alpha is None:
-        run.store.write_rewards_meta(names, rw.mix_alpha, rw.normalization)
-    return {t: float(np.mean(oracle == j)) for j, t in enumerate(names)}
+    oracle_names = [names[j] if j >= 0 else None for j in oracle]
+    return RewardTable(list(ids), names, learn, qual, reward, oracle_names, failed)
 
 
 def alpha_sweep(run: Run, alphas: list[float]) -> dict[str, dict[str, float]]:

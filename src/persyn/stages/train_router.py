@@ -5,11 +5,12 @@ epochs (`router.refit`); `metrics.json` says which model routes (`routing_model`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persyn.artifacts import NoveltyReference
+from persyn.artifacts import NoveltyReference, RewardTable, RouterCheckpoint
 from persyn.config import RouterConfig
 from persyn.method import (
     any_ordered_pair,
@@ -28,12 +29,44 @@ if TYPE_CHECKING:
 
 
 def train_router(run: Run) -> dict[str, Any]:
-    cfg = run.cfg
     split = run.store.split()
-    by_id = run.prompts_by_id()
     rewards = run.store.rewards()
-    train, val = rewards.subset(split.router_train), rewards.subset(split.router_val)
     test = rewards.subset(split.router_test)
+    metrics, fit, test_scores = fit_and_save(
+        run,
+        rewards,
+        (split.router_train, split.router_val, split.router_test),
+        run.store.router_dir(),
+    )
+    # Test choices next to the oracle's, for the report's agreement and confusion matrix.
+    run.store.write_test_predictions(
+        prediction_rows(run.cfg.teacher_names, test.ids, test_scores, test.reward, test.oracle)
+    )
+    run.store.write_router_metrics({**metrics, "history": fit.get("history", [])})
+    if "test" in metrics:
+        held = metrics["test"]
+        log(
+            f"train-router: {fit['pairs']} pairs; on {len(test.ids)} test prompts top-1 "
+            f"{held['top1']:.2f}, pairwise accuracy {held['pairwise_accuracy']:.2f}"
+        )
+    else:
+        log(f"train-router: {fit['pairs']} pairs; no test split (router.test_fraction 0)")
+    return {"metrics": metrics}
+
+
+def fit_and_save(
+    run: Run, rewards: RewardTable, splits: tuple[list[str], list[str], list[str]], folder: Path
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """Fit the configured router on the `rewards` of the train split of `splits` (train,
+    validation, test ids), the epoch picked on validation, refit on both
+    (`router.refit`), and save the router that routes, with its novelty reference, to
+    `folder`. Returns its metrics, the fit's record and the test prompts' scores (of the
+    model trained on the train split alone). `train-router` and each round of active
+    calibration (`persyn.stages.active`) train through here."""
+    cfg = run.cfg
+    by_id = run.prompts_by_id()
+    train, val = rewards.subset(splits[0]), rewards.subset(splits[1])
+    test = rewards.subset(splits[2])
     # Failed answers at -inf: they lose to every answer in training, as they are charged
     # in the metrics (`failure_reward`, the bottom of the normalisation's scale).
     train_reward, val_reward = train.routing_reward, val.routing_reward
@@ -105,24 +138,11 @@ def train_router(run: Run) -> dict[str, Any]:
             metrics["routing_model"]["test"] = measured(routing.scores(x_test), test_reward)
     # Before `save`: `router.json`, written last, marks a whole checkpoint.
     reference = novelty_reference(routing, x_train, x_val + x_test, cfg.router)
-    run.store.router_checkpoint().write_novelty(reference)
+    RouterCheckpoint(folder).write_novelty(reference)
     if reference is not None:
         metrics["novelty_threshold"] = reference.threshold
-    routing.save(run.store.router_dir())
-    # Test choices next to the oracle's, for the report's agreement and confusion matrix.
-    run.store.write_test_predictions(
-        prediction_rows(cfg.teacher_names, test.ids, test_scores, test.reward, test.oracle)
-    )
-    run.store.write_router_metrics({**metrics, "history": fit.get("history", [])})
-    if "test" in metrics:
-        held = metrics["test"]
-        log(
-            f"train-router: {fit['pairs']} pairs; on {len(test.ids)} test prompts top-1 "
-            f"{held['top1']:.2f}, pairwise accuracy {held['pairwise_accuracy']:.2f}"
-        )
-    else:
-        log(f"train-router: {fit['pairs']} pairs; no test split (router.test_fraction 0)")
-    return {"metrics": metrics}
+    routing.save(folder)
+    return metrics, fit, test_scores
 
 
 def novelty_reference(

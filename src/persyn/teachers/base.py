@@ -1,16 +1,19 @@
-"""The teacher interface: one small abstract method, `generate(requests) -> results`.
+"""The teacher interface: one small abstract method, `generate(requests) -> results`;
+`stream(requests)` yields results as they finish (by default batch by batch over
+`generate`; the HTTP backend keeps a bounded pool of requests over the whole list).
 
 Backends are named by registry key in the config (`BACKENDS`, which plug-ins join through
 the `persyn.teachers` entry points) and imported only when used, so an optional dependency
 (openai, vllm, ray) is needed only by the runs that use it. What a backend can do is
-declared on its class (`can_generate`, `model_required`, `loads_model`) and asked there,
-never inferred from its name.
+declared on its class (`can_generate`, `model_required`, `loads_model`, `parallel`) and
+asked there, never inferred from its name.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,6 +130,10 @@ class Teacher(ABC):
     #: it loads `model`'s weights in this process: `persyn validate` checks that the model
     #: exists, and a Ray replica of it gets `executor.num_gpus`
     loads_model: ClassVar[bool] = False
+    #: it can generate alongside other teachers (its requests go to another machine, see
+    #: `server`); False: it computes here, sharing this machine's device or CPU, so such
+    #: teachers take turns. A teacher's `parallel` setting overrides it.
+    parallel: ClassVar[bool] = False
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
@@ -147,6 +154,12 @@ class Teacher(ABC):
         """Release them."""
 
     @classmethod
+    def server(cls, cfg: TeacherConfig) -> str:
+        """For a `parallel` backend: what serves the teacher. Teachers of one server take
+        turns, since they share its capacity; by default each teacher is its own."""
+        return cfg.name
+
+    @classmethod
     def code_digest(cls, cfg: TeacherConfig) -> str | None:
         """A hash of the code that computes the answers when that code is the user's (a
         `scripted` teacher's function); part of the teacher's fingerprint."""
@@ -164,6 +177,12 @@ class Teacher(ABC):
     @abstractmethod
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
         """One `Generation` per prompt, in order; a failed prompt gets `error`, not an exception."""
+
+    def stream(self, prompts: list[Prompt]) -> Iterator[Generation]:
+        """One `Generation` per prompt as each finishes, in any order: what the executors
+        consume. By default `generate` over `batch_size` prompts at a time."""
+        for start in range(0, len(prompts), self.batch_size):
+            yield from self.generate(prompts[start : start + self.batch_size])
 
 
 BACKENDS: Registry[Teacher] = Registry(
@@ -203,6 +222,16 @@ def checked_backend(cfg: TeacherConfig, where: str) -> type[Teacher]:
     if cls.model_required and not cfg.model:
         raise ConfigError(f"{where}: teacher {cfg.name!r}: `model` is required")
     return cls
+
+
+def lane(cfg: TeacherConfig) -> str | None:
+    """The lane the teacher generates in, alongside other lanes: None for the lane of the
+    teachers that compute on this machine (not `parallel`); else its backend's `server`,
+    or the teacher's own lane where its `parallel: true` says so."""
+    backend = BACKENDS.load(cfg.backend)
+    if cfg.parallel is None:
+        return backend.server(cfg) if backend.parallel else None
+    return cfg.name if cfg.parallel else None
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:

@@ -1,11 +1,15 @@
 """OpenAI-compatible chat-completions backend (`backend: openai`): OpenAI itself, vLLM's
 `vllm serve`, llama.cpp's server, SGLang, TGI, or any hosted provider with that API.
 
-Requests go out concurrently (bounded) from the official async `openai` client, which
-retries 408/409/429/5xx responses, timeouts and connection errors with exponential backoff
-(0.5 s doubling, capped at 8 s, minus up to 25% jitter) and honours `Retry-After`. A
-request that still fails becomes an error row: the stage keeps every finished row, fails
-only above `max_error_rate`, and a rerun retries just the failed prompts.
+Requests go out from the official async `openai` client through a `RequestPool`
+(`persyn.teachers.pool`): up to `concurrency` in flight over the whole work list, each row
+handed on as it finishes, so a slow request delays only itself. The pool, not the client,
+retries (the client's own retries are off, or they would hide a 429 from it): a 429 or
+503 halves the in-flight limit (it grows back by about one per round of successes) and
+pauses new requests for the server's `Retry-After`; 408/409/5xx, timeouts and connection
+errors are retried with exponential backoff (0.5 s doubling, capped at 8 s, minus up to 25%
+jitter). A request that still fails becomes an error row: the stage keeps every finished
+row, fails only above `max_error_rate`, and a rerun retries just the failed prompts.
 
 `options` keys (all optional):
 
@@ -14,10 +18,17 @@ only above `max_error_rate`, and a rerun retries just the failed prompts.
     api_key_env  NAME of the environment variable holding the key (the key never goes in
                  the config, the run directory, the logs or an error message); unset: no
                  key, for local servers
-    concurrency  requests in flight at once (default 8); keep `batch_size` >= concurrency,
-                 since one `generate` call gets one batch
-    timeout_s    per-request timeout in seconds (default 120)
-    max_retries  retries per request after the first try (default 4)
+    concurrency  most requests in flight at once (default 8); throttling lowers the limit
+                 for a while, never above this
+    requests_per_minute
+                 most requests started per minute, evenly spaced (default: no limit)
+    tokens_per_minute
+                 most tokens (prompt + completion) per minute: each request is charged
+                 its estimate (prompt characters / 4 + max_new_tokens) when it starts and
+                 settled with the server's `usage` (default: no limit)
+    timeout_s    per-request timeout in seconds (default 120): a stuck request fails
+                 (and is retried) after it
+    max_retries  retries per request after the first try (default 4), throttles included
     max_consecutive_failures
                  after this many requests in a row could not reach the server (connection
                  refused, timed out; each after its retries) the teacher stops sending: its
@@ -49,16 +60,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field
 
 from persyn.config import ConfigError, TeacherConfig, backend_options
-from persyn.progress import warn
-from persyn.redact import looks_like_key, redact_text, remember_secret
+from persyn.progress import log, warn
+from persyn.redact import looks_like_key, remember_secret
 from persyn.teachers.base import Generation, Prompt, Teacher
 from persyn.teachers.openai_batch import BATCH_OPTIONS, BatchOptions, BatchRunner
+from persyn.teachers.openai_errors import classify, describe_failure
+from persyn.teachers.pool import PoolSettings, Request, RequestFailed, RequestPool
 
 
 class OpenAIOptions(BatchOptions):
@@ -66,7 +80,18 @@ class OpenAIOptions(BatchOptions):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable with the API key; unset: no key."
     )
-    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    concurrency: int = Field(
+        8, gt=0, description="Most requests in flight at once (429/503 lower it for a while)."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Most requests started per minute, evenly spaced; null: no limit."
+    )
+    tokens_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="Most prompt + completion tokens per minute (estimated at the start, "
+        "settled with the server's usage); null: no limit.",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries per request after the first try.")
     max_consecutive_failures: int = Field(
@@ -97,11 +122,16 @@ class OpenAITeacher(Teacher):
         "base_url",
         "api_key_env",
         "concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
         "timeout_s",
         "max_retries",
         "max_consecutive_failures",
         *BATCH_OPTIONS,
     )
+
+    # Requests go to a server: it can generate alongside other teachers.
+    parallel: ClassVar[bool] = True
 
     def __init__(self, cfg: TeacherConfig) -> None:
         super().__init__(cfg)
@@ -115,9 +145,17 @@ class OpenAITeacher(Teacher):
         self._query = dict(parse_qsl(url.query, keep_blank_values=True))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        self._pool: RequestPool | None = None
         self._unreachable = 0  # requests in a row that could not reach the server
         self._stopped: str | None = None  # the error of every prompt after it stopped
         self._said_stopped = False
+
+    @classmethod
+    def server(cls, cfg: TeacherConfig) -> str:
+        """The endpoint and the model: teachers asking one server's model (the same model
+        with other system prompts) take turns; other models of a hosted API do not."""
+        url = urlsplit(str(cfg.options.get("base_url", OpenAIOptions().base_url)))
+        return f"{url.scheme}://{url.netloc}{url.path.rstrip('/')} {cfg.model}"
 
     def _api_key(self) -> str:
         name = self.options.api_key_env
@@ -152,7 +190,19 @@ class OpenAITeacher(Teacher):
             default_query=self._query or None,
             api_key=self._api_key(),
             timeout=self.options.timeout_s,
-            max_retries=self.options.max_retries,
+            # the pool retries requests: it must see every 429; the Batch API's calls (upload,
+            # create, poll) have no pool and keep the client's retries
+            max_retries=self.options.max_retries if self.options.batch else 0,
+        )
+        options = self.options
+        self._pool = RequestPool(
+            PoolSettings(
+                options.concurrency,
+                options.max_retries,
+                options.requests_per_minute,
+                options.tokens_per_minute,
+            ),
+            classify,
         )
         self._unreachable, self._stopped, self._said_stopped = 0, None, False
         self._batches = BatchRunner(
@@ -171,35 +221,71 @@ class OpenAITeacher(Teacher):
         self._batches.finish()
         self._loop.run_until_complete(self._client.close())
         self._loop.close()
-        self._loop = self._client = None
+        self._loop = self._client = self._pool = None
 
     def generate(self, prompts: list[Prompt]) -> list[Generation]:
-        if self._loop is None:
-            raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
         if self.options.batch:
+            if self._loop is None:
+                raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
             return self._loop.run_until_complete(self._batches.generate(prompts))
-        return self._loop.run_until_complete(self._generate_all(prompts))
+        by_id = {g.prompt_id: g for g in self.stream(prompts)}
+        return [by_id[p.id] for p in prompts]
 
-    async def _generate_all(self, prompts: list[Prompt]) -> list[Generation]:
-        slots = asyncio.Semaphore(self.options.concurrency)
-
-        async def one(prompt: Prompt) -> Generation:
-            async with slots:
-                if self._stopped is not None:
-                    self._say_stopped()
-                    return Generation(prompt.id, error=self._stopped)
+    def stream(self, prompts: list[Prompt]) -> Iterator[Generation]:
+        """Every prompt's generation as it finishes, `concurrency` requests in flight over
+        the whole list (the pool's limit); Batch API jobs one `batch_size` at a time."""
+        if self.options.batch:
+            yield from super().stream(prompts)
+            return
+        if self._loop is None or self._pool is None:
+            raise RuntimeError(f"teacher {self.cfg.name!r}: call load() before generate()")
+        loop, pool = self._loop, self._pool
+        results = pool.stream(prompts, self._one)
+        throttles = pool.throttles
+        try:
+            while True:
                 try:
-                    generation = await self._request(prompt)
-                except Exception as err:
-                    error = self._describe(err)
-                    self._count_failure(err, error)
-                    return Generation(prompt.id, error=error)
-                self._unreachable = 0
-                return generation
+                    yield loop.run_until_complete(anext(results))
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(results.aclose())  # cancels what is still in flight
+            if pool.throttles > throttles:
+                log(
+                    f"teacher {self.cfg.name!r}: the server throttled "
+                    f"{pool.throttles - throttles} times (HTTP 429/503); requests in flight "
+                    f"now {pool.allowed} of {self.options.concurrency}"
+                )
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+    async def _one(self, prompt: Prompt) -> Generation:
+        assert self._pool is not None
+        if self._stopped is not None:
+            self._say_stopped()
+            return Generation(prompt.id, error=self._stopped)
+        request = Request(
+            lambda: self._request(prompt),
+            tokens=self.token_estimate(prompt),
+            used=lambda g: g.prompt_tokens + g.completion_tokens,
+        )
+        try:
+            generation = await self._pool.call(request)
+        except RequestFailed as failed:
+            options = self.options
+            error = describe_failure(
+                failed.error, failed.tries, options.base_url, options.timeout_s, options.api_key_env
+            )
+            self._count_failure(failed.error, error)
+            return Generation(prompt.id, error=error)
+        self._unreachable = 0
+        return generation
 
-    def _count_failure(self, err: Exception, error: str) -> None:
+    def token_estimate(self, prompt: Prompt) -> int:
+        """What a request will cost against `tokens_per_minute` before the server says:
+        about four characters a token, plus the longest answer."""
+        chars = sum(len(m["content"]) for m in self.chat(prompt))
+        return chars // 4 + self.cfg.generation.max_new_tokens
+
+    def _count_failure(self, err: BaseException, error: str) -> None:
         """Stop sending after `max_consecutive_failures` requests in a row found no server:
         a server that is down would otherwise cost every prompt all its retries."""
         import openai
@@ -266,41 +352,6 @@ class OpenAITeacher(Teacher):
             "seed": gen.seed,
         }
         return {k: v for k, v in fields.items() if v is not None}
-
-    def _describe(self, err: Exception) -> str:
-        """One line saying what failed and what to do; the API key is scrubbed out."""
-        import openai
-
-        url, tries = self.options.base_url, self.options.max_retries + 1
-        if isinstance(err, openai.APITimeoutError):
-            message = (
-                f"no response from {url} within timeout_s={self.options.timeout_s} "
-                f"({tries} tries); raise options.timeout_s or check the server's load"
-            )
-        elif isinstance(err, openai.APIConnectionError):
-            cause = err.__cause__ or err
-            message = (
-                f"connection to {url} failed after {tries} tries ({type(cause).__name__}: "
-                f"{cause}); check the server is up and options.base_url"
-            )
-        elif isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
-            name = self.options.api_key_env
-            message = (
-                f"HTTP {err.status_code} from {url}: the server refused the API key; check "
-                f"the key in ${name} (options.api_key_env)"
-                if name
-                else f"HTTP {err.status_code} from {url}: the server wants an API key and "
-                "none was sent; export it in an environment variable and name that variable "
-                "in options.api_key_env"
-            )
-        elif isinstance(err, openai.APIStatusError):
-            retryable = err.status_code in {408, 409, 429} or err.status_code >= 500
-            retried = f" after {tries} tries" if retryable else ""
-            message = f"HTTP {err.status_code} from {url}{retried}: {err.message}"
-        else:
-            message = f"{type(err).__name__}: {err}"
-        # the key, and credentials in base_url, scrubbed
-        return redact_text(" ".join(message.split()))
 
 
 def sent_reasoning(message: Any) -> str | None:

@@ -1,0 +1,275 @@
+"""Routing prompts from families the calibration set never saw: `routing.uncovered` =
+`route`, `fallback` and `calibrate` against the oracle (Generate-then-Select).
+
+Prompts: arithmetic word problems in the demo's template (`word`, in distribution) and
+the same problems in two phrasings calibration never sees: a bare expression (`expr`) and
+a numbered list of steps (`list`). The calibration set is pinned to `word` prompts (the
+bench rewrites the split after `prepare`). Teachers are Python functions (cheap, no model)
+that mimic LLM teachers with uneven strengths:
+
+    concise   one line; right on `word`, answers the starting number elsewhere
+    steps     step by step; right on `word` and `list`, wrong on `expr`
+    calc      "= value"; right on `expr` and on one-step `word` problems only
+    general   a long generic explanation; right everywhere (the robust teacher)
+
+The student is the tests' tiny random model (learnability is real but from random
+weights). One run directory: prepare .. train-router once, then `route` under each
+policy (the earlier stages stay valid: only `routing` changes). The oracle: every teacher
+answers a sample of routed prompts of every family, scored like calibration prompts.
+
+A routed prompt is *far below the oracle* when the oracle's reward minus its teacher's
+exceeds FAR (combined reward scale, min-max normalised within the prompt). A prompt that
+active calibration added is answered by every teacher and takes the oracle's answer.
+
+    PYTHONPATH=src python bench/bench_coverage.py   # about 5 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))  # the prompt set and teachers below
+from results_md import replace_section
+
+from persyn.config import parse_config
+from persyn.demo.prompts import arithmetic
+from persyn.demo.tiny_student import build_tiny_student
+from persyn.pipeline import Run, run_stage
+from persyn.stages.common import generate_rows
+from persyn.stages.score import reward_table, score_responses
+from persyn.stages.verify import verify_prepare
+from persyn.teachers.base import Prompt
+
+FAR = 0.3  # "far below the oracle": more than this on the combined reward scale
+IN_DIST, UNSEEN = "word", ("expr", "list")
+N_WORD, N_UNSEEN, N_CALIBRATION = 300, 60, 120  # unseen: per family
+SAMPLE = 60  # oracle sample per family group (in distribution, unseen)
+TEACHERS = ("concise", "steps", "calc", "general")
+
+
+# -- the prompt set: the demo's word problems and two phrasings of the same problems ------
+def coverage_prompts(num_prompts: int, seed: int) -> list[Prompt]:
+    """`num_prompts` word problems, then N_UNSEEN of each unseen phrasing."""
+    word = arithmetic(num_prompts + 2 * N_UNSEEN, seed)
+    for p in word[:num_prompts]:
+        p.meta["family"] = IN_DIST
+    out = word[:num_prompts]
+    for f, family in enumerate(UNSEEN):
+        for p in word[num_prompts + f * N_UNSEEN : num_prompts + (f + 1) * N_UNSEEN]:
+            out.append(_rephrase(p, family))
+    return out
+
+
+def _rephrase(p: Prompt, family: str) -> Prompt:
+    start, steps = p.meta["start"], p.meta["steps"]
+    if family == "expr":
+        expr = str(start)
+        for op, n in steps:
+            expr = f"({expr} {op} {n})" if op != "*" else f"{expr} * {n}"
+        text = f"Compute {expr}. Give the number only."
+    else:
+        lines = [f"1. Start from {start}."]
+        names = {"+": "Add", "-": "Subtract", "*": "Multiply by"}
+        lines += [f"{k}. {names[op]} {n}." for k, (op, n) in enumerate(steps, 2)]
+        text = "Follow the numbered instructions and report the result.\n" + "\n".join(lines)
+    return Prompt(
+        id=f"{family}-{p.id}",
+        messages=[{"role": "user", "content": text}],
+        kind="math",
+        reference=p.reference,
+        meta={**p.meta, "family": family},
+    )
+
+
+# -- the teachers --------------------------------------------------------------------------
+def _value(p: Prompt) -> int:
+    value = p.meta["start"]
+    for op, n in p.meta["steps"]:
+        value = {"+": value + n, "-": value - n, "*": value * n}[op]
+    return value
+
+
+def concise(p: Prompt) -> str:
+    right = p.meta["family"] == "word"
+    return f"The answer is {_value(p) if right else p.meta['start']}."
+
+
+def steps(p: Prompt) -> str:
+    value, lines = p.meta["start"], [f"We start with {p.meta['start']}."]
+    for op, n in p.meta["steps"]:
+        value = {"+": value + n, "-": value - n, "*": value * n}[op]
+        lines.append(f"Then {op} {n} gives {value}.")
+    answer = value if p.meta["family"] != "expr" else value + 1  # slips on bare expressions
+    return "\n".join([*lines, f"The answer is {answer}."])
+
+
+def calc(p: Prompt) -> str:
+    right = p.meta["family"] == "expr" or len(p.meta["steps"]) == 1
+    return f"= {_value(p) if right else _value(p) - 2}"
+
+
+def general(p: Prompt) -> str:
+    return (
+        "This is a question about numbers, and it is worth reading carefully before "
+        "answering. Working through each operation in order, keeping track of the running "
+        f"total as it changes, the final result comes out as {_value(p)}. "
+        f"The answer is {_value(p)}."
+    )
+
+
+# -- the bench -----------------------------------------------------------------------------
+def config(lm: Path, run_dir: Path, router: str = "bradley-terry", **routing: Any) -> Any:
+    return parse_config(
+        {
+            "name": "bench-coverage",
+            "run_dir": str(run_dir),
+            "student": {"model": str(lm), "dtype": "float32", "max_length": 256},
+            "teachers": [
+                {"name": t, "backend": "scripted", "model": f"bench_coverage:{t}"} for t in TEACHERS
+            ],
+            "prompts": {"builtin": "bench_coverage:coverage_prompts", "num_prompts": N_WORD},
+            "calibration": {"size": N_CALIBRATION, "seed": 0},
+            "rewards": {"quality": [{"kind": "math"}]},
+            "router": {"kind": router, "epochs": 100},
+            "routing": routing,
+        }
+    )
+
+
+def pin_calibration(run: Run) -> None:
+    """The calibration set: N_CALIBRATION `word` prompts only (the draw is random over all
+    prompts); the prepare marker takes the new split as its output."""
+    split = run.store.split()
+    word = [p.id for p in run.prompts if p.meta["family"] == IN_DIST]
+    calibration = sorted(random.Random(0).sample(word, N_CALIBRATION))
+    ids = list(calibration)
+    random.Random(run.cfg.router.seed).shuffle(ids)
+    n_test, n_val = round(0.15 * len(ids)), round(0.15 * len(ids))
+    split.calibration = calibration
+    split.router_test, split.router_val = sorted(ids[:n_test]), sorted(ids[n_test : n_test + n_val])
+    split.router_train = sorted(ids[n_test + n_val :])
+    split.routed = [p.id for p in run.prompts if p.id not in set(calibration)]
+    run.store.write_split(split)
+    run.store.update_marker("prepare", outputs=verify_prepare(run, None).digest)
+
+
+def oracle_rewards(run: Run, sample: list[str]) -> dict[str, dict[str, float]]:
+    """Generate-then-Select on `sample`: every teacher's combined reward per prompt."""
+    for t in run.cfg.teachers:
+        generate_rows(run, t, sample, "oracle")
+    learn, qual, _ = score_responses(run, sample)
+    table = reward_table(run, sample, learn, qual)
+    return {
+        pid: {t: float(np.nan_to_num(v, nan=-1.0)) for t, v in zip(TEACHERS, row, strict=True)}
+        for pid, row in zip(sample, table.reward, strict=True)
+    }
+
+
+def measure(
+    run: Run, oracle: dict[str, dict[str, float]], group: list[str], added: set[str]
+) -> dict[str, float]:
+    routes = {r["prompt_id"]: r["teacher"] for r in run.store.routes()}
+    gaps, rewards, best = [], [], []
+    for pid in group:
+        top = max(oracle[pid].values())
+        got = top if pid in added else oracle[pid][routes[pid]]
+        gaps.append(top - got)
+        rewards.append(got)
+        best.append(top)
+    return {
+        "far": float(np.mean(np.array(gaps) > FAR)),
+        "reward": float(np.mean(rewards)),
+        "oracle": float(np.mean(best)),
+    }
+
+
+POLICIES: list[tuple[str, dict[str, Any]]] = [
+    ("route", {}),
+    ("fallback", {"uncovered": "fallback"}),
+    ("fallback (general)", {"uncovered": "fallback", "uncovered_teacher": "general"}),
+    ("calibrate, 2 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2}),
+    ("calibrate, 4 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4}),
+]
+
+
+def main() -> None:
+    started = time.time()
+    work = Path(tempfile.mkdtemp(prefix="bench-coverage-"))
+    lm = build_tiny_student(work / "lm")
+    run = Run.open(config(lm, work / "run"))
+    run_stage(run, "prepare")
+    pin_calibration(run)
+    run_stage(run, "train-router")
+    rng = random.Random(1)
+    routed = run.store.split().routed
+    by_id = run.prompts_by_id()
+    groups = {
+        "in distribution": rng.sample(
+            [i for i in routed if by_id[i].meta["family"] == IN_DIST], SAMPLE
+        ),
+        "unseen families": rng.sample(
+            [i for i in routed if by_id[i].meta["family"] != IN_DIST], SAMPLE
+        ),
+    }
+    oracle = oracle_rewards(run, [pid for g in groups.values() for pid in g])
+    rows, log = [], []
+    for name, routing in POLICIES:
+        run = Run.open(config(lm, work / "run", **routing))
+        marker = run_stage(run, "route")
+        added = {pid for r in marker.get("active") or [] for pid in r["added"]}
+        extra = len(added) * (len(TEACHERS) - 1) / len(routed)
+        for r in marker.get("active") or []:
+            families = Counter(by_id[pid].meta["family"] for pid in r["added"])
+            log.append(
+                f"- {name}, round {r['round']}: added {dict(families)}; uncovered "
+                f"{r['uncovered_before']:.1%} -> {r['uncovered_after']:.1%}, "
+                f"{r['routes_changed']} routes changed"
+            )
+        uncovered = marker["uncovered"]["share"]
+        for group, ids in groups.items():
+            m = measure(run, oracle, ids, added)
+            rows.append((name, group, m, extra, uncovered, len(added)))
+    header = (
+        "| policy | prompts | far below oracle | mean reward | oracle | extra generations "
+        "| uncovered (after) | prompts added |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [
+        f"| {n} | {g} | {m['far']:.1%} | {m['reward']:.3f} | {m['oracle']:.3f} | {e:.1%} "
+        f"| {u:.1%} | {a} |"
+        for n, g, m, e, u, a in rows
+    ]
+    minutes = (time.time() - started) / 60
+    body = "\n".join(
+        [
+            f"`bench/bench_coverage.py`: {N_WORD} word problems ({N_CALIBRATION} calibrate, "
+            f"pinned), {N_UNSEEN} each of two phrasings calibration never saw (`expr`, "
+            f"`list`); four function teachers with uneven strengths (see the module), the "
+            f"tiny random student, a {run.cfg.router.kind} router. Oracle: every teacher on "
+            f"{SAMPLE} routed prompts per group. Far below = oracle reward - routed teacher's "
+            f"> {FAR}. Extra generations: share of the {len(routed)} routed prompts' one "
+            f"generation each. {minutes:.1f} min on 2 shared CPU cores.",
+            "",
+            header,
+            *lines,
+            "",
+            "Active calibration, per round (families of the prompts added):",
+            "",
+            *log,
+        ]
+    )
+    print(body)
+    replace_section("Coverage: prompts calibration never saw (bench_coverage)", body)
+    print(json.dumps({"minutes": minutes}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""`routing.uncovered`: what happens to routed prompts the calibration set does not cover.
+The selection over arrays, the fingerprints of the default, and tiny pipelines (scripted
+teachers, the tiny student) for `fallback` and `calibrate`, a killed round included."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import tiny_run_config
+
+from persyn.config import fingerprint, parse_config
+from persyn.fingerprints import config_sections
+from persyn.method import active_prompt_budget, select_uncovered, uncovered
+from persyn.pipeline import Run, run_pipeline, run_stage
+from persyn.store import read_jsonl
+
+
+def test_uncovered_is_novel_or_unsure() -> None:
+    novelty = np.array([0.1, 0.9, np.nan, 0.2])
+    sure = np.array([0.9, 0.9, 0.55, 0.6])
+    assert uncovered(novelty, 0.5, sure, None).tolist() == [False, True, False, False]
+    assert uncovered(novelty, 0.5, sure, 0.7).tolist() == [False, True, True, True]
+    assert uncovered(novelty, None, sure, None).tolist() == [False] * 4
+
+
+def test_selection_takes_the_most_novel_then_least_confident_within_capacity() -> None:
+    novelty = np.array([0.6, 0.9, 0.1, 0.9, np.nan])
+    sure = np.array([0.6, 0.8, 0.5, 0.7, 0.51])
+    # 0.9 twice: the less confident first; then 0.6, 0.1 (unsure); NaN novelty last
+    assert select_uncovered(novelty, 0.5, sure, 0.55, 10).tolist() == [3, 1, 0, 2, 4]
+    assert select_uncovered(novelty, 0.5, sure, None, 2).tolist() == [3, 1]
+    assert select_uncovered(novelty, 0.5, sure, None, 0).tolist() == []
+    # extra generations (teachers - 1 per prompt) within budget x routed prompts
+    assert active_prompt_budget(0.1, 100, 3) == 5
+    assert active_prompt_budget(0.1, 100, 1) == 10
+
+
+def test_default_policy_keeps_the_routing_key() -> None:
+    """The route stage's key of a default config is the one from before the policy
+    existed (its settings as they were), so finished routes stay valid."""
+    cfg = parse_config(tiny_run_config(Path("lm"), Path("run")))
+    before = {
+        "kind": "argmax",
+        "temperature": 1.0,
+        "seed": 0,
+        "budget": None,
+        "max_share": {},
+        "expected_tokens": {},
+    }
+    costs = [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in cfg.teachers]
+    assert config_sections(cfg)["routing"] == fingerprint(before, costs)
+    other = cfg.model_copy(
+        update={"routing": cfg.routing.model_copy(update={"uncovered": "fallback"})}
+    )
+    assert config_sections(other)["routing"] != fingerprint(before, costs)
+
+
+def test_an_unknown_safe_teacher_is_refused() -> None:
+    cfg = tiny_run_config(Path("lm"), Path("run"), routing={"uncovered_teacher": "nobody"})
+    with pytest.raises(ValueError, match=r"routing\.uncovered_teacher: unknown teacher 'nobody'"):
+        parse_config(cfg)
+
+
+def scripted_config(lm: Path, run_dir: Path, **routing: Any) -> dict[str, Any]:
+    """The tiny config with the solvers only (fast) and a low novelty quantile, so that
+    some routed prompts are uncovered."""
+    cfg = tiny_run_config(lm, run_dir, routing=routing)
+    cfg["teachers"] = cfg["teachers"][1:]
+    cfg["router"] = {**cfg["router"], "novelty_quantile": 0.3}
+    return cfg
+
+
+def test_fallback_sends_uncovered_prompts_to_the_safe_teacher(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    summary = run_pipeline(
+        parse_config(scripted_config(tiny_lm_dir, run_dir, uncovered="fallback"))
+    )
+    rewards = read_jsonl(run_dir / "rewards.jsonl")
+    names = json.loads((run_dir / "rewards_meta.json").read_text())["teachers"]
+    mean = np.nanmean([r["reward"] for r in rewards], axis=0)
+    safe = names[int(np.argmax(mean))]  # no failed answer here: the plain mean
+    assert summary["uncovered_teacher"] == safe
+    routes = read_jsonl(run_dir / "routes.jsonl")
+    scores = {r["prompt_id"]: r["scores"] for r in read_jsonl(run_dir / "router" / "scores.jsonl")}
+    assert any(r["uncovered"] for r in routes) and not all(r["uncovered"] for r in routes)
+    for r in routes:
+        router_choice = names[int(np.argmax(scores[r["prompt_id"]]))]
+        assert r["teacher"] == (safe if r["uncovered"] else router_choice)
+        assert r.get("router_teacher", r["teacher"]) == router_choice
+    assert summary["share_uncovered"] == pytest.approx(
+        np.mean([r["uncovered"] for r in routes]), abs=1e-5
+    )
+    # a named teacher instead
+    named = scripted_config(
+        tiny_lm_dir, run_dir, uncovered="fallback", uncovered_teacher="solver-quick"
+    )
+    run_pipeline(parse_config(named))
+    routes = read_jsonl(run_dir / "routes.jsonl")
+    assert all(r["teacher"] == "solver-quick" for r in routes if r["uncovered"])
+    assert all(r["teacher"] != "solver-quick" for r in routes if not r["uncovered"])
+    rows = {r["id"]: r for r in read_jsonl(run_dir / "dataset.jsonl")}
+    assert all(rows[r["prompt_id"]]["teacher"] == r["teacher"] for r in routes)
+
+
+def calibrate_config(lm: Path, run_dir: Path) -> dict[str, Any]:
+    # confidence below 1 everywhere: every routed prompt is uncovered, the budget decides
+    return scripted_config(
+        lm,
+        run_dir,
+        uncovered="calibrate",
+        uncovered_confidence=1.0,
+        active_budget=0.5,
+        active_rounds=2,
+    )
+
+
+def generation_counts(run_dir: Path) -> Counter[tuple[str, str]]:
+    return Counter(
+        (r["prompt_id"], r["teacher"])
+        for path in (run_dir / "generations").glob("*.jsonl")
+        for r in read_jsonl(path)
+    )
+
+
+def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    summary = run_pipeline(parse_config(calibrate_config(tiny_lm_dir, run_dir)))
+    split = json.loads((run_dir / "calibration.json").read_text())
+    rounds = summary["active_calibration"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    added = [pid for r in rounds for pid in r["added"]]
+    # 14 routed prompts, 3 teachers: 0.5 x 14 extra generations = 3 prompts (2 each)
+    assert len(added) == active_prompt_budget(0.5, len(split["routed"]), 3) == 3
+    assert [len(r["added"]) for r in rounds] == [2, 1]  # the budget spread over the rounds
+    assert all(r["generations"] == 3 * len(r["added"]) for r in rounds)
+    assert set(added) <= set(split["routed"])
+    for r in rounds:
+        assert {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"} <= set(r)
+        assert (run_dir / "active" / f"round-{r['round']}" / "router.json").is_file()
+    # the rest is routed by the last round's router; the added prompts are calibration
+    routes = read_jsonl(run_dir / "routes.jsonl")
+    assert {r["prompt_id"] for r in routes} == set(split["routed"]) - set(added)
+    assert {r["router_fp"] for r in routes} == {rounds[-1]["router_fp"]}
+    counts = generation_counts(run_dir)
+    for pid in added:
+        assert all(
+            counts[pid, t] == 1 for t in ("solver-verbose", "solver-concise", "solver-quick")
+        )
+    rows = {r["id"]: r for r in read_jsonl(run_dir / "dataset.jsonl")}
+    assert len(rows) == 30
+    for pid in added:
+        assert rows[pid]["selected_by"] == "oracle" and rows[pid]["rewards"] is not None
+    assert summary["calibration_prompts"] == len(split["calibration"]) + len(added)
+    assert summary["routed_prompts"] == len(routes)
+    # every teacher answered the calibration and added prompts, one the routed ones
+    assert summary["generations"] == 3 * summary["calibration_prompts"] + len(routes)
+    # the report and `persyn inspect` show the rounds
+    from rich.console import Console
+
+    from persyn.report.html import build_report
+    from persyn.report.inspect import inspect_run, print_inspection
+
+    page = build_report(run_dir, tmp_path / "report").read_text()
+    assert "routing.uncovered: calibrate" in page and "routes changed" in page
+    console = Console(record=True, width=300)
+    print_inspection(inspect_run(run_dir), console)
+    assert "active calibration: 2 rounds, 3 prompts added" in console.export_text()
+    # a rerun of the finished run redoes nothing
+    before = (run_dir / "stages" / "route.json").read_text()
+    run_pipeline(parse_config(calibrate_config(tiny_lm_dir, run_dir)))
+    assert (run_dir / "stages" / "route.json").read_text() == before
+
+
+def test_a_killed_round_resumes_without_asking_again(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import persyn.stages.active as active
+
+    run_dir = tmp_path / "run"
+    cfg = parse_config(calibrate_config(tiny_lm_dir, run_dir))
+    fit = active.fit_and_save
+    calls = []
+
+    def killed_in_round_two(*args: Any) -> Any:
+        calls.append(args[3])
+        if len(calls) == 2:  # after round 2's answers and scores, before its router
+            raise KeyboardInterrupt
+        return fit(*args)
+
+    monkeypatch.setattr(active, "fit_and_save", killed_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(Run.open(cfg), "route")
+    record = json.loads((run_dir / "active" / "rounds.json").read_text())
+    assert len(record["rounds"]) == 2 and "router_fp" not in record["rounds"][1]
+    generated = generation_counts(run_dir)
+    scored = sum(1 for _ in read_jsonl(run_dir / "scores" / "learnability.jsonl"))
+    monkeypatch.setattr(active, "fit_and_save", fit)
+    calls.clear()
+    summary = run_pipeline(cfg)
+    # the same prompts, nothing asked or scored twice, round 1's router reused
+    assert [r["added"] for r in summary["active_calibration"]] == [
+        r["added"] for r in record["rounds"]
+    ]
+    after = generation_counts(run_dir)
+    assert max(after.values()) == 1
+    assert all(after[k] == 1 for k in generated)
+    assert sum(1 for _ in read_jsonl(run_dir / "scores" / "learnability.jsonl")) == scored
+
+
+@pytest.mark.parametrize("kind", ["mf", "knn", "lm-bradley-terry"])
+def test_calibrate_with_every_router(tiny_lm_dir: Path, tmp_path: Path, kind: str) -> None:
+    """The other encoder routers, and the LM router: no encoder space, so no novelty;
+    the confidence floor alone makes prompts uncovered."""
+    cfg = calibrate_config(tiny_lm_dir, tmp_path / "run")
+    cfg["router"] = {**cfg["router"], "kind": kind}
+    if kind == "lm-bradley-terry":
+        lm = {"epochs": 2, "batch_size": 4, "lora_r": 4}
+        cfg["router"] = {**cfg["router"], "backbone": str(tiny_lm_dir), "lm": lm}
+    run = Run.open(parse_config(cfg))
+    marker = run_stage(run, "route")
+    assert [len(r["added"]) for r in marker["active"]] == [2, 1]
+    routes = read_jsonl(tmp_path / "run" / "routes.jsonl")
+    assert len(routes) == 14 - 3 and all(r["uncovered"] for r in routes)
+    assert all((r["novelty"] is None) == (kind == "lm-bradley-terry") for r in routes)
+    assert (tmp_path / "run" / "active" / "round-2" / "router.json").is_file()
