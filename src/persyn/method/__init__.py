@@ -45,13 +45,17 @@ mapping prompts to scores [prompts, teachers]. In order (`rewards` holds 2-5, `f
 cosine distance to the k nearest calibration prompts, thresholded at a quantile of the
 held-out calibration prompts' own novelty) and the router's `confidence` (the top-1
 teacher's Bradley-Terry win probability against the runner-up); `uncovered` marks the
-prompts above the novelty threshold (or below a confidence floor), and `select_uncovered`
-picks those active calibration adds within `active_prompt_budget`.
+prompts above the novelty threshold (or below a confidence floor); active calibration adds
+those `select_uncovered` orders, spread over the encoder space by `farthest_first`,
+within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
+the prompts it covered.
 """
 
 from persyn.method.coverage import (
     active_prompt_budget,
     confidence,
+    farthest_first,
+    keep_covered,
     novelty,
     novelty_threshold,
     select_uncovered,
@@ -103,7 +107,9 @@ __all__ = [
     "combine",
     "confidence",
     "failure_reward",
+    "farthest_first",
     "fit_bradley_terry",
+    "keep_covered",
     "mark_failed",
     "merge_ties",
     "normalize",

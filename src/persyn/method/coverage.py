@@ -9,6 +9,11 @@ confidence, over arrays (no models, no files).
   the calibration distribution stays below with that probability.
 - `confidence`: the Bradley-Terry probability that the router's top-1 teacher beats its
   runner-up, sigmoid(pi_top1 - pi_top2), in [0.5, 1] (one teacher: 1).
+- `select_uncovered` orders the uncovered prompts (most novel, then least confident) and
+  `farthest_first` spreads a round's picks over the encoder space: the most novel prompts
+  all sit in one unseen region, so picking by novelty alone calibrated one region a round.
+- `keep_covered`: after a round, prompts the first router covered keep its teacher (the
+  retrained router learnt nothing new about them), the others take the new router's.
 """
 
 from __future__ import annotations
@@ -93,3 +98,31 @@ def select_uncovered(
     sure = np.asarray(confidence_values, dtype=float)[candidates]
     order = np.lexsort((candidates, sure, -novel))  # last key first: novelty, then confidence
     return candidates[order[:capacity]]
+
+
+def farthest_first(points: np.ndarray, seeds: np.ndarray, capacity: int) -> np.ndarray:
+    """Indices of up to `capacity` rows of `points` [points, dim], greedy k-center in
+    cosine distance: each pick is the point farthest from the `seeds` [seeds, dim] (the
+    calibration prompts) and the points picked before; ties go to the lower index (so
+    `points` in priority order break them). Without seeds the first pick is row 0."""
+    if capacity <= 0 or not len(points):
+        return np.zeros(0, dtype=int)
+    unit = _unit(points)
+    nearest = np.full(len(unit), np.inf)
+    if len(seeds):
+        nearest = 1.0 - (unit @ _unit(seeds).T).max(axis=1)
+    picked: list[int] = []
+    for _ in range(min(capacity, len(unit))):
+        i = int(np.argmax(nearest))
+        picked.append(i)
+        nearest = np.minimum(nearest, 1.0 - unit @ unit[i])
+        nearest[picked] = -np.inf  # a picked point is never picked again
+    return np.array(picked, dtype=int)
+
+
+def keep_covered(
+    first_choice: np.ndarray, first_uncovered: np.ndarray, new_choice: np.ndarray
+) -> np.ndarray:
+    """[prompts] the teacher after active calibration: the first router's (`first_choice`)
+    where it covered the prompt, the retrained router's (`new_choice`) where it did not."""
+    return np.where(np.asarray(first_uncovered, dtype=bool), new_choice, first_choice)
