@@ -17,8 +17,8 @@ from persyn.config import fingerprint, parse_config
 from persyn.fingerprints import config_sections
 from persyn.method import (
     active_prompt_budget,
-    farthest_first,
     keep_covered,
+    representative,
     select_uncovered,
     uncovered,
 )
@@ -55,16 +55,16 @@ def test_diverse_selection_picks_from_every_unseen_cluster() -> None:
     centres = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
     points = np.repeat(centres, 4, axis=0) + 0.01 * rng.standard_normal((12, 4))
     cluster = np.repeat(np.arange(3), 4)
-    picked = farthest_first(points, seeds, 3)
+    picked = representative(points, seeds, 3)
     assert sorted(cluster[picked].tolist()) == [0, 1, 2]
-    six = farthest_first(points, seeds, 6)
+    six = representative(points, seeds, 6)
     assert len(set(six.tolist())) == 6 and set(cluster[six].tolist()) == {0, 1, 2}
     # a point next to a calibration prompt comes last; capacity beyond the points: all
     near = np.vstack([seeds[:1] + 0.001, points[:1]])
-    assert farthest_first(near, seeds, 5).tolist() == [1, 0]
-    assert farthest_first(points, seeds, 0).tolist() == []
-    # without seeds, the first in priority order starts
-    assert farthest_first(points, np.zeros((0, 4)), 1).tolist() == [0]
+    assert representative(near, seeds, 5).tolist() == [1, 0]
+    assert representative(points, seeds, 0).tolist() == []
+    # without seeds, still one per cluster
+    assert set(cluster[representative(points, np.zeros((0, 4)), 3)].tolist()) == {0, 1, 2}
 
 
 def test_rerouting_keeps_the_first_routers_teacher_for_covered_prompts() -> None:

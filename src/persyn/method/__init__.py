@@ -46,7 +46,7 @@ cosine distance to the k nearest calibration prompts, thresholded at a quantile 
 held-out calibration prompts' own novelty) and the router's `confidence` (the top-1
 teacher's Bradley-Terry win probability against the runner-up); `uncovered` marks the
 prompts above the novelty threshold (or below a confidence floor); active calibration adds
-those `select_uncovered` orders, spread over the encoder space by `farthest_first`,
+those `select_uncovered` orders, spread over the encoder space by `representative`,
 within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
 the prompts it covered.
 """
@@ -54,10 +54,10 @@ the prompts it covered.
 from persyn.method.coverage import (
     active_prompt_budget,
     confidence,
-    farthest_first,
     keep_covered,
     novelty,
     novelty_threshold,
+    representative,
     select_uncovered,
     uncovered,
 )
@@ -107,7 +107,6 @@ __all__ = [
     "combine",
     "confidence",
     "failure_reward",
-    "farthest_first",
     "fit_bradley_terry",
     "keep_covered",
     "mark_failed",
@@ -118,6 +117,7 @@ __all__ = [
     "oracle_choice",
     "predict",
     "preference_pairs",
+    "representative",
     "select_uncovered",
     "tied_pairs",
     "trained_state",

@@ -2,19 +2,19 @@
 
 Each round: route the prompts still routed with the current router; pick uncovered ones
 within the round's share of `routing.active_budget`, spread over the router's encoder
-space (`select_uncovered` orders them, `farthest_first` picks from the calibration
-prompts outwards, so one round reaches every unseen region; a router without an encoder
-space takes them in `select_uncovered`'s order); every teacher that can generate answers
-them (the generation logs: nothing is asked twice); they are scored like calibration
-prompts (the score logs) and join the calibration set (the router's train split); the
-router is trained again (`fit_and_save`, into `active/round-<r>/`) and routes the rest:
-the prompts the first router covered keep its teacher (`keep_covered`; retrained on a
-few unseen prompts, the router moved some covered prompts to worse teachers), the
-others take the new router's (under `routing.budget` or `max_share`, which bind the
-assignment as a whole, the new router's assignment stands). Rounds stop at
-`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. The
-encoder is loaded in this process for the uncovered prompts' embeddings (it is frozen:
-the same in every round).
+space (`select_uncovered` orders them, `representative` picks those that bring the
+uncovered prompts closest to a calibration prompt, so one round reaches every unseen
+region; a router without an encoder space takes them in `select_uncovered`'s order);
+every teacher that can generate answers them (the generation logs: nothing is asked
+twice); they are scored like calibration prompts (the score logs) and join the
+calibration set (the router's train split); the router is trained again
+(`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
+router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
+router moved some covered prompts to worse teachers), the others take the new router's
+(under `routing.budget` or `max_share`, which bind the assignment as a whole, the new
+router's assignment stands). Rounds stop at `routing.active_rounds`, when no prompt is
+uncovered, or when the budget is spent. The encoder is loaded in this process for the
+uncovered prompts' embeddings (it is frozen: the same in every round).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -32,7 +32,7 @@ import numpy as np
 
 from persyn.artifacts import RouterCheckpoint
 from persyn.config import fingerprint
-from persyn.method import active_prompt_budget, farthest_first, keep_covered, select_uncovered
+from persyn.method import active_prompt_budget, keep_covered, representative, select_uncovered
 from persyn.progress import log
 from persyn.router.routers import Router
 from persyn.stages.common import generate_rows, generating_teachers
@@ -129,8 +129,9 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
 def _spread(
     run: Run, routing: Routing, router_dir: Path, share: int, encoder: list[Router]
 ) -> np.ndarray:
-    """Indices into `routing.ids` of up to `share` uncovered prompts to calibrate, spread
-    from the current router's calibration prompts (its novelty reference) outwards."""
+    """Indices into `routing.ids` of up to `share` uncovered prompts to calibrate,
+    representative of the uncovered prompts beside the current router's calibration
+    prompts (its novelty reference: the added prompts included)."""
     cfg = run.cfg
     candidates = select_uncovered(
         routing.novelty,
@@ -147,7 +148,7 @@ def _spread(
     by_id = run.prompts_by_id()
     points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in candidates])
     assert points is not None  # the router has a novelty reference: an encoder space
-    return candidates[farthest_first(points, reference.embeddings, share)]
+    return candidates[representative(points, reference.embeddings, share)]
 
 
 def _share(routing: Routing) -> float:
