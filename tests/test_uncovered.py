@@ -15,7 +15,13 @@ from conftest import tiny_run_config
 
 from persyn.config import fingerprint, parse_config
 from persyn.fingerprints import config_sections
-from persyn.method import active_prompt_budget, select_uncovered, uncovered
+from persyn.method import (
+    active_prompt_budget,
+    keep_covered,
+    representative,
+    select_uncovered,
+    uncovered,
+)
 from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.store import read_jsonl
 
@@ -38,6 +44,34 @@ def test_selection_takes_the_most_novel_then_least_confident_within_capacity() -
     # extra generations (teachers - 1 per prompt) within budget x routed prompts
     assert active_prompt_budget(0.1, 100, 3) == 5
     assert active_prompt_budget(0.1, 100, 1) == 10
+
+
+def test_diverse_selection_picks_from_every_unseen_cluster() -> None:
+    """Three tight clusters away from the calibration prompts, in priority order one
+    cluster after another: a round of 3 takes one prompt from each, where the priority
+    order alone took the first cluster's three."""
+    rng = np.random.default_rng(0)
+    seeds = np.array([[1.0, 0.0, 0.0, 0.0]]) + 0.01 * rng.standard_normal((5, 4))
+    centres = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    points = np.repeat(centres, 4, axis=0) + 0.01 * rng.standard_normal((12, 4))
+    cluster = np.repeat(np.arange(3), 4)
+    picked = representative(points, seeds, 3)
+    assert sorted(cluster[picked].tolist()) == [0, 1, 2]
+    six = representative(points, seeds, 6)
+    assert len(set(six.tolist())) == 6 and set(cluster[six].tolist()) == {0, 1, 2}
+    # a point next to a calibration prompt comes last; capacity beyond the points: all
+    near = np.vstack([seeds[:1] + 0.001, points[:1]])
+    assert representative(near, seeds, 5).tolist() == [1, 0]
+    assert representative(points, seeds, 0).tolist() == []
+    # without seeds, still one per cluster
+    assert set(cluster[representative(points, np.zeros((0, 4)), 3)].tolist()) == {0, 1, 2}
+
+
+def test_rerouting_keeps_the_first_routers_teacher_for_covered_prompts() -> None:
+    first = np.array([0, 1, 2, 0])
+    was_uncovered = np.array([False, True, False, True])
+    new = np.array([2, 2, 1, 1])
+    assert keep_covered(first, was_uncovered, new).tolist() == [0, 2, 2, 1]
 
 
 def test_default_policy_keeps_the_routing_key() -> None:

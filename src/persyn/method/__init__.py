@@ -45,15 +45,19 @@ mapping prompts to scores [prompts, teachers]. In order (`rewards` holds 2-5, `f
 cosine distance to the k nearest calibration prompts, thresholded at a quantile of the
 held-out calibration prompts' own novelty) and the router's `confidence` (the top-1
 teacher's Bradley-Terry win probability against the runner-up); `uncovered` marks the
-prompts above the novelty threshold (or below a confidence floor), and `select_uncovered`
-picks those active calibration adds within `active_prompt_budget`.
+prompts above the novelty threshold (or below a confidence floor); active calibration adds
+those `select_uncovered` orders, spread over the encoder space by `representative`,
+within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
+the prompts it covered.
 """
 
 from persyn.method.coverage import (
     active_prompt_budget,
     confidence,
+    keep_covered,
     novelty,
     novelty_threshold,
+    representative,
     select_uncovered,
     uncovered,
 )
@@ -104,6 +108,7 @@ __all__ = [
     "confidence",
     "failure_reward",
     "fit_bradley_terry",
+    "keep_covered",
     "mark_failed",
     "merge_ties",
     "normalize",
@@ -112,6 +117,7 @@ __all__ = [
     "oracle_choice",
     "predict",
     "preference_pairs",
+    "representative",
     "select_uncovered",
     "tied_pairs",
     "trained_state",

@@ -9,6 +9,11 @@ confidence, over arrays (no models, no files).
   the calibration distribution stays below with that probability.
 - `confidence`: the Bradley-Terry probability that the router's top-1 teacher beats its
   runner-up, sigmoid(pi_top1 - pi_top2), in [0.5, 1] (one teacher: 1).
+- `select_uncovered` orders the uncovered prompts (most novel, then least confident) and
+  `representative` spreads a round's picks over the encoder space: the most novel prompts
+  all sit in one unseen region, so picking by novelty alone calibrated one region a round.
+- `keep_covered`: after a round, prompts the first router covered keep its teacher (the
+  retrained router learnt nothing new about them), the others take the new router's.
 """
 
 from __future__ import annotations
@@ -93,3 +98,43 @@ def select_uncovered(
     sure = np.asarray(confidence_values, dtype=float)[candidates]
     order = np.lexsort((candidates, sure, -novel))  # last key first: novelty, then confidence
     return candidates[order[:capacity]]
+
+
+# `representative` compares every pair of the prompts it chooses among: above this many,
+# it chooses among an even stride of them (`n^2` similarities, 64 MiB at float32).
+REPRESENTATIVE_POOL = 4096
+
+
+def representative(points: np.ndarray, seeds: np.ndarray, capacity: int) -> np.ndarray:
+    """Indices of up to `capacity` rows of `points` [points, dim] that bring the points,
+    in total, closest to the `seeds` [seeds, dim] (the calibration prompts) or a pick:
+    the greedy facility-location choice, each pick the point that most raises the sum
+    over the points of their highest cosine similarity. A region of many points far from
+    every seed is picked first, and each region gets picks by its size and spread (a
+    farthest-point choice gave most picks to the most spread-out region and few to a
+    tight one). Ties go to the lower index (`points` in priority order break them). Over
+    `REPRESENTATIVE_POOL` points, the choice is among an even stride of them."""
+    if capacity <= 0 or not len(points):
+        return np.zeros(0, dtype=int)
+    pool = np.arange(0, len(points), -(-len(points) // REPRESENTATIVE_POOL))
+    unit = _unit(points[pool])
+    similarity = unit @ unit.T
+    best = np.full(len(unit), -1.0, dtype=np.float32)
+    if len(seeds):
+        best = (unit @ _unit(seeds).T).max(axis=1)
+    picked: list[int] = []
+    for _ in range(min(capacity, len(unit))):
+        gain = np.maximum(similarity - best[None, :], 0.0).sum(axis=1)
+        gain[picked] = -1.0  # a picked point is never picked again
+        i = int(np.argmax(gain))
+        picked.append(i)
+        best = np.maximum(best, similarity[i])
+    return pool[picked]
+
+
+def keep_covered(
+    first_choice: np.ndarray, first_uncovered: np.ndarray, new_choice: np.ndarray
+) -> np.ndarray:
+    """[prompts] the teacher after active calibration: the first router's (`first_choice`)
+    where it covered the prompt, the retrained router's (`new_choice`) where it did not."""
+    return np.where(np.asarray(first_uncovered, dtype=bool), new_choice, first_choice)

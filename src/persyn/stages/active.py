@@ -1,12 +1,20 @@
 """Active calibration (`routing.uncovered: calibrate`), run by `route` before it routes.
 
-Each round: route the prompts still routed with the current router; pick the most
-uncovered ones within what is left of `routing.active_budget` (`select_uncovered`); every
-teacher that can generate answers them (the generation logs: nothing is asked twice);
-they are scored like calibration prompts (the score logs) and join the calibration set
-(the router's train split); the router is trained again (`fit_and_save`, into
-`active/round-<r>/`) and routes the rest. Rounds stop at `routing.active_rounds`, when no
-prompt is uncovered, or when the budget is spent.
+Each round: route the prompts still routed with the current router; pick uncovered ones
+within the round's share of `routing.active_budget`, spread over the router's encoder
+space (`select_uncovered` orders them, `representative` picks those that bring the
+uncovered prompts closest to a calibration prompt, so one round reaches every unseen
+region; a router without an encoder space takes them in `select_uncovered`'s order);
+every teacher that can generate answers them (the generation logs: nothing is asked
+twice); they are scored like calibration prompts (the score logs) and join the
+calibration set (the router's train split); the router is trained again
+(`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
+router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
+router moved some covered prompts to worse teachers), the others take the new router's
+(under `routing.budget` or `max_share`, which bind the assignment as a whole, the new
+router's assignment stands). Rounds stop at `routing.active_rounds`, when no prompt is
+uncovered, or when the budget is spent. The encoder is loaded in this process for the
+uncovered prompts' embeddings (it is frozen: the same in every round).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -16,18 +24,25 @@ answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import fingerprint
-from persyn.method import active_prompt_budget, select_uncovered
+from persyn.method import active_prompt_budget, keep_covered, representative, select_uncovered
 from persyn.progress import log
+from persyn.router.routers import Router
 from persyn.stages.common import generate_rows, generating_teachers
 from persyn.stages.routing import Routing, route_prompts
 from persyn.stages.score import reward_table, score_responses
 from persyn.stages.train_router import fit_and_save
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from persyn.run import Run
 
 
@@ -48,20 +63,17 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
     router_dir, fp = run.store.router_dir(), router_fp
     added: list[str] = []
     rounds: list[dict[str, Any]] = record["rounds"]
-    routing = route_prompts(run, split.routed, router_dir, fp)
+    first = routing = route_prompts(run, split.routed, router_dir, fp)
+    first_teacher = dict(zip(first.ids, first.choice.tolist(), strict=True))
+    first_uncovered = dict(zip(first.ids, first.uncovered.tolist(), strict=True))
+    encoder: list[Router] = []  # the first router, loaded for its encoder when needed
     for r in range(cfg.routing.active_rounds):
         left = capacity - len(added)
         if r < len(rounds):
             picked = rounds[r]["added"]  # a resumed round: the prompts it chose
         else:
             share = math.ceil(left / (cfg.routing.active_rounds - r))
-            chosen = select_uncovered(
-                routing.novelty,
-                routing.threshold,
-                routing.confidence,
-                cfg.routing.uncovered_confidence,
-                share,
-            )
+            chosen = _spread(run, routing, router_dir, share, encoder)
             if not len(chosen):
                 break  # everything covered, or the budget spent
             picked = [routing.ids[i] for i in chosen]
@@ -93,6 +105,14 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         before = dict(zip(routing.ids, routing.choice.tolist(), strict=True))
         kept = [pid for pid in split.routed if pid not in set(added)]
         routing = route_prompts(run, kept, router_dir, fp)
+        if cfg.routing.budget is None and not cfg.routing.max_share:
+            # (a budget or share cap binds the assignment as a whole: the new one stands)
+            choice = keep_covered(
+                np.array([first_teacher[pid] for pid in kept], dtype=int),
+                np.array([first_uncovered[pid] for pid in kept], dtype=bool),
+                routing.choice,
+            )
+            routing = dataclasses.replace(routing, choice=choice)
         rounds[r]["uncovered_after"] = _share(routing)
         rounds[r]["routes_changed"] = sum(
             before[pid] != c for pid, c in zip(kept, routing.choice.tolist(), strict=True)
@@ -104,6 +124,31 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
             f", {rounds[r]['routes_changed']} routes changed"
         )
     return routing, rounds
+
+
+def _spread(
+    run: Run, routing: Routing, router_dir: Path, share: int, encoder: list[Router]
+) -> np.ndarray:
+    """Indices into `routing.ids` of up to `share` uncovered prompts to calibrate,
+    representative of the uncovered prompts beside the current router's calibration
+    prompts (its novelty reference: the added prompts included)."""
+    cfg = run.cfg
+    candidates = select_uncovered(
+        routing.novelty,
+        routing.threshold,
+        routing.confidence,
+        cfg.routing.uncovered_confidence,
+        len(routing.ids),
+    )
+    reference = RouterCheckpoint(router_dir).novelty()
+    if reference is None or len(candidates) <= share:
+        return candidates[:share]  # no encoder space, or every candidate fits
+    if not encoder:
+        encoder.append(Router.load(run.store.router_dir(), cfg.teacher_names))
+    by_id = run.prompts_by_id()
+    points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in candidates])
+    assert points is not None  # the router has a novelty reference: an encoder space
+    return candidates[representative(points, reference.embeddings, share)]
 
 
 def _share(routing: Routing) -> float:
