@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test test-slow test-vllm lint format bench chromium bench-env bench-rtg vllm-env
+.PHONY: setup demo test test-slow test-vllm lint format bench chromium bench-env bench-rtg vllm-env curator-env bench-curator
 
 setup: $(VENV)/.installed
 
@@ -94,3 +94,20 @@ $(BENCH_VENV)/.installed: pyproject.toml
 # servers; about 30 minutes on 2 cores. Results in bench/RESULTS.md.
 bench-rtg: setup bench-env
 	$(PY) bench/rtg_vs_gts.py
+
+# bench/bench_curator.py's Curator side runs in its own venv, so Curator and its
+# dependencies (litellm, datasets) never enter persyn's; it imports nothing of persyn.
+CURATOR_VENV ?= .venv-curator
+
+curator-env: $(CURATOR_VENV)/.installed
+
+$(CURATOR_VENV)/.installed:
+	python3 -m venv $(CURATOR_VENV)
+	$(CURATOR_VENV)/bin/python -m pip install -q -U pip
+	$(CURATOR_VENV)/bin/python -m pip install -q "bespokelabs-curator>=0.1.31"
+	touch $@
+
+# Generate-then-Select through persyn against Curator on simulated-latency servers; about
+# 5 minutes on 2 cores. Results in bench/RESULTS.md.
+bench-curator: setup curator-env
+	$(PY) bench/bench_curator.py --curator-python $(CURATOR_VENV)/bin/python
