@@ -67,6 +67,8 @@ def calibrate_seconds(
             "calibration": {"size": args.prompts, "seed": 0},
             "rewards": {"quality": [{"kind": "math"}, {"kind": "ifeval"}]},
             "max_error_rate": 0.0,
+            # every run sends its requests: no answer from an earlier run's store
+            "store": "none",
         }
     )
     run = Run.open(cfg)
