@@ -138,9 +138,13 @@ def test_cut_answers_lose_in_routing_and_are_not_exported(cut_run: Run) -> None:
     assert f"| tiny-llm | {asked} | 100.0% | failed, not exported |" in card
     console = Console(record=True, width=400)
     print_summary(summary, str(store.root), console)
-    assert f"{asked} answers cut at max_new_tokens (tiny-llm {asked}): failed unless" in (
+    assert f"answers {asked} cut at max_new_tokens and failed (tiny-llm {asked})" in (
         console.export_text()
     )
+    kept = {**summary, "keeps_truncated": ["tiny-llm"]}
+    console = Console(record=True, width=400)
+    print_summary(kept, str(store.root), console)
+    assert "and kept (generation.keep_truncated) (tiny-llm" in console.export_text()
 
 
 def test_answers_longer_than_the_student_reads_are_counted_per_teacher(cut_run: Run) -> None:

@@ -127,12 +127,26 @@ class AnswerStore:
                 path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._wal()
             # with WAL, a power cut may lose the last answers, never the file
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._init_schema()
         except sqlite3.DatabaseError as err:
             raise AnswerStoreError(f"{path}: not a usable persyn answer store ({err})") from err
+
+    def _wal(self) -> None:
+        """Switch the file to WAL. Two processes opening a new file at once race for it,
+        and SQLite answers the loser "database is locked" at once, without waiting
+        `busy_timeout`: wait for the winner here (then the file is already WAL)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _init_schema(self) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}

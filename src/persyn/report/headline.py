@@ -99,7 +99,7 @@ def print_summary(summary: dict[str, Any], run_dir: str, console: Console) -> No
             if summary.get("fallback_rows")
             else ""
         )
-        + _cut(summary.get("truncated_answers") or {})
+        + _cut(summary.get("truncated_answers") or {}, summary.get("keeps_truncated") or [])
         + (
             f"; {failed_answers} teacher answers failed (within max_error_rate; "
             "persyn inspect RUN_DIR lists them, a rerun retries them)"
@@ -110,14 +110,14 @@ def print_summary(summary: dict[str, Any], run_dir: str, console: Console) -> No
     )
 
 
-def _cut(truncated: dict[str, int]) -> str:
-    """The answers cut at max_new_tokens, per teacher: failed answers unless the teacher
-    keeps them (`generation.keep_truncated`)."""
-    cut = {t: n for t, n in truncated.items() if n}
-    if not cut:
-        return ""
-    who = ", ".join(f"{t} {n}" for t, n in cut.items())
-    return (
-        f"; {sum(cut.values())} answers cut at max_new_tokens ({who}): failed unless the "
-        "teacher has generation.keep_truncated (the report's truncation table)"
-    )
+def _cut(truncated: dict[str, int], kept: list[str]) -> str:
+    """The answers cut at max_new_tokens, per teacher: failed answers, except those of
+    the teachers that keep them (`generation.keep_truncated`)."""
+    failed = {t: n for t, n in truncated.items() if n and t not in kept}
+    kept_cut = {t: n for t, n in truncated.items() if n and t in kept}
+    parts = []
+    for what, cut in (("failed", failed), ("kept (generation.keep_truncated)", kept_cut)):
+        if cut:
+            who = ", ".join(f"{t} {n}" for t, n in cut.items())
+            parts.append(f"{sum(cut.values())} cut at max_new_tokens and {what} ({who})")
+    return "; answers " + "; ".join(parts) if parts else ""

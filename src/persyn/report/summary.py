@@ -123,6 +123,7 @@ def build_summary(
         # their share of the answers whose finish reason is known (None: none known)
         "truncated_answers": cut,
         "truncation_share": {t: _share(cut[t], finished[t]) for t in names},
+        "keeps_truncated": [t.name for t in cfg.teachers if t.generation.keep_truncated],
         # calibration answers that did not fit in student.max_length, and their share
         "student_truncated": student_truncated,
         "student_truncation_share": student_share,
