@@ -52,8 +52,8 @@ def demo_config(run_dir: Path, prompts: int, calibration: int) -> dict[str, Any]
     return data
 
 
-def timed_run(cfg: RunConfig) -> dict[str, Any]:
-    """Every stage in order, each timed, from a cold start; the summary's counts."""
+def timed_stages(cfg: RunConfig) -> tuple[Run, dict[str, float]]:
+    """Every stage in order from a cold start: the run and each stage's seconds."""
     release_cached_model()  # each run loads its models itself
     validate(cfg)
     run = Run.open(cfg)
@@ -63,6 +63,12 @@ def timed_run(cfg: RunConfig) -> dict[str, Any]:
         start = time.perf_counter()
         run_stage(run, stage)
         seconds[stage] = time.perf_counter() - start
+    return run, seconds
+
+
+def timed_run(cfg: RunConfig) -> dict[str, Any]:
+    """Every stage in order, each timed, from a cold start; the summary's counts."""
+    run, seconds = timed_stages(cfg)
     summary = run.store.summary()
     return {
         "seconds": seconds,

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from results_md import replace_section  # bench/ is on sys.path when run as a script
+from bench_import import timed_stages  # bench/ is on sys.path when run as a script
+from results_md import replace_section
 
 from persyn.answer_store import AnswerStore
 from persyn.cli import demo_config_path
 from persyn.config import parse_config
-from persyn.models import release_cached_model
-from persyn.pipeline import STAGES, Run, run_stage, validate
 
 NAME = "bench_store: the answer store shared by runs (issue 28)"
 TEACHERS = 5
@@ -124,16 +123,7 @@ def demo_runs(work: Path, prompts: int, calibration: int) -> list[dict[str, Any]
         run_data["run_dir"] = str(work / label.split()[0])
         if alpha is not None:
             run_data["rewards"]["alpha"] = alpha
-        cfg = parse_config(run_data)
-        release_cached_model()
-        validate(cfg)
-        run = Run.open(cfg)
-        run.store.write_config(cfg)
-        seconds = {}
-        for stage in STAGES:
-            start = time.perf_counter()
-            run_stage(run, stage)
-            seconds[stage] = time.perf_counter() - start
+        run, seconds = timed_stages(parse_config(run_data))
         markers = {s: run.store.marker(s) or {} for s in ("calibrate", "generate")}
         counts = {
             s: {
