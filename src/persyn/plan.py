@@ -9,7 +9,9 @@ model is called; `pilot` asks each teacher that many calibration prompts through
 `ask_teacher`, so those answers are cached, counted by the spend cap and reused by the
 run. Which teacher a routed prompt goes to is unknown before a router exists: the routed
 share is a bound (every routed prompt answered once, by the cheapest or the costliest
-teacher) unless the run directory has routes already. Every figure is an estimate.
+teacher) unless the run directory has routes already. Under `rewards.alpha: auto` the
+tune's pilot students are planned too (`persyn.eval.tune_report.tune_plan`). Every figure
+is an estimate.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from persyn.artifacts import RunArtifacts
 from persyn.config import ConfigError, RunConfig, TeacherConfig
 from persyn.data import load_prompts
+from persyn.eval.tune_report import tune_plan
 from persyn.pipeline import run_stage
 from persyn.run import Run, working_in
 from persyn.spend import Price, spent
@@ -80,6 +83,8 @@ def plan(
             f"answered once, by the cheapest teacher ({cheapest}) or the costliest ({costliest})"
         )
     total = {"low": _add(rtg_calibration, low), "high": _add(rtg_calibration, high)}
+    # `rewards.alpha: auto` trains pilot students before the routed answers: their cost too
+    tune = tune_plan(Run.open(cfg, str(store.root))) if cfg.rewards.tuned else None
     if cfg.max_cost is not None:
         covers = [k for k in ("low", "high") if total[k]["cost"] <= cfg.max_cost]
         notes.append(
@@ -107,6 +112,7 @@ def plan(
         # what the run directory's logs record already (the ledger): a rerun pays only
         # for what is missing
         "spent": spent(store, cfg),
+        "tune": tune,
         "notes": notes,
     }
 
@@ -247,6 +253,7 @@ def plan_lines(estimate: dict[str, Any]) -> list[str]:
         f"spent so far in {estimate['run_dir']} (its logs): {estimate['spent']:.4f}"
         + ("" if estimate["max_cost"] is None else f"; max_cost {estimate['max_cost']:g}"),
         *(f"note: {n}" for n in estimate["notes"]),
+        *(["", *estimate["tune"]] if estimate["tune"] else []),
     ]
     return lines
 

@@ -190,11 +190,17 @@ def _link_tree(source: Path, target: Path) -> None:
     )
 
 
+def alpha_run_dir(run_dir: Path, alpha: float | Literal["auto"]) -> Path:
+    """The sibling run directory of the run at `run_dir` where `persyn_with_alpha` runs
+    the pipeline with `alpha` (`run-alphaauto` for the tuned one)."""
+    suffix = alpha if alpha == "auto" else f"{alpha:g}"
+    return run_dir.parent / f"{run_dir.name}-alpha{suffix}"
+
+
 def persyn_with_alpha(alpha: float | Literal["auto"]) -> Callable[[BaselineContext], Choice]:
     def choose(ctx: BaselineContext) -> Choice:
         base = ctx.run
-        suffix = alpha if alpha == "auto" else f"{alpha:g}"
-        sibling = base.store.root.parent / f"{base.store.root.name}-alpha{suffix}"
+        sibling = alpha_run_dir(base.store.root, alpha)
         if not sibling.exists():
             _link_tree(base.store.root, sibling)
         cfg = base.cfg.model_copy(deep=True)

@@ -10,6 +10,7 @@ never reuses a stale result, and two identical datasets share one student.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,8 @@ def train_and_evaluate(
     `seed_scores` each seed's score), the scores [seeds, prompts] and the prompts' task
     kinds.
 
-    Each (dataset, seed) student and its evaluation is stored under a fingerprint of the
-    rows and the training settings with that seed (for `student_training.seed` the key a
-    single-seed experiment always had), so a killed experiment resumes seed by seed.
+    Each (dataset, seed) student and its evaluation is stored by fingerprint
+    (`stored_student`), so a killed experiment resumes seed by seed.
     `stage` names the command in the log."""
     seeds = seeds or training_seeds(cfg)
     files = ExperimentFiles(out)
@@ -60,18 +60,20 @@ def train_and_evaluate(
     per_seed: list[dict[str, Any]] = []
     scores, tasks = [], np.array([], dtype=str)
     for seed in seeds:
-        training = cfg.student_training.model_copy(update={"seed": seed})
-        seeded = cfg.model_copy(update={"student_training": training})
-        key = fingerprint(messages, training, cfg.student.model_dump(exclude={"family"}))
-        evaluation = files.evaluation(f"{key}-{eval_fp}")
+        seeded = seeded_config(cfg, seed)
+        key, evaluation = stored_student(files, seeded, messages, eval_fp)
         metrics, summary = evaluated(evaluation)
         if metrics is None or summary is None:
             release_cached_model()  # training loads its own copy of the student
             final = train_student(seeded, path, files.student(key))
             release_cached_model()
             trained = ModelRef(model=str(final), dtype=cfg.student.dtype)
+            started = time.perf_counter()
             metrics = evaluate_student(seeded, trained, evaluation.folder, executor, held_out)
-            summary = training_summary(final)
+            # beside the training runtime: what a student costs in all (`persyn tune
+            # --dry-run` and the replication's cost of tuning read both)
+            evaluation_s = round(time.perf_counter() - started, 4)
+            summary = {**training_summary(final), "evaluation_s": evaluation_s}
             atomic_write_json(evaluation.training, summary)
         per_seed.append(
             {
@@ -92,6 +94,24 @@ def train_and_evaluate(
     if len(per_seed) > 1 and "lm_eval" in row:  # not averaged: each seed's, by seed
         row["lm_eval"] = {str(s): m.get("lm_eval") for s, m in zip(seeds, per_seed, strict=True)}
     return row, np.stack(scores), tasks
+
+
+def seeded_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """`cfg` training with `seed`."""
+    training = cfg.student_training.model_copy(update={"seed": seed})
+    return cfg.model_copy(update={"student_training": training})
+
+
+def stored_student(
+    files: ExperimentFiles, seeded: RunConfig, messages: list[Any], eval_fp: str
+) -> tuple[str, StudentEvalFiles]:
+    """(the key a (dataset, seed) student is stored under, where its evaluation on the
+    prompts of `eval_fp` is): the key fingerprints the dataset's messages, the training
+    settings with the seed (`seeded_config`) and the student (for `student_training.seed`
+    the key a single-seed experiment always had)."""
+    student = seeded.student.model_dump(exclude={"family"})
+    key = fingerprint(messages, seeded.student_training, student)
+    return key, files.evaluation(f"{key}-{eval_fp}")
 
 
 def evaluated(evaluation: StudentEvalFiles) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

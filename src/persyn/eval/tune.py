@@ -124,6 +124,12 @@ def validation_prompts(cfg: RunConfig, run_prompts: list[Prompt]) -> list[Prompt
     return prompts
 
 
+def validation_fingerprint(cfg: RunConfig, validation: list[Prompt]) -> str:
+    """What a pilot's evaluation is stored under beside its student's key: the evaluation
+    settings and the validation prompts."""
+    return fingerprint(cfg.evaluation, [p.to_row() for p in validation])
+
+
 def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any]]:
     """Each prompt of `ids` answered by its oracle teacher under `setting`'s reward, in the
     export's row format; prompts without a usable answer are left out. Scores not cached
@@ -177,7 +183,7 @@ def run_tune(run: Run, files: TuneFiles) -> TuneResult:
     validation = validation_prompts(cfg, run.prompts)
     settings, reference = tune_settings(cfg)
     ids = pilot_ids(run)
-    eval_fp = fingerprint(cfg.evaluation, [p.to_row() for p in validation])
+    eval_fp = validation_fingerprint(cfg, validation)
     rows, scores = [], {}
     tasks = np.array([], dtype=str)
     for setting in settings:

@@ -6,18 +6,36 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persyn.artifacts import TuneFiles
-from persyn.config import RunConfig
+import numpy as np
+
+from persyn.artifacts import (
+    ExperimentFiles,
+    RunArtifacts,
+    StudentEvalFiles,
+    StudentFiles,
+    TuneFiles,
+)
+from persyn.config import ConfigError, RunConfig
 from persyn.data import load_prompts
 from persyn.eval.results import fmt
-from persyn.eval.tune import TuneResult, tune_settings
+from persyn.eval.trained import evaluated, seeded_config, stored_student
+from persyn.eval.tune import (
+    Setting,
+    TuneResult,
+    pilot_config,
+    pilot_ids,
+    tune_settings,
+    validation_fingerprint,
+    validation_prompts,
+)
 from persyn.progress import log
 from persyn.stages.common import teacher_fingerprint
-from persyn.store import atomic_write_json, atomic_write_text
+from persyn.store import atomic_write_json, atomic_write_text, read_jsonl
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -84,7 +102,6 @@ def plot_tune(result: TuneResult, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows = result.rows
     scores = [_number(r["score"]) for r in rows]
@@ -121,7 +138,8 @@ def write_tune(result: TuneResult, files: TuneFiles, level: float) -> None:
 
 def tune_plan(run: Run) -> list[str]:
     """What a tune will cost, from the config and what the run directory holds, as lines
-    to print before any training."""
+    to print before any training: pilot students (those done cost nothing), examples and
+    tokens, validation answers, generations (none) and wall time (`_time`)."""
     cfg: RunConfig = run.cfg
     tune = cfg.tune
     settings, reference = tune_settings(cfg)
@@ -157,7 +175,12 @@ def tune_plan(run: Run) -> list[str]:
         "  new teacher generations: 0 (pilot datasets reuse the calibration answers"
         + ("" if split else "; the run's own calibrate stage makes those first")
         + ")",
-        "  time: not estimated; each pilot student's training minutes are in tune.md",
+    ]
+    done, left = tune_pilots(run, settings) if split else ([], students)
+    lines += [
+        f"  pilots: {len(done)} done (stored by fingerprint: they cost nothing again), "
+        f"{left} to train",
+        f"  time: {_time(run, done, left)}",
     ]
     if others:
         lines.insert(
@@ -180,3 +203,76 @@ def _mean_answer_tokens(run: Run, ids: list[str]) -> float | None:
             if row is not None and row.get("completion_tokens"):
                 counts.append(row["completion_tokens"])
     return sum(counts) / len(counts) if counts else None
+
+
+def tune_pilots(run: Run, settings: list[Setting]) -> tuple[list[dict[str, Any]], int]:
+    """(the training records of the pilot students trained and evaluated already, how many
+    are left). A setting's pilots are known from the dataset the last tune wrote for it
+    (rows of the prompts the pilots draw): settings with the same rows share a student, and
+    one whose student and evaluation are stored under their fingerprints is done. A setting
+    without such a dataset counts a pilot per seed (its rows, so its students, are unknown
+    before its scores are mixed)."""
+    cfg = pilot_config(run.cfg)
+    try:
+        validation = validation_prompts(cfg, run.prompts)
+    except ConfigError:  # the tune itself says so; nothing of it can be done yet
+        return [], len(settings) * len(cfg.tune.seeds)
+    eval_fp = validation_fingerprint(cfg, validation)
+    files = run.store.tune_files()
+    drawn = set(pilot_ids(run))
+    pilots: dict[str, StudentEvalFiles] = {}  # by student key: shared students once
+    unknown = 0
+    for setting in settings:
+        path = files.dataset(setting.name)
+        rows = read_jsonl(path) if path.is_file() else []
+        if not rows or not {r["id"] for r in rows} <= drawn:
+            unknown += len(cfg.tune.seeds)
+            continue
+        messages = [r["messages"] for r in rows]
+        for seed in cfg.tune.seeds:
+            key, evaluation = stored_student(files, seeded_config(cfg, seed), messages, eval_fp)
+            pilots[key] = evaluation
+    records = [evaluated(e)[1] for e in pilots.values()]
+    done = [r for r in records if r is not None]
+    return done, unknown + len(records) - len(done)
+
+
+def _time(run: Run, done: list[dict[str, Any]], left: int) -> str:
+    """Wall time of the pilots left: measured on this tune's pilots done (training and
+    evaluation), else the pilot steps at the seconds per step of the students trained in
+    the run directory, else not estimated."""
+    if left == 0:
+        return "none left: every pilot is done"
+    if done:
+        per_pilot = np.mean([(r.get("runtime_s") or 0) + r.get("evaluation_s", 0) for r in done])
+        untimed = sum("evaluation_s" not in r for r in done)
+        return (
+            f"measured: {per_pilot / 60:.1f} min per pilot (train + evaluate, mean of "
+            f"{len(done)} done), about {left * per_pilot / 60:.0f} min for the {left} left"
+            + (f" (evaluation not timed for {untimed} of them: more)" if untimed else "")
+        )
+    trained = [r for r in _training_records(run.store) if r.get("runtime_s") and r.get("steps")]
+    if not trained:
+        return (
+            "not estimated: no student of this run directory has trained yet (tune.md gives "
+            "each pilot's training minutes once it ran)"
+        )
+    per_step = sum(r["runtime_s"] for r in trained) / sum(r["steps"] for r in trained)
+    steps = run.cfg.tune.max_steps
+    return (
+        f"estimate: about {left * steps * per_step / 60:.0f} min for the {left} left "
+        f"({steps} steps x {per_step:.1f} s a step, measured on {len(trained)} students "
+        "trained in this run directory; evaluation not included)"
+    )
+
+
+def _training_records(store: RunArtifacts) -> list[dict[str, Any]]:
+    """The training records of every student trained in the run directory: pilots (of any
+    grid), the experiment's students and the run's own."""
+    records = []
+    for folder in (store.tune_files().folder, store.experiment_dir()):
+        files = ExperimentFiles(folder)
+        pattern = files.evaluation("*").training.relative_to(folder)
+        records += [json.loads(p.read_text()) for p in folder.glob(str(pattern))]
+    own = StudentFiles.record(StudentFiles(store.student_dir()).final)
+    return records + ([json.loads(own.read_text())] if own.is_file() else [])
