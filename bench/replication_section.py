@@ -2,8 +2,9 @@
 
 Called by bench/run_replication.sh; reads the experiment's `results.csv` and
 `per_prompt.json` and adds what the table alone does not show: every trained student
-against the untrained one (paired bootstrap, the same resamples), and which differences
-from PerSyn have an interval that excludes zero.
+against the untrained one (paired bootstrap, the same resamples), which differences
+from PerSyn have an interval that excludes zero, and the tuned arm's cost (pilot time,
+new generations: from its run directory) beside its gain.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from persyn.artifacts import ExperimentFiles, RunArtifacts
 from persyn.config import RunConfig, load_config
+from persyn.eval.baselines import alpha_run_dir
 from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir, training_seeds
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import held_out_prompts, prompt_scores
+from persyn.eval.tune import tune_settings
+from persyn.eval.tune_report import tune_pilots
+from persyn.run import Run
 from persyn.store import read_jsonl
 from persyn.teachers.base import Generation, Prompt
+
+TUNED = "persyn-tuned"  # the arm with `persyn tune`'s reward setting
+# not baselines: PerSyn's arms, the untrained student, and Generate then Select (every
+# teacher answers every prompt: PerSyn's reward at full generation cost)
+NOT_BASELINES = (BASE_STUDENT, REFERENCE, TUNED, "oracle")
 
 HEADINGS = {  # by the config's `name`
     "persyn-replication": "replication 2, arithmetic: PerSyn vs the baselines "
@@ -116,18 +126,11 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
     return {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
 
 
-def _vs_untrained(per_prompt: dict[str, object], resamples: int, seed: int) -> list[str]:
-    tasks = np.array(per_prompt["tasks"])
-    scores = {
-        name: np.array([np.nan if v is None else v for v in values], dtype=float)
-        for name, values in per_prompt["scores"].items()  # type: ignore[attr-defined]
-    }
+def _vs_untrained(per_prompt: dict[str, Any], resamples: int, seed: int) -> list[str]:
+    scores, tasks = _scores(per_prompt, "scores")
     if BASE_STUDENT not in scores:
         return []
-    keep = tasks != ""
-    own, diffs = paired_bootstrap(
-        {n: s[keep] for n, s in scores.items()}, tasks[keep], BASE_STUDENT, resamples, seed
-    )
+    own, diffs = paired_bootstrap(scores, tasks, BASE_STUDENT, resamples, seed)
     lines = ["| dataset | score | score - untrained | 95% CI (paired) |", "|---|---:|---:|---|"]
     for name, d in diffs.items():
         if name != BASE_STUDENT:
@@ -211,6 +214,91 @@ def _verdicts(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
+def _scores(per_prompt: dict[str, Any], key: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(every dataset's scores from `per_prompt[key]`, NaN where no verifier, the prompts'
+    task kinds), both restricted to the prompts a verifier scores."""
+    tasks = np.array(per_prompt["tasks"])
+    keep = tasks != ""
+    scores = {n: np.array(v, dtype=float)[..., keep] for n, v in per_prompt[key].items()}
+    return scores, tasks[keep]
+
+
+def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, Any]) -> list[str]:
+    """The tuned arm: the tune's table and choice, what it cost (pilot training and
+    evaluation time from their records, new teacher generations from the run's files)
+    and what it gained over PerSyn at the config's alpha and over the best baseline."""
+    base = Path(cfg.run_dir)
+    auto = cfg.model_copy(update={"rewards": cfg.rewards.model_copy(update={"alpha": "auto"})})
+    run = Run.open(auto, str(alpha_run_dir(base, "auto")))
+    files = run.store.tune_files()
+    if TUNED not in per_prompt["scores"] or not files.table_md.is_file():
+        return [f"No tuned arm yet: `{TUNED}` is not among the results, or {files.table_md} "
+                "is missing."]
+    settings, _ = tune_settings(auto)
+    done, left = tune_pilots(run, settings)
+    train_s = sum(r.get("runtime_s") or 0 for r in done)
+    timed = [r["evaluation_s"] for r in done if "evaluation_s" in r]
+    calibration = set(run.store.split().calibration)
+    pilot_rows = [r for s in settings for r in read_jsonl(files.dataset(s.name))]
+    outside = sum(r["id"] not in calibration for r in pilot_rows)
+    ledger = run.store.summary()["spend"]["by_stage"]
+    asked = ledger["calibration"]["requests"]
+    teachers = len(cfg.teachers)
+    lines = [
+        f"The tuned arm (`{TUNED}`) is the run with `rewards.alpha: auto` in "
+        f"`{run.store.root}`; its tune (`{files.table_md}`):",
+        "",
+        files.table_md.read_text().strip(),
+        "",
+        "Cost of tuning:",
+        "",
+        f"- pilot students: {len(done)} trained and evaluated for {len(settings)} settings "
+        f"(settings whose oracle picks the same answers share one; {left} not done), "
+        f"{auto.tune.max_steps} steps each, seeds {auto.tune.seeds}",
+        f"- pilot time on this machine: {(train_s + sum(timed)) / 60:.1f} min: training "
+        f"{train_s / 60:.1f} min, evaluation "
+        + (
+            f"{sum(timed) / 60:.1f} min"
+            if len(timed) == len(done)
+            else f"{sum(timed) / 60:.1f} min for {len(timed)} of {len(done)} pilots "
+            "(recorded since evaluation_s was added to the training records)"
+        ),
+        f"- new teacher generations for tuning: {outside}: the {len(pilot_rows)} rows of the "
+        f"{len(settings)} pilot datasets answer the run's calibration prompts ({outside} "
+        f"outside them), whose answers the calibrate stage had made ({asked} calibration "
+        f"requests in the tuned run's ledger for {teachers} teachers x {len(calibration)} "
+        "prompts)",
+        "",
+        "Gain on the held-out prompts (score difference, 95% paired CI over prompts and seeds):",
+        "",
+        *_gains(cfg, rows, per_prompt),
+    ]
+    return lines
+
+
+def _gains(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, Any]) -> list[str]:
+    """The tuned arm against PerSyn at the config's alpha (the results' interval) and
+    against the best baseline (the same paired bootstrap, that baseline as reference)."""
+    tuned = next(r for r in rows if r["dataset"] == TUNED)
+    d, lo, hi = (float(tuned[k]) for k in ("vs_persyn", "vs_persyn_low", "vs_persyn_high"))
+    lines = [f"- {TUNED} - {REFERENCE} (alpha {cfg.rewards.alpha}): {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+    baselines = [r for r in rows if r["dataset"] not in NOT_BASELINES]
+    if not baselines:
+        return lines
+    best = max(baselines, key=lambda r: float(r["score"]))["dataset"]
+    scores, tasks = _scores(per_prompt, "seed_scores")
+    ex = cfg.experiment
+    _, diffs = paired_bootstrap(
+        scores, tasks, best, ex.bootstrap_resamples, ex.seed, level=ex.confidence
+    )
+    g = diffs[TUNED]
+    return [
+        *lines,
+        f"- {TUNED} - {best} (the best baseline; Oracle, Generate then Select, is not one): "
+        f"{g.estimate:+.3f} [{g.low:+.3f}, {g.high:+.3f}]",
+    ]
+
+
 def main() -> None:
     args, _ = _load_args()
     cfg = load_config(Path(args.config), _overrides(args.set))
@@ -251,6 +339,8 @@ def main() -> None:
         "",
         *_verdicts(rows),
         "",
+        *(["### Tuning: its cost beside its gain", "", *_tuning(cfg, rows, per_prompt), ""]
+          if TUNED in ex.datasets else []),
         "### Did training move the students? (score - untrained student, 95% paired CI)",
         "",
         *_vs_untrained(per_prompt, ex.bootstrap_resamples, ex.seed),
