@@ -23,7 +23,7 @@ from persyn.eval.tune import (
     tune_settings,
     validation_prompts,
 )
-from persyn.eval.tune_report import write_tune
+from persyn.eval.tune_report import duration, write_tune
 from persyn.pipeline import Run, run_pipeline, stage_fingerprints, validate
 from persyn.report.html import build_report
 from persyn.stages.tune import tune_run, tuned_config
@@ -200,7 +200,53 @@ def test_cli_dry_run_prints_the_cost_and_trains_nothing(tiny_lm_dir: Path, tmp_p
     assert "2 steps of lora SFT, 8 examples seen" in out
     assert "4 validation prompts x 2 students" in out
     assert "new teacher generations: 0" in out
+    assert "pilots: 0 done" in out and "2 to train" in out
+    assert "time: not estimated: no student of this run directory has trained yet" in out
     assert not (tmp_path / "run" / "tune").exists()
+
+
+def _dry_run(data: dict[str, Any], path: Path) -> str:
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["tune", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_dry_run_counts_the_pilots_done_and_times_the_rest(tiny_lm_dir: Path, tmp_path: Path):
+    """After a pilot trained: the dry run counts it done (no cost), measures the minutes
+    per pilot from its record (training + evaluation), and without a pilot of this grid
+    estimates from the seconds per step of the students trained in the run directory."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    data["tune"].update(alphas=[0.4], max_rows=4)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert CliRunner().invoke(app, ["tune", str(config)]).exit_code == 0
+    files = RunArtifacts(tmp_path / "run").tune_files()
+    [record_path] = files.folder.glob("eval/*/training.json")
+    record = json.loads(record_path.read_text())
+    assert record["steps"] == 2 and record["runtime_s"] > 0 and record["evaluation_s"] > 0
+
+    again = _dry_run(data, config)
+    assert "pilots: 1 done (stored by fingerprint: they cost nothing again), 0 to train" in again
+    assert "time: none left: every pilot is done" in again
+    assert "new teacher generations: 0 (pilot datasets reuse the calibration answers)" in again
+
+    more = {**data, "tune": {**data["tune"], "alphas": [0.0, 0.4]}}
+    per_pilot = duration(record["runtime_s"] + record["evaluation_s"])
+    assert (
+        f"pilots: 1 done (stored by fingerprint: they cost nothing again), 1 to train "
+        f"time: measured: {per_pilot} per pilot (train + evaluate, mean of 1 done), "
+        f"about {per_pilot} for the 1 left"
+    ) in _dry_run(more, config)
+
+    longer = {**data, "tune": {**data["tune"], "max_steps": 3}}  # another key: not done
+    per_step = record["runtime_s"] / 2
+    assert (
+        f"pilots: 0 done (stored by fingerprint: they cost nothing again), 1 to train "
+        f"time: estimate: about {duration(3 * per_step)} for the 1 left (3 steps x "
+        f"{per_step:.1f} s a step, measured on 1 student(s) trained in this run directory; "
+        "evaluation not included)"
+    ) in _dry_run(longer, config)
 
 
 def test_a_tie_is_written_to_the_table_and_choice(tmp_path: Path):

@@ -247,8 +247,8 @@ def _time(run: Run, done: list[dict[str, Any]], left: int) -> str:
         per_pilot = np.mean([(r.get("runtime_s") or 0) + r.get("evaluation_s", 0) for r in done])
         untimed = sum("evaluation_s" not in r for r in done)
         return (
-            f"measured: {per_pilot / 60:.1f} min per pilot (train + evaluate, mean of "
-            f"{len(done)} done), about {left * per_pilot / 60:.0f} min for the {left} left"
+            f"measured: {duration(per_pilot)} per pilot (train + evaluate, mean of "
+            f"{len(done)} done), about {duration(left * per_pilot)} for the {left} left"
             + (f" (evaluation not timed for {untimed} of them: more)" if untimed else "")
         )
     trained = [r for r in _training_records(run.store) if r.get("runtime_s") and r.get("steps")]
@@ -260,10 +260,17 @@ def _time(run: Run, done: list[dict[str, Any]], left: int) -> str:
     per_step = sum(r["runtime_s"] for r in trained) / sum(r["steps"] for r in trained)
     steps = run.cfg.tune.max_steps
     return (
-        f"estimate: about {left * steps * per_step / 60:.0f} min for the {left} left "
-        f"({steps} steps x {per_step:.1f} s a step, measured on {len(trained)} students "
+        f"estimate: about {duration(left * steps * per_step)} for the {left} left "
+        f"({steps} steps x {per_step:.1f} s a step, measured on {len(trained)} student(s) "
         "trained in this run directory; evaluation not included)"
     )
+
+
+def duration(seconds: float) -> str:
+    """Seconds, minutes or hours, whichever reads best."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def _training_records(store: RunArtifacts) -> list[dict[str, Any]]:
