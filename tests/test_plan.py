@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from test_spend import CALLS, PRICES, spend_config
+from test_tune import tune_config
 from typer.testing import CliRunner
 
 from persyn.cli import app, demo_config_path
 from persyn.config import load_config, parse_config
-from persyn.pipeline import run_pipeline
-from persyn.plan import plan
+from persyn.pipeline import Run, run_pipeline, run_stage
+from persyn.plan import plan, plan_lines
 
 
 def test_demo_plan_calls_no_model_and_writes_json(tmp_path: Path) -> None:
@@ -79,3 +80,23 @@ def test_pilot_measures_and_the_run_reuses_its_answers(tiny_lm_dir: Path, tmp_pa
     assert rtg["routed"]["low"] == rtg["routed"]["high"]
     assert sum(rtg["routed_shares"].values()) == pytest.approx(1)
     assert after["teachers"]["a"]["completion_tokens_from"] == "measured (12 answers)"
+
+
+def test_alpha_auto_plans_the_tune_too(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Under `rewards.alpha: auto` the plan holds the tune's lines (`persyn tune
+    --dry-run`'s): before anything ran, and after its pilot trained (done, nothing left)."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run")
+    data["tune"].update(alphas=[0.4], max_rows=4)
+    cfg = parse_config(data)
+    before = plan(cfg)
+    assert not (tmp_path / "run").exists()
+    text = "\n".join(plan_lines(before))
+    assert "tune: 1 reward settings (alpha0.4-mean_logprob;" in text
+    assert "new teacher generations: 0" in text and "pilots: 0 done" in text
+    assert "time: not estimated" in text
+    run_stage(Run.open(cfg), "tune")
+    after = plan(cfg)["tune"]
+    assert "  pilots: 1 done (stored by fingerprint: they cost nothing again), 0 to train" in after
+    assert "  time: none left: every pilot is done" in after
+    explicit = parse_config(tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4))
+    assert plan(explicit)["tune"] is None  # no tune in a run with its own alpha

@@ -239,6 +239,7 @@ def test_dry_run_counts_the_pilots_done_and_times_the_rest(tiny_lm_dir: Path, tm
         f"about {per_pilot} for the 1 left"
     ) in _dry_run(more, config)
 
+    assert (duration(30), duration(600), duration(3 * 3600)) == ("30 s", "10.0 min", "3.0 h")
     longer = {**data, "tune": {**data["tune"], "max_steps": 3}}  # another key: not done
     per_step = record["runtime_s"] / 2
     assert (
