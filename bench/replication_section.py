@@ -28,11 +28,12 @@ from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir, training
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import held_out_prompts, prompt_scores
 from persyn.eval.tune import tune_settings
-from persyn.eval.tune_report import tune_pilots
+from persyn.eval.tune_report import duration, tune_pilots
 from persyn.run import Run
 from persyn.store import read_jsonl
 from persyn.teachers.base import Generation, Prompt
 
+ROOT = Path(__file__).resolve().parents[1]
 TUNED = "persyn-tuned"  # the arm with `persyn tune`'s reward setting
 # not baselines: PerSyn's arms, the untrained student, and Generate then Select (every
 # teacher answers every prompt: PerSyn's reward at full generation cost)
@@ -204,14 +205,18 @@ def _verdicts(rows: list[dict[str, str]]) -> list[str]:
         if r["dataset"] in (REFERENCE, BASE_STUDENT) or not r.get("vs_persyn"):
             continue
         d, lo, hi = (float(r[k]) for k in ("vs_persyn", "vs_persyn_low", "vs_persyn_high"))
-        if hi < 0:
-            verdict = "PerSyn better (interval excludes 0)"
-        elif lo > 0:
-            verdict = "PerSyn worse (interval excludes 0)"
-        else:
-            verdict = "no difference detected (interval contains 0)"
+        verdict = _verdict(lo, hi, "PerSyn worse", "PerSyn better")
         out.append(f"- {r['dataset']}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}")
     return out
+
+
+def _verdict(low: float, high: float, above: str, below: str) -> str:
+    """What the interval of a difference says: `above` 0, `below` 0, or neither."""
+    if low > 0:
+        return f"{above} (interval excludes 0)"
+    if high < 0:
+        return f"{below} (interval excludes 0)"
+    return "no difference detected (interval contains 0)"
 
 
 def _scores(per_prompt: dict[str, Any], key: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -232,8 +237,7 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
     run = Run.open(auto, str(alpha_run_dir(base, "auto")))
     files = run.store.tune_files()
     if TUNED not in per_prompt["scores"] or not files.table_md.is_file():
-        return [f"No tuned arm yet: `{TUNED}` is not among the results, or {files.table_md} "
-                "is missing."]
+        return [f"No tuned arm yet (`{TUNED}` without results, or no `{_shown(files.table_md)}`)."]
     settings, _ = tune_settings(auto)
     done, left = tune_pilots(run, settings)
     train_s = sum(r.get("runtime_s") or 0 for r in done)
@@ -246,7 +250,7 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
     teachers = len(cfg.teachers)
     lines = [
         f"The tuned arm (`{TUNED}`) is the run with `rewards.alpha: auto` in "
-        f"`{run.store.root}`; its tune (`{files.table_md}`):",
+        f"`{_shown(run.store.root)}`; its tune (`{_shown(files.table_md)}`):",
         "",
         files.table_md.read_text().strip(),
         "",
@@ -255,13 +259,13 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
         f"- pilot students: {len(done)} trained and evaluated for {len(settings)} settings "
         f"(settings whose oracle picks the same answers share one; {left} not done), "
         f"{auto.tune.max_steps} steps each, seeds {auto.tune.seeds}",
-        f"- pilot time on this machine: {(train_s + sum(timed)) / 60:.1f} min: training "
-        f"{train_s / 60:.1f} min, evaluation "
+        f"- pilot time (wall clock on this CPU machine, from the pilots' training records): "
+        f"{duration(train_s + sum(timed))}: training {duration(train_s)}, evaluation "
         + (
-            f"{sum(timed) / 60:.1f} min"
+            duration(sum(timed))
             if len(timed) == len(done)
-            else f"{sum(timed) / 60:.1f} min for {len(timed)} of {len(done)} pilots "
-            "(recorded since evaluation_s was added to the training records)"
+            else f"{duration(sum(timed))} for the {len(timed)} of {len(done)} pilots that "
+            "record it (`evaluation_s`: recorded since this section reports it)"
         ),
         f"- new teacher generations for tuning: {outside}: the {len(pilot_rows)} rows of the "
         f"{len(settings)} pilot datasets answer the run's calibration prompts ({outside} "
@@ -276,27 +280,38 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
     return lines
 
 
+def _shown(path: Path) -> str:
+    """`path` as the section shows it: from the repository root where it is inside."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _gains(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, Any]) -> list[str]:
-    """The tuned arm against PerSyn at the config's alpha (the results' interval) and
-    against the best baseline (the same paired bootstrap, that baseline as reference)."""
-    tuned = next(r for r in rows if r["dataset"] == TUNED)
-    d, lo, hi = (float(tuned[k]) for k in ("vs_persyn", "vs_persyn_low", "vs_persyn_high"))
-    lines = [f"- {TUNED} - {REFERENCE} (alpha {cfg.rewards.alpha}): {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+    """The tuned arm against PerSyn at the config's alpha and against the best baseline,
+    each in turn the reference of the experiment's paired bootstrap (the same draws of
+    prompts and seeds as the results' intervals: tuned - PerSyn is the results' figure)."""
     baselines = [r for r in rows if r["dataset"] not in NOT_BASELINES]
-    if not baselines:
-        return lines
-    best = max(baselines, key=lambda r: float(r["score"]))["dataset"]
+    best = max(baselines, key=lambda r: float(r["score"]))["dataset"] if baselines else None
     scores, tasks = _scores(per_prompt, "seed_scores")
     ex = cfg.experiment
-    _, diffs = paired_bootstrap(
-        scores, tasks, best, ex.bootstrap_resamples, ex.seed, level=ex.confidence
-    )
-    g = diffs[TUNED]
-    return [
-        *lines,
-        f"- {TUNED} - {best} (the best baseline; Oracle, Generate then Select, is not one): "
-        f"{g.estimate:+.3f} [{g.low:+.3f}, {g.high:+.3f}]",
-    ]
+    lines = []
+    for other, what in [
+        (REFERENCE, f"PerSyn at alpha {cfg.rewards.alpha}"),
+        (best, "the best baseline; Oracle, Generate then Select, is not one"),
+    ]:
+        if other not in scores:
+            continue
+        _, diffs = paired_bootstrap(
+            scores, tasks, other, ex.bootstrap_resamples, ex.seed, level=ex.confidence
+        )
+        d = diffs[TUNED]
+        lines.append(
+            f"- {TUNED} - {other} ({what}): {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]: "
+            + _verdict(d.low, d.high, "tuned better", "tuned worse")
+        )
+    return lines
 
 
 def main() -> None:

@@ -249,7 +249,12 @@ def _time(run: Run, done: list[dict[str, Any]], left: int) -> str:
         return (
             f"measured: {duration(per_pilot)} per pilot (train + evaluate, mean of "
             f"{len(done)} done), about {duration(left * per_pilot)} for the {left} left"
-            + (f" (evaluation not timed for {untimed} of them: more)" if untimed else "")
+            + (
+                f" (training only for {untimed} of them, whose evaluation was not timed: "
+                "more in fact)"
+                if untimed
+                else ""
+            )
         )
     trained = [r for r in _training_records(run.store) if r.get("runtime_s") and r.get("steps")]
     if not trained:
