@@ -354,8 +354,11 @@ def main() -> None:
         "",
         *_verdicts(rows),
         "",
-        *(["### Tuning: its cost beside its gain", "", *_tuning(cfg, rows, per_prompt), ""]
-          if TUNED in ex.datasets else []),
+        *(
+            ["### Tuning: its cost beside its gain", "", *_tuning(cfg, rows, per_prompt), ""]
+            if TUNED in ex.datasets
+            else []
+        ),
         "### Did training move the students? (score - untrained student, 95% paired CI)",
         "",
         *_vs_untrained(per_prompt, ex.bootstrap_resamples, ex.seed),
