@@ -260,13 +260,10 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
         f"(settings whose oracle picks the same answers share one; {left} not done), "
         f"{auto.tune.max_steps} steps each, seeds {auto.tune.seeds}",
         f"- pilot time (wall clock on this CPU machine, from the pilots' training records): "
-        f"{duration(train_s + sum(timed))}: training {duration(train_s)}, evaluation "
-        + (
-            duration(sum(timed))
-            if len(timed) == len(done)
-            else f"{duration(sum(timed))} for the {len(timed)} of {len(done)} pilots that "
-            "record it (`evaluation_s`: recorded since this section reports it)"
-        ),
+        f"{duration(train_s + sum(timed))}: training {duration(train_s)} ("
+        + " / ".join(duration(r.get("runtime_s") or 0) for r in done)
+        + "), evaluation "
+        + _evaluation_time(timed, len(done)),
         f"- new teacher generations for tuning: {outside}: the {len(pilot_rows)} rows of the "
         f"{len(settings)} pilot datasets answer the run's calibration prompts ({outside} "
         f"outside them), whose answers the calibrate stage had made ({asked} calibration "
@@ -278,6 +275,15 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
         *_gains(cfg, rows, per_prompt),
     ]
     return lines
+
+
+def _evaluation_time(timed: list[float], pilots: int) -> str:
+    """The pilots' evaluation time, as far as their records hold it (`evaluation_s`)."""
+    if not timed:
+        return "not timed (these pilots ran before the training record held `evaluation_s`)"
+    if len(timed) < pilots:
+        return f"{duration(sum(timed))} for the {len(timed)} of {pilots} pilots timed"
+    return duration(sum(timed))
 
 
 def _shown(path: Path) -> str:
