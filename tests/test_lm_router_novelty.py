@@ -50,13 +50,17 @@ def fallback_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
+def uncovered_stats(run: Run) -> dict[str, Any]:
+    return run.store.marker("route")["uncovered"]  # type: ignore[index]
+
+
 def test_routes_carry_novelty_and_a_threshold(fallback_run: Run) -> None:
     run_dir = Path(fallback_run.cfg.run_dir)
     routes = read_jsonl(run_dir / "routes.jsonl")
     assert routes and all(0 <= r["novelty"] <= 2 for r in routes)
     threshold = json.loads((run_dir / "router" / "metrics.json").read_text())["novelty_threshold"]
     assert threshold is not None and 0 <= threshold <= 2
-    assert fallback_run.store.marker("route")["uncovered"]["novelty_threshold"] == threshold  # type: ignore[index]
+    assert uncovered_stats(fallback_run)["novelty_threshold"] == threshold
 
 
 def test_foreign_prompts_are_more_novel(fallback_run: Run) -> None:
@@ -69,11 +73,10 @@ def test_foreign_prompts_are_more_novel(fallback_run: Run) -> None:
 def test_fallback_finds_uncovered_prompts_by_novelty_alone(fallback_run: Run) -> None:
     assert fallback_run.cfg.routing.uncovered_confidence is None
     routes = read_jsonl(Path(fallback_run.cfg.run_dir) / "routes.jsonl")
-    threshold = fallback_run.store.marker("route")["uncovered"]["novelty_threshold"]  # type: ignore[index]
+    stats = uncovered_stats(fallback_run)
     assert any(r["uncovered"] for r in routes) and not all(r["uncovered"] for r in routes)
-    assert all(r["uncovered"] == (r["novelty"] > threshold) for r in routes)
-    safe = fallback_run.store.marker("route")["uncovered"]["teacher"]  # type: ignore[index]
-    assert all(r["teacher"] == safe for r in routes if r["uncovered"])
+    assert all(r["uncovered"] == (r["novelty"] > stats["novelty_threshold"]) for r in routes)
+    assert all(r["teacher"] == stats["teacher"] for r in routes if r["uncovered"])
 
 
 def test_a_resumed_route_gives_the_same_novelty(fallback_run: Run) -> None:
