@@ -168,7 +168,7 @@ def predict(
     """Scores [prompts, teachers] of `module` in eval mode, `chunk` prompts at a time (all at
     once when None); no prompts give an empty batch, so the result keeps its shape.
     `apply`: what to call on each chunk instead of `module` (one of its methods, e.g. the
-    vectors its head reads)."""
+    LM router's `embed`, the vectors its head reads); its output then."""
     import torch
 
     module.eval()

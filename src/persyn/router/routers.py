@@ -263,7 +263,7 @@ class LanguageModelRouter(Router):
         self._last: tuple[list[str], np.ndarray] | None = None
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
-        self._last = None  # vectors of the backbone before this training
+        self._last = None  # vectors from before this training are stale
         lm = self.cfg.lm
         settings = fit_settings(self.cfg, lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
         return fit_bradley_terry(self.model, data.map(_text_array), settings, on_epoch)
