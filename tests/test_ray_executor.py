@@ -91,27 +91,36 @@ def test_generated_rows_reach_the_sink_grouped_as_batches_finish(
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_router_scores_on_replicas_match_the_local_ones(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    """`route` through the executor: Ray replicas load the saved router (its encoder) once
-    and give the scores the in-process router gives."""
+@pytest.mark.parametrize("kind", ["bradley-terry", "lm-bradley-terry"])
+def test_router_scores_on_replicas_match_the_local_ones(
+    tiny_lm_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    """`route` through the executor: Ray replicas load the saved router (its encoder or its
+    LM) once and give the scores and novelty the in-process router gives."""
     import numpy as np
 
+    from persyn.artifacts import RouterCheckpoint
     from persyn.config import RouterConfig
     from persyn.executors import LocalExecutor
     from persyn.executors_ray import RayExecutor
     from persyn.router.routers import make_router
+    from persyn.stages.train_router import novelty_reference
 
     teachers = ["a", "b", "c"]
     texts = [f"prompt number {i}" for i in range(12)]
-    router = make_router(RouterConfig(backbone=str(tiny_lm_dir), epochs=3), teachers)
-    router.fit(texts, np.random.default_rng(0).random((12, 3)))
+    lm = {"epochs": 2, "batch_size": 4, "lora_r": 4}
+    cfg = RouterConfig(kind=kind, backbone=str(tiny_lm_dir), epochs=3, lm=lm)
+    router = make_router(cfg, teachers)
+    router.fit(texts[:8], np.random.default_rng(0).random((8, 3)))
+    reference = novelty_reference(router, texts[:8], texts[8:], cfg)
+    RouterCheckpoint(tmp_path / "router").write_novelty(reference)
     router.save(tmp_path / "router")
 
     def collect(executor: Any) -> tuple[np.ndarray, list[int]]:
-        out, sizes = np.full((len(texts), 3), np.nan), []
+        out, sizes = np.full((len(texts), 4), np.nan), []
 
         def sink(indices: list[int], scores: np.ndarray, novelty: np.ndarray) -> None:
-            out[indices] = scores
+            out[indices] = np.column_stack([scores, novelty])
             sizes.append(len(indices))
 
         executor.router_scores(tmp_path / "router", teachers, texts, sink)
@@ -119,5 +128,5 @@ def test_router_scores_on_replicas_match_the_local_ones(tiny_lm_dir: Path, tmp_p
 
     local, _ = collect(LocalExecutor(route_chunk=5))
     on_ray, sizes = collect(RayExecutor(ExecutorConfig(kind="ray", concurrency=1)))
-    assert sum(sizes) == len(texts)
+    assert sum(sizes) == len(texts) and np.isfinite(local).all()
     np.testing.assert_allclose(on_ray, local, rtol=1e-4, atol=1e-5)

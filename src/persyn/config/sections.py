@@ -249,7 +249,8 @@ class RouterConfig(Section):
         10,
         gt=0,
         description="A routed prompt's novelty is its mean cosine distance to this many "
-        "nearest calibration prompts in the router's encoder space.",
+        "nearest calibration prompts in the router's encoder space (the LM router's: "
+        "the pooled last hidden state of its fine-tuned backbone).",
     )
     novelty_quantile: float = Field(
         0.95,
@@ -348,8 +349,8 @@ class RoutingPolicyConfig(Section):
         ge=0.5,
         le=1,
         description="A routed prompt whose router confidence is below this also counts as "
-        "uncovered; none: novelty alone decides (a router without an encoder space, the LM "
-        "router, then finds no prompt uncovered: set this for it).",
+        "uncovered; none: novelty alone decides (a router without an encoder space, "
+        "`best-fixed` or `random`, then finds no prompt uncovered: set this for it).",
     )
     uncovered_teacher: str | None = Field(
         None,

@@ -159,16 +159,24 @@ def _take(prompts: Any, rows: torch.Tensor) -> Any:
     return prompts[rows.numpy()]
 
 
-def predict(module: torch.nn.Module, prompts: Any, chunk: int | None = None) -> np.ndarray:
+def predict(
+    module: torch.nn.Module,
+    prompts: Any,
+    chunk: int | None = None,
+    apply: Callable[[Any], Any] | None = None,
+) -> np.ndarray:
     """Scores [prompts, teachers] of `module` in eval mode, `chunk` prompts at a time (all at
-    once when None); no prompts give an empty batch, so the result keeps its shape."""
+    once when None); no prompts give an empty batch, so the result keeps its shape.
+    `apply`: what to call on each chunk instead of `module` (one of its methods, e.g. the
+    LM router's `embed`, the vectors its head reads); its output then."""
     import torch
 
     module.eval()
+    call = apply or module
     n = len(prompts)
     step = chunk or max(n, 1)
     with torch.inference_mode():
-        parts = [module(prompts[start : start + step]) for start in range(0, max(n, 1), step)]
+        parts = [call(prompts[start : start + step]) for start in range(0, max(n, 1), step)]
     return torch.cat(parts).cpu().numpy()
 
 

@@ -3,7 +3,8 @@
 The backbone (any causal LM or encoder, loaded with `AutoModel`, i.e. without its LM head)
 turns a prompt into one vector: the last real token for causal LMs (it has attended to the
 whole prompt), the mean over tokens for bidirectional encoders. A linear layer maps it to
-one score per teacher. Training (`persyn.method.fit_bradley_terry`) fine-tunes
+one score per teacher; the same vector, after training, is the router's encoder space
+(novelty). Training (`persyn.method.fit_bradley_terry`) fine-tunes
 the head and either LoRA adapters (peft) or the whole backbone, a batch of prompts (with all
 their teacher pairs) per step. Checkpoints keep only the trained tensors; loading rebuilds
 the backbone from the same config and loads them on top.
@@ -66,8 +67,12 @@ def build_scoring_model(backbone: str, n_teachers: int, cfg: RouterConfig) -> to
             self.head = nn.Linear(model.config.hidden_size, n_teachers)
 
         def forward(self, texts: Sequence[str]) -> Any:
+            return self.head(self.embed(texts))
+
+        def embed(self, texts: Sequence[str]) -> Any:
+            """[batch, hidden] the pooled last hidden state: the vector the head reads."""
             if len(texts) == 0:  # the tokenizer cannot pad an empty batch
-                return self.head.weight.new_zeros((0, n_teachers))
+                return self.head.weight.new_zeros((0, model.config.hidden_size))
             batch = tokenizer(
                 list(texts),
                 padding=True,
@@ -85,7 +90,7 @@ def build_scoring_model(backbone: str, n_teachers: int, cfg: RouterConfig) -> to
             else:
                 mask = attention_mask[..., None].to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            return self.head(pooled)
+            return pooled
 
     # The backbone and head train and score on the run's device; batches follow them
     # (`forward`), scores come back to the CPU in `predict`.

@@ -10,6 +10,7 @@ a clear error.
     mf                frozen encoder + RouteLLM-style matrix factorisation, Bradley-Terry loss
     knn               mean reward of the k nearest calibration prompts (cosine, frozen encoder)
     lm-bradley-terry  the paper: a language model with a per-teacher linear head, LoRA or full
+                      (its novelty in its own pooled hidden states)
     best-fixed        the teacher with the best mean calibration reward, for every prompt
     random            a uniformly random teacher per prompt
 """
@@ -244,9 +245,11 @@ def _text_array(texts: list[str]) -> np.ndarray:
 
 
 class LanguageModelRouter(Router):
-    """The paper's design: the backbone LM with a linear head, fine-tuned (LoRA or full)."""
+    """The paper's design: the backbone LM with a linear head, fine-tuned (LoRA or full).
+    Its encoder space is its own: the pooled last hidden state of the fine-tuned backbone."""
 
     name = "lm-bradley-terry"
+    embeds: ClassVar[bool] = True
 
     def __init__(
         self, teachers: list[str], cfg: RouterConfig, encoder: PromptEncoder | None = None
@@ -255,14 +258,28 @@ class LanguageModelRouter(Router):
 
         super().__init__(teachers, cfg)
         self.model = build_scoring_model(cfg.backbone, len(teachers), cfg)
+        # the last prompts embedded and their vectors: routing a chunk asks for its scores,
+        # then its novelty, and the backbone (the costly part) runs once for both
+        self._last: tuple[list[str], np.ndarray] | None = None
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
+        self._last = None  # vectors from before this training are stale
         lm = self.cfg.lm
         settings = fit_settings(self.cfg, lm.epochs, lm.learning_rate, lm.batch_size, by="prompts")
         return fit_bradley_terry(self.model, data.map(_text_array), settings, on_epoch)
 
+    def embeddings(self, prompts: list[str]) -> np.ndarray | None:
+        """The vector the head reads: the pooled last hidden state of the fine-tuned
+        backbone, so novelty measures distance as the trained router sees prompts."""
+        if self._last is None or self._last[0] != prompts:
+            model, batch = self.model, self.cfg.lm.batch_size
+            vectors = predict(model, _text_array(prompts), batch, apply=model.embed)
+            self._last = (list(prompts), vectors)
+        return self._last[1]
+
     def scores(self, prompts: list[str]) -> np.ndarray:
-        return predict(self.model, _text_array(prompts), self.cfg.lm.batch_size)
+        head = self.model.head
+        return predict(head, head.weight.new_tensor(self.embeddings(prompts)))
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         save_trained(self.model, folder / "weights.pt")
