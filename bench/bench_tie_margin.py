@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from results_md import replace_section
 
+from persyn.artifacts import RunArtifacts
+
 REPLICATION = Path(__file__).parent / "replication"
 TASKS = ("arith", "instruct")
 RUN = "run-alphaauto"  # the tuned run: its tune scored the answers with both signals
@@ -62,8 +64,7 @@ def main() -> None:
     ]
     lines, ratios = [], []
     for task in TASKS:
-        path = REPLICATION / task / RUN / "scores" / "learnability.jsonl"
-        prompts = scores(path)
+        prompts = scores(RunArtifacts(REPLICATION / task / RUN).score_path("learnability"))
         gaps = pair_gaps(prompts)
         mlp, rsr = gaps["mean_logprob"], gaps["rank_surprisal_ratio"]
         ratio = float(np.median(rsr) / np.median(mlp))
@@ -80,9 +81,9 @@ def main() -> None:
     print(f"\ntie_margin_scale of rank_surprisal_ratio: {scale:.2f} (geometric mean of the ratios)")
     replace_section(
         "bench_tie_margin: the learnability tie margin in -RSR units (issue 25)",
-        f"""`PYTHONPATH=src python bench/bench_tie_margin.py` (reads the committed score logs
-`bench/replication/{{arith,instruct}}/{RUN}/scores/learnability.jsonl`; no model, any
-machine: run on the 2-core CPU box). Data: the answers of the replication's tuned runs
+        f"""`PYTHONPATH=src python bench/bench_tie_margin.py` (reads the committed learnability
+score logs of `bench/replication/{{arith,instruct}}/{RUN}`; no model, any machine: run on the
+2-core CPU box). Data: the answers of the replication's tuned runs
 (student: SmolLM2-135M-Instruct, the packaged Q4_1 GGUF) that the tune scored with both
 `mean_logprob` and `rank_surprisal_ratio`: every teacher's answer to each of the 150
 calibration prompts per task (arith: 4 teachers, instruct: 3). Gap: |a - b| between two
