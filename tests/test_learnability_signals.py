@@ -16,13 +16,23 @@ from test_plugins_entry_points import fake_distribution
 from test_score_cache import ROWS, score_again, scoring_config
 
 from persyn.artifacts.rows import check_learnability_row
-from persyn.config import ConfigError, LearnabilitySignalConfig, StudentConfig, parse_config
+from persyn.config import (
+    ConfigError,
+    LearnabilitySignalConfig,
+    RunConfig,
+    StudentConfig,
+    fingerprint,
+    parse_config,
+)
+from persyn.eval.tune import Setting, setting_config
+from persyn.fingerprints import SECTIONS
 from persyn.models import load_causal_lm
 from persyn.pipeline import Run
 from persyn.rewards.learnability import LearnabilityScorer
-from persyn.rewards.learnability_signals import LEARNABILITY_SIGNALS
+from persyn.rewards.learnability_signals import LEARNABILITY_SIGNALS, learnability_tie_margin
 from persyn.run import validate
 from persyn.stages.common import learnability_fingerprint
+from persyn.stages.score import combined_reward
 from persyn.store import ImpossibleRow
 
 
@@ -101,6 +111,8 @@ def test_a_plugin_signal_scores_a_run(
     assert all(r["learnability"] == r["response_tokens"] > 0 for r in rows)
     run = Run.open(parse_config(data))
     assert len(run.store.score_log("learnability").rows) == ROWS  # none dropped as impossible
+    # it sets no `tie_margin_scale`: the configured margin is taken as it is
+    assert learnability_tie_margin(run.cfg.rewards) == run.cfg.rewards.tie_margin_learnability
     table = run.store.rewards()
     values = {(r["prompt_id"], r["teacher"]): r["learnability"] for r in rows}
     for i, pid in enumerate(table.ids):
@@ -185,3 +197,57 @@ def test_rsr_of_a_perfectly_predicted_answer_is_finite() -> None:
     signal = learnability_signal(LearnabilitySignalConfig(name="rank_surprisal_ratio"))
     value = signal.value(AnswerTokens(np.zeros(3, dtype=np.float32), np.ones(3, dtype=int)))
     assert math.isfinite(value) and value < -1e9
+
+
+# Two answers' learnability 0.012 apart: more than the default margin (0.01), less than the
+# margin scaled to -RSR units (0.015).
+CLOSE = [-1.0, -1.012]
+
+
+def mix_config(tmp_path: Path, signal: str | None = None) -> RunConfig:
+    """The scoring tests' config (no model is loaded), with learnability `signal`."""
+    data = scoring_config(tmp_path / "student", tmp_path / "run")
+    if signal is not None:
+        data["rewards"] = {**data["rewards"], "learnability": signal}
+    return parse_config(data)
+
+
+def close_pair_rewards(cfg: RunConfig) -> tuple[float, float]:
+    """The combined rewards of two answers of one prompt, equal in quality and CLOSE in
+    learnability (the other teachers did not answer)."""
+    learn = np.full((1, len(cfg.teachers)), np.nan)
+    qual = np.full_like(learn, np.nan)
+    learn[0, :2], qual[0, :2] = CLOSE, 1.0
+    reward, _ = combined_reward(cfg, learn, qual)
+    return reward[0, 0], reward[0, 1]
+
+
+def test_the_tie_margin_is_scaled_to_the_mixed_signals_units(tmp_path: Path) -> None:
+    paper = mix_config(tmp_path)
+    assert learnability_tie_margin(paper.rewards) == paper.rewards.tie_margin_learnability
+    high, low = close_pair_rewards(paper)
+    assert high > low  # a preference at the paper's signal, as before
+    rsr = mix_config(tmp_path, "rank_surprisal_ratio")
+    assert learnability_tie_margin(rsr.rewards) == pytest.approx(0.015)
+    high, low = close_pair_rewards(rsr)
+    assert high == low  # within the scaled margin: a tie
+    # tune mixes each setting at the setting's signal, not the run's
+    tuned = setting_config(paper, Setting(0.4, "rank_surprisal_ratio"))
+    high, low = close_pair_rewards(tuned)
+    assert high == low
+    assert close_pair_rewards(setting_config(rsr, Setting(0.4, "mean_logprob")))[0] > low
+
+
+def test_the_mix_key_holds_the_margin_it_applies(tmp_path: Path) -> None:
+    """The paper's signal keeps its key from before the margin was scaled (score is not
+    redone); another signal's key has its scaled margin (its rewards changed)."""
+
+    def unscaled_key(cfg: RunConfig) -> str:
+        rw = cfg.rewards
+        return fingerprint(
+            rw.alpha, rw.normalization, rw.tie_margin_quality, rw.tie_margin_learnability
+        )
+
+    paper, rsr = mix_config(tmp_path), mix_config(tmp_path, "rank_surprisal_ratio")
+    assert SECTIONS["rewards.mix"](paper) == unscaled_key(paper)
+    assert SECTIONS["rewards.mix"](rsr) != unscaled_key(rsr)

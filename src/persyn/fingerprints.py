@@ -9,6 +9,7 @@ from typing import Any
 from persyn.calibration_source import source_fingerprint
 from persyn.config import RunConfig, fingerprint
 from persyn.data import source_digest
+from persyn.rewards.learnability_signals import learnability_tie_margin
 from persyn.stages.common import quality_fingerprint, student_fingerprint, teacher_fingerprint
 
 # The part of the config behind each section name (the same parts the row caches key on:
@@ -30,7 +31,9 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.rewards.alpha,
         c.rewards.normalization,
         c.rewards.tie_margin_quality,
-        c.rewards.tie_margin_learnability,
+        # the margin the mix applies: the configured one for the default signal (its key
+        # from before signals scaled it), scaled for another
+        learnability_tie_margin(c.rewards),
         *kept_truncated(c),
     ),
     # What a pilot student's score depends on besides the rewards and the calibration.

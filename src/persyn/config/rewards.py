@@ -76,9 +76,9 @@ class RewardsConfig(Section):
     tie_margin_learnability: float = Field(
         0.01,
         ge=0,
-        description="Learnability scores of one prompt within this much (in the signal's "
-        "units: nats per token for `mean_logprob`) count as equal before normalising, so "
-        "noise is not a full preference.",
+        description="Learnability scores of one prompt within this much count as equal "
+        "before normalising, so noise is not a full preference. In mean_logprob units, nats "
+        "per token; each signal scales it to its own units (its `tie_margin_scale`).",
     )
     tie_margin_quality: float = Field(
         1e-9,

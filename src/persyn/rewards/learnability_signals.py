@@ -17,8 +17,10 @@ Built in:
   data better than the student's likelihood does.
 
 A signal declares the values it can take (`bounds`): a stored learnability row outside
-them cannot be one of its scores and is recomputed (`persyn.artifacts.rows`). Plug-ins join
-through the `persyn.learnability` entry points.
+them cannot be one of its scores and is recomputed (`persyn.artifacts.rows`). It also says
+how `rewards.tie_margin_learnability`, configured in `mean_logprob` units, maps onto its
+own (`tie_margin_scale`), so one margin means as much noise whichever signal is mixed
+(`learnability_tie_margin`). Plug-ins join through the `persyn.learnability` entry points.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from persyn.config import ConfigError, LearnabilitySignalConfig
+from persyn.config import ConfigError, LearnabilitySignalConfig, RewardsConfig
 from persyn.registry import Registry
 
 DEFAULT_SIGNAL = LearnabilitySignalConfig().name
@@ -52,6 +54,9 @@ class LearnabilitySignal(ABC):
     needs_ranks: ClassVar[bool] = False
     #: the values it can take, (low, high)
     bounds: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    #: its typical within-prompt spread over that of `mean_logprob`: the tie margin, given
+    #: in nats per token, times this is a margin in the signal's units
+    tie_margin_scale: ClassVar[float] = 1.0
 
     def __init__(self, cfg: LearnabilitySignalConfig) -> None:
         self.cfg = cfg
@@ -92,6 +97,10 @@ class RankSurprisalRatio(LearnabilitySignal):
     name = "rank_surprisal_ratio"
     needs_ranks = True
     bounds = (-math.inf, 0.0)
+    # measured by bench/bench_tie_margin.py: the median gap between two teachers' -RSR on
+    # one prompt over that of their mean_logprob, on the replication's answers (2.04 on
+    # arith, 1.14 on instruct; geometric mean 1.52)
+    tie_margin_scale = 1.5
     SURPRISAL_FLOOR = 1e-12  # as the paper's code: no division by zero
 
     def check(self) -> None:
@@ -134,3 +143,10 @@ def signal_bounds(name: str) -> tuple[float, float]:
         return LEARNABILITY_SIGNALS.load(name).bounds
     except ConfigError:
         return (-math.inf, math.inf)
+
+
+def learnability_tie_margin(rewards: RewardsConfig) -> float:
+    """`rewards.tie_margin_learnability` in the units of the signal `rewards` mixes (its
+    `tie_margin_scale`; the default signal's margin is the configured one)."""
+    scale = LEARNABILITY_SIGNALS.load(rewards.learnability.name).tie_margin_scale
+    return rewards.tie_margin_learnability * scale

@@ -18,6 +18,7 @@ from persyn.config_checks import check_quality_coverage
 from persyn.method import combine, oracle_choice
 from persyn.progress import bar, log, warn
 from persyn.redact import redact_text
+from persyn.rewards.learnability_signals import learnability_tie_margin
 from persyn.rewards.quality import quality_scorers
 from persyn.stages.common import (
     StageError,
@@ -325,21 +326,16 @@ def combined_reward(
     failed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(combined reward, oracle's teacher index per prompt) at `alpha` (default: the
-    config's), with the config's normalisation and raw tie margins; oracle ties go to the
-    higher learnability, then the teacher with the lower output price. The answers of
-    `failed` cells (a cut answer still has scores) are left out of the mix: no reward, and
-    never the oracle's."""
+    config's), with the config's normalisation and tie margins (learnability's in the units
+    of `cfg`'s signal: a tune setting's own); oracle ties go to the higher learnability,
+    then the teacher with the lower output price. The answers of `failed` cells (a cut
+    answer still has scores) are left out of the mix: no reward, and never the oracle's."""
     if failed is not None:
         learn, qual = np.where(failed, np.nan, learn), np.where(failed, np.nan, qual)
     rw = cfg.rewards
-    reward = combine(
-        qual,
-        learn,
-        rw.mix_alpha if alpha is None else alpha,
-        rw.normalization,
-        rw.tie_margin_quality,
-        rw.tie_margin_learnability,
-    )
+    margins = (rw.tie_margin_quality, learnability_tie_margin(rw))
+    mix_alpha = rw.mix_alpha if alpha is None else alpha
+    reward = combine(qual, learn, mix_alpha, rw.normalization, *margins)
     price = np.array([t.cost_per_1k_output_tokens for t in cfg.teachers], dtype=float)
     return reward, oracle_choice(reward, learn, price)
 
