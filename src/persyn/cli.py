@@ -19,7 +19,15 @@ from persyn.cli_common import (
     load_cli_config,
     user_errors,
 )
-from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
+from persyn.cli_help import (
+    USAGE,
+    MaxCostOpt,
+    PilotOpt,
+    StudentOpt,
+    UserOrder,
+    VerboseOpt,
+    VersionOpt,
+)
 from persyn.cli_store import store_app
 from persyn.cli_student import register_student_commands
 from persyn.config import ConfigError
@@ -47,14 +55,21 @@ def run(
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
     max_cost: MaxCostOpt = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage (each skipped when already done)."""
+    """Run every stage (each skipped when already done).
+
+    With `students:` in the config: every student's (or --student NAME's), then their
+    comparison."""
+    from persyn.report.students import print_students
+
     set_quiet(quiet)
     with user_errors():
         cfg = load_cli_config(config, set_, max_cost)
-        summary = run_pipeline(cfg, run_dir, replace)
-    print_summary(summary, run_dir or cfg.run_dir, console)
+        summary = run_pipeline(cfg, run_dir, replace, student)
+    show = print_students if cfg.students else print_summary
+    show(summary, run_dir or cfg.run_dir, console)
 
 
 @app.command()
