@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from persyn.config.base import (
     THINK_TAGS,
@@ -210,7 +216,9 @@ class RunConfig(Section):
                 return self.model_copy(update={"student": s.as_student(), "students": []})
         if not self.students:
             raise ConfigError(f"--student {name}: the config has one student (`student:`)")
-        raise ConfigError(f"--student {name}: unknown student; the config's are {self.student_names}")
+        raise ConfigError(
+            f"--student {name}: unknown student; the config's are {self.student_names}"
+        )
 
     def teacher(self, name: str) -> TeacherConfig:
         for t in self.teachers:

@@ -25,7 +25,7 @@ from persyn.report.html_parts import esc, html_table
 def compare_students(stores: dict[str, RunArtifacts]) -> dict[str, Any]:
     """Per student the share of routed prompts per teacher, and the pairwise agreement of
     their routers (rounded to 4 places), on the prompts every student routed."""
-    routed = {name: {r["prompt_id"]: r["teacher"] for r in s.routes()} for name, s in stores.items()}
+    routed = {n: {r["prompt_id"]: r["teacher"] for r in s.routes()} for n, s in stores.items()}
     teachers = next(iter(stores.values())).reward_teachers() if stores else []
     common = set.intersection(*(set(r) for r in routed.values())) if routed else set()
     shares = {
@@ -64,10 +64,10 @@ def students_summary(top: RunArtifacts) -> dict[str, Any]:
 def students_html(comparison: dict[str, Any], image: str, links: dict[str, str]) -> str:
     """The comparison's section of the top page: its plot (`image`, an <img> tag), the
     shares and agreement tables, and a link to each student's report."""
-    names = comparison["students"]
+    names, teachers = comparison["students"], comparison["teachers"]
     shares = html_table(
         ["teacher", *names],
-        [[t, *(f"{comparison['shares'][n][t]:.1%}" for n in names)] for t in comparison["teachers"]],
+        [[t, *(f"{comparison['shares'][n][t]:.1%}" for n in names)] for t in teachers],
     )
     agreement = html_table(
         ["", *names], [[a, *(f"{comparison['agreement'][a][b]:.1%}" for b in names)] for a in names]
