@@ -75,6 +75,23 @@ def test_calibration_is_shared_and_answered_once(students_run) -> None:
     assert (run_dir / "scores" / "quality.jsonl").exists()
     calibrated = json.loads((run_dir / "stages" / "calibrate.json").read_text())
     assert all(t["generated"] + t["from_store"] > 0 for t in calibrated["teachers"].values())
+    # the second student's `generate` asked only for the prompts its router sends to
+    # another teacher than the first's did
+    routes = [
+        {
+            r["prompt_id"]: r["teacher"]
+            for r in read_jsonl(run_dir / "students" / n / "routes.jsonl")
+        }
+        for n in ("small", "wide")
+    ]
+    asked = [
+        sum(t["generated"] + t["from_store"] for t in marker["teachers"].values())
+        for marker in (
+            json.loads((run_dir / "students" / n / "stages" / "generate.json").read_text())
+            for n in ("small", "wide")
+        )
+    ]
+    assert asked == [len(routes[0]), sum(routes[1][p] != routes[0][p] for p in routes[1])]
 
 
 def test_each_student_has_its_router_routes_and_dataset(students_run) -> None:
@@ -143,6 +160,21 @@ def test_report_compares_the_students(students_run) -> None:
     for name in ("small", "wide"):
         assert (run_dir / "students" / name / "report" / "report.html").exists()
         assert f"../students/{name}/report/report.html" in text
+
+
+def test_inspect_a_students_folder(students_run) -> None:
+    from rich.console import Console
+
+    from persyn.report.inspect import inspect_run, print_inspection
+
+    _, run_dir, _ = students_run
+    found = inspect_run(run_dir / "students" / "wide")
+    assert all(marker is not None for marker in found.stages.values())
+    rows = {a.name: a.rows for a in found.artifacts}
+    assert rows["prompts"] == 30 and rows["generations/tiny-llm"] > 0 and rows["routes"] > 0
+    console = Console(record=True, width=200)
+    print_inspection(found, console)
+    assert "../../generations/tiny-llm.jsonl" in console.export_text()
 
 
 def test_one_student_by_name(

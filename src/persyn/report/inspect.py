@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from persyn.artifacts import RowLogSpec, RunArtifacts
+from persyn.artifacts import RowLogSpec
+from persyn.artifacts.students import open_run_dir
 from persyn.pipeline import STAGES
 from persyn.store import DamagedMarker
 
@@ -77,7 +79,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    store = RunArtifacts(root)
+    store = open_run_dir(root)
     report = RunInspection(root, dict.fromkeys(STAGES), running_pid=store.lock_holder())
     for stage in STAGES:
         try:
@@ -115,8 +117,9 @@ def _stage_details(marker: dict[str, Any]) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    # artifact paths are resolved; RUN_DIR may be given relative
-    return str(path.relative_to(root.resolve()))
+    # artifact paths are resolved, RUN_DIR may be given relative; a student's folder of a
+    # run with several students reads the shared ones from the folder two levels up
+    return os.path.relpath(path, root.resolve())
 
 
 def print_inspection(report: RunInspection, console: Console) -> None:
