@@ -191,6 +191,10 @@ def test_one_student_by_name(
     assert "--student nobody: unknown student" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     assert not run_dir.exists()
+    # a one-stage command is for one student
+    unnamed = runner.invoke(app, ["route", str(config), "-q"])
+    assert unnamed.exit_code == 2 and "name one with --student" in unnamed.output
+    assert not run_dir.exists()
     result = runner.invoke(app, ["run", str(config), "--student", "wide", "-q"])
     assert result.exit_code == 0, result.output
     assert "routers side by side" in result.output
@@ -199,6 +203,8 @@ def test_one_student_by_name(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert list(summary["students"]) == ["wide"]
     assert summary["comparison"]["agreement"] == {"wide": {"wide": 1.0}}
+    routed = runner.invoke(app, ["route", str(config), "--student", "wide", "-q"])
+    assert routed.exit_code == 0 and "route: done" in routed.output
     # the same student's routes as in the two-student run: its router does not depend on
     # the other student
     _, both_dir, _ = students_run

@@ -15,15 +15,16 @@ from persyn.cli_common import (
     ReplaceOpt,
     RunDirOpt,
     SetOpt,
+    StudentOpt,
     console,
     load_cli_config,
+    open_run,
     user_errors,
 )
 from persyn.cli_help import (
     USAGE,
     MaxCostOpt,
     PilotOpt,
-    StudentOpt,
     UserOrder,
     VerboseOpt,
     VersionOpt,
@@ -179,12 +180,13 @@ def _stage_command(stage: str) -> None:
         set_: SetOpt = None,
         replace: ReplaceOpt = False,
         max_cost: MaxCostOpt = None,
+        student: StudentOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
             cfg = load_cli_config(config, set_, max_cost)
-            run_stage(Run.open(cfg, run_dir), stage, replace)
+            run_stage(open_run(cfg, run_dir, student), stage, replace)
         console.print(f"{stage}: done")
 
     command.__doc__ = f"Run the `{stage}` stage (and any earlier stage not yet done)."
@@ -211,6 +213,7 @@ def score_cmd(
     ] = None,
     replace: ReplaceOpt = False,
     max_cost: MaxCostOpt = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -219,7 +222,7 @@ def score_cmd(
     set_quiet(quiet)
     with user_errors():
         cfg = load_cli_config(config, set_, max_cost)
-        run_ = Run.open(cfg, run_dir)
+        run_ = open_run(cfg, run_dir, student)
         with working_in(run_, replace):
             run_stage(run_, "score")
             if alpha is not None:
@@ -281,6 +284,7 @@ def eval_router(
             "bradley-terry, best-fixed, random, knn, mf)."
         ),
     ] = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Routers side by side on held-out calibration prompts; writes router/eval.md."""
@@ -289,7 +293,7 @@ def eval_router(
     set_quiet(quiet)
     with user_errors(ValueError):
         cfg = load_cli_config(config, set_)
-        run_ = Run.open(cfg, run_dir)
+        run_ = open_run(cfg, run_dir, student)
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         with working_in(run_):  # it writes router/eval.*
             run_stage(run_, "score")

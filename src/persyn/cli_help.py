@@ -71,14 +71,6 @@ MaxCostOpt = Annotated[
         "judges could pass it; rerun with a higher cap to continue.",
     ),
 ]
-StudentOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--student",
-        help="With `students:` in the config: run this student only (the shared stages "
-        "too, if not done); the others' folders are left as they are.",
-    ),
-]
 PilotOpt = Annotated[
     int,
     typer.Option(
