@@ -234,3 +234,14 @@ def test_students_config(tiny_lm_dir: Path, tmp_path: Path) -> None:
         parse_config(both)
     with pytest.raises(ConfigError, match=r"students\.0\.name"):
         parse_config({**data, "students": [{**data["students"][0], "name": "a/b"}]})
+
+
+@pytest.mark.parametrize("command", ["train-student", "evaluate", "experiment"])
+def test_student_commands_refuse_several_students(
+    tiny_lm_dir: Path, tmp_path: Path, command: str
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(two_students(tiny_lm_dir, tiny_lm_dir, tmp_path / "run")))
+    result = CliRunner().invoke(app, [command, str(config), "-q"])
+    assert result.exit_code == 2
+    assert f"persyn {command}: not yet for a config with several students" in result.output

@@ -96,3 +96,13 @@ def open_run(cfg: RunConfig, run_dir: str | None, student: str | None) -> Run:
             "name one with --student"
         )
     return run if student is None else run.for_student(student)
+
+
+def one_student(cfg: RunConfig, command: str) -> RunConfig:
+    """`cfg`, which must have one student: `command` does not take `students:` yet."""
+    if cfg.students:
+        raise ConfigError(
+            f"persyn {command}: not yet for a config with several students (`students:`); "
+            "use a config with one (`student:`)"
+        )
+    return cfg
