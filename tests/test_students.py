@@ -157,6 +157,7 @@ def test_report_compares_the_students(students_run) -> None:
     page = build_report(run_dir)
     text = page.read_text()
     assert "Students side by side" in text and "Agreement between routers" in text
+    assert (page.parent / "students.png").exists()
     for name in ("small", "wide"):
         assert (run_dir / "students" / name / "report" / "report.html").exists()
         assert f"../students/{name}/report/report.html" in text

@@ -330,12 +330,14 @@ alpha {esc(cfg.rewards.alpha)}, {esc(cfg.rewards.normalization)} normalisation; 
 """
 
 
-def render_students(top: RunArtifacts, comparison: dict[str, Any], links: dict[str, str]) -> str:
-    """The top page of a run with several students: their comparison, and links to each
-    student's report."""
+def render_students(
+    top: RunArtifacts, comparison: dict[str, Any], png: bytes, links: dict[str, str]
+) -> str:
+    """The top page of a run with several students: their comparison (`png`: its plot),
+    and links to each student's report."""
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = top.config().name
-    image = _embedded(plot_students(comparison), "Students side by side")
+    image = _embedded(png, "Students side by side")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>persyn report: {esc(name)}</title>
@@ -360,8 +362,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     files = ReportFiles(out)
     if pages:
         links = {name: os.path.relpath(page, out) for name, page in pages.items()}
-        page = render_students(top, top.summary()["comparison"], links)
-        atomic_write_text(files.page, page)
+        comparison = top.summary()["comparison"]
+        png = plot_students(comparison)
+        files.plot("students").write_bytes(png)
+        atomic_write_text(files.page, render_students(top, comparison, png, links))
         return files.page
     art = load_artifacts(Path(run_dir))
     images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}

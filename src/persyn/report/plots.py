@@ -291,14 +291,16 @@ def plot_students(comparison: dict[str, Any]) -> bytes:
         bars.bar(xs, shares, width, label=t, color=colors[t])
     bars.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
     bars.set_ylabel("share of routed prompts")
-    bars.legend(fontsize="small")
+    # above the bars, which may reach the top
+    bars.legend(fontsize="small", ncols=2, loc="lower left", bbox_to_anchor=(0, 1))
     matrix = [[comparison["agreement"][a][b] for b in names] for a in names]
     image = heat.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     heat.set_xticks(range(len(names)), names)
     heat.set_yticks(range(len(names)), names)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            heat.text(j, i, f"{value:.0%}", ha="center", va="center", color="white")
+            color = "black" if value > 0.6 else "white"  # readable on viridis' yellow end
+            heat.text(j, i, f"{value:.0%}", ha="center", va="center", color=color)
     heat.set_title("same teacher chosen")
     fig.colorbar(image, ax=heat)
     return _png(fig)
