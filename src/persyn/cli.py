@@ -21,14 +21,7 @@ from persyn.cli_common import (
     open_run,
     user_errors,
 )
-from persyn.cli_help import (
-    USAGE,
-    MaxCostOpt,
-    PilotOpt,
-    UserOrder,
-    VerboseOpt,
-    VersionOpt,
-)
+from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
 from persyn.cli_store import store_app
 from persyn.cli_student import register_student_commands
 from persyn.config import ConfigError

@@ -192,7 +192,7 @@ def run_pipeline(
     validate(cfg)
     run = Run.open(cfg, run_dir)
     with working_in(run, replace):
-        # Where the run is, `--run-dir` included (the demo's config names a folder by it).
+        # Where the run is, `--run-dir` included (the demo's packaged config names its own).
         run.store.write_config(cfg.model_copy(update={"run_dir": str(run.store.root)}))
         if cfg.students or student is not None:
             return run_students(run, student, replace, lambda one: run_stage(one, "export"))
