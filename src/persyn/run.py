@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from persyn.artifacts import RunArtifacts
-from persyn.artifacts.students import StudentArtifacts
+from persyn.artifacts import RunArtifacts, StudentArtifacts
 from persyn.config import ConfigError, RunConfig, fingerprint
 from persyn.config_checks import check_config
 from persyn.data import source_digest

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RewardTable
-from persyn.artifacts.students import open_run_dir
+from persyn.artifacts import RewardTable, open_run_dir
 from persyn.config import RunConfig
 from persyn.stages.tune import tuned_config
 

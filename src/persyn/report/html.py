@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import ReportFiles, RunArtifacts
-from persyn.artifacts.students import student_folders
+from persyn.artifacts import ReportFiles, RunArtifacts, student_folders
 from persyn.report.card import reward_statistics
 from persyn.report.coverage_html import novelty_html
 from persyn.report.data import ReportData, load_artifacts

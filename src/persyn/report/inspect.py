@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from persyn.artifacts import RowLogSpec
-from persyn.artifacts.students import open_run_dir
+from persyn.artifacts import RowLogSpec, open_run_dir
 from persyn.pipeline import STAGES
 from persyn.store import DamagedMarker
 

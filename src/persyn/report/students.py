@@ -16,8 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from persyn.artifacts import RunArtifacts
-from persyn.artifacts.students import StudentArtifacts, student_folders
+from persyn.artifacts import RunArtifacts, StudentArtifacts, student_folders
 from persyn.report.headline import print_summary
 from persyn.report.html_parts import esc, html_table
 
