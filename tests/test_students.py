@@ -176,6 +176,13 @@ def test_inspect_a_students_folder(students_run) -> None:
     console = Console(record=True, width=200)
     print_inspection(found, console)
     assert "../../generations/tiny-llm.jsonl" in console.export_text()
+    # the top folder: the shared stages, and how far each student is
+    top = inspect_run(run_dir)
+    assert top.students == {run_dir / "students" / n: [] for n in ("small", "wide")}
+    console = Console(record=True, width=200)
+    print_inspection(top, console)
+    text = console.export_text()
+    assert "student wide" in text and text.rstrip().endswith("all stages done")
 
 
 def test_one_student_by_name(

@@ -61,10 +61,16 @@ from persyn.artifacts.rows import (
     dataset_row,
 )
 from persyn.artifacts.run import RunArtifacts
-from persyn.artifacts.students import StudentArtifacts, open_run_dir, student_folders
+from persyn.artifacts.students import (
+    SHARED_STAGES,
+    StudentArtifacts,
+    open_run_dir,
+    student_folders,
+)
 
 __all__ = [
     "SCORE_SIGNALS",
+    "SHARED_STAGES",
     "ActiveFiles",
     "ExperimentFiles",
     "NoveltyReference",

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from persyn.artifacts.run import RunArtifacts
 
+#: the stages that run once for all students, in the top folder
+SHARED_STAGES = ("prepare", "calibrate")
 # What a student's folder reads from the top folder: (first part of the path, file or None
 # for the whole folder).
 _SHARED = {
@@ -33,8 +35,7 @@ _SHARED = {
     ("generations", None),
     ("batches", None),
     ("scores", "quality.jsonl"),
-    ("stages", "prepare.json"),
-    ("stages", "calibrate.json"),
+    *(("stages", f"{stage}.json") for stage in SHARED_STAGES),
 }
 
 
@@ -63,13 +64,16 @@ class StudentArtifacts(RunArtifacts):
         return self.top.lock_holder()
 
 
-def student_folders(top: RunArtifacts) -> Iterator[tuple[str, StudentArtifacts]]:
-    """(name, folder) of each student a run with several students has finished, by name."""
+def student_folders(
+    top: RunArtifacts, finished: bool = True
+) -> Iterator[tuple[str, StudentArtifacts]]:
+    """(name, folder) of each student of a run with several students, by name: those it
+    has finished, or all it has begun (`finished=False`)."""
     folder = top.path("students")
     names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     for name in names:
         store = StudentArtifacts(top, name)
-        if store.marker("export") is not None:
+        if not finished or store.marker("export") is not None:
             yield name, store
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from persyn.artifacts import RowLogSpec, open_run_dir
+from persyn.artifacts import SHARED_STAGES, RowLogSpec, open_run_dir, student_folders
 from persyn.pipeline import STAGES
 from persyn.store import DamagedMarker
 
@@ -42,6 +42,8 @@ class RunInspection:
     artifacts: list[Artifact] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # stage -> why its marker is unreadable
     running_pid: int | None = None  # the persyn process working on the run now, if any
+    # a run with several students: per student begun, its folder and its stages not done
+    students: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def done(self) -> list[str]:
@@ -87,6 +89,8 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
             report.damaged[stage] = str(err)
     report.artifacts += [_row_log(spec) for spec in store.row_logs()]
     report.artifacts += [Artifact(name, path, path.exists()) for name, path in store.folders()]
+    for _name, folder in student_folders(store, finished=False):
+        report.students[folder.root] = [s for s in STAGES if folder.marker(s) is None]
     return report
 
 
@@ -155,6 +159,11 @@ def print_inspection(report: RunInspection, console: Console) -> None:
             artifacts.add_row(a.name, str(a.rows), errors, _relative(a.path, report.run_dir))
     console.print(artifacts)
     todo = [s for s in STAGES if s not in report.done]
+    for folder, left in report.students.items():
+        done = f"not done: {', '.join(left)}" if left else "all stages done"
+        console.print(f"student {folder.name} ({folder}): {done}")
+    if report.students:  # the other stages are the students' own
+        todo = [s for s in todo if s in SHARED_STAGES]
     if report.running_pid is not None:
         # Rows are still being written: the counts above are a snapshot, not a failure.
         console.print(
