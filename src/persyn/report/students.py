@@ -27,18 +27,17 @@ def compare_students(stores: dict[str, RunArtifacts]) -> dict[str, Any]:
     routed = {n: {r["prompt_id"]: r["teacher"] for r in s.routes()} for n, s in stores.items()}
     teachers = next(iter(stores.values())).reward_teachers() if stores else []
     common = set.intersection(*(set(r) for r in routed.values())) if routed else set()
+
+    def share(hits: int, empty: float) -> float:
+        # no prompt routed by all: no teacher's share, and nothing two routers disagree on
+        return round(hits / len(common), 4) if common else empty
+
     shares = {
-        name: {
-            t: round(sum(routes[p] == t for p in common) / len(common), 4) if common else 0.0
-            for t in teachers
-        }
+        name: {t: share(sum(routes[p] == t for p in common), 0.0) for t in teachers}
         for name, routes in routed.items()
     }
     agreement = {
-        a: {
-            b: round(sum(ra[p] == rb[p] for p in common) / len(common), 4) if common else 1.0
-            for b, rb in routed.items()
-        }
+        a: {b: share(sum(ra[p] == rb[p] for p in common), 1.0) for b, rb in routed.items()}
         for a, ra in routed.items()
     }
     return {
