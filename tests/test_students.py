@@ -4,6 +4,7 @@ answers, per student its scores, router, routes and dataset, and their routers c
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ def generation_keys(run_dir: Path) -> dict[str, Counter[tuple[str, str]]]:
         p.stem: Counter((r["prompt_id"], r["fp"]) for r in read_jsonl(p))
         for p in sorted((run_dir / "generations").glob("*.jsonl"))
     }
+
+
+def routed(run_dir: Path, student: str) -> dict[str, str]:
+    """The teacher a student's router sent each routed prompt to."""
+    rows = read_jsonl(run_dir / "students" / student / "routes.jsonl")
+    return {r["prompt_id"]: r["teacher"] for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +84,7 @@ def test_calibration_is_shared_and_answered_once(students_run) -> None:
     assert all(t["generated"] + t["from_store"] > 0 for t in calibrated["teachers"].values())
     # the second student's `generate` asked only for the prompts its router sends to
     # another teacher than the first's did
-    routes = [
-        {
-            r["prompt_id"]: r["teacher"]
-            for r in read_jsonl(run_dir / "students" / n / "routes.jsonl")
-        }
-        for n in ("small", "wide")
-    ]
+    routes = [routed(run_dir, n) for n in ("small", "wide")]
     asked = [
         sum(t["generated"] + t["from_store"] for t in marker["teachers"].values())
         for marker in (
@@ -121,18 +122,14 @@ def test_comparison_in_the_top_summary(students_run) -> None:
     comparison = summary["comparison"]
     names = comparison["students"]
     assert names == ["small", "wide"]
-    routed = len(read_jsonl(run_dir / "students" / "small" / "routes.jsonl"))
-    assert comparison["routed_prompts"] == routed
+    small, wide = (routed(run_dir, n) for n in names)
+    assert comparison["routed_prompts"] == len(small) == len(wide)
     agreement = comparison["agreement"]
     for a in names:
         assert agreement[a][a] == 1.0
         assert sum(comparison["shares"][a].values()) == pytest.approx(1.0, abs=1e-3)
         for b in names:
             assert agreement[a][b] == agreement[b][a] and 0 <= agreement[a][b] <= 1
-    small, wide = (
-        {r["prompt_id"]: r["teacher"] for r in read_jsonl(routes)}
-        for routes in (run_dir / "students" / n / "routes.jsonl" for n in names)
-    )
     same = sum(small[p] == wide[p] for p in small) / len(small)
     assert agreement["small"]["wide"] == pytest.approx(same, abs=1e-4)
 
@@ -148,6 +145,31 @@ def test_rerun_does_nothing(students_run) -> None:
     assert run_pipeline(parse_config(data)) == summary
     assert generation_keys(run_dir) == before
     assert {p: json.loads(p.read_text())["finished_at"] for p in markers} == markers
+
+
+def test_a_student_added_later_asks_only_for_its_new_routes(students_run, tmp_path: Path) -> None:
+    data, run_dir, _ = students_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    stamps = {p: json.loads(p.read_text())["finished_at"] for p in copy.rglob("stages/*.json")}
+    before = generation_keys(copy)
+    third = {**data["students"][0], "name": "third", "max_length": 200}
+    added = {**data, "run_dir": str(copy), "students": [*data["students"], third]}
+    summary = run_pipeline(parse_config(added))
+    assert summary["comparison"]["students"] == ["small", "third", "wide"]
+    # the first two students and the shared stages are left as they were
+    kept = {p: t for p, t in stamps.items() if p.stem != "export" or "students" in p.parts}
+    assert {p: json.loads(p.read_text())["finished_at"] for p in kept} == kept
+    after = generation_keys(copy)
+    new = {t: set(after[t]) - set(before[t]) for t in after}
+    routes = {n: routed(copy, n) for n in ("small", "wide", "third")}
+    # no calibration answer, and only routes neither earlier student's router chose
+    fresh = {
+        (t, p)
+        for p, t in routes["third"].items()
+        if t not in (routes["small"][p], routes["wide"][p])
+    }
+    assert {(t, p) for t, keys in new.items() for p, _fp in keys} == fresh
 
 
 def test_report_compares_the_students(students_run) -> None:
