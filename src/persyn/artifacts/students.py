@@ -78,9 +78,10 @@ def student_folders(
 
 
 def open_run_dir(run_dir: str | Path) -> RunArtifacts:
-    """The artifacts of `run_dir`: a run's, or a student's folder of a run with several."""
-    root = Path(run_dir)
-    top = RunArtifacts(root.parent.parent)
-    if root.parent.name == "students" and top.prompts_path().exists():
-        return StudentArtifacts(top, root.name)
-    return RunArtifacts(root)
+    """The artifacts of `run_dir`: a run's, or a student's folder of a run with several
+    (in a `students` folder, without prompts of its own: they are in the top folder)."""
+    root, top = RunArtifacts(run_dir), RunArtifacts(Path(run_dir).parent.parent)
+    in_students = root.root.parent.name == "students" and top.prompts_path().exists()
+    if in_students and not root.prompts_path().exists():
+        return StudentArtifacts(top, root.root.name)
+    return root
