@@ -15,8 +15,10 @@ from persyn.cli_common import (
     ReplaceOpt,
     RunDirOpt,
     SetOpt,
+    StudentOpt,
     console,
     load_cli_config,
+    open_run,
     user_errors,
 )
 from persyn.cli_help import USAGE, MaxCostOpt, PilotOpt, UserOrder, VerboseOpt, VersionOpt
@@ -47,14 +49,21 @@ def run(
     set_: SetOpt = None,
     replace: ReplaceOpt = False,
     max_cost: MaxCostOpt = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage (each skipped when already done)."""
+    """Run every stage (each skipped when already done).
+
+    With `students:` in the config: every student's (or --student NAME's), then their
+    comparison."""
+    from persyn.report.students import print_students
+
     set_quiet(quiet)
     with user_errors():
         cfg = load_cli_config(config, set_, max_cost)
-        summary = run_pipeline(cfg, run_dir, replace)
-    print_summary(summary, run_dir or cfg.run_dir, console)
+        summary = run_pipeline(cfg, run_dir, replace, student)
+    show = print_students if cfg.students else print_summary
+    show(summary, run_dir or cfg.run_dir, console)
 
 
 @app.command()
@@ -164,12 +173,13 @@ def _stage_command(stage: str) -> None:
         set_: SetOpt = None,
         replace: ReplaceOpt = False,
         max_cost: MaxCostOpt = None,
+        student: StudentOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
         set_quiet(quiet)
         with user_errors():
             cfg = load_cli_config(config, set_, max_cost)
-            run_stage(Run.open(cfg, run_dir), stage, replace)
+            run_stage(open_run(cfg, run_dir, student), stage, replace)
         console.print(f"{stage}: done")
 
     command.__doc__ = f"Run the `{stage}` stage (and any earlier stage not yet done)."
@@ -196,6 +206,7 @@ def score_cmd(
     ] = None,
     replace: ReplaceOpt = False,
     max_cost: MaxCostOpt = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the `score` stage (and any earlier stage not yet done); --alpha sweeps the mix."""
@@ -204,7 +215,7 @@ def score_cmd(
     set_quiet(quiet)
     with user_errors():
         cfg = load_cli_config(config, set_, max_cost)
-        run_ = Run.open(cfg, run_dir)
+        run_ = open_run(cfg, run_dir, student)
         with working_in(run_, replace):
             run_stage(run_, "score")
             if alpha is not None:
@@ -266,6 +277,7 @@ def eval_router(
             "bradley-terry, best-fixed, random, knn, mf)."
         ),
     ] = None,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Routers side by side on held-out calibration prompts; writes router/eval.md."""
@@ -274,7 +286,7 @@ def eval_router(
     set_quiet(quiet)
     with user_errors(ValueError):
         cfg = load_cli_config(config, set_)
-        run_ = Run.open(cfg, run_dir)
+        run_ = open_run(cfg, run_dir, student)
         kinds = [k.strip() for k in routers.split(",")] if routers else None
         with working_in(run_):  # it writes router/eval.*
             run_stage(run_, "score")

@@ -15,7 +15,7 @@ from rich.markup import escape
 from persyn.answer_store import AnswerStoreError
 from persyn.config import ConfigError, RunConfig, load_config
 from persyn.data import DataError
-from persyn.pipeline import StageError, validate
+from persyn.pipeline import Run, StageError, validate
 from persyn.redact import redact_text
 from persyn.store import RunDirBusy
 
@@ -29,6 +29,14 @@ SetOpt = Annotated[
 ]
 ReplaceOpt = Annotated[
     bool, typer.Option("--replace", help="Reuse a run directory another config made.")
+]
+StudentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--student",
+        help="With `students:` in the config: this student only (and the shared stages, "
+        "if not done); the other students' folders are left as they are.",
+    ),
 ]
 QuietOpt = Annotated[
     bool,
@@ -76,3 +84,25 @@ def fail(err: Exception) -> None:
     line = " ".join(redact_text(str(err)).split())
     console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def open_run(cfg: RunConfig, run_dir: str | None, student: str | None) -> Run:
+    """The run a one-stage command works on: the config's, or with `students:` the student
+    --student names (its folder; the shared stages stay at the top)."""
+    run = Run.open(cfg, run_dir)
+    if student is None and cfg.students:
+        raise ConfigError(
+            f"the config has several students ({', '.join(cfg.student_names)}); "
+            "name one with --student"
+        )
+    return run if student is None else run.for_student(student)
+
+
+def one_student(cfg: RunConfig, command: str) -> RunConfig:
+    """`cfg`, which must have one student: `command` does not take `students:` yet."""
+    if cfg.students:
+        raise ConfigError(
+            f"persyn {command}: not yet for a config with several students (`students:`); "
+            "use a config with one (`student:`)"
+        )
+    return cfg

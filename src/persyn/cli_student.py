@@ -16,11 +16,14 @@ from persyn.cli_common import (
     ReplaceOpt,
     RunDirOpt,
     SetOpt,
+    StudentOpt,
     console,
     load_cli_config,
+    one_student,
+    open_run,
     user_errors,
 )
-from persyn.pipeline import Run, run_stage, working_in
+from persyn.pipeline import run_stage, working_in
 from persyn.progress import set_quiet
 
 
@@ -38,6 +41,7 @@ def tune_cmd(
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost; stop.")] = False,
     replace: ReplaceOpt = False,
+    student: StudentOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Choose the reward setting (alpha, learnability signal) with pilot students trained on
@@ -47,8 +51,8 @@ def tune_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = load_cli_config(config, set_)
-        run_ = Run.open(cfg, run_dir)
+        run_ = open_run(load_cli_config(config, set_), run_dir, student)
+        cfg = run_.cfg
         console.print("\n".join(tune_plan(run_)), markup=False, highlight=False)
         if dry_run:
             return
@@ -78,7 +82,7 @@ def train_student_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = load_cli_config(config, set_)
+        cfg = one_student(load_cli_config(config, set_), "train-student")
         final = train_student(cfg, dataset, output_dir)
     console.print(f"student checkpoint: {final}")
 
@@ -100,7 +104,7 @@ def evaluate_cmd(
 
     set_quiet(quiet)
     with user_errors():
-        cfg = load_cli_config(config, set_)
+        cfg = one_student(load_cli_config(config, set_), "evaluate")
         path = Path(model or StudentFiles(RunArtifacts(cfg.run_dir).student_dir()).final)
         out = output_dir or StudentEvalFiles.beside(path)
         metrics = evaluate_checkpoint(cfg, path, out, make_executor(cfg))
@@ -114,7 +118,7 @@ def experiment_cmd(config: ConfigArg, set_: SetOpt = None, quiet: QuietOpt = Fal
 
     set_quiet(quiet)
     with user_errors():
-        cfg = load_cli_config(config, set_)
+        cfg = one_student(load_cli_config(config, set_), "experiment")
         results = run_experiment(cfg)
     console.print(results_markdown(results), markup=False, highlight=False)
     console.print(f"written to {output_dir(cfg)}")

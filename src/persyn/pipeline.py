@@ -37,6 +37,7 @@ from persyn.stages.score import score
 from persyn.stages.train_router import train_router
 from persyn.stages.tune import TUNE_SECTIONS, tune, with_tuned_rewards
 from persyn.store import DamagedMarker
+from persyn.students import run_students
 
 __all__ = ["STAGES", "Run", "StageError", "run_pipeline", "run_stage", "validate", "working_in"]
 
@@ -185,14 +186,15 @@ def _needs_run(run: Run, stage: Stage, fp: str, inputs: dict[str, str | None]) -
 
 
 def run_pipeline(
-    cfg: RunConfig, run_dir: str | None = None, replace: bool = False
+    cfg: RunConfig, run_dir: str | None = None, replace: bool = False, student: str | None = None
 ) -> dict[str, Any]:
-    """Every stage; returns the run summary. `replace`: see `working_in`."""
+    """Every stage; returns the summary. `replace`: see `working_in`; `student`: `run_students`."""
     validate(cfg)
     run = Run.open(cfg, run_dir)
     with working_in(run, replace):
-        # Where the run is, `--run-dir` included (the demo's packaged config names a
-        # folder beside itself).
+        # Where the run is, `--run-dir` included (the demo's packaged config names its own).
         run.store.write_config(cfg.model_copy(update={"run_dir": str(run.store.root)}))
+        if cfg.students or student is not None:
+            return run_students(run, student, replace, lambda one: run_stage(one, "export"))
         run_stage(run, "export")
         return run.store.summary()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import RunArtifacts, StudentArtifacts
 from persyn.config import ConfigError, RunConfig, fingerprint
 from persyn.config_checks import check_config
 from persyn.data import source_digest
@@ -33,6 +33,10 @@ class Run:
     @classmethod
     def open(cls, cfg: RunConfig, run_dir: str | None = None) -> Run:
         return cls(cfg, RunArtifacts(run_dir or cfg.run_dir), make_executor(cfg))
+
+    def for_student(self, name: str) -> Run:
+        """Student `name` of `students:`: its one-student config, in its folder."""
+        return Run(self.cfg.for_student(name), StudentArtifacts(self.store, name), self.executor)
 
     @property
     def prompts(self) -> list[Prompt]:
@@ -80,12 +84,12 @@ def run_owner(cfg: RunConfig) -> dict[str, Any]:
     """What makes a run directory a config's: its prompts, by where they come from (a file,
     a hub id, a generated set and its seed) and by the file's content, either of which may
     change (a moved file, an edited one) in the same run; and the student (one router and
-    dataset per student)."""
+    dataset per student; with `students:`, each student's folder has its own record)."""
     prompts = cfg.prompts
     return {
         "prompts": prompts.source or f"{prompts.builtin} (seed {prompts.seed})",
         "prompts_digest": source_digest(prompts),
-        "student": cfg.student.model,
+        "student": "several (students:)" if cfg.students else cfg.student.model,
     }
 
 
@@ -129,6 +133,8 @@ def validate(cfg: RunConfig) -> None:
     remember_secrets(cfg.model_dump(mode="json"))
     check_config(cfg)
     check_model_exists(cfg.student, "student")
+    for i, s in enumerate(cfg.students):
+        check_model_exists(s, f"students[{i}]")
     for i, t in enumerate(cfg.teachers):
         # Constructing a teacher loads nothing; it checks the backend's options (and keys).
         backend = backend_class(t.backend)

@@ -232,6 +232,10 @@ class RunStore:
             raise ValueError(f"artifact path {'/'.join(parts)!r} escapes the run directory")
         return p
 
+    def name(self, path: Path) -> str:
+        """`path` (one of `path`'s) as `path` takes it back, and as messages name it."""
+        return str(path.relative_to(self.root.resolve()))
+
     def read_marker(self, stage: str) -> dict[str, Any] | None:
         """The stage's completion marker; None when absent. Raises `DamagedMarker` (one
         line naming the file) when it cannot be read: the stage is then redone."""

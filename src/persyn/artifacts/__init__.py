@@ -36,6 +36,8 @@ in `folders`. Layout (relative to the run directory):
     experiment/                    `persyn experiment` (`ExperimentFiles`)
     tune/                          `persyn tune`, the `tune` stage (`TuneFiles`): pilot
                                    datasets, students, evaluations, table, plot, choice
+    students/<name>/               with `students:` in the config, each student's artifacts
+                                   (`StudentArtifacts`, `students`: what stays at the top)
     .lock                          the lock of the process working here (`RunStore.lock`)
 """
 
@@ -59,9 +61,16 @@ from persyn.artifacts.rows import (
     dataset_row,
 )
 from persyn.artifacts.run import RunArtifacts
+from persyn.artifacts.students import (
+    SHARED_STAGES,
+    StudentArtifacts,
+    open_run_dir,
+    student_folders,
+)
 
 __all__ = [
     "SCORE_SIGNALS",
+    "SHARED_STAGES",
     "ActiveFiles",
     "ExperimentFiles",
     "NoveltyReference",
@@ -72,9 +81,12 @@ __all__ = [
     "RowLogSpec",
     "RunArtifacts",
     "Split",
+    "StudentArtifacts",
     "StudentEvalFiles",
     "StudentFiles",
     "TuneFiles",
     "dataset_features",
     "dataset_row",
+    "open_run_dir",
+    "student_folders",
 ]

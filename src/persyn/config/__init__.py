@@ -11,13 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from persyn.config.base import (
     THINK_TAGS,
     ConfigError,
     GenerationParams,
     ModelRef,
+    NamedStudentConfig,
     Section,
     SectionT,
     StudentConfig,
@@ -54,6 +61,7 @@ __all__ = [
     "LMRouterConfig",
     "LearnabilitySignalConfig",
     "ModelRef",
+    "NamedStudentConfig",
     "PromptsConfig",
     "QualitySignal",
     "RewardsConfig",
@@ -78,6 +86,13 @@ class RunConfig(Section):
     name: str = Field("persyn-run", description="Run name (for the dataset card).")
     run_dir: str = Field("runs/persyn-run", description="Where every artifact is written.")
     student: StudentConfig
+    students: list[NamedStudentConfig] = Field(
+        default_factory=list,
+        description="Several students in one run, instead of `student`: one calibration "
+        "and one set of calibration answers, then per student its scores, router, routes "
+        "and dataset in `students/<name>/`, and the report compares their routers. Each "
+        "entry is a `student` section with a `name`.",
+    )
     teachers: list[TeacherConfig] = Field(min_length=2)
     prompts: PromptsConfig
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
@@ -115,6 +130,36 @@ class RunConfig(Section):
         "model, HF teachers, student training): `auto` is `cuda` when a GPU is visible, else "
         "`cpu`; `cpu`, `cuda` or `cuda:N` force it. vLLM engines place themselves.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _student_of_students(cls, data: Any) -> Any:
+        """With `students:` only, `student` is the first of them: what every one-student
+        reader of the config (the shared stages, `persyn validate`) sees."""
+        if isinstance(data, dict) and data.get("students") and "student" not in data:
+            first = data["students"][0]
+            if isinstance(first, dict):
+                data = {**data, "student": {k: v for k, v in first.items() if k != "name"}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_students(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A one-student config dumps as it always did: its fingerprints, saved config and
+        # dataset card do not change.
+        data = handler(self)
+        if not self.students:
+            data.pop("students", None)
+        return data
+
+    @model_validator(mode="after")
+    def _unique_students(self) -> RunConfig:
+        names = [s.name for s in self.students]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"students: student name {name!r} is used twice")
+        if self.students and self.student != self.students[0].as_student():
+            raise ValueError("set `student` (one student) or `students` (several), not both")
+        return self
 
     @model_validator(mode="after")
     def _unique_teachers(self) -> RunConfig:
@@ -159,6 +204,21 @@ class RunConfig(Section):
     @property
     def teacher_names(self) -> list[str]:
         return [t.name for t in self.teachers]
+
+    @property
+    def student_names(self) -> list[str]:
+        return [s.name for s in self.students]
+
+    def for_student(self, name: str) -> RunConfig:
+        """The one-student config of student `name` of `students:`."""
+        for s in self.students:
+            if s.name == name:
+                return self.model_copy(update={"student": s.as_student(), "students": []})
+        if not self.students:
+            raise ConfigError(f"--student {name}: the config has one student (`student:`)")
+        raise ConfigError(
+            f"--student {name}: unknown student; the config's are {self.student_names}"
+        )
 
     def teacher(self, name: str) -> TeacherConfig:
         for t in self.teachers:

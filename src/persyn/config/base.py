@@ -56,6 +56,19 @@ class StudentConfig(ModelRef):
     )
 
 
+class NamedStudentConfig(StudentConfig):
+    """One of several students of a run (`students:`): its scores, router, routes and
+    dataset live in their own folder of the run directory."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The student's name: its folder `students/<name>/` and `--student NAME`.",
+    )
+
+    def as_student(self) -> StudentConfig:
+        return StudentConfig(**self.model_dump(exclude={"name"}))
+
+
 #: reasoning models' (DeepSeek-R1, QwQ, Qwen3) tags around their thinking
 THINK_TAGS = ("<think>", "</think>")
 

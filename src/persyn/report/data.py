@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import RewardTable, RunArtifacts
+from persyn.artifacts import RewardTable, open_run_dir
 from persyn.config import RunConfig
 from persyn.stages.tune import tuned_config
 
@@ -36,7 +36,7 @@ class ReportData:
 
 
 def load_artifacts(run_dir: Path) -> ReportData:
-    store = RunArtifacts(run_dir)
+    store = open_run_dir(run_dir)
     if store.marker("export") is None:
         raise ReportError(
             f"{run_dir}: not a finished run; finish the run first (persyn run CONFIG)"

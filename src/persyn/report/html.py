@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from persyn.artifacts import ReportFiles, RunArtifacts
+from persyn.artifacts import ReportFiles, RunArtifacts, student_folders
 from persyn.report.card import reward_statistics
 from persyn.report.coverage_html import novelty_html
 from persyn.report.data import ReportData, load_artifacts
 from persyn.report.headline import router_verdict
 from persyn.report.html_parts import esc, excerpt, fmt_num, html_table
 from persyn.report.kinds import kind_figures
-from persyn.report.plots import PLOTS, cost_comparison
+from persyn.report.plots import PLOTS, cost_comparison, plot_students
 from persyn.report.spend import HEADERS as SPEND_HEADERS
 from persyn.report.spend import spend_line, spend_table
+from persyn.report.students import students_html
 from persyn.report.truncation import HEADERS, truncation_table
 from persyn.store import atomic_write_text
 
@@ -191,10 +193,14 @@ def kinds_html(art: ReportData) -> str:
     return "".join(parts)
 
 
+def _embedded(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+
+
 def _sections(art: ReportData, images: dict[str, bytes]) -> str:
     def img(key: str) -> str:
-        data = base64.b64encode(images[key]).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{esc(PLOTS[key][0])}">'
+        return _embedded(images[key], PLOTS[key][0])
 
     stats = reward_statistics(art.rewards)
     reward_table = html_table(
@@ -323,13 +329,45 @@ alpha {esc(cfg.rewards.alpha)}, {esc(cfg.rewards.normalization)} normalisation; 
 """
 
 
+def render_students(
+    top: RunArtifacts, comparison: dict[str, Any], png: bytes, links: dict[str, str]
+) -> str:
+    """The top page of a run with several students: their comparison (`png`: its plot),
+    and links to each student's report."""
+    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    name = top.config().name
+    image = _embedded(png, "Students side by side")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>persyn report: {esc(name)}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>persyn report: {esc(name)}</h1>
+<p class="muted">run directory {esc(top.root)}; students {esc(", ".join(links))}; written
+{esc(created)}</p>
+{students_html(comparison, image, links)}
+</body></html>
+"""
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write `report.html` and one PNG per plot into `out_dir` (default RUN_DIR/report)."""
-    art = load_artifacts(Path(run_dir))
-    out = Path(out_dir) if out_dir is not None else RunArtifacts(art.run_dir).report_dir()
+    """Write `report.html` and one PNG per plot into `out_dir` (default RUN_DIR/report).
+    A run with several students: each student's report in its folder, and a top page
+    comparing them."""
+    top = RunArtifacts(run_dir)
+    pages = {name: build_report(store.root) for name, store in student_folders(top)}
+    out = Path(out_dir) if out_dir is not None else top.report_dir()
     out.mkdir(parents=True, exist_ok=True)
-    images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}
     files = ReportFiles(out)
+    if pages:
+        links = {name: os.path.relpath(page, out) for name, page in pages.items()}
+        comparison = top.summary()["comparison"]
+        png = plot_students(comparison)
+        files.plot("students").write_bytes(png)
+        atomic_write_text(files.page, render_students(top, comparison, png, links))
+        return files.page
+    art = load_artifacts(Path(run_dir))
+    images = {key: plot(art) for key, (_title, plot) in PLOTS.items()}
     for key, png in images.items():
         files.plot(key).write_bytes(png)
     atomic_write_text(files.page, render_html(art, images))

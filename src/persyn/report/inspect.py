@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from persyn.artifacts import RowLogSpec, RunArtifacts
+from persyn.artifacts import SHARED_STAGES, RowLogSpec, open_run_dir, student_folders
 from persyn.pipeline import STAGES
 from persyn.store import DamagedMarker
 
@@ -41,6 +42,8 @@ class RunInspection:
     artifacts: list[Artifact] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # stage -> why its marker is unreadable
     running_pid: int | None = None  # the persyn process working on the run now, if any
+    # a run with several students: per student begun, its folder and its stages not done
+    students: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def done(self) -> list[str]:
@@ -77,7 +80,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     root = Path(run_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory")
-    store = RunArtifacts(root)
+    store = open_run_dir(root)
     report = RunInspection(root, dict.fromkeys(STAGES), running_pid=store.lock_holder())
     for stage in STAGES:
         try:
@@ -86,6 +89,8 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
             report.damaged[stage] = str(err)
     report.artifacts += [_row_log(spec) for spec in store.row_logs()]
     report.artifacts += [Artifact(name, path, path.exists()) for name, path in store.folders()]
+    for _name, folder in student_folders(store, finished=False):
+        report.students[folder.root] = [s for s in STAGES if folder.marker(s) is None]
     return report
 
 
@@ -115,8 +120,9 @@ def _stage_details(marker: dict[str, Any]) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    # artifact paths are resolved; RUN_DIR may be given relative
-    return str(path.relative_to(root.resolve()))
+    # artifact paths are resolved, RUN_DIR may be given relative; a student's folder of a
+    # run with several students reads the shared ones from the folder two levels up
+    return os.path.relpath(path, root.resolve())
 
 
 def print_inspection(report: RunInspection, console: Console) -> None:
@@ -153,6 +159,11 @@ def print_inspection(report: RunInspection, console: Console) -> None:
             artifacts.add_row(a.name, str(a.rows), errors, _relative(a.path, report.run_dir))
     console.print(artifacts)
     todo = [s for s in STAGES if s not in report.done]
+    for folder, left in report.students.items():
+        done = f"not done: {', '.join(left)}" if left else "all stages done"
+        console.print(f"student {folder.name} ({folder}): {done}")
+    if report.students:  # the other stages are the students' own
+        todo = [s for s in todo if s in SHARED_STAGES]
     if report.running_pid is not None:
         # Rows are still being written: the counts above are a snapshot, not a failure.
         console.print(

@@ -278,6 +278,34 @@ def plot_novelty(art: ReportData) -> bytes:
     return _png(fig)
 
 
+def plot_students(comparison: dict[str, Any]) -> bytes:
+    """A run with several students (`persyn.report.students.compare_students`): shares of
+    routed prompts per teacher per student (bars), and their routers' agreement matrix."""
+    names, teachers = comparison["students"], comparison["teachers"]
+    fig = _figure(4 + 1.6 * len(names), 3.6)
+    bars, heat = fig.subplots(1, 2, width_ratios=[1.4, 1])
+    colors, width = _colors(teachers), 0.8 / max(len(teachers), 1)
+    for i, t in enumerate(teachers):
+        xs = [j + i * width for j in range(len(names))]
+        shares = [comparison["shares"][n][t] for n in names]
+        bars.bar(xs, shares, width, label=t, color=colors[t])
+    bars.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
+    bars.set_ylabel("share of routed prompts")
+    # above the bars, which may reach the top
+    bars.legend(fontsize="small", ncols=2, loc="lower left", bbox_to_anchor=(0, 1))
+    matrix = [[comparison["agreement"][a][b] for b in names] for a in names]
+    image = heat.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    heat.set_xticks(range(len(names)), names)
+    heat.set_yticks(range(len(names)), names)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            color = "black" if value > 0.6 else "white"  # readable on viridis' yellow end
+            heat.text(j, i, f"{value:.0%}", ha="center", va="center", color=color)
+    heat.set_title("same teacher chosen")
+    fig.colorbar(image, ax=heat)
+    return _png(fig)
+
+
 PLOTS = {
     "shares": ("Share of prompts per teacher", plot_shares),
     "rewards": ("Reward distributions per teacher", plot_reward_distributions),

@@ -65,16 +65,11 @@ def _hash_files(paths: Iterable[Path]) -> tuple[str, list[Path]]:
     return digest.hexdigest()[:16], missing
 
 
-def _relative(run: Run, path: Path) -> str:
-    """`path` as named in messages: relative to the run directory."""
-    return str(path.relative_to(run.store.root.resolve()))
-
-
 def _files(run: Run, paths: list[Path], extra: Iterable[Path] = ()) -> Outputs:
     """Outputs that are whole files: all of `paths` must exist; `extra` is hashed if there."""
     digest, missing = _hash_files([*paths, *(p for p in extra if p.exists())])
     if missing:
-        names = ", ".join(_relative(run, p) for p in missing)
+        names = ", ".join(run.store.name(p) for p in missing)
         return Outputs(digest, damaged=f"{names} missing")
     return Outputs(digest)
 
@@ -95,12 +90,11 @@ def _head_hash(path: Path, size: int) -> str | None:
 
 
 def _log_state(run: Run, paths: Iterable[Path]) -> dict[str, list[Any]]:
-    root = run.store.root.resolve()
     state = {}
     for path in paths:
         if path.exists():
             data = path.read_bytes()
-            state[str(path.relative_to(root))] = [len(data), hashlib.sha256(data).hexdigest()]
+            state[run.store.name(path)] = [len(data), hashlib.sha256(data).hexdigest()]
     return state
 
 
@@ -206,10 +200,10 @@ def verify_train_router(run: Run, marker: Marker = None) -> Outputs:
         try:
             teachers = checkpoint.meta()["teachers"]
         except (OSError, ValueError, KeyError, TypeError):
-            meta = _relative(run, checkpoint.meta_path)
+            meta = run.store.name(checkpoint.meta_path)
             return Outputs(out.digest, damaged=f"{meta} missing or unreadable")
         if teachers != run.cfg.teacher_names:
-            folder = _relative(run, checkpoint.folder)
+            folder = run.store.name(checkpoint.folder)
             out.damaged = f"{folder}/ holds a router for teachers {teachers}"
     return out
 
@@ -265,6 +259,6 @@ def verify_export(run: Run, marker: Marker = None) -> Outputs:
         if rows != _lines(store.prompts_path()):
             out.damaged = f"{dataset.name} and {failed.name} hold {rows} rows, not one per prompt"
         elif not store.dataset_is_whole():
-            folder = _relative(run, store.dataset_dir())
+            folder = run.store.name(store.dataset_dir())
             out.damaged = f"{folder}/ (the `datasets` folder) is incomplete"
     return out
