@@ -18,8 +18,10 @@ from persyn.fingerprints import config_sections
 from persyn.method import (
     active_prompt_budget,
     keep_covered,
+    neighbour_vote,
     representative,
     select_uncovered,
+    surer_decides,
     uncovered,
 )
 from persyn.pipeline import Run, run_pipeline, run_stage
@@ -72,6 +74,36 @@ def test_rerouting_keeps_the_first_routers_teacher_for_covered_prompts() -> None
     was_uncovered = np.array([False, True, False, True])
     new = np.array([2, 2, 1, 1])
     assert keep_covered(first, was_uncovered, new).tolist() == [0, 2, 2, 1]
+
+
+def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
+    # two regions of calibration prompts: along x, best served by teacher 0 (one by 2);
+    # along y, by teacher 1; a prompt with no usable answer (-1) does not vote
+    reference = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]])
+    best = np.array([0, 2, 0, 1, -1])
+    queries = np.array([[1.0, 0.05], [-0.1, 1.0], [-1.0, 0.0]])
+    choice, share = neighbour_vote(queries, reference, best, k=3)
+    assert choice[:2].tolist() == [0, 1]
+    # the query along x: teacher 0 holds two of its three nearest, weighted by similarity
+    weights = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
+    assert share[0] == pytest.approx((weights[0] + weights[2]) / weights.sum(), rel=1e-5)
+    assert share[1] == pytest.approx(1.0)  # the x voters at 90 degrees or more: no weight
+    assert choice[2] == -1 and share[2] == 0.0  # opposite to every voter: no weight
+    none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3)
+    assert none.tolist() == [-1, -1, -1] and zero.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:
+    """On prompts the first router found uncovered: the retrained router confidently wrong
+    (0.8) next to calibration prompts that agree on another teacher (vote 1.0): the vote;
+    a router surer than a split vote keeps its teacher; no vote, a tie: the router's."""
+    router, router_sure = np.array([2, 0, 1, 1, 2]), np.array([0.8, 0.95, 0.6, 0.7, 0.9])
+    vote, vote_sure = np.array([0, 1, -1, 0, 1]), np.array([1.0, 0.5, 0.0, 0.7, 0.9])
+    decided = surer_decides(router, router_sure, vote, vote_sure)
+    assert decided.tolist() == [0, 0, 1, 1, 2]
+    # after the round, covered prompts keep the first router's teacher whatever the vote
+    first, was_uncovered = np.array([1, 1, 1, 1, 1]), np.array([True, True, True, True, False])
+    assert keep_covered(first, was_uncovered, decided).tolist() == [0, 0, 1, 1, 1]
 
 
 def test_default_policy_keeps_the_routing_key() -> None:
@@ -178,7 +210,8 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     assert all(r["generations"] == 3 * len(r["added"]) for r in rounds)
     assert set(added) <= set(split["routed"])
     for r in rounds:
-        assert {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"} <= set(r)
+        keys = {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"}
+        assert keys | {"neighbours_decided"} <= set(r)
         assert (run_dir / "active" / f"round-{r['round']}" / "router.json").is_file()
     # the rest is routed by the last round's router; the added prompts are calibration
     routes = read_jsonl(run_dir / "routes.jsonl")

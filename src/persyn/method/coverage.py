@@ -12,6 +12,12 @@ confidence, over arrays (no models, no files).
 - `select_uncovered` orders the uncovered prompts (most novel, then least confident) and
   `representative` spreads a round's picks over the encoder space: the most novel prompts
   all sit in one unseen region, so picking by novelty alone calibrated one region a round.
+- `neighbour_vote`: the teacher a prompt's nearest calibration prompts were best served by
+  (their oracle pick), weighted by similarity, and the vote's confidence (its share of
+  the weight).
+- `surer_decides`: where the retrained router and the neighbour vote disagree, the surer
+  one's teacher: retrained on a few prompts of an unseen region, the router can still be
+  sure of a teacher that the calibration prompts right next to the prompt show is wrong.
 - `keep_covered`: after a round, prompts the first router covered keep its teacher (the
   retrained router learnt nothing new about them), the others take the new router's.
 """
@@ -130,6 +136,45 @@ def representative(points: np.ndarray, seeds: np.ndarray, capacity: int) -> np.n
         picked.append(i)
         best = np.maximum(best, similarity[i])
     return pool[picked]
+
+
+def neighbour_vote(
+    query_emb: np.ndarray, reference_emb: np.ndarray, reference_best: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query [queries, dim]: the teacher its `k` nearest references [references, dim]
+    vote for, each for its best teacher (`reference_best`, [references] pool index; -1:
+    none, no vote) with its cosine similarity (clipped at 0) as weight, and the vote's
+    confidence, the winner's share of the weight in [0, 1]. Ties go to the lower index; a
+    query no neighbour votes for gets -1 and confidence 0."""
+    best = np.asarray(reference_best, dtype=int)
+    voters = best >= 0
+    choice, share = np.full(len(query_emb), -1), np.zeros(len(query_emb))
+    if not len(query_emb) or not voters.any():
+        return choice, share
+    k = max(1, min(k, int(voters.sum())))
+    similarity = np.clip(_unit(query_emb) @ _unit(reference_emb[voters]).T, 0.0, None)
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    votes = np.zeros((len(query_emb), int(best.max()) + 1))
+    rows = np.arange(len(query_emb))[:, None]
+    np.add.at(votes, (rows, best[voters][nearest]), similarity[rows, nearest])
+    total = votes.sum(axis=1)
+    voted = total > 0
+    choice[voted] = votes[voted].argmax(axis=1)
+    share[voted] = votes[voted].max(axis=1) / total[voted]
+    return choice, share
+
+
+def surer_decides(
+    router_choice: np.ndarray,
+    router_confidence: np.ndarray,
+    vote_choice: np.ndarray,
+    vote_confidence: np.ndarray,
+) -> np.ndarray:
+    """[prompts] the router's teacher, or the neighbour vote's (`neighbour_vote`) where the
+    two disagree and the vote is strictly surer (a prompt without a vote: the router's)."""
+    vote = np.asarray(vote_choice, dtype=int)
+    surer = np.asarray(vote_confidence, dtype=float) > np.asarray(router_confidence, float)
+    return np.where((vote >= 0) & surer, vote, np.asarray(router_choice, dtype=int))
 
 
 def keep_covered(
