@@ -10,14 +10,15 @@ twice); they are scored like calibration prompts (the score logs) and join the
 calibration set (the router's train split); the router is trained again
 (`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
 router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
-router moved some covered prompts to worse teachers), the others take the new router's,
-or where it disagrees with the vote of their nearest calibration prompts (added ones
-included) for their oracle picks (`neighbour_vote`), the surer one's (`surer_decides`: a
-handful of added prompts does not stop the router from being sure and wrong next to them)
-(under `routing.budget` or `max_share`, which bind the assignment as a whole, the new
-router's assignment stands). Rounds stop at `routing.active_rounds`, when no prompt is
-uncovered, or when the budget is spent. The encoder is loaded in this process for the
-uncovered prompts' embeddings (it is frozen: the same in every round).
+router moved some covered prompts to worse teachers), the others take the new router's
+or, where it disagrees with the similarity-weighted vote of their nearest calibration
+prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
+(`surer_decides`: retrained on a handful of added prompts, the router was still sure of
+wrong teachers right next to them). Under `routing.budget` or `max_share`, which bind the
+assignment as a whole, the new router's assignment stands. Rounds stop at
+`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. The
+encoder is loaded in this process for the uncovered prompts' embeddings (it is frozen:
+the same in every round).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import fingerprint
-from persyn.artifacts import RewardTable, RouterCheckpoint
 from persyn.method import (
     active_prompt_budget,
     keep_covered,
@@ -53,6 +54,7 @@ from persyn.stages.train_router import fit_and_save
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from persyn.artifacts import RewardTable
     from persyn.run import Run
 
 
