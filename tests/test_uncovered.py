@@ -85,10 +85,16 @@ def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
     choice, share = neighbour_vote(queries, reference, best, k=3)
     assert choice[:2].tolist() == [0, 1]
     # the query along x: teacher 0 holds two of its three nearest, weighted by similarity
-    weights = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
-    assert share[0] == pytest.approx((weights[0] + weights[2]) / weights.sum(), rel=1e-5)
+    cosine = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
+    weights = np.exp((cosine / np.linalg.norm(queries[0]) - 1.0) / 0.05)
+    assert share[0] == pytest.approx((weights[0] + weights[2]) / weights.sum(), rel=1e-4)
     assert share[1] == pytest.approx(1.0)  # the x voters at 90 degrees or more: no weight
     assert choice[2] == -1 and share[2] == 0.0  # opposite to every voter: no weight
+    # the few nearest outweigh many farther ones: two at cosine 0.9 against eight at 0.4
+    angles = np.arccos([0.9, 0.9, *[0.4] * 8])
+    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    few, _ = neighbour_vote(np.array([[1.0, 0.0]]), ring, np.array([1, 1, *[0] * 8]), k=10)
+    assert few.tolist() == [1]
     none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3)
     assert none.tolist() == [-1, -1, -1] and zero.tolist() == [0.0, 0.0, 0.0]
 
