@@ -18,6 +18,7 @@ from persyn.fingerprints import config_sections
 from persyn.method import (
     active_prompt_budget,
     keep_covered,
+    near_any,
     neighbour_vote,
     representative,
     select_uncovered,
@@ -110,6 +111,18 @@ def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:
     # after the round, covered prompts keep the first router's teacher whatever the vote
     first, was_uncovered = np.array([1, 1, 1, 1, 1]), np.array([True, True, True, True, False])
     assert keep_covered(first, was_uncovered, decided).tolist() == [0, 0, 1, 1, 1]
+
+
+def test_only_prompts_near_an_added_one_are_rerouted() -> None:
+    """An uncovered prompt with no added prompt among its nearest calibration prompts: the
+    round taught the router nothing about it, and it keeps the first router's teacher."""
+    reference = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    added = np.array([False, False, True, False])  # one prompt added, along y
+    queries = np.array([[1.0, 0.05], [0.05, 1.0]])
+    assert near_any(queries, reference, added, k=2).tolist() == [False, True]
+    assert near_any(queries, reference, np.zeros(4, dtype=bool), k=2).tolist() == [False] * 2
+    taught = np.array([True, False]) & near_any(queries, reference, added, k=2)
+    assert keep_covered(np.array([1, 1]), taught, np.array([0, 0])).tolist() == [1, 1]
 
 
 def test_default_policy_keeps_the_routing_key() -> None:

@@ -19,7 +19,9 @@ confidence, over arrays (no models, no files).
   one's teacher: retrained on a few prompts of an unseen region, the router can still be
   sure of a teacher that the calibration prompts right next to the prompt show is wrong.
 - `keep_covered`: after a round, prompts the first router covered keep its teacher (the
-  retrained router learnt nothing new about them), the others take the new router's.
+  retrained router learnt nothing new about them), the others take the new router's;
+  `near_any` tells which uncovered prompts have an added prompt among their nearest
+  calibration prompts (those far from every added one learnt nothing new either).
 """
 
 from __future__ import annotations
@@ -176,6 +178,20 @@ def neighbour_vote(
     choice[voted] = votes[voted].argmax(axis=1)
     share[voted] = votes[voted].max(axis=1) / total[voted]
     return choice, share
+
+
+def near_any(
+    query_emb: np.ndarray, reference_emb: np.ndarray, flagged: np.ndarray, k: int
+) -> np.ndarray:
+    """[queries] whether any of a query's `k` nearest references [references, dim] (by
+    cosine similarity) is `flagged` ([references] bool)."""
+    flagged = np.asarray(flagged, dtype=bool)
+    if not len(query_emb) or not flagged.any():
+        return np.zeros(len(query_emb), dtype=bool)
+    k = max(1, min(k, len(reference_emb)))
+    similarity = _unit(query_emb) @ _unit(reference_emb).T
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    return flagged[nearest].any(axis=1)
 
 
 def surer_decides(

@@ -10,8 +10,10 @@ twice); they are scored like calibration prompts (the score logs) and join the
 calibration set (the router's train split); the router is trained again
 (`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
 router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
-router moved some covered prompts to worse teachers), the others take the new router's
-or, where it disagrees with the similarity-weighted vote of their nearest calibration
+router moved some covered prompts to worse teachers), and so do the uncovered ones with
+no added prompt among their nearest calibration prompts (`near_any`: the round taught
+the router nothing about them either); the others take the new router's or, where it
+disagrees with the similarity-weighted vote of their nearest calibration
 prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
 (`surer_decides`: retrained on a handful of added prompts, the router was still sure of
 wrong teachers right next to them). Under `routing.budget` or `max_share`, which bind the
@@ -39,6 +41,7 @@ from persyn.config import fingerprint
 from persyn.method import (
     active_prompt_budget,
     keep_covered,
+    near_any,
     neighbour_vote,
     representative,
     select_uncovered,
@@ -120,11 +123,13 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         if cfg.routing.budget is None and not cfg.routing.max_share:
             # (a budget or share cap binds the assignment as a whole: the new one stands)
             was_uncovered = np.array([first_uncovered[pid] for pid in kept], dtype=bool)
-            vote, vote_sure = _vote(run, routing, was_uncovered, table, router_dir, encoder)
+            vote, vote_sure, taught = _neighbours(
+                run, routing, was_uncovered, table, added, router_dir, encoder
+            )
             decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
-            rounds[r]["neighbours_decided"] = int((decided != routing.choice).sum())
+            rounds[r]["neighbours_decided"] = int((taught & (decided != routing.choice)).sum())
             choice = keep_covered(
-                np.array([first_teacher[pid] for pid in kept], dtype=int), was_uncovered, decided
+                np.array([first_teacher[pid] for pid in kept], dtype=int), taught, decided
             )
             routing = dataclasses.replace(routing, choice=choice)
         rounds[r]["uncovered_after"] = _share(routing)
@@ -166,21 +171,25 @@ def _spread(
     return candidates[representative(points, reference.embeddings, share)]
 
 
-def _vote(
+def _neighbours(
     run: Run,
     routing: Routing,
     mask: np.ndarray,
     table: RewardTable,
+    added: list[str],
     router_dir: Path,
     encoder: list[Router],
-) -> tuple[np.ndarray, np.ndarray]:
-    """`neighbour_vote` for the prompts of `routing` in `mask` among the scored prompts
-    of `table` (calibration and added), each voting for its oracle pick among the teachers
-    that can generate; -1 (no vote) elsewhere and for a router without an encoder space."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the prompts of `routing` in `mask`, among the scored prompts of `table`
+    (calibration and added): `neighbour_vote` (each voting for its oracle pick among the
+    teachers that can generate; -1, no vote, elsewhere) and whether an `added` prompt is
+    among their nearest (`near_any`). A router without an encoder space: no vote, and
+    every prompt in `mask` counts as near (the retrained router's teacher)."""
     vote, sure = np.full(len(routing.ids), -1), np.zeros(len(routing.ids))
+    near = np.array(mask, dtype=bool)
     reference = RouterCheckpoint(router_dir).novelty()
     if reference is None or not mask.any():
-        return vote, sure
+        return vote, sure, near
     if not encoder:
         encoder.append(Router.load(run.store.router_dir(), run.cfg.teacher_names))
     by_id, names = run.prompts_by_id(), run.cfg.teacher_names
@@ -191,7 +200,9 @@ def _vote(
     voters = encoder[0].embeddings([by_id[pid].text for pid in table.ids])
     assert points is not None and voters is not None  # a novelty reference: an encoder space
     vote[mask], sure[mask] = neighbour_vote(points, voters, np.array(best), reference.k)
-    return vote, sure
+    was_added = np.isin(table.ids, added)
+    near[mask] = near_any(points, voters, was_added, reference.k)
+    return vote, sure, near
 
 
 def _share(routing: Routing) -> float:
