@@ -140,8 +140,8 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         log(
             f"route: active calibration round {r + 1}: {len(picked)} prompts added, "
             f"uncovered {rounds[r]['uncovered_before']:.1%} -> {rounds[r]['uncovered_after']:.1%}"
-            f", {rounds[r]['routes_changed']} routes changed"
-            f" ({rounds[r].get('neighbours_decided', 0)} by the neighbour vote)"
+            f", {rounds[r]['routes_changed']} routes changed; the neighbour vote overrode "
+            f"the new router on {rounds[r].get('neighbours_decided', 0)}"
         )
     return routing, rounds
 
