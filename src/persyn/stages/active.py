@@ -127,6 +127,8 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
                 run, routing, was_uncovered, table, added, router_dir, encoder
             )
             decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
+            # only `taught` prompts (uncovered, an added prompt among their nearest) move:
+            # the retrained router learnt nothing new about the others
             rounds[r]["neighbours_decided"] = int((taught & (decided != routing.choice)).sum())
             choice = keep_covered(
                 np.array([first_teacher[pid] for pid in kept], dtype=int), taught, decided
