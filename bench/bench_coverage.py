@@ -232,7 +232,8 @@ def main() -> None:
             log.append(
                 f"- {name}, round {r['round']}: added {dict(families)}; uncovered "
                 f"{r['uncovered_before']:.1%} -> {r['uncovered_after']:.1%}, "
-                f"{r['routes_changed']} routes changed"
+                f"{r['routes_changed']} routes changed; the neighbour vote overrode the "
+                f"retrained router on {r.get('neighbours_decided', 0)}"
             )
         uncovered = marker["uncovered"]["share"]
         for group, ids in groups.items():

@@ -18,8 +18,11 @@ from persyn.fingerprints import config_sections
 from persyn.method import (
     active_prompt_budget,
     keep_covered,
+    near_any,
+    neighbour_vote,
     representative,
     select_uncovered,
+    surer_decides,
     uncovered,
 )
 from persyn.pipeline import Run, run_pipeline, run_stage
@@ -72,6 +75,54 @@ def test_rerouting_keeps_the_first_routers_teacher_for_covered_prompts() -> None
     was_uncovered = np.array([False, True, False, True])
     new = np.array([2, 2, 1, 1])
     assert keep_covered(first, was_uncovered, new).tolist() == [0, 2, 2, 1]
+
+
+def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
+    # two regions of calibration prompts: along x, best served by teacher 0 (one by 2);
+    # along y, by teacher 1; a prompt with no usable answer (-1) does not vote
+    reference = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]])
+    best = np.array([0, 2, 0, 1, -1])
+    queries = np.array([[1.0, 0.05], [-0.1, 1.0], [-1.0, 0.0]])
+    choice, share = neighbour_vote(queries, reference, best, k=3)
+    assert choice[:2].tolist() == [0, 1]
+    # the query along x: teacher 0 holds two of its three nearest, weighted by similarity
+    cosine = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
+    weights = np.exp((cosine / np.linalg.norm(queries[0]) - 1.0) / 0.05)
+    assert share[0] == pytest.approx((weights[0] + weights[2]) / weights.sum(), rel=1e-4)
+    assert share[1] == pytest.approx(1.0)  # the x voters at 90 degrees or more: no weight
+    assert choice[2] == -1 and share[2] == 0.0  # opposite to every voter: no weight
+    # the few nearest outweigh many farther ones: two at cosine 0.9 against eight at 0.4
+    angles = np.arccos([0.9, 0.9, *[0.4] * 8])
+    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    few, _ = neighbour_vote(np.array([[1.0, 0.0]]), ring, np.array([1, 1, *[0] * 8]), k=10)
+    assert few.tolist() == [1]
+    none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3)
+    assert none.tolist() == [-1, -1, -1] and zero.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:
+    """On prompts the first router found uncovered: the retrained router confidently wrong
+    (0.8) next to calibration prompts that agree on another teacher (vote 1.0): the vote;
+    a router surer than a split vote keeps its teacher; no vote, a tie: the router's."""
+    router, router_sure = np.array([2, 0, 1, 1, 2]), np.array([0.8, 0.95, 0.6, 0.7, 0.9])
+    vote, vote_sure = np.array([0, 1, -1, 0, 1]), np.array([1.0, 0.5, 0.0, 0.7, 0.9])
+    decided = surer_decides(router, router_sure, vote, vote_sure)
+    assert decided.tolist() == [0, 0, 1, 1, 2]
+    # after the round, covered prompts keep the first router's teacher whatever the vote
+    first, was_uncovered = np.array([1, 1, 1, 1, 1]), np.array([True, True, True, True, False])
+    assert keep_covered(first, was_uncovered, decided).tolist() == [0, 0, 1, 1, 1]
+
+
+def test_only_prompts_near_an_added_one_are_rerouted() -> None:
+    """An uncovered prompt with no added prompt among its nearest calibration prompts: the
+    round taught the router nothing about it, and it keeps the first router's teacher."""
+    reference = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    added = np.array([False, False, True, False])  # one prompt added, along y
+    queries = np.array([[1.0, 0.05], [0.05, 1.0]])
+    assert near_any(queries, reference, added, k=2).tolist() == [False, True]
+    assert near_any(queries, reference, np.zeros(4, dtype=bool), k=2).tolist() == [False] * 2
+    taught = np.array([True, False]) & near_any(queries, reference, added, k=2)
+    assert keep_covered(np.array([1, 1]), taught, np.array([0, 0])).tolist() == [1, 1]
 
 
 def test_default_policy_keeps_the_routing_key() -> None:
@@ -178,7 +229,8 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     assert all(r["generations"] == 3 * len(r["added"]) for r in rounds)
     assert set(added) <= set(split["routed"])
     for r in rounds:
-        assert {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"} <= set(r)
+        keys = {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"}
+        assert keys | {"neighbours_decided"} <= set(r)
         assert (run_dir / "active" / f"round-{r['round']}" / "router.json").is_file()
     # the rest is routed by the last round's router; the added prompts are calibration
     routes = read_jsonl(run_dir / "routes.jsonl")

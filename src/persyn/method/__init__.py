@@ -48,17 +48,22 @@ teacher's Bradley-Terry win probability against the runner-up); `uncovered` mark
 prompts above the novelty threshold (or below a confidence floor); active calibration adds
 those `select_uncovered` orders, spread over the encoder space by `representative`,
 within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
-the prompts it covered.
+the prompts it covered (and for those with no added prompt among their nearest calibration
+prompts, `near_any`); on the others, where the retrained router and `neighbour_vote` (the
+oracle picks of the nearest calibration prompts) disagree, `surer_decides`.
 """
 
 from persyn.method.coverage import (
     active_prompt_budget,
     confidence,
     keep_covered,
+    near_any,
+    neighbour_vote,
     novelty,
     novelty_threshold,
     representative,
     select_uncovered,
+    surer_decides,
     uncovered,
 )
 from persyn.method.fit import (
@@ -111,6 +116,8 @@ __all__ = [
     "keep_covered",
     "mark_failed",
     "merge_ties",
+    "near_any",
+    "neighbour_vote",
     "normalize",
     "novelty",
     "novelty_threshold",
@@ -119,6 +126,7 @@ __all__ = [
     "preference_pairs",
     "representative",
     "select_uncovered",
+    "surer_decides",
     "tied_pairs",
     "trained_state",
     "training_pairs",

@@ -10,11 +10,17 @@ twice); they are scored like calibration prompts (the score logs) and join the
 calibration set (the router's train split); the router is trained again
 (`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
 router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
-router moved some covered prompts to worse teachers), the others take the new router's
-(under `routing.budget` or `max_share`, which bind the assignment as a whole, the new
-router's assignment stands). Rounds stop at `routing.active_rounds`, when no prompt is
-uncovered, or when the budget is spent. The encoder is loaded in this process for the
-uncovered prompts' embeddings (it is frozen: the same in every round).
+router moved some covered prompts to worse teachers), and so do the uncovered ones with
+no added prompt among their nearest calibration prompts (`near_any`: the round taught
+the router nothing about them either); the others take the new router's or, where it
+disagrees with the similarity-weighted vote of their nearest calibration
+prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
+(`surer_decides`: retrained on a handful of added prompts, the router was still sure of
+wrong teachers right next to them). Under `routing.budget` or `max_share`, which bind the
+assignment as a whole, the new router's assignment stands. Rounds stop at
+`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. The
+encoder is loaded in this process for the uncovered prompts' embeddings (it is frozen:
+the same in every round).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -32,10 +38,18 @@ import numpy as np
 
 from persyn.artifacts import RouterCheckpoint
 from persyn.config import fingerprint
-from persyn.method import active_prompt_budget, keep_covered, representative, select_uncovered
+from persyn.method import (
+    active_prompt_budget,
+    keep_covered,
+    near_any,
+    neighbour_vote,
+    representative,
+    select_uncovered,
+    surer_decides,
+)
 from persyn.progress import log
 from persyn.router.routers import Router
-from persyn.stages.common import generate_rows, generating_teachers
+from persyn.stages.common import generate_rows, generating_columns, generating_teachers
 from persyn.stages.routing import Routing, route_prompts
 from persyn.stages.score import reward_table, score_responses
 from persyn.stages.train_router import fit_and_save
@@ -43,6 +57,7 @@ from persyn.stages.train_router import fit_and_save
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from persyn.artifacts import RewardTable
     from persyn.run import Run
 
 
@@ -107,10 +122,16 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         routing = route_prompts(run, kept, router_dir, fp)
         if cfg.routing.budget is None and not cfg.routing.max_share:
             # (a budget or share cap binds the assignment as a whole: the new one stands)
+            was_uncovered = np.array([first_uncovered[pid] for pid in kept], dtype=bool)
+            vote, vote_sure, taught = _neighbours(
+                run, routing, was_uncovered, table, added, router_dir, encoder
+            )
+            decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
+            # only `taught` prompts (uncovered, an added prompt among their nearest) move:
+            # the retrained router learnt nothing new about the others
+            rounds[r]["neighbours_decided"] = int((taught & (decided != routing.choice)).sum())
             choice = keep_covered(
-                np.array([first_teacher[pid] for pid in kept], dtype=int),
-                np.array([first_uncovered[pid] for pid in kept], dtype=bool),
-                routing.choice,
+                np.array([first_teacher[pid] for pid in kept], dtype=int), taught, decided
             )
             routing = dataclasses.replace(routing, choice=choice)
         rounds[r]["uncovered_after"] = _share(routing)
@@ -121,7 +142,8 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         log(
             f"route: active calibration round {r + 1}: {len(picked)} prompts added, "
             f"uncovered {rounds[r]['uncovered_before']:.1%} -> {rounds[r]['uncovered_after']:.1%}"
-            f", {rounds[r]['routes_changed']} routes changed"
+            f", {rounds[r]['routes_changed']} routes changed; the neighbour vote overrode "
+            f"the new router on {rounds[r].get('neighbours_decided', 0)}"
         )
     return routing, rounds
 
@@ -149,6 +171,40 @@ def _spread(
     points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in candidates])
     assert points is not None  # the router has a novelty reference: an encoder space
     return candidates[representative(points, reference.embeddings, share)]
+
+
+def _neighbours(
+    run: Run,
+    routing: Routing,
+    mask: np.ndarray,
+    table: RewardTable,
+    added: list[str],
+    router_dir: Path,
+    encoder: list[Router],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the prompts of `routing` in `mask`, among the scored prompts of `table`
+    (calibration and added): `neighbour_vote` (each voting for its oracle pick among the
+    teachers that can generate; -1, no vote, elsewhere) and whether an `added` prompt is
+    among their nearest (`near_any`). A router without an encoder space: no vote, and
+    every prompt in `mask` counts as near (the retrained router's teacher)."""
+    vote, sure = np.full(len(routing.ids), -1), np.zeros(len(routing.ids))
+    near = np.array(mask, dtype=bool)
+    reference = RouterCheckpoint(router_dir).novelty()
+    if reference is None or not mask.any():
+        return vote, sure, near
+    if not encoder:
+        encoder.append(Router.load(run.store.router_dir(), run.cfg.teacher_names))
+    by_id, names = run.prompts_by_id(), run.cfg.teacher_names
+    able = set(generating_columns(run.cfg) or range(len(names)))
+    best = [names.index(o) if o is not None else -1 for o in table.oracle]
+    best = [b if b in able else -1 for b in best]
+    points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
+    voters = encoder[0].embeddings([by_id[pid].text for pid in table.ids])
+    assert points is not None and voters is not None  # a novelty reference: an encoder space
+    vote[mask], sure[mask] = neighbour_vote(points, voters, np.array(best), reference.k)
+    was_added = np.isin(table.ids, added)
+    near[mask] = near_any(points, voters, was_added, reference.k)
+    return vote, sure, near
 
 
 def _share(routing: Routing) -> float:
