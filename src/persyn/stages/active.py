@@ -18,9 +18,9 @@ prompts (added ones included) for their oracle picks (`neighbour_vote`), the sur
 (`surer_decides`: retrained on a handful of added prompts, the router was still sure of
 wrong teachers right next to them). Under `routing.budget` or `max_share`, which bind the
 assignment as a whole, the new router's assignment stands. Rounds stop at
-`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. The
-encoder is loaded in this process for the uncovered prompts' embeddings (it is frozen:
-the same in every round).
+`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. Each
+round's router is loaded in this process for the uncovered prompts' embeddings, in the
+space of that round's novelty reference (`_router`).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -81,14 +81,14 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
     first = routing = route_prompts(run, split.routed, router_dir, fp)
     first_teacher = dict(zip(first.ids, first.choice.tolist(), strict=True))
     first_uncovered = dict(zip(first.ids, first.uncovered.tolist(), strict=True))
-    encoder: list[Router] = []  # the first router, loaded for its encoder when needed
+    routers: dict[Path, Router] = {}  # loaded for their encoder space, once per round
     for r in range(cfg.routing.active_rounds):
         left = capacity - len(added)
         if r < len(rounds):
             picked = rounds[r]["added"]  # a resumed round: the prompts it chose
         else:
             share = math.ceil(left / (cfg.routing.active_rounds - r))
-            chosen = _spread(run, routing, router_dir, share, encoder)
+            chosen = _spread(run, routing, router_dir, share, routers)
             if not len(chosen):
                 break  # everything covered, or the budget spent
             picked = [routing.ids[i] for i in chosen]
@@ -124,7 +124,7 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
             # (a budget or share cap binds the assignment as a whole: the new one stands)
             was_uncovered = np.array([first_uncovered[pid] for pid in kept], dtype=bool)
             vote, vote_sure, taught = _neighbours(
-                run, routing, was_uncovered, table, added, router_dir, encoder
+                run, routing, was_uncovered, table, added, router_dir, routers
             )
             decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
             # only `taught` prompts (uncovered, an added prompt among their nearest) move:
@@ -149,7 +149,7 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
 
 
 def _spread(
-    run: Run, routing: Routing, router_dir: Path, share: int, encoder: list[Router]
+    run: Run, routing: Routing, router_dir: Path, share: int, routers: dict[Path, Router]
 ) -> np.ndarray:
     """Indices into `routing.ids` of up to `share` uncovered prompts to calibrate,
     representative of the uncovered prompts beside the current router's calibration
@@ -165,10 +165,10 @@ def _spread(
     reference = RouterCheckpoint(router_dir).novelty()
     if reference is None or len(candidates) <= share:
         return candidates[:share]  # no encoder space, or every candidate fits
-    if not encoder:
-        encoder.append(Router.load(run.store.router_dir(), cfg.teacher_names))
     by_id = run.prompts_by_id()
-    points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in candidates])
+    points = _router(run, router_dir, routers).embeddings(
+        [by_id[routing.ids[i]].text for i in candidates]
+    )
     assert points is not None  # the router has a novelty reference: an encoder space
     return candidates[representative(points, reference.embeddings, share)]
 
@@ -180,7 +180,7 @@ def _neighbours(
     table: RewardTable,
     added: list[str],
     router_dir: Path,
-    encoder: list[Router],
+    routers: dict[Path, Router],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the prompts of `routing` in `mask`, among the scored prompts of `table`
     (calibration and added): `neighbour_vote` (each voting for its oracle pick among the
@@ -192,19 +192,27 @@ def _neighbours(
     reference = RouterCheckpoint(router_dir).novelty()
     if reference is None or not mask.any():
         return vote, sure, near
-    if not encoder:
-        encoder.append(Router.load(run.store.router_dir(), run.cfg.teacher_names))
+    router = _router(run, router_dir, routers)
     by_id, names = run.prompts_by_id(), run.cfg.teacher_names
     able = set(generating_columns(run.cfg) or range(len(names)))
     best = [names.index(o) if o is not None else -1 for o in table.oracle]
     best = [b if b in able else -1 for b in best]
-    points = encoder[0].embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
-    voters = encoder[0].embeddings([by_id[pid].text for pid in table.ids])
+    points = router.embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
+    voters = router.embeddings([by_id[pid].text for pid in table.ids])
     assert points is not None and voters is not None  # a novelty reference: an encoder space
     vote[mask], sure[mask] = neighbour_vote(points, voters, np.array(best), reference.k)
     was_added = np.isin(table.ids, added)
     near[mask] = near_any(points, voters, was_added, reference.k)
     return vote, sure, near
+
+
+def _router(run: Run, router_dir: Path, routers: dict[Path, Router]) -> Router:
+    """The router saved in `router_dir`, whose encoder space its novelty reference is in:
+    the same frozen encoder in every round for the encoder routers, but the LM router's
+    space is its own hidden states, which move each time it is retrained."""
+    if router_dir not in routers:
+        routers[router_dir] = Router.load(router_dir, run.cfg.teacher_names)
+    return routers[router_dir]
 
 
 def _share(routing: Routing) -> float:
