@@ -52,18 +52,29 @@ def demo_config(run_dir: Path, prompts: int, calibration: int) -> dict[str, Any]
     return data
 
 
-def timed_stages(cfg: RunConfig) -> tuple[Run, dict[str, float]]:
-    """Every stage in order from a cold start: the run and each stage's seconds."""
+def open_cold(cfg: RunConfig) -> Run:
+    """The run of `cfg`, its config written, with no model loaded yet."""
     release_cached_model()  # each run loads its models itself
     validate(cfg)
     run = Run.open(cfg)
     run.store.write_config(cfg)
+    return run
+
+
+def stage_seconds(run: Run) -> dict[str, float]:
+    """Every stage of `run` in order, each timed: its seconds."""
     seconds = {}
     for stage in STAGES:
         start = time.perf_counter()
         run_stage(run, stage)
         seconds[stage] = time.perf_counter() - start
-    return run, seconds
+    return seconds
+
+
+def timed_stages(cfg: RunConfig) -> tuple[Run, dict[str, float]]:
+    """Every stage in order from a cold start: the run and each stage's seconds."""
+    run = open_cold(cfg)
+    return run, stage_seconds(run)
 
 
 def timed_run(cfg: RunConfig) -> dict[str, Any]:
