@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from conftest import tiny_run_config
@@ -20,12 +22,17 @@ from persyn.eval.tune import (
     Setting,
     TuneResult,
     choose_setting,
+    fold_of,
+    pilot_dataset,
+    pilot_rows,
+    routed_choice,
     tune_settings,
     validation_prompts,
 )
 from persyn.eval.tune_report import duration, write_tune
-from persyn.pipeline import Run, run_pipeline, stage_fingerprints, validate
+from persyn.pipeline import Run, run_pipeline, run_stage, stage_fingerprints, validate
 from persyn.report.html import build_report
+from persyn.stages.score import reward_table, score_responses
 from persyn.stages.tune import tune_run, tuned_config
 from persyn.store import read_jsonl
 from persyn.teachers.base import Prompt
@@ -315,3 +322,48 @@ def test_the_tuned_persyn_baseline_is_the_run_with_alpha_auto(tiny_lm_dir: Path,
     assert json.loads(sibling.rewards_meta_path().read_text())["alpha"] == chosen["alpha"]
     assert set(choice) == set(ctx.prompt_ids)
     assert json.loads(run.store.rewards_meta_path().read_text())["alpha"] == 0.4  # untouched
+
+
+def test_folds_are_seeded_and_even():
+    ids = [f"p{i}" for i in range(23)]
+    fold = fold_of(ids, 5, seed=0)
+    assert sorted(np.bincount(fold).tolist()) == [4, 4, 5, 5, 5]
+    assert fold_of(ids, 5, seed=0).tolist() == fold.tolist()
+    assert fold_of(ids, 5, seed=1).tolist() != fold.tolist()
+
+
+def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
+    tiny_lm_dir: Path, tmp_path: Path
+):
+    """Cross-fitting: giving one calibration prompt's worst teacher a reward far above the
+    rest makes that teacher its oracle answer, but does not move its routed answer (the
+    router that routes it trained on the other folds); the pilot dataset takes the routed
+    teachers, and is written apart from an oracle pilot's."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    data["tune"].update(max_rows=None, pilot_folds=4)
+    run = Run.open(parse_config(data))
+    run_stage(run, "calibrate")
+    ids = run.store.split().calibration
+    learn, qual, _ = score_responses(run, ids)
+    table = reward_table(run, ids, learn, qual)
+    routed = routed_choice(run, table)
+    assert routed.shape == (len(ids),) and set(routed.tolist()) <= set(range(4))
+    assert routed_choice(run, table).tolist() == routed.tolist()  # seeded: the same again
+
+    names = run.cfg.teacher_names
+    i = next(i for i, o in enumerate(table.oracle) if o is not None)
+    worst = int(np.nanargmin(table.reward[i]))
+    assert table.oracle[i] != names[worst]
+    reward = table.reward.copy()
+    reward[i, worst] = np.nanmax(reward) + 10.0
+    rigged = dataclasses.replace(table, reward=reward)
+    assert names[int(np.nanargmax(rigged.routing_reward[i]))] == names[worst]
+    assert routed_choice(run, rigged)[i] == routed[i]
+
+    rows = pilot_rows(run, Setting(0.4, "mean_logprob"), ids)
+    picked = dict(zip(ids, routed.tolist(), strict=True))
+    assert rows and all(r["teacher"] == names[picked[r["id"]]] for r in rows)
+    oracle = parse_config({**data, "tune": {**data["tune"], "pilot_answers": "oracle"}})
+    files = run.store.tune_files()
+    paths = {pilot_dataset(files, c, Setting(0.4, "mean_logprob")) for c in (run.cfg, oracle)}
+    assert len(paths) == 2

@@ -3,6 +3,8 @@ teaches this student best, measured on pilot students)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from persyn.config.base import Section
@@ -34,6 +36,23 @@ class TuneConfig(Section):
         gt=0,
         description="Calibration prompts a pilot student trains on (a seeded draw, the same "
         "for every setting); default: all of them.",
+    )
+    pilot_answers: Literal["routed", "oracle"] = Field(
+        "routed",
+        description="Whose calibration answer a pilot dataset takes for each prompt. "
+        "`routed`: the teacher the run's router (`router`, trained under the setting's "
+        "reward on the calibration prompts of the other `pilot_folds` folds, never on the "
+        "prompt itself) and routing policy choose: the data Route-then-Generate makes for "
+        "prompts like these. `oracle`: the best-rewarded answer (Generate-then-Select), "
+        "which the router only approximates: on the replication's arithmetic task alpha "
+        "0's oracle picks were alpha 0.4's, while its router sent every prompt to one "
+        "teacher.",
+    )
+    pilot_folds: int = Field(
+        5,
+        ge=2,
+        description="`pilot_answers: routed`: folds of the calibration prompts; each fold "
+        "is routed by a router trained on the others (one router fit per fold and setting).",
     )
     max_steps: int = Field(
         30,

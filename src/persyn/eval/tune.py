@@ -3,10 +3,15 @@
 For each setting of the grid (`tune.alphas` x `tune.learnability_signals`, the paper's
 alpha 0.4 always among them as the reference):
 
-1. a pilot dataset: every drawn calibration prompt answered by its oracle teacher under
-   that setting's reward (`persyn.method.oracle_choice` through `combined_reward`). Every
-   teacher answered every calibration prompt, so no new generation is needed; a signal
-   other than the run's scores those answers once more with the student;
+1. a pilot dataset: every drawn calibration prompt answered by the teacher the run's
+   router and routing policy choose for it under that setting's reward
+   (`tune.pilot_answers: routed`, cross-fitted: the router that routes a prompt was
+   trained on the other folds, `routed_choice`), or by its oracle teacher (`oracle`,
+   `persyn.method.oracle_choice` through `combined_reward`). The routed data is what the
+   run will train on; the oracle's is not: a router trained at another alpha can send
+   prompts elsewhere than their best answers. Every teacher answered every calibration
+   prompt, so no new generation is needed; a signal other than the run's scores those
+   answers once more with the student;
 2. a pilot student per training seed, trained with the run's `student_training` recipe
    for `tune.max_steps` steps (`persyn.eval.trained`: students and evaluations are cached
    by fingerprint, so a killed tune resumes and two settings whose oracle picks the same
@@ -41,13 +46,20 @@ from persyn.data import load_prompts
 from persyn.eval.stats import Interval, paired_bootstrap
 from persyn.eval.student import check_held_out
 from persyn.eval.trained import train_and_evaluate
+from persyn.method import failure_reward
 from persyn.progress import log
+from persyn.router.encoder import PromptEncoder
+from persyn.router.routers import make_router
 from persyn.stages.common import teacher_fingerprint, trained_text
-from persyn.stages.score import combined_reward, failed_answers, score_responses
+from persyn.stages.routing import policy_choice
+from persyn.stages.score import combined_reward, failed_answers, reward_table, score_responses
 from persyn.store import write_jsonl
 from persyn.teachers.base import Prompt
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from persyn.artifacts import RewardTable
     from persyn.run import Run
 
 
@@ -130,18 +142,38 @@ def validation_fingerprint(cfg: RunConfig, validation: list[Prompt]) -> str:
     return fingerprint(cfg.evaluation, [p.to_row() for p in validation])
 
 
+def pilot_dataset(files: TuneFiles, cfg: RunConfig, setting: Setting) -> Path:
+    """Where a setting's pilot dataset is written: under a key of how its answers are
+    picked (`tune.pilot_answers`; for `routed`, the router, the routing policy, the folds
+    and their seed), so a dataset picked another way is never taken for this one's."""
+    tune = cfg.tune
+    how: Any = tune.pilot_answers
+    if how == "routed":
+        how = [how, cfg.router, cfg.routing, tune.pilot_folds, tune.seed]
+    return files.dataset(f"{tune.pilot_answers}-{fingerprint(how)[:12]}/{setting.name}")
+
+
 def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any]]:
-    """Each prompt of `ids` answered by its oracle teacher under `setting`'s reward, in the
-    export's row format; prompts without a usable answer are left out. Scores not cached
-    yet (a signal other than the run's) are computed and cached in the run's score logs."""
+    """Each prompt of `ids` answered by its teacher under `setting`'s reward (the routed or
+    the oracle's, `tune.pilot_answers`), in the export's row format; prompts without a
+    usable answer (the teacher's failed) are left out. Scores not cached yet (a signal
+    other than the run's) are computed and cached in the run's score logs."""
     cfg = setting_config(run.cfg, setting)
     scored = dataclasses.replace(run, cfg=cfg)
-    learn, qual, _ = score_responses(scored, ids, retry_failed=False)
-    _, oracle = combined_reward(cfg, learn, qual, failed=failed_answers(run, ids))
+    if cfg.tune.pilot_answers == "routed":
+        calibration = run.store.split().calibration
+        learn, qual, _ = score_responses(scored, calibration, retry_failed=False)
+        table = reward_table(scored, calibration, learn, qual)
+        picked = dict(zip(calibration, routed_choice(scored, table).tolist(), strict=True))
+        choice = [picked[pid] for pid in ids]
+    else:
+        learn, qual, _ = score_responses(scored, ids, retry_failed=False)
+        choice = combined_reward(cfg, learn, qual, failed=failed_answers(run, ids))[1].tolist()
+    failed = failed_answers(run, ids)
     by_id = run.prompts_by_id()
     rows = []
-    for pid, j in zip(ids, oracle, strict=True):
-        if j < 0:
+    for i, (pid, j) in enumerate(zip(ids, choice, strict=True)):
+        if j < 0 or failed[i, j]:
             continue
         teacher = cfg.teachers[j]
         gen = run.store.generation_log(teacher.name).get((pid, teacher_fingerprint(teacher)))
@@ -151,6 +183,39 @@ def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any
         answer = trained_text(gen, teacher)
         rows.append(dataset_row(by_id[pid], answer, teacher.name, "tune", provenance))
     return rows
+
+
+def fold_of(ids: list[str], folds: int, seed: int) -> np.ndarray:
+    """[prompts] the fold (0 .. folds - 1) of each of `ids`: a seeded shuffle dealt round
+    robin, so the folds differ in size by at most one."""
+    order = list(range(len(ids)))
+    random.Random(f"persyn-tune-folds:{seed}").shuffle(order)
+    fold = np.empty(len(ids), dtype=int)
+    fold[order] = np.arange(len(ids)) % folds
+    return fold
+
+
+def routed_choice(run: Run, table: RewardTable) -> np.ndarray:
+    """[prompts of `table`] the pool index of the teacher the run's routing policy picks
+    for each calibration prompt from the scores of a router (`run.cfg.router`) trained on
+    the rewards of `table` (the setting's) of the other `tune.pilot_folds` folds: every
+    prompt routed by a router that never saw it, as the run routes its prompts. Encoder
+    routers share one encoder across folds. A router fit per fold (seconds for the
+    encoder routers; the LM router trains its backbone each time)."""
+    cfg = run.cfg
+    by_id = run.prompts_by_id()
+    texts = np.array([by_id[pid].text for pid in table.ids], dtype=object)
+    fold = fold_of(table.ids, min(cfg.tune.pilot_folds, len(table.ids)), cfg.tune.seed)
+    charge = failure_reward(cfg.rewards.normalization, len(cfg.teachers))
+    encoder = PromptEncoder(cfg.router.backbone, cfg.router.embed_batch_size)
+    scores = np.zeros((len(table.ids), len(cfg.teachers)))
+    for k in range(int(fold.max()) + 1 if len(fold) else 0):
+        held = fold == k
+        router = make_router(cfg.router, cfg.teacher_names, encoder)
+        router.fit(list(texts[~held]), table.routing_reward[~held], failure_reward=charge)
+        scores[held] = router.scores(list(texts[held]))
+    able, _, local = policy_choice(run, table.ids, scores)
+    return np.array(able, dtype=int)[local]
 
 
 @dataclass
@@ -187,7 +252,7 @@ def run_tune(run: Run, files: TuneFiles) -> TuneResult:
     rows, scores = [], {}
     tasks = np.array([], dtype=str)
     for setting in settings:
-        path = files.dataset(setting.name)
+        path = pilot_dataset(files, cfg, setting)
         write_jsonl(path, pilot_rows(run, setting, ids))
         log(f"tune: {setting.name}: pilot student(s) on {path.name}")
         row, scores[setting.name], tasks = train_and_evaluate(

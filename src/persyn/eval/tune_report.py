@@ -28,6 +28,7 @@ from persyn.eval.tune import (
     Setting,
     TuneResult,
     pilot_config,
+    pilot_dataset,
     pilot_ids,
     tune_settings,
     validation_fingerprint,
@@ -155,7 +156,7 @@ def tune_plan(run: Run) -> list[str]:
     lines = [
         f"tune: {len(settings)} reward settings ({', '.join(s.name for s in settings)}; "
         f"reference {reference.name}) x {len(tune.seeds)} seed(s): at most {students} pilot "
-        "students (settings whose oracle picks the same answers share one)",
+        "students (settings that pick the same answers share one)",
         f"  each: {tune.max_steps} steps of {tc.method} SFT, {examples} examples seen, drawn "
         f"from {rows} calibration prompts",
         "  training tokens: "
@@ -223,7 +224,7 @@ def tune_pilots(run: Run, settings: list[Setting]) -> tuple[list[dict[str, Any]]
     pilots: dict[str, StudentEvalFiles] = {}  # by student key: shared students once
     unknown = 0
     for setting in settings:
-        path = files.dataset(setting.name)
+        path = pilot_dataset(files, cfg, setting)
         rows = read_jsonl(path) if path.is_file() else []
         if not rows or not {r["id"] for r in rows} <= drawn:
             unknown += len(cfg.tune.seeds)

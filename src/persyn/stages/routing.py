@@ -41,11 +41,7 @@ def route_prompts(run: Run, ids: list[str], router_dir: Path, router_fp: str) ->
     cfg = run.cfg
     scores, novelty = router_scores(run, ids, router_fp, router_dir)
     names = cfg.teacher_names
-    cost = cost_per_prompt(cfg, mean_response_tokens(run), expected_prompt_tokens(run, ids))
-    # A teacher known only from imported data cannot answer: the policy chooses among the
-    # others (all of them when none can; `generate` then says why that fails).
-    able = generating_columns(cfg) or list(range(len(names)))
-    local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
+    able, cost, local = policy_choice(run, ids, scores)
     # from the scores as `routes(with_scores=True)` gives them (5 decimals): a prompt
     # scored again in another batch (a resumed route) keeps its confidence
     sure = confidence(np.round(scores[:, able], 5))
@@ -62,6 +58,22 @@ def route_prompts(run: Run, ids: list[str], router_dir: Path, router_fp: str) ->
         threshold=threshold,
         report=policy_report(scores[:, able], local, cost[able], [names[j] for j in able]),
     )
+
+
+def policy_choice(
+    run: Run, ids: list[str], scores: np.ndarray
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The config's routing policy on router `scores` [prompts, teachers] of `ids`: (the
+    pool indices it chooses among, every teacher's cost per prompt, the chosen position
+    in the first per prompt). A teacher known only from imported data cannot answer: the
+    policy chooses among the others (all of them when none can; `generate` then says why
+    that fails)."""
+    cfg = run.cfg
+    names = cfg.teacher_names
+    cost = cost_per_prompt(cfg, mean_response_tokens(run), expected_prompt_tokens(run, ids))
+    able = generating_columns(cfg) or list(range(len(names)))
+    local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
+    return able, cost, local
 
 
 def router_scores(

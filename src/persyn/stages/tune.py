@@ -20,9 +20,10 @@ from persyn.run import Run
 if TYPE_CHECKING:
     from persyn.artifacts import RunArtifacts
 
-# The config sections the stage reads (`persyn.fingerprints`): the rewards that pick each
-# pilot's answers, the student, and the `tune` section (with the SFT recipe, evaluation).
-TUNE_SECTIONS = ("student", "rewards.quality", "rewards.mix", "tune")
+# The config sections the stage reads (`persyn.fingerprints`): the rewards, router and
+# routing policy that pick each pilot's answers, the student, and the `tune` section (with
+# the SFT recipe, evaluation).
+TUNE_SECTIONS = ("student", "rewards.quality", "rewards.mix", "router", "routing", "tune")
 
 
 def tune(run: Run) -> dict[str, Any]:
