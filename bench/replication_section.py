@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_md import replace_section  # bench/ is on sys.path when run as a script
+from results_md import RESULTS, replace_section  # bench/ is on sys.path when run as a script
 
 from persyn.artifacts import ExperimentFiles, RunArtifacts
 from persyn.config import RunConfig, load_config
@@ -27,7 +27,7 @@ from persyn.eval.baselines import alpha_run_dir
 from persyn.eval.experiment import BASE_STUDENT, REFERENCE, output_dir, training_seeds
 from persyn.eval.stats import paired_bootstrap
 from persyn.eval.student import held_out_prompts, prompt_scores
-from persyn.eval.tune import tune_settings
+from persyn.eval.tune import pilot_dataset, tune_settings
 from persyn.eval.tune_report import duration, tune_pilots
 from persyn.run import Run
 from persyn.store import read_jsonl
@@ -118,6 +118,7 @@ def _load_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--load", default="")
     parser.add_argument("--note", default="")
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the file to write into")
     return parser.parse_known_args()  # the rest are `persyn experiment` flags (--quiet)
 
 
@@ -243,7 +244,7 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
     train_s = sum(r.get("runtime_s") or 0 for r in done)
     timed = [r["evaluation_s"] for r in done if "evaluation_s" in r]
     calibration = set(run.store.split().calibration)
-    pilot_rows = [r for s in settings for r in read_jsonl(files.dataset(s.name))]
+    pilot_rows = [r for s in settings for r in read_jsonl(pilot_dataset(files, auto, s))]
     outside = sum(r["id"] not in calibration for r in pilot_rows)
     ledger = run.store.summary()["spend"]["by_stage"]
     asked = ledger["calibration"]["requests"]
@@ -257,7 +258,7 @@ def _tuning(cfg: RunConfig, rows: list[dict[str, str]], per_prompt: dict[str, An
         "Cost of tuning:",
         "",
         f"- pilot students: {len(done)} trained and evaluated for {len(settings)} settings "
-        f"(settings whose oracle picks the same answers share one; {left} not done), "
+        f"(settings that pick the same answers share one; {left} not done), "
         f"{auto.tune.max_steps} steps each, seeds {auto.tune.seeds}",
         f"- pilot time (wall clock on this CPU machine, from the pilots' training records): "
         f"{duration(train_s + sum(timed))}: training {duration(train_s)} ("
@@ -377,8 +378,8 @@ def main() -> None:
         "",
         *_training_data(cfg, out, ex.datasets),
     ]
-    replace_section(heading, "\n".join(body))
-    print(f"bench/RESULTS.md: section {heading!r} written")
+    replace_section(heading, "\n".join(body), args.results)
+    print(f"{args.results}: section {heading!r} written")
 
 
 if __name__ == "__main__":
