@@ -168,8 +168,9 @@ def tune_plan(run: Run) -> list[str]:
         ),
         "  evaluation: "
         + (
-            f"{validation} validation prompts x {students} students = {validation * students} "
-            f"student answers of at most {cfg.evaluation.max_new_tokens} tokens"
+            f"{validation} validation prompts x at most {students} students = at most "
+            f"{validation * students} student answers of at most "
+            f"{cfg.evaluation.max_new_tokens} tokens"
             if validation is not None
             else "tune.validation is not set (required)"
         ),
