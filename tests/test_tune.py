@@ -205,6 +205,7 @@ def test_cli_dry_run_prints_the_cost_and_trains_nothing(tiny_lm_dir: Path, tmp_p
     out = " ".join(result.output.split())
     assert "2 reward settings" in out and "at most 2 pilot students" in out
     assert "2 steps of lora SFT, 8 examples seen" in out
+    assert "pilot answers: routed: 2 settings x 5 folds = 10 fits of the run's router" in out
     assert "4 validation prompts x at most 2 students = at most 8 student answers" in out
     assert "new teacher generations: 0" in out
     assert "pilots: 0 done" in out and "2 to train" in out

@@ -159,6 +159,14 @@ def tune_plan(run: Run) -> list[str]:
         "students (settings that pick the same answers share one)",
         f"  each: {tune.max_steps} steps of {tc.method} SFT, {examples} examples seen, drawn "
         f"from {rows} calibration prompts",
+        "  pilot answers: "
+        + (
+            f"routed: {len(settings)} settings x {tune.pilot_folds} folds = "
+            f"{len(settings) * tune.pilot_folds} fits of the run's router ({cfg.router.kind}), "
+            f"each on about {calibration - calibration // tune.pilot_folds} calibration prompts"
+            if tune.pilot_answers == "routed"
+            else "oracle: each prompt's best-rewarded answer (no router fit)"
+        ),
         "  training tokens: "
         + (
             f"about {examples * answer_tokens:,.0f} answer tokens per student (estimate: "
@@ -186,7 +194,7 @@ def tune_plan(run: Run) -> list[str]:
     ]
     if others:
         lines.insert(
-            4,
+            5,
             f"  rescoring: the calibration answers once more with the student for "
             f"{', '.join(others)} (forward passes, no generation)",
         )
