@@ -361,6 +361,11 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     assert names[int(np.nanargmax(rigged.routing_reward[i]))] == names[worst]
     assert routed_choice(run, rigged)[i] == routed[i]
 
+    # nothing to learn on the other folds (every answer rewarded alike): no router is fit,
+    # the teacher best on mean reward (here the first, all tied) routes every prompt
+    flat = dataclasses.replace(table, reward=np.ones_like(table.reward))
+    assert routed_choice(run, flat).tolist() == [0] * len(ids)
+
     rows = pilot_rows(run, Setting(0.4, "mean_logprob"), ids)
     picked = dict(zip(ids, routed.tolist(), strict=True))
     assert rows and all(r["teacher"] == names[picked[r["id"]]] for r in rows)

@@ -46,11 +46,12 @@ from persyn.data import load_prompts
 from persyn.eval.stats import Interval, paired_bootstrap
 from persyn.eval.student import check_held_out
 from persyn.eval.trained import train_and_evaluate
-from persyn.method import failure_reward
+from persyn.method import any_ordered_pair, failure_reward
 from persyn.progress import log
 from persyn.router.encoder import PromptEncoder
+from persyn.router.metrics import best_fixed_teacher
 from persyn.router.routers import make_router
-from persyn.stages.common import teacher_fingerprint, trained_text
+from persyn.stages.common import generating_columns, teacher_fingerprint, trained_text
 from persyn.stages.routing import policy_choice
 from persyn.stages.score import combined_reward, failed_answers, reward_table, score_responses
 from persyn.store import write_jsonl
@@ -201,7 +202,9 @@ def routed_choice(run: Run, table: RewardTable) -> np.ndarray:
     the rewards of `table` (the setting's) of the other `tune.pilot_folds` folds: every
     prompt routed by a router that never saw it, as the run routes its prompts. Encoder
     routers share one encoder across folds. A router fit per fold (seconds for the
-    encoder routers; the LM router trains its backbone each time)."""
+    encoder routers; the LM router trains its backbone each time). Where the other folds
+    hold no pair of answers with different rewards (nothing to learn; `train-router`
+    refuses such a calibration set), their best teacher on mean reward routes the fold."""
     cfg = run.cfg
     by_id = run.prompts_by_id()
     texts = np.array([by_id[pid].text for pid in table.ids], dtype=object)
@@ -211,8 +214,13 @@ def routed_choice(run: Run, table: RewardTable) -> np.ndarray:
     scores = np.zeros((len(table.ids), len(cfg.teachers)))
     for k in range(int(fold.max()) + 1 if len(fold) else 0):
         held = fold == k
+        reward = table.routing_reward[~held]
+        if cfg.router.kind != "random" and not any_ordered_pair(reward, cfg.router.tie_margin):
+            scores[held, best_fixed_teacher(reward, charge, generating_columns(cfg) or None)] = 1.0
+            log(f"tune: fold {k + 1}: no reward pair to learn from; the best teacher routes it")
+            continue
         router = make_router(cfg.router, cfg.teacher_names, encoder)
-        router.fit(list(texts[~held]), table.routing_reward[~held], failure_reward=charge)
+        router.fit(list(texts[~held]), reward, failure_reward=charge)
         scores[held] = router.scores(list(texts[held]))
     able, _, local = policy_choice(run, table.ids, scores)
     return np.array(able, dtype=int)[local]
