@@ -79,3 +79,24 @@ def tiny_run_config(tiny_lm_dir: Path, run_dir: Path, **overrides: Any) -> dict[
     }
     cfg.update(overrides)
     return cfg
+
+
+def tiny_experiment_config(
+    tiny_lm_dir: Path, tmp_path: Path, datasets: list[str], **overrides: Any
+) -> dict[str, Any]:
+    """`tiny_run_config` (run in `tmp_path/run`) set up for `persyn experiment`: a tiny
+    student trained 2 steps, evaluated on 4 held-out `demo-mix` prompts, on 12-row
+    `datasets` written to `tmp_path/exp`."""
+    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", **overrides)
+    data["student"]["family"] = "tiny"
+    data["teachers"][0]["family"] = "tiny"
+    data["student_training"] = {
+        "batch_size": 4,
+        "sft": {"max_steps": 2, "gradient_checkpointing": False},
+    }
+    data["evaluation"] = {
+        "prompts": {"builtin": "demo-mix", "num_prompts": 4, "seed": 9},
+        "max_new_tokens": 4,
+    }
+    data["experiment"] = {"datasets": datasets, "size": 12, "output_dir": str(tmp_path / "exp")}
+    return data

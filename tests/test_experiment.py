@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_run_config
+from conftest import tiny_experiment_config, tiny_run_config
 
 from persyn.artifacts import RunArtifacts, Split
 from persyn.config import ConfigError, parse_config
@@ -290,22 +290,7 @@ def test_intervals_reach_the_table_the_csv_and_the_chart(tmp_path: Path, tiny_lm
 
 @pytest.mark.slow
 def test_tiny_experiment_end_to_end(tiny_lm_dir: Path, tmp_path: Path):
-    data = tiny_run_config(tiny_lm_dir, tmp_path / "run")
-    data["student"]["family"] = "tiny"
-    data["teachers"][0]["family"] = "tiny"
-    data["student_training"] = {
-        "batch_size": 4,
-        "sft": {"max_steps": 2, "gradient_checkpointing": False},
-    }
-    data["evaluation"] = {
-        "prompts": {"builtin": "demo-mix", "num_prompts": 4, "seed": 9},
-        "max_new_tokens": 4,
-    }
-    data["experiment"] = {
-        "datasets": ["persyn", "strong", "quality-only"],
-        "size": 12,
-        "output_dir": str(tmp_path / "exp"),
-    }
+    data = tiny_experiment_config(tiny_lm_dir, tmp_path, ["persyn", "strong", "quality-only"])
     # Evaluating on the training prompts themselves is refused before any work.
     with pytest.raises(ConfigError, match="held-out prompts equal a training prompt"):
         overlap = {**data, "evaluation": {**data["evaluation"], "prompts": data["prompts"]}}

@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import tiny_run_config
+from conftest import tiny_experiment_config
 
 from persyn.artifacts import RunArtifacts
 from persyn.config import parse_config
@@ -21,29 +22,16 @@ from persyn.eval.experiment import run_experiment
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a tiny experiment: 2 pilots and 3 datasets' students, about 35 s
 def test_the_section_of_a_tiny_experiment_with_a_tuned_arm(tiny_lm_dir: Path, tmp_path: Path):
-    data = tiny_run_config(tiny_lm_dir, tmp_path / "run", name="tiny-replication")
-    data["student"]["family"] = "tiny"
-    data["teachers"][0]["family"] = "tiny"
-    data["student_training"] = {
-        "batch_size": 4,
-        "sft": {"max_steps": 2, "gradient_checkpointing": False},
-    }
-    data["evaluation"] = {
-        "prompts": {"builtin": "demo-mix", "num_prompts": 6, "seed": 9},
-        "max_new_tokens": 4,
-    }
+    datasets = ["persyn", "persyn-tuned", "strong"]
+    data = tiny_experiment_config(tiny_lm_dir, tmp_path, datasets, name="tiny-replication")
+    data["experiment"]["bootstrap_resamples"] = 200
+    # the tuned arm's study: two alphas, pilots scored on validation prompts of their own
     data["tune"] = {
         "alphas": [0.0, 0.4],
         "max_steps": 2,
-        "max_rows": 8,
         "validation": {"builtin": "demo-mix", "num_prompts": 4, "seed": 7},
-        "bootstrap_resamples": 200,
-    }
-    data["experiment"] = {
-        "datasets": ["persyn", "persyn-tuned", "strong"],
-        "size": 8,
-        "output_dir": str(tmp_path / "exp"),
         "bootstrap_resamples": 200,
     }
     config = tmp_path / "replication.yaml"
