@@ -14,7 +14,7 @@ alpha 0.4 always among them as the reference):
    answers once more with the student;
 2. a pilot student per training seed, trained with the run's `student_training` recipe
    for `tune.max_steps` steps (`persyn.eval.trained`: students and evaluations are cached
-   by fingerprint, so a killed tune resumes and two settings whose oracle picks the same
+   by fingerprint, so a killed tune resumes and two settings that pick the same
    answers share a student);
 3. evaluated on `tune.validation`, prompts checked disjoint (normalised text) from every
    prompt of the run and from `evaluation.prompts` (the final evaluation set);
