@@ -372,6 +372,22 @@ class RoutingPolicyConfig(Section):
         "round spends at most its share of what is left of the budget. More rounds of "
         "fewer prompts covered more prompt families in bench_coverage (bench/RESULTS.md).",
     )
+    vote_width: float | Literal["auto"] = Field(
+        "auto",
+        description="`calibrate`: the kernel width, in cosine distance, of the vote of a "
+        "re-routed prompt's nearest calibration prompts for their oracle teachers (weights "
+        "exp(-distance / width); where the vote and the retrained router disagree, the surer "
+        "decides). `auto`: chosen each round among 0.02, 0.05, 0.1, 0.2 and 0.5 by "
+        "leave-one-out on the scored prompts (the width whose vote loses least reward "
+        "against each prompt's oracle); a number pins it.",
+    )
+
+    @field_validator("vote_width")
+    @classmethod
+    def _positive_width(cls, v: float | str) -> float | str:
+        if v != "auto" and not float(v) > 0:
+            raise ValueError(f"{v}: vote_width must be above 0 or `auto`")
+        return v
 
     @field_validator("max_share")
     @classmethod
