@@ -114,7 +114,7 @@ def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher()
     points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     best = np.repeat(np.arange(18) % 2, 2)
     reward = np.eye(2)[best]  # 1 for the prompt's teacher, 0 for the other
-    loss = vote_width_loss(points, best, reward, k=5)
+    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(36, dtype=bool))
     assert VOTE_WIDTHS == (0.02, 0.05, 0.1, 0.2, 0.5)
     assert loss.tolist() == pytest.approx([0.0, 1.0, 1.0, 1.0, 1.0])
     assert vote_width(loss) == 0.02
@@ -134,20 +134,43 @@ def test_a_wide_vote_wins_where_a_prompts_nearest_twin_is_an_exception() -> None
         points[6 * g : 6 * g + 6, 2 * g + 1] = np.sin(offsets)
     best = np.tile([0, 1, 0, 0, 0, 0], 3)
     reward = np.tile([[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4], (3, 1))
-    loss = vote_width_loss(points, best, reward, k=5)
+    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(18, dtype=bool))
     assert loss.tolist() == pytest.approx([1.1 / 6] * 4 + [0.1 / 6])
     assert vote_width(loss) == 0.5
     # a prompt without a best teacher neither votes nor counts: B's loss of 0.1 is not
     # averaged in for its group, and A's twin is gone, so A is right at every width there
     without = best.copy()
     without[1] = -1
-    assert vote_width_loss(points, without, reward, k=5).tolist() == pytest.approx(
-        [2.2 / 17] * 4 + [0.2 / 17]
+    every = np.ones(18, dtype=bool)
+    assert vote_width_loss(points, without, reward, k=5, held_out=every).tolist() == (
+        pytest.approx([2.2 / 17] * 4 + [0.2 / 17])
     )
-    # equal losses go to the wider width; none known (under two voters): no width
+    # only the held-out prompts count (all still vote): the As alone lose 1 below 0.5
+    as_only = np.tile([True, False, False, False, False, False], 3)
+    loss = vote_width_loss(points, best, reward, k=5, held_out=as_only)
+    assert loss.tolist() == pytest.approx([1.0] * 4 + [0.0])
+    # equal losses go to the wider width; none known (under two voters, or nothing held
+    # out): no width
     assert vote_width(np.array([0.1, 0.1, 0.1, 0.3, 0.3])) == 0.1
-    assert np.isnan(vote_width_loss(points[:1], best[:1], reward[:1], k=5)).all()
+    assert np.isnan(vote_width_loss(points[:1], best[:1], reward[:1], 5, every[:1])).all()
+    assert np.isnan(vote_width_loss(points, best, reward, 5, np.zeros(18, dtype=bool))).all()
     assert vote_width(np.full(5, np.nan)) is None
+
+
+def test_the_width_is_chosen_on_the_held_out_prompts_only() -> None:
+    """Both constructed sets side by side (orthogonal planes, so neither votes on the
+    other): holding out the twins' set chooses its narrow width, the groups' set its wide
+    one, as each set alone does."""
+    angles = np.concatenate([[a, a + 0.01] for a in 2 * np.pi * np.arange(18) / 18])
+    offsets = np.array([0.0, 0.005, -0.98, 0.98, -0.99, 0.99])
+    points = np.zeros((36 + 6, 4))
+    points[:36, 0], points[:36, 1] = np.cos(angles), np.sin(angles)
+    points[36:, 2], points[36:, 3] = np.cos(offsets), np.sin(offsets)
+    best = np.concatenate([np.repeat(np.arange(18) % 2, 2), [0, 1, 0, 0, 0, 0]])
+    reward = np.vstack([np.eye(2)[best[:36]], [[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4]])
+    twins = np.arange(42) < 36
+    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=twins)) == 0.02
+    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=~twins)) == 0.5
 
 
 def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:

@@ -85,8 +85,8 @@ class RoutingPolicyConfig(Section):
         "re-routed prompt's nearest calibration prompts for their oracle teachers (weights "
         "exp(-distance / width); where the vote and the retrained router disagree, the surer "
         "decides). `auto`: chosen each round among 0.02, 0.05, 0.1, 0.2 and 0.5 by "
-        "leave-one-out on the scored prompts (the width whose vote loses least reward "
-        "against each prompt's oracle); a number pins it.",
+        "leave-one-out on the prompts active calibration added (the width whose vote of "
+        "the other scored prompts loses least reward against their oracle); a number pins it.",
     )
 
     @field_validator("vote_width")

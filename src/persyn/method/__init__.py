@@ -51,7 +51,7 @@ within `active_prompt_budget`, and `keep_covered` keeps the first router's teach
 the prompts it covered (and for those with no added prompt among their nearest calibration
 prompts, `near_any`); on the others, where the retrained router and `neighbour_vote` (the
 oracle picks of the nearest calibration prompts, its kernel width chosen by leave-one-out
-on the scored prompts: `vote_width_loss`, `vote_width`) disagree, `surer_decides`.
+on the added prompts: `vote_width_loss`, `vote_width`) disagree, `surer_decides`.
 """
 
 from persyn.method.coverage import (

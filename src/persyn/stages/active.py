@@ -17,9 +17,10 @@ disagrees with the similarity-weighted vote of their nearest calibration
 prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
 (`surer_decides`: retrained on a handful of added prompts, the router was still sure of
 wrong teachers right next to them). The vote's kernel width is `routing.vote_width`, or
-under `auto` chosen each round by leave-one-out on the scored prompts (`vote_width_loss`,
-`vote_width`), and recorded with the round. Under `routing.budget` or `max_share`, which
-bind the assignment as a whole, the new router's assignment stands. Rounds stop at
+under `auto` chosen each round by leave-one-out on the added prompts, each voted on by the
+other scored prompts (`vote_width_loss`, `vote_width`), and recorded with the round. Under
+`routing.budget` or `max_share`, which bind the assignment as a whole, the new router's
+assignment stands. Rounds stop at
 `routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. Each
 round's router is loaded in this process for the uncovered prompts' embeddings, in the
 space of that round's novelty reference (`_router`).
@@ -223,7 +224,8 @@ def _neighbours(
         # a vote landing on a failed or unscored answer is charged like the router's metrics
         charge = failure_reward(cfg.rewards.normalization, len(names))
         reward = np.nan_to_num(charge_failures(table.routing_reward, charge), nan=charge)
-        losses = vote_width_loss(voters, best, reward, reference.k)
+        # held out: the added prompts, the scored ones of the regions the vote serves
+        losses = vote_width_loss(voters, best, reward, reference.k, held_out=was_added)
         width = vote_width(losses)
         loss_by_width = {
             f"{w:g}": float(v) if np.isfinite(v) else None
