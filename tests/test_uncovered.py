@@ -16,6 +16,7 @@ from conftest import tiny_run_config
 from persyn.config import fingerprint, parse_config
 from persyn.fingerprints import config_sections
 from persyn.method import (
+    VOTE_WIDTHS,
     active_prompt_budget,
     keep_covered,
     near_any,
@@ -24,6 +25,8 @@ from persyn.method import (
     select_uncovered,
     surer_decides,
     uncovered,
+    vote_width,
+    vote_width_loss,
 )
 from persyn.pipeline import Run, run_pipeline, run_stage
 from persyn.store import read_jsonl
@@ -83,7 +86,7 @@ def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
     reference = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]])
     best = np.array([0, 2, 0, 1, -1])
     queries = np.array([[1.0, 0.05], [-0.1, 1.0], [-1.0, 0.0]])
-    choice, share = neighbour_vote(queries, reference, best, k=3)
+    choice, share = neighbour_vote(queries, reference, best, k=3, width=0.05)
     assert choice[:2].tolist() == [0, 1]
     # the query along x: teacher 0 holds two of its three nearest, weighted by similarity
     cosine = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
@@ -94,10 +97,80 @@ def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
     # the few nearest outweigh many farther ones: two at cosine 0.9 against eight at 0.4
     angles = np.arccos([0.9, 0.9, *[0.4] * 8])
     ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    few, _ = neighbour_vote(np.array([[1.0, 0.0]]), ring, np.array([1, 1, *[0] * 8]), k=10)
+    few, _ = neighbour_vote(
+        np.array([[1.0, 0.0]]), ring, np.array([1, 1, *[0] * 8]), k=10, width=0.05
+    )
     assert few.tolist() == [1]
-    none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3)
+    none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3, width=0.05)
     assert none.tolist() == [-1, -1, -1] and zero.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher() -> None:
+    """18 pairs of prompts around a circle (a pair 0.01 rad apart, pairs 20 degrees apart),
+    teachers alternating pair by pair: left out, a prompt's twin is right and its four
+    next nearest (the neighbouring pairs, cosine distance about 0.06) are wrong. Only the
+    narrowest width lets the twin outweigh them (at 0.05: 1.2 against 1.0)."""
+    angles = np.concatenate([[a, a + 0.01] for a in 2 * np.pi * np.arange(18) / 18])
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    best = np.repeat(np.arange(18) % 2, 2)
+    reward = np.eye(2)[best]  # 1 for the prompt's teacher, 0 for the other
+    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(36, dtype=bool))
+    assert VOTE_WIDTHS == (0.02, 0.05, 0.1, 0.2, 0.5)
+    assert loss.tolist() == pytest.approx([0.0, 1.0, 1.0, 1.0, 1.0])
+    assert vote_width(loss) == 0.02
+
+
+def test_a_wide_vote_wins_where_a_prompts_nearest_twin_is_an_exception() -> None:
+    """Three groups of six prompts (each group in its own plane): prompt A, its twin B
+    0.005 rad away, four more at 0.98-0.99 rad (cosine distance about 0.45). Teacher 0 is
+    best for all but B, where teacher 1 wins by 0.1 (0.9 against 1.0). Left out, A's twin
+    votes 1 (a loss of 1) unless the four far ones outweigh it, which takes the widest
+    width (0.5: 1.6 against 1; at 0.2: 0.43); B's and the others' votes are 0 at every
+    width (B loses its 0.1 everywhere)."""
+    offsets = np.array([0.0, 0.005, -0.98, 0.98, -0.99, 0.99])
+    points = np.zeros((18, 6))
+    for g in range(3):
+        points[6 * g : 6 * g + 6, 2 * g] = np.cos(offsets)
+        points[6 * g : 6 * g + 6, 2 * g + 1] = np.sin(offsets)
+    best = np.tile([0, 1, 0, 0, 0, 0], 3)
+    reward = np.tile([[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4], (3, 1))
+    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(18, dtype=bool))
+    assert loss.tolist() == pytest.approx([1.1 / 6] * 4 + [0.1 / 6])
+    assert vote_width(loss) == 0.5
+    # a prompt without a best teacher neither votes nor counts: B's loss of 0.1 is not
+    # averaged in for its group, and A's twin is gone, so A is right at every width there
+    without = best.copy()
+    without[1] = -1
+    every = np.ones(18, dtype=bool)
+    assert vote_width_loss(points, without, reward, k=5, held_out=every).tolist() == (
+        pytest.approx([2.2 / 17] * 4 + [0.2 / 17])
+    )
+    # only the held-out prompts count (all still vote): the As alone lose 1 below 0.5
+    as_only = np.tile([True, False, False, False, False, False], 3)
+    loss = vote_width_loss(points, best, reward, k=5, held_out=as_only)
+    assert loss.tolist() == pytest.approx([1.0] * 4 + [0.0])
+    # equal losses go to the wider width; none known (under two voters, or nothing held
+    # out): no width
+    assert vote_width(np.array([0.1, 0.1, 0.1, 0.3, 0.3])) == 0.1
+    assert np.isnan(vote_width_loss(points[:1], best[:1], reward[:1], 5, every[:1])).all()
+    assert np.isnan(vote_width_loss(points, best, reward, 5, np.zeros(18, dtype=bool))).all()
+    assert vote_width(np.full(5, np.nan)) is None
+
+
+def test_the_width_is_chosen_on_the_held_out_prompts_only() -> None:
+    """Both constructed sets side by side (orthogonal planes, so neither votes on the
+    other): holding out the twins' set chooses its narrow width, the groups' set its wide
+    one, as each set alone does."""
+    angles = np.concatenate([[a, a + 0.01] for a in 2 * np.pi * np.arange(18) / 18])
+    offsets = np.array([0.0, 0.005, -0.98, 0.98, -0.99, 0.99])
+    points = np.zeros((36 + 6, 4))
+    points[:36, 0], points[:36, 1] = np.cos(angles), np.sin(angles)
+    points[36:, 2], points[36:, 3] = np.cos(offsets), np.sin(offsets)
+    best = np.concatenate([np.repeat(np.arange(18) % 2, 2), [0, 1, 0, 0, 0, 0]])
+    reward = np.vstack([np.eye(2)[best[:36]], [[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4]])
+    twins = np.arange(42) < 36
+    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=twins)) == 0.02
+    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=~twins)) == 0.5
 
 
 def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:
@@ -149,6 +222,14 @@ def test_an_unknown_safe_teacher_is_refused() -> None:
     cfg = tiny_run_config(Path("lm"), Path("run"), routing={"uncovered_teacher": "nobody"})
     with pytest.raises(ValueError, match=r"routing\.uncovered_teacher: unknown teacher 'nobody'"):
         parse_config(cfg)
+
+
+def test_a_vote_width_is_auto_or_above_zero() -> None:
+    assert parse_config(tiny_run_config(Path("lm"), Path("run"))).routing.vote_width == "auto"
+    pinned = tiny_run_config(Path("lm"), Path("run"), routing={"vote_width": 0.05})
+    assert parse_config(pinned).routing.vote_width == 0.05
+    with pytest.raises(ValueError, match="vote_width must be above 0"):
+        parse_config(tiny_run_config(Path("lm"), Path("run"), routing={"vote_width": 0}))
 
 
 def scripted_config(lm: Path, run_dir: Path, **routing: Any) -> dict[str, Any]:
@@ -231,6 +312,10 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     for r in rounds:
         keys = {"uncovered_before", "uncovered_after", "routes_changed", "router_fp"}
         assert keys | {"neighbours_decided"} <= set(r)
+        # the vote's width, chosen this round by leave-one-out on the scored prompts
+        losses = r["vote_width_loss"]
+        assert list(losses) == [f"{w:g}" for w in VOTE_WIDTHS]
+        assert r["vote_width"] == vote_width(np.array(list(losses.values())))
         assert (run_dir / "active" / f"round-{r['round']}" / "router.json").is_file()
     # the rest is routed by the last round's router; the added prompts are calibration
     routes = read_jsonl(run_dir / "routes.jsonl")
@@ -257,6 +342,7 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
 
     page = build_report(run_dir, tmp_path / "report").read_text()
     assert "routing.uncovered: calibrate" in page and "routes changed" in page
+    assert "neighbour vote width" in page
     console = Console(record=True, width=300)
     print_inspection(inspect_run(run_dir), console)
     assert "active calibration: 2 rounds, 3 prompts added" in console.export_text()

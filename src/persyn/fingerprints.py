@@ -72,6 +72,7 @@ UNCOVERED_KEYS = {
     "uncovered_teacher",
     "active_budget",
     "active_rounds",
+    "vote_width",
 }
 
 

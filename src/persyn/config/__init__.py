@@ -36,6 +36,7 @@ from persyn.config.base import (
 from persyn.config.experiment import EvaluationConfig, ExperimentConfig, StudentTrainingConfig
 from persyn.config.paths import resolve_paths
 from persyn.config.rewards import LearnabilitySignalConfig, QualitySignal, RewardsConfig
+from persyn.config.routing import RoutingPolicyConfig
 from persyn.config.sections import (
     CalibrationConfig,
     CalibrationSource,
@@ -43,7 +44,6 @@ from persyn.config.sections import (
     LMRouterConfig,
     PromptsConfig,
     RouterConfig,
-    RoutingPolicyConfig,
 )
 from persyn.config.tune import PAPER_ALPHA, PAPER_SIGNAL, TuneConfig
 

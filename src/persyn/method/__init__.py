@@ -50,10 +50,12 @@ those `select_uncovered` orders, spread over the encoder space by `representativ
 within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
 the prompts it covered (and for those with no added prompt among their nearest calibration
 prompts, `near_any`); on the others, where the retrained router and `neighbour_vote` (the
-oracle picks of the nearest calibration prompts) disagree, `surer_decides`.
+oracle picks of the nearest calibration prompts, its kernel width chosen by leave-one-out
+on the added prompts: `vote_width_loss`, `vote_width`) disagree, `surer_decides`.
 """
 
 from persyn.method.coverage import (
+    VOTE_WIDTHS,
     active_prompt_budget,
     confidence,
     keep_covered,
@@ -65,6 +67,8 @@ from persyn.method.coverage import (
     select_uncovered,
     surer_decides,
     uncovered,
+    vote_width,
+    vote_width_loss,
 )
 from persyn.method.fit import (
     PAIR_BATCH_PROMPTS,
@@ -100,6 +104,7 @@ __all__ = [
     "NORMALIZATIONS",
     "PAIR_BATCH_PROMPTS",
     "QUALITY_TIE_MARGIN",
+    "VOTE_WIDTHS",
     "Batch",
     "EpochCallback",
     "FitSettings",
@@ -131,4 +136,6 @@ __all__ = [
     "trained_state",
     "training_pairs",
     "uncovered",
+    "vote_width",
+    "vote_width_loss",
 ]

@@ -15,6 +15,10 @@ confidence, over arrays (no models, no files).
 - `neighbour_vote`: the teacher a prompt's nearest calibration prompts were best served by
   (their oracle pick), the nearest weighing most, and the vote's confidence (the
   winner's share of the weight).
+- `vote_width`: the kernel width of that vote, chosen by leave-one-out on scored prompts
+  (`vote_width_loss`: the reward each width's vote loses against the prompt's oracle;
+  active calibration holds out its added prompts), not fixed on one bench's oracle
+  sample.
 - `surer_decides`: where the retrained router and the neighbour vote disagree, the surer
   one's teacher: retrained on a few prompts of an unseen region, the router can still be
   sure of a teacher that the calibration prompts right next to the prompt show is wrong.
@@ -140,12 +144,16 @@ def representative(points: np.ndarray, seeds: np.ndarray, capacity: int) -> np.n
     return pool[picked]
 
 
-# The width of `neighbour_vote`'s kernel in cosine distance: a neighbour 0.05 farther than
-# another counts e^-1 as much. With weights linear in similarity, the many calibration
-# prompts of another family at 0.3-0.5 similarity outvoted the few of the prompt's own at
-# 0.75-0.9. Chosen on bench_coverage (unseen families routed far below the oracle: 20%
-# with linear weights; 5% with a width of 0.05 or 0.1, 3% at 0.02, 10-18% at 0.15-0.3).
-VOTE_WIDTH = 0.05
+# The widths `vote_width` chooses among, in cosine distance: with weights exp(-distance /
+# width), a neighbour `width` farther than another counts e^-1 as much. From 0.02 (the
+# nearest one or two decide) to 0.5 (nearly an unweighted vote of the k nearest); weights
+# linear in similarity were tried before and let many far calibration prompts of another
+# family outvote the few near ones of the prompt's own (bench_coverage, bench/RESULTS.md).
+VOTE_WIDTHS = (0.02, 0.05, 0.1, 0.2, 0.5)
+
+# Query rows per block when every scored prompt votes on every other (`vote_width_loss`):
+# a block's similarities are `block x prompts`, never the whole square.
+_LOO_BLOCK = 1024
 
 
 def neighbour_vote(
@@ -153,7 +161,7 @@ def neighbour_vote(
     reference_emb: np.ndarray,
     reference_best: np.ndarray,
     k: int,
-    width: float = VOTE_WIDTH,
+    width: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query [queries, dim]: the teacher its `k` nearest references [references, dim]
     vote for, each for its best teacher (`reference_best`, [references] pool index; -1:
@@ -162,22 +170,93 @@ def neighbour_vote(
     go to the lower index; a query no neighbour votes for gets -1 and confidence 0."""
     best = np.asarray(reference_best, dtype=int)
     voters = best >= 0
-    choice, share = np.full(len(query_emb), -1), np.zeros(len(query_emb))
     if not len(query_emb) or not voters.any():
-        return choice, share
-    k = max(1, min(k, int(voters.sum())))
+        return np.full(len(query_emb), -1), np.zeros(len(query_emb))
     similarity = _unit(query_emb) @ _unit(reference_emb[voters]).T
+    return _vote(similarity, best[voters], k, width)
+
+
+def _vote(
+    similarity: np.ndarray, best: np.ndarray, k: int, width: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`neighbour_vote` from the queries' cosine similarity to the voters [queries,
+    voters], each voter's teacher `best` (>= 0). A similarity of -inf (a query's own
+    row, left out) is never among the nearest while k is below the voters' count."""
+    k = max(1, min(k, similarity.shape[1]))
+    rows = np.arange(len(similarity))[:, None]
     nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-    rows = np.arange(len(query_emb))[:, None]
     near = similarity[rows, nearest].astype(float)
-    weight = np.where(near > 0, np.exp((near - 1.0) / width), 0.0)
-    votes = np.zeros((len(query_emb), int(best.max()) + 1))
-    np.add.at(votes, (rows, best[voters][nearest]), weight)
+    weight = np.where(near > 0, np.exp((np.maximum(near, 0.0) - 1.0) / width), 0.0)
+    votes = np.zeros((len(similarity), int(best.max()) + 1))
+    np.add.at(votes, (rows, best[nearest]), weight)
     total = votes.sum(axis=1)
     voted = total > 0
+    choice, share = np.full(len(similarity), -1), np.zeros(len(similarity))
     choice[voted] = votes[voted].argmax(axis=1)
     share[voted] = votes[voted].max(axis=1) / total[voted]
     return choice, share
+
+
+def vote_width_loss(
+    embeddings: np.ndarray,
+    best: np.ndarray,
+    reward: np.ndarray,
+    k: int,
+    held_out: np.ndarray,
+    widths: tuple[float, ...] = VOTE_WIDTHS,
+) -> np.ndarray:
+    """[widths] the mean reward the neighbour vote loses on the `held_out` scored prompts
+    ([prompts] bool), each left out in turn. The scored prompts [prompts, dim] with a best
+    teacher (`best` >= 0, as `neighbour_vote` takes it) vote; per held-out prompt, the vote
+    of its `k` nearest other voters at that width, and the prompt's reward of its best
+    teacher minus its reward of the teacher voted for (`reward` [prompts, teachers], a
+    number wherever a vote can land: failed and missing answers charged). A held-out
+    prompt without a best teacher, or that no other prompt votes for (every voter at 90
+    degrees or more, the same at every width), counts at no width; NaN for every width
+    when none is left.
+
+    Why: the width that serves the re-routed prompts cannot be measured on them (their
+    oracle is what active calibration avoids paying for), but a scored prompt of their
+    region has a known oracle pick and neighbours that vote as theirs do. Active
+    calibration holds out the added prompts, the scored prompts of the uncovered regions
+    the vote serves; held out, the calibration prompts (the covered distribution, where
+    the first router decides) chose the widest width, a majority vote that their noisy
+    oracle picks favour and that let far calibration prompts outvote the few near added
+    ones (bench_coverage seed 0: unseen prompts far below the oracle 15.8% at 0.5, 5.8%
+    at 0.05)."""
+    best = np.asarray(best, dtype=int)
+    reward = np.asarray(reward, dtype=float)
+    voters = np.flatnonzero(best >= 0)
+    queries = np.flatnonzero(np.asarray(held_out, dtype=bool)[voters])  # positions in voters
+    if len(voters) < 2 or not len(queries):
+        return np.full(len(widths), np.nan)
+    unit = _unit(np.asarray(embeddings)[voters])
+    loss = np.zeros((len(widths), len(queries)))
+    counted = np.zeros(len(queries), dtype=bool)
+    for start in range(0, len(queries), _LOO_BLOCK):
+        rows = np.arange(start, min(start + _LOO_BLOCK, len(queries)))
+        similarity = (unit[queries[rows]] @ unit.T).astype(float)
+        similarity[np.arange(len(rows)), queries[rows]] = -np.inf  # not its own voter
+        own = voters[queries[rows]]
+        for w, width in enumerate(widths):
+            choice, _ = _vote(similarity, best[voters], min(k, len(voters) - 1), width)
+            counted[rows] = choice >= 0
+            picked = reward[own, np.maximum(choice, 0)]
+            loss[w, rows] = np.where(choice >= 0, reward[own, best[own]] - picked, 0.0)
+    if not counted.any():
+        return np.full(len(widths), np.nan)
+    return loss[:, counted].mean(axis=1)
+
+
+def vote_width(losses: np.ndarray, widths: tuple[float, ...] = VOTE_WIDTHS) -> float | None:
+    """The width of least leave-one-out loss (`vote_width_loss`); equal losses (within
+    1e-9) go to the wider width, the smoother vote, which also claims less confidence
+    against the router (`surer_decides`). None when no loss is known."""
+    losses = np.asarray(losses, dtype=float)
+    if not np.isfinite(losses).any():
+        return None
+    least = np.nanmin(losses)
+    return float(max(w for w, v in zip(widths, losses, strict=True) if v <= least + 1e-9))
 
 
 def near_any(

@@ -59,9 +59,10 @@ def uncovered_html(summary: dict[str, Any]) -> str:
                 f"{r['uncovered_before']:.1%}",
                 f"{r['uncovered_after']:.1%}",
                 r["routes_changed"],
+                fmt_num(r.get("vote_width"), "{:g}"),
             ]
             for r in rounds
         ]
         headers = ["round", "prompts added", "generations", "uncovered before", "after"]
-        out += html_table([*headers, "routes changed"], rows)
+        out += html_table([*headers, "routes changed", "neighbour vote width"], rows)
     return out

@@ -16,8 +16,11 @@ the router nothing about them either); the others take the new router's or, wher
 disagrees with the similarity-weighted vote of their nearest calibration
 prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
 (`surer_decides`: retrained on a handful of added prompts, the router was still sure of
-wrong teachers right next to them). Under `routing.budget` or `max_share`, which bind the
-assignment as a whole, the new router's assignment stands. Rounds stop at
+wrong teachers right next to them). The vote's kernel width is `routing.vote_width`, or
+under `auto` chosen each round by leave-one-out on the added prompts, each voted on by the
+other scored prompts (`vote_width_loss`, `vote_width`), and recorded with the round. Under
+`routing.budget` or `max_share`, which bind the assignment as a whole, the new router's
+assignment stands. Rounds stop at
 `routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. Each
 round's router is loaded in this process for the uncovered prompts' embeddings, in the
 space of that round's novelty reference (`_router`).
@@ -39,13 +42,18 @@ import numpy as np
 from persyn.artifacts import RouterCheckpoint
 from persyn.config import fingerprint
 from persyn.method import (
+    VOTE_WIDTHS,
     active_prompt_budget,
+    charge_failures,
+    failure_reward,
     keep_covered,
     near_any,
     neighbour_vote,
     representative,
     select_uncovered,
     surer_decides,
+    vote_width,
+    vote_width_loss,
 )
 from persyn.progress import log
 from persyn.router.routers import Router
@@ -64,7 +72,9 @@ if TYPE_CHECKING:
 def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[str, Any]]]:
     """Run the rounds; returns the routing of the prompts left with the last router, and
     per round: prompts added, the share of the routed prompts uncovered before and after,
-    how many of the prompts still routed changed teacher, and its router's fingerprint."""
+    how many of the prompts still routed changed teacher, its router's fingerprint, and
+    (where the neighbour vote ran) the vote's width, its leave-one-out losses under
+    `auto`, and how many routes the vote decided."""
     cfg = run.cfg
     files = run.store.active()
     split = run.store.split()
@@ -123,9 +133,10 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         if cfg.routing.budget is None and not cfg.routing.max_share:
             # (a budget or share cap binds the assignment as a whole: the new one stands)
             was_uncovered = np.array([first_uncovered[pid] for pid in kept], dtype=bool)
-            vote, vote_sure, taught = _neighbours(
+            vote, vote_sure, taught, vote_record = _neighbours(
                 run, routing, was_uncovered, table, added, router_dir, routers
             )
+            rounds[r].update(vote_record)
             decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
             # only `taught` prompts (uncovered, an added prompt among their nearest) move:
             # the retrained router learnt nothing new about the others
@@ -142,8 +153,9 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         log(
             f"route: active calibration round {r + 1}: {len(picked)} prompts added, "
             f"uncovered {rounds[r]['uncovered_before']:.1%} -> {rounds[r]['uncovered_after']:.1%}"
-            f", {rounds[r]['routes_changed']} routes changed; the neighbour vote overrode "
-            f"the new router on {rounds[r].get('neighbours_decided', 0)}"
+            f", {rounds[r]['routes_changed']} routes changed; the neighbour vote"
+            + (f" (width {rounds[r]['vote_width']:g})" if rounds[r].get("vote_width") else "")
+            + f" overrode the new router on {rounds[r].get('neighbours_decided', 0)}"
         )
     return routing, rounds
 
@@ -181,29 +193,48 @@ def _neighbours(
     added: list[str],
     router_dir: Path,
     routers: dict[Path, Router],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """For the prompts of `routing` in `mask`, among the scored prompts of `table`
     (calibration and added): `neighbour_vote` (each voting for its oracle pick among the
-    teachers that can generate; -1, no vote, elsewhere) and whether an `added` prompt is
-    among their nearest (`near_any`). A router without an encoder space: no vote, and
+    teachers that can generate; -1, no vote, elsewhere), whether an `added` prompt is
+    among their nearest (`near_any`), and the vote's width for the round's record
+    (`routing.vote_width`, or under `auto` the leave-one-out choice with each candidate's
+    loss; no width measurable, no vote). A router without an encoder space: no vote, and
     every prompt in `mask` counts as near (the retrained router's teacher)."""
+    cfg = run.cfg
     vote, sure = np.full(len(routing.ids), -1), np.zeros(len(routing.ids))
     near = np.array(mask, dtype=bool)
     reference = RouterCheckpoint(router_dir).novelty()
     if reference is None or not mask.any():
-        return vote, sure, near
+        return vote, sure, near, {}
     router = _router(run, router_dir, routers)
-    by_id, names = run.prompts_by_id(), run.cfg.teacher_names
-    able = set(generating_columns(run.cfg) or range(len(names)))
+    by_id, names = run.prompts_by_id(), cfg.teacher_names
+    able = set(generating_columns(cfg) or range(len(names)))
     best = [names.index(o) if o is not None else -1 for o in table.oracle]
-    best = [b if b in able else -1 for b in best]
+    best = np.array([b if b in able else -1 for b in best])
     points = router.embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
     voters = router.embeddings([by_id[pid].text for pid in table.ids])
     assert points is not None and voters is not None  # a novelty reference: an encoder space
-    vote[mask], sure[mask] = neighbour_vote(points, voters, np.array(best), reference.k)
     was_added = np.isin(table.ids, added)
     near[mask] = near_any(points, voters, was_added, reference.k)
-    return vote, sure, near
+    if cfg.routing.vote_width != "auto":
+        width: float | None = float(cfg.routing.vote_width)
+        record: dict[str, Any] = {"vote_width": width}
+    else:
+        # a vote landing on a failed or unscored answer is charged like the router's metrics
+        charge = failure_reward(cfg.rewards.normalization, len(names))
+        reward = np.nan_to_num(charge_failures(table.routing_reward, charge), nan=charge)
+        # held out: the added prompts, the scored ones of the regions the vote serves
+        losses = vote_width_loss(voters, best, reward, reference.k, held_out=was_added)
+        width = vote_width(losses)
+        loss_by_width = {
+            f"{w:g}": float(v) if np.isfinite(v) else None
+            for w, v in zip(VOTE_WIDTHS, losses, strict=True)
+        }
+        record = {"vote_width": width, "vote_width_loss": loss_by_width}
+    if width is not None:
+        vote[mask], sure[mask] = neighbour_vote(points, voters, best, reference.k, width)
+    return vote, sure, near, record
 
 
 def _router(run: Run, router_dir: Path, routers: dict[Path, Router]) -> Router:
