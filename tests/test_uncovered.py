@@ -149,9 +149,10 @@ def test_a_wide_vote_wins_where_a_prompts_nearest_twin_is_an_exception() -> None
     as_only = np.tile([True, False, False, False, False, False], 3)
     loss = vote_width_loss(points, best, reward, k=5, held_out=as_only)
     assert loss.tolist() == pytest.approx([1.0] * 4 + [0.0])
-    # equal losses go to the wider width; none known (under two voters, or nothing held
-    # out): no width
-    assert vote_width(np.array([0.1, 0.1, 0.1, 0.3, 0.3])) == 0.1
+    # equal losses go to the narrower width; none known (under two voters, or nothing
+    # held out): no width
+    assert vote_width(np.array([0.3, 0.1, 0.1, 0.1, 0.3])) == 0.05
+    assert vote_width(np.array([0.1, 0.1, 0.1, 0.3, 0.3])) == 0.02
     assert np.isnan(vote_width_loss(points[:1], best[:1], reward[:1], 5, every[:1])).all()
     assert np.isnan(vote_width_loss(points, best, reward, 5, np.zeros(18, dtype=bool))).all()
     assert vote_width(np.full(5, np.nan)) is None
