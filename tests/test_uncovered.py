@@ -29,6 +29,8 @@ from persyn.method import (
     vote_width_loss,
 )
 from persyn.pipeline import Run, run_pipeline, run_stage
+from persyn.router.routers import EncoderRouter, Router
+from persyn.stages import active
 from persyn.store import read_jsonl
 
 
@@ -405,3 +407,13 @@ def test_calibrate_with_every_router(tiny_lm_dir: Path, tmp_path: Path, kind: st
     assert len(routes) == 14 - 3 and all(r["uncovered"] for r in routes)
     assert all(r["novelty"] is not None for r in routes)
     assert (tmp_path / "run" / "active" / "round-2" / "router.json").is_file()
+    # the rounds' routers, loaded for their encoder space: the encoder routers share one
+    # frozen encoder; the LM router's space is each round's own
+    routers: dict[Path, Router] = {}
+    first, second = (
+        active._router(run, tmp_path / "run" / "active" / f"round-{r}", routers) for r in (1, 2)
+    )
+    if kind == "lm-bradley-terry":
+        assert not isinstance(first, EncoderRouter)
+    else:
+        assert first.encoder is second.encoder
