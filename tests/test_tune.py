@@ -373,3 +373,8 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     files = run.store.tune_files()
     paths = {pilot_dataset(files, c, Setting(0.4, "mean_logprob")) for c in (run.cfg, oracle)}
     assert len(paths) == 2
+    # the uncovered-prompt policy, which pilots do not follow, leaves the key alone
+    active = {"uncovered": "calibrate", "vote_width": 0.1}
+    calibrating = parse_config({**data, "routing": active})
+    same = pilot_dataset(files, calibrating, Setting(0.4, "mean_logprob"))
+    assert same == pilot_dataset(files, run.cfg, Setting(0.4, "mean_logprob"))

@@ -45,11 +45,7 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     "router": lambda c: fingerprint(c.router),
     # Without the fallback: how many teachers a failed answer falls back to changes
     # `generate`, not which teacher each prompt is routed to.
-    "routing": lambda c: fingerprint(
-        c.routing.model_dump(mode="json", exclude={"fallback_tries", *UNCOVERED_KEYS}),
-        [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in c.teachers],
-        *uncovered_key(c),
-    ),
+    "routing": lambda c: fingerprint(*routing_policy(c), *uncovered_key(c)),
     "routing.fallback": lambda c: fingerprint(c.routing.fallback_tries),
     # The card shows the whole config; where the run lives, its answer store and the
     # spend cap change nothing in it (a raised cap must not export again what is done).
@@ -74,6 +70,15 @@ UNCOVERED_KEYS = {
     "active_rounds",
     "vote_width",
 }
+
+
+def routing_policy(cfg: RunConfig) -> list[Any]:
+    """What decides which teacher a router's scores route a prompt to: the routing policy
+    and the teachers' prices, without the fallback and the uncovered-prompt policy."""
+    return [
+        cfg.routing.model_dump(mode="json", exclude={"fallback_tries", *UNCOVERED_KEYS}),
+        [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in cfg.teachers],
+    ]
 
 
 def uncovered_key(cfg: RunConfig) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ from persyn.data import load_prompts
 from persyn.eval.stats import Interval, paired_bootstrap
 from persyn.eval.student import check_held_out
 from persyn.eval.trained import train_and_evaluate
+from persyn.fingerprints import routing_policy
 from persyn.method import any_ordered_pair, failure_reward
 from persyn.progress import log
 from persyn.router.encoder import PromptEncoder
@@ -145,12 +146,13 @@ def validation_fingerprint(cfg: RunConfig, validation: list[Prompt]) -> str:
 
 def pilot_dataset(files: TuneFiles, cfg: RunConfig, setting: Setting) -> Path:
     """Where a setting's pilot dataset is written: under a key of how its answers are
-    picked (`tune.pilot_answers`; for `routed`, the router, the routing policy, the folds
-    and their seed), so a dataset picked another way is never taken for this one's."""
+    picked (`tune.pilot_answers`; for `routed`, the router, the routing policy without
+    the uncovered-prompt policy, which pilots do not follow, the folds and their seed),
+    so a dataset picked another way is never taken for this one's."""
     tune = cfg.tune
     how: Any = tune.pilot_answers
     if how == "routed":
-        how = [how, cfg.router, cfg.routing, tune.pilot_folds, tune.seed]
+        how = [how, cfg.router, *routing_policy(cfg), tune.pilot_folds, tune.seed]
     return files.dataset(f"{tune.pilot_answers}-{fingerprint(how)[:12]}/{setting.name}")
 
 
