@@ -323,6 +323,10 @@ def test_the_tuned_persyn_baseline_is_the_run_with_alpha_auto(tiny_lm_dir: Path,
     assert json.loads(sibling.rewards_meta_path().read_text())["alpha"] == chosen["alpha"]
     assert set(choice) == set(ctx.prompt_ids)
     assert json.loads(run.store.rewards_meta_path().read_text())["alpha"] == 0.4  # untouched
+    # each run directory's config is its own (the sibling starts as a linked copy)
+    assert sibling.config().rewards.alpha == "auto"
+    assert sibling.config().run_dir == str(tmp_path / "run-alphaauto")
+    assert run.store.config().rewards.alpha == 0.4
 
 
 def test_folds_are_seeded_and_even():

@@ -205,7 +205,11 @@ def persyn_with_alpha(alpha: float | Literal["auto"]) -> Callable[[BaselineConte
             _link_tree(base.store.root, sibling)
         cfg = base.cfg.model_copy(deep=True)
         cfg.rewards.alpha = alpha
+        cfg.run_dir = str(sibling)
         variant = Run(cfg, RunArtifacts(sibling), base.executor)
+        # its own config, not the linked copy of the base run's (which names the base run
+        # and its alpha): `persyn inspect`, `report` and `tune` read the run from it
+        variant.store.write_config(cfg)
         run_stage(variant, "export")
         return _dataset_choice(variant, ctx.prompt_ids)
 
