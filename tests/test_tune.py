@@ -382,3 +382,21 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     calibrating = parse_config({**data, "routing": active})
     same = pilot_dataset(files, calibrating, Setting(0.4, "mean_logprob"))
     assert same == pilot_dataset(files, run.cfg, Setting(0.4, "mean_logprob"))
+
+
+def test_routed_pilots_with_the_lm_router(tiny_lm_dir: Path, tmp_path: Path):
+    """The LM router as the run's router: one fit of its backbone per fold, every prompt
+    routed to a teacher of the pool."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    lm = {"epochs": 2, "batch_size": 4, "lora_r": 4}
+    data["router"] = {**data["router"], "kind": "lm-bradley-terry", "backbone": str(tiny_lm_dir)}
+    data["router"]["lm"] = lm
+    data["tune"].update(pilot_folds=2)
+    run = Run.open(parse_config(data))
+    run_stage(run, "calibrate")
+    ids = run.store.split().calibration
+    learn, qual, _ = score_responses(run, ids)
+    table = reward_table(run, ids, learn, qual)
+    routed = routed_choice(run, table)
+    assert routed.shape == (len(ids),) and set(routed.tolist()) <= set(range(4))
+    assert routed_choice(run, table).tolist() == routed.tolist()  # seeded fits: the same
