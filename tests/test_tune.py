@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_run_config
 from typer.testing import CliRunner
 
-from persyn.artifacts import RunArtifacts
+from persyn.artifacts import RewardTable, RunArtifacts
 from persyn.cli import app
 from persyn.config import ConfigError, parse_config
 from persyn.eval.stats import Interval
@@ -337,6 +337,23 @@ def test_folds_are_seeded_and_even():
     assert fold_of(ids, 5, seed=1).tolist() != fold.tolist()
 
 
+def _calibration_rewards(data: dict[str, Any]) -> tuple[Run, RewardTable]:
+    """The run of `data` up to `calibrate`, and its calibration prompts' reward table."""
+    run = Run.open(parse_config(data))
+    run_stage(run, "calibrate")
+    ids = run.store.split().calibration
+    learn, qual, _ = score_responses(run, ids)
+    return run, reward_table(run, ids, learn, qual)
+
+
+def _routed_and_seeded(run: Run, table: RewardTable) -> np.ndarray:
+    """`routed_choice`: a teacher of the pool per prompt, the same again (seeded fits)."""
+    routed = routed_choice(run, table)
+    assert routed.shape == (len(table.ids),) and set(routed.tolist()) <= set(range(4))
+    assert routed_choice(run, table).tolist() == routed.tolist()
+    return routed
+
+
 def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     tiny_lm_dir: Path, tmp_path: Path
 ):
@@ -346,14 +363,9 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     teachers, and is written apart from an oracle pilot's."""
     data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
     data["tune"].update(max_rows=None, pilot_folds=4)
-    run = Run.open(parse_config(data))
-    run_stage(run, "calibrate")
-    ids = run.store.split().calibration
-    learn, qual, _ = score_responses(run, ids)
-    table = reward_table(run, ids, learn, qual)
-    routed = routed_choice(run, table)
-    assert routed.shape == (len(ids),) and set(routed.tolist()) <= set(range(4))
-    assert routed_choice(run, table).tolist() == routed.tolist()  # seeded: the same again
+    run, table = _calibration_rewards(data)
+    ids = table.ids
+    routed = _routed_and_seeded(run, table)
 
     names = run.cfg.teacher_names
     i = next(i for i, o in enumerate(table.oracle) if o is not None)
@@ -392,11 +404,4 @@ def test_routed_pilots_with_the_lm_router(tiny_lm_dir: Path, tmp_path: Path):
     data["router"] = {**data["router"], "kind": "lm-bradley-terry", "backbone": str(tiny_lm_dir)}
     data["router"]["lm"] = lm
     data["tune"].update(pilot_folds=2)
-    run = Run.open(parse_config(data))
-    run_stage(run, "calibrate")
-    ids = run.store.split().calibration
-    learn, qual, _ = score_responses(run, ids)
-    table = reward_table(run, ids, learn, qual)
-    routed = routed_choice(run, table)
-    assert routed.shape == (len(ids),) and set(routed.tolist()) <= set(range(4))
-    assert routed_choice(run, table).tolist() == routed.tolist()  # seeded fits: the same
+    _routed_and_seeded(*_calibration_rewards(data))

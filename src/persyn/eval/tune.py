@@ -163,6 +163,7 @@ def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any
     other than the run's) are computed and cached in the run's score logs."""
     cfg = setting_config(run.cfg, setting)
     scored = dataclasses.replace(run, cfg=cfg)
+    failed = failed_answers(run, ids)
     if cfg.tune.pilot_answers == "routed":
         calibration = run.store.split().calibration
         learn, qual, _ = score_responses(scored, calibration, retry_failed=False)
@@ -171,8 +172,7 @@ def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any
         choice = [picked[pid] for pid in ids]
     else:
         learn, qual, _ = score_responses(scored, ids, retry_failed=False)
-        choice = combined_reward(cfg, learn, qual, failed=failed_answers(run, ids))[1].tolist()
-    failed = failed_answers(run, ids)
+        choice = combined_reward(cfg, learn, qual, failed=failed)[1].tolist()
     by_id = run.prompts_by_id()
     rows = []
     for i, (pid, j) in enumerate(zip(ids, choice, strict=True)):
