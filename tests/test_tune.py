@@ -32,6 +32,8 @@ from persyn.eval.tune import (
 from persyn.eval.tune_report import duration, write_tune
 from persyn.pipeline import Run, run_pipeline, run_stage, stage_fingerprints, validate
 from persyn.report.html import build_report
+from persyn.stages.common import teacher_fingerprint
+from persyn.stages.fallback import chain_order
 from persyn.stages.score import reward_table, score_responses
 from persyn.stages.tune import tune_run, tuned_config
 from persyn.store import read_jsonl
@@ -348,9 +350,10 @@ def _calibration_rewards(data: dict[str, Any]) -> tuple[Run, RewardTable]:
 
 def _routed_and_seeded(run: Run, table: RewardTable) -> np.ndarray:
     """`routed_choice`: a teacher of the pool per prompt, the same again (seeded fits)."""
-    routed = routed_choice(run, table)
+    routed, scores = routed_choice(run, table)
     assert routed.shape == (len(table.ids),) and set(routed.tolist()) <= set(range(4))
-    assert routed_choice(run, table).tolist() == routed.tolist()
+    assert scores.shape == (len(table.ids), 4)
+    assert routed_choice(run, table)[0].tolist() == routed.tolist()
     return routed
 
 
@@ -375,12 +378,12 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     reward[i, worst] = np.nanmax(reward) + 10.0
     rigged = dataclasses.replace(table, reward=reward)
     assert names[int(np.nanargmax(rigged.routing_reward[i]))] == names[worst]
-    assert routed_choice(run, rigged)[i] == routed[i]
+    assert routed_choice(run, rigged)[0][i] == routed[i]
 
     # nothing to learn on the other folds (every answer rewarded alike): no router is fit,
     # the teacher best on mean reward (here the first, all tied) routes every prompt
     flat = dataclasses.replace(table, reward=np.ones_like(table.reward))
-    assert routed_choice(run, flat).tolist() == [0] * len(ids)
+    assert routed_choice(run, flat)[0].tolist() == [0] * len(ids)
 
     rows = pilot_rows(run, Setting(0.4, "mean_logprob"), ids)
     picked = dict(zip(ids, routed.tolist(), strict=True))
@@ -394,6 +397,41 @@ def test_a_routed_pilot_is_routed_by_routers_that_never_saw_the_prompt(
     calibrating = parse_config({**data, "routing": active})
     same = pilot_dataset(files, calibrating, Setting(0.4, "mean_logprob"))
     assert same == pilot_dataset(files, run.cfg, Setting(0.4, "mean_logprob"))
+
+
+def test_a_routed_pilot_falls_back_where_the_routed_answer_failed(
+    tiny_lm_dir: Path, tmp_path: Path
+):
+    """As `generate` does: a prompt whose routed teacher's answer failed takes the next
+    teacher of its fallback chain (the router's next best) in the pilot; with
+    `routing.fallback_tries: 0` it is left out."""
+    data = tune_config(tiny_lm_dir, tmp_path / "run", alpha=0.4)
+    data["tune"].update(max_rows=None, pilot_folds=4)
+    run, table = _calibration_rewards(data)
+    routed, _ = routed_choice(run, table)
+    i, pid = 0, table.ids[0]
+    teacher = run.cfg.teachers[int(routed[i])]
+    log = run.store.generation_log(teacher.name)
+    answer = log.get((pid, teacher_fingerprint(teacher)))
+    assert answer is not None and answer["error"] is None
+    log.append([{**answer, "error": "RuntimeError: the teacher was down"}])
+
+    learn, qual, _ = score_responses(run, table.ids, retry_failed=False)
+    failing = reward_table(run, table.ids, learn, qual)
+    # the prompt's own route does not move: its routers never saw its rewards
+    again, scores = routed_choice(run, failing)
+    assert again[i] == routed[i]
+    names = run.cfg.teacher_names
+    chain = chain_order(
+        run.cfg,
+        {"teacher": teacher.name, "router_scores": dict(zip(names, scores[i], strict=True))},
+    )
+    rows = {r["id"]: r for r in pilot_rows(run, Setting(0.4, "mean_logprob"), table.ids)}
+    assert chain[0] == teacher.name and rows[pid]["teacher"] == chain[1]
+
+    strict = parse_config({**data, "routing": {"fallback_tries": 0}})
+    kept = pilot_rows(dataclasses.replace(run, cfg=strict), Setting(0.4, "mean_logprob"), table.ids)
+    assert pid not in {r["id"] for r in kept} and len(kept) == len(rows) - 1
 
 
 def test_routed_pilots_with_the_lm_router(tiny_lm_dir: Path, tmp_path: Path):

@@ -53,6 +53,7 @@ from persyn.router.encoder import PromptEncoder
 from persyn.router.metrics import best_fixed_teacher
 from persyn.router.routers import make_router
 from persyn.stages.common import generating_columns, teacher_fingerprint, trained_text
+from persyn.stages.fallback import chain_order
 from persyn.stages.routing import policy_choice
 from persyn.stages.score import combined_reward, failed_answers, reward_table, score_responses
 from persyn.store import write_jsonl
@@ -156,27 +157,45 @@ def pilot_dataset(files: TuneFiles, cfg: RunConfig, setting: Setting) -> Path:
     return files.dataset(f"{tune.pilot_answers}-{fingerprint(how)[:12]}/{setting.name}")
 
 
-def pilot_rows(run: Run, setting: Setting, ids: list[str]) -> list[dict[str, Any]]:
-    """Each prompt of `ids` answered by its teacher under `setting`'s reward (the routed or
-    the oracle's, `tune.pilot_answers`), in the export's row format; prompts without a
-    usable answer (the teacher's failed) are left out. Scores not cached yet (a signal
-    other than the run's) are computed and cached in the run's score logs."""
+def pilot_rows(
+    run: Run, setting: Setting, ids: list[str], encoder: PromptEncoder | None = None
+) -> list[dict[str, Any]]:
+    """Each prompt of `ids` answered by its teacher under `setting`'s reward, in the
+    export's row format. `routed` pilots (`tune.pilot_answers`) take the routed teacher's
+    answer or, where it failed, the next of the prompt's fallback chain as `generate`
+    does (`chain_order`: `routing.fallback_tries`); `oracle` pilots the best answer that
+    did not fail. Prompts without a usable answer are left out. Scores not cached yet (a
+    signal other than the run's) are computed and cached in the run's score logs;
+    `encoder`: the encoder routers' frozen encoder, shared by every setting."""
     cfg = setting_config(run.cfg, setting)
     scored = dataclasses.replace(run, cfg=cfg)
     failed = failed_answers(run, ids)
+    names = cfg.teacher_names
     if cfg.tune.pilot_answers == "routed":
         calibration = run.store.split().calibration
         learn, qual, _ = score_responses(scored, calibration, retry_failed=False)
         table = reward_table(scored, calibration, learn, qual)
-        picked = dict(zip(calibration, routed_choice(scored, table).tolist(), strict=True))
-        choice = [picked[pid] for pid in ids]
+        routed, router_scores = routed_choice(scored, table, encoder)
+        at = {pid: i for i, pid in enumerate(calibration)}
+        chains = [
+            chain_order(
+                cfg,
+                {
+                    "teacher": names[routed[at[pid]]],
+                    "router_scores": dict(zip(names, router_scores[at[pid]], strict=True)),
+                },
+            )
+            for pid in ids
+        ]
     else:
         learn, qual, _ = score_responses(scored, ids, retry_failed=False)
-        choice = combined_reward(cfg, learn, qual, failed=failed)[1].tolist()
+        oracle = combined_reward(cfg, learn, qual, failed=failed)[1].tolist()
+        chains = [[names[j]] if j >= 0 else [] for j in oracle]
     by_id = run.prompts_by_id()
     rows = []
-    for i, (pid, j) in enumerate(zip(ids, choice, strict=True)):
-        if j < 0 or failed[i, j]:
+    for i, (pid, chain) in enumerate(zip(ids, chains, strict=True)):
+        j = next((names.index(t) for t in chain if not failed[i, names.index(t)]), -1)
+        if j < 0:
             continue
         teacher = cfg.teachers[j]
         gen = run.store.generation_log(teacher.name).get((pid, teacher_fingerprint(teacher)))
@@ -198,21 +217,25 @@ def fold_of(ids: list[str], folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def routed_choice(run: Run, table: RewardTable) -> np.ndarray:
-    """[prompts of `table`] the pool index of the teacher the run's routing policy picks
-    for each calibration prompt from the scores of a router (`run.cfg.router`) trained on
-    the rewards of `table` (the setting's) of the other `tune.pilot_folds` folds: every
-    prompt routed by a router that never saw it, as the run routes its prompts. Encoder
-    routers share one encoder across folds. A router fit per fold (seconds for the
-    encoder routers; the LM router trains its backbone each time). Where the other folds
-    hold no pair of answers with different rewards (nothing to learn; `train-router`
-    refuses such a calibration set), their best teacher on mean reward routes the fold."""
+def routed_choice(
+    run: Run, table: RewardTable, encoder: PromptEncoder | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """([prompts of `table`] the pool index of the teacher the run's routing policy picks
+    for each calibration prompt, [prompts, teachers] the router scores it picked from):
+    scores of a router (`run.cfg.router`) trained on the rewards of `table` (the
+    setting's) of the other `tune.pilot_folds` folds, so every prompt is routed by a
+    router that never saw it, as the run routes its prompts. Encoder routers share one
+    frozen `encoder` (and its memo of encoded prompts) across folds and settings. A router
+    fit per fold (seconds for the encoder routers; the LM router trains its backbone each
+    time). Where the other folds hold no pair of answers with different rewards (nothing
+    to learn; `train-router` refuses such a calibration set), their best teacher on mean
+    reward routes the fold (score 1, the others 0)."""
     cfg = run.cfg
     by_id = run.prompts_by_id()
     texts = np.array([by_id[pid].text for pid in table.ids], dtype=object)
     fold = fold_of(table.ids, min(cfg.tune.pilot_folds, len(table.ids)), cfg.tune.seed)
     charge = failure_reward(cfg.rewards.normalization, len(cfg.teachers))
-    encoder = PromptEncoder(cfg.router.backbone, cfg.router.embed_batch_size)
+    encoder = encoder or PromptEncoder(cfg.router.backbone, cfg.router.embed_batch_size)
     scores = np.zeros((len(table.ids), len(cfg.teachers)))
     for k in range(int(fold.max()) + 1 if len(fold) else 0):
         held = fold == k
@@ -225,7 +248,7 @@ def routed_choice(run: Run, table: RewardTable) -> np.ndarray:
         router.fit(list(texts[~held]), reward, failure_reward=charge)
         scores[held] = router.scores(list(texts[held]))
     able, _, local = policy_choice(run, table.ids, scores)
-    return np.array(able, dtype=int)[local]
+    return np.array(able, dtype=int)[local], scores
 
 
 @dataclass
@@ -261,9 +284,10 @@ def run_tune(run: Run, files: TuneFiles) -> TuneResult:
     eval_fp = validation_fingerprint(cfg, validation)
     rows, scores = [], {}
     tasks = np.array([], dtype=str)
+    encoder = PromptEncoder(cfg.router.backbone, cfg.router.embed_batch_size)  # loads on use
     for setting in settings:
         path = pilot_dataset(files, cfg, setting)
-        write_jsonl(path, pilot_rows(run, setting, ids))
+        write_jsonl(path, pilot_rows(run, setting, ids, encoder))
         log(f"tune: {setting.name}: pilot student(s) on {path.name}")
         row, scores[setting.name], tasks = train_and_evaluate(
             cfg,
