@@ -24,8 +24,7 @@ the summary section pools the seeds recorded there.
 
 A routed prompt is *far below the oracle* when the oracle's reward minus its teacher's
 exceeds FAR (combined reward scale, min-max normalised within the prompt). A prompt that
-active calibration added takes its best answer among those it has: every teacher's, or
-under `routing.active_teachers` those of the teachers in contention. Each policy, and the
+active calibration added takes its best answer (every teacher answered it). Each policy, and the
 oracle, works in its own copy of the trained run directory, so no policy scores answers
 another asked for.
 
@@ -194,9 +193,8 @@ def measure(
     run: Run, oracle: dict[str, dict[str, float]], group: list[str], added: list[str]
 ) -> dict[str, float]:
     """Over the prompts of `group`: how many are far below the oracle, and the mean reward
-    of their teacher and of the oracle's. A prompt active calibration added takes its best
-    answer among those it has (every teacher's, or the teachers in contention under
-    `routing.active_teachers`), as the export does."""
+    of their teacher and of the oracle's. A prompt active calibration added takes the
+    best of its answers by its reward table, as the export does."""
     routes = {r["prompt_id"]: r["teacher"] for r in run.store.routes()}
     if added:
         learn, qual, _ = score_responses(run, added)
@@ -264,19 +262,6 @@ POLICIES: list[tuple[str, dict[str, Any]]] = [
     (
         "calibrate, 4 rounds, width 0.05",
         {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_width": 0.05},
-    ),
-    # each added prompt answered by the teachers in contention only: more prompts, same budget
-    *(
-        (
-            f"calibrate, 4 rounds, {n} teachers per added prompt",
-            {
-                "uncovered": "calibrate",
-                "active_budget": 0.1,
-                "active_rounds": 4,
-                "active_teachers": n,
-            },
-        )
-        for n in (2, 3)
     ),
 ]
 

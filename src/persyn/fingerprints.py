@@ -68,7 +68,6 @@ UNCOVERED_KEYS = {
     "uncovered_teacher",
     "active_budget",
     "active_rounds",
-    "active_teachers",
     "vote_width",
 }
 

@@ -70,7 +70,7 @@ class RoutingPolicyConfig(Section):
         le=1,
         description="`calibrate`: the most extra generations, as a share of the routed "
         "prompts (one generation each): each prompt added costs one answer from every "
-        "teacher that can generate (or `active_teachers`) instead of one.",
+        "teacher that can generate instead of one.",
     )
     active_rounds: int = Field(
         4,
@@ -78,15 +78,6 @@ class RoutingPolicyConfig(Section):
         description="`calibrate`: rounds of select, answer, retrain and route again; each "
         "round spends at most its share of what is left of the budget. More rounds of "
         "fewer prompts covered more prompt families in bench_coverage (bench/RESULTS.md).",
-    )
-    active_teachers: int | None = Field(
-        None,
-        ge=2,
-        description="`calibrate`: how many teachers answer each prompt added: the one it is "
-        "routed to, then the next by the router's scores. Each prompt then costs this many "
-        "minus one extra generations instead of one per other teacher, so the same "
-        "`active_budget` adds more prompts, each comparing the teachers in contention; "
-        "none: every teacher that can generate answers.",
     )
     vote_width: float | Literal["auto"] = Field(
         "auto",

@@ -5,12 +5,9 @@ within the round's share of `routing.active_budget`, spread over the router's en
 space (`select_uncovered` orders them, `representative` picks those that bring the
 uncovered prompts closest to a calibration prompt, so one round reaches every unseen
 region; a router without an encoder space takes them in `select_uncovered`'s order);
-every teacher that can generate answers them, or under `routing.active_teachers` the
-teachers in contention (`_contenders`: the one the prompt is routed to, then the router's
-next best), so the budget adds more prompts (the generation logs: nothing is asked
-twice; an answer already logged is scored whoever asked for it); they are scored like
-calibration prompts (the score logs) and join the calibration set (the router's train
-split); the router is trained again
+every teacher that can generate answers them (the generation logs: nothing is asked
+twice); they are scored like calibration prompts (the score logs) and join the
+calibration set (the router's train split); the router is trained again
 (`fit_and_save`, into `active/round-<r>/`) and routes the rest: the prompts the first
 router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
 router moved some covered prompts to worse teachers), and so do the uncovered ones with
@@ -87,8 +84,7 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
     if record is None or record.get("key") != key:
         record = {"key": key, "rounds": []}  # another config: its rows stay in the logs
     teachers = [cfg.teacher(t) for t in generating_teachers(cfg)]
-    asked = min(cfg.routing.active_teachers or len(teachers), len(teachers))
-    capacity = active_prompt_budget(cfg.routing.active_budget, len(split.routed), asked)
+    capacity = active_prompt_budget(cfg.routing.active_budget, len(split.routed), len(teachers))
     router_dir, fp = run.store.router_dir(), router_fp
     added: list[str] = []
     rounds: list[dict[str, Any]] = record["rounds"]
@@ -111,17 +107,12 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
                     "round": r + 1,
                     "added": picked,
                     "uncovered_before": _share(routing),
-                    "generations": len(picked) * asked,
+                    "generations": len(picked) * len(teachers),
                 }
             )
-            if asked < len(teachers):
-                rounds[r]["asked"] = {
-                    routing.ids[i]: _contenders(run, routing, i, asked) for i in chosen
-                }
             files.write_rounds(record)
-        asking = rounds[r].get("asked") or {pid: [t.name for t in teachers] for pid in picked}
         for t in teachers:
-            generate_rows(run, t, [pid for pid in picked if t.name in asking[pid]], "route")
+            generate_rows(run, t, picked, "route")
         added += picked
         ids = split.calibration + added
         learn, qual, _ = score_responses(run, ids)
@@ -167,17 +158,6 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
             + f" overrode the new router on {rounds[r].get('neighbours_decided', 0)}"
         )
     return routing, rounds
-
-
-def _contenders(run: Run, routing: Routing, i: int, asked: int) -> list[str]:
-    """The `asked` teachers (`routing.active_teachers`) that answer routed prompt `i` when
-    active calibration adds it: the one it is routed to now, then the other teachers that
-    can generate by the router's scores for it, highest first (ties in pool order)."""
-    names = run.cfg.teacher_names
-    routed = names[int(routing.choice[i])]
-    others = [t for t in generating_teachers(run.cfg) if t != routed]
-    others.sort(key=lambda t: -routing.scores[i, names.index(t)])
-    return [routed, *others[: asked - 1]]
 
 
 def _spread(
