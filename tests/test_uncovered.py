@@ -23,7 +23,6 @@ from persyn.method import (
     neighbour_vote,
     representative,
     select_uncovered,
-    surer_decides,
     uncovered,
     vote_width,
     vote_width_loss,
@@ -82,29 +81,29 @@ def test_rerouting_keeps_the_first_routers_teacher_for_covered_prompts() -> None
     assert keep_covered(first, was_uncovered, new).tolist() == [0, 2, 2, 1]
 
 
-def test_neighbours_vote_for_their_best_teacher_by_similarity() -> None:
-    # two regions of calibration prompts: along x, best served by teacher 0 (one by 2);
-    # along y, by teacher 1; a prompt with no usable answer (-1) does not vote
+def test_neighbours_vote_for_the_teacher_of_highest_reward_near_them() -> None:
+    # two regions of scored prompts: along x, teacher 0 rewarded; along y, teacher 1; one
+    # prompt along y has no answer from teacher 0 (NaN: left out of teacher 0's mean)
     reference = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]])
-    best = np.array([0, 2, 0, 1, -1])
+    reward = np.array([[1.0, 0.2], [0.9, 0.3], [1.0, 0.0], [0.1, 1.0], [np.nan, 0.8]])
     queries = np.array([[1.0, 0.05], [-0.1, 1.0], [-1.0, 0.0]])
-    choice, share = neighbour_vote(queries, reference, best, k=3, width=0.05)
-    assert choice[:2].tolist() == [0, 1]
-    # the query along x: teacher 0 holds two of its three nearest, weighted by similarity
-    cosine = reference[:3] @ queries[0] / np.linalg.norm(reference[:3], axis=1)
-    weights = np.exp((cosine / np.linalg.norm(queries[0]) - 1.0) / 0.05)
-    assert share[0] == pytest.approx((weights[0] + weights[2]) / weights.sum(), rel=1e-4)
-    assert share[1] == pytest.approx(1.0)  # the x voters at 90 degrees or more: no weight
-    assert choice[2] == -1 and share[2] == 0.0  # opposite to every voter: no weight
+    choice = neighbour_vote(queries, reference, reward, k=3, width=0.05)
+    assert choice.tolist() == [0, 1, -1]  # opposite to every scored prompt: no weight
+    # the rewards, not a count of each prompt's best teacher: two neighbours prefer
+    # teacher 0 by a hair, the third finds it far below, so teacher 1 wins on the mean
+    ring = np.array([[1.0, 0.1], [1.0, -0.1], [1.0, 0.0]])
+    near_tie = np.array([[1.0, 0.95], [1.0, 0.95], [0.0, 1.0]])
+    one = np.array([[1.0, 0.0]])
+    assert neighbour_vote(one, ring, near_tie, k=3, width=0.5).tolist() == [1]
+    # a teacher that cannot generate is never chosen
+    unable = np.array([False, True])
+    assert neighbour_vote(one, ring, np.eye(2)[[0, 0, 0]], 3, 0.5, unable).tolist() == [1]
     # the few nearest outweigh many farther ones: two at cosine 0.9 against eight at 0.4
     angles = np.arccos([0.9, 0.9, *[0.4] * 8])
-    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    few, _ = neighbour_vote(
-        np.array([[1.0, 0.0]]), ring, np.array([1, 1, *[0] * 8]), k=10, width=0.05
-    )
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    few = neighbour_vote(one, points, np.eye(2)[[1, 1, *[0] * 8]], k=10, width=0.05)
     assert few.tolist() == [1]
-    none, zero = neighbour_vote(queries, reference, np.full(5, -1), k=3, width=0.05)
-    assert none.tolist() == [-1, -1, -1] and zero.tolist() == [0.0, 0.0, 0.0]
+    assert neighbour_vote(queries, reference, np.full((5, 2), np.nan), 3, 0.05).tolist() == [-1] * 3
 
 
 def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher() -> None:
@@ -116,47 +115,47 @@ def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher()
     points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     best = np.repeat(np.arange(18) % 2, 2)
     reward = np.eye(2)[best]  # 1 for the prompt's teacher, 0 for the other
-    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(36, dtype=bool))
+    loss = vote_width_loss(points, reward, k=5, held_out=np.ones(36, dtype=bool))
     assert VOTE_WIDTHS == (0.02, 0.05, 0.1, 0.2, 0.5)
     assert loss.tolist() == pytest.approx([0.0, 1.0, 1.0, 1.0, 1.0])
     assert vote_width(loss) == 0.02
 
 
-def test_a_wide_vote_wins_where_a_prompts_nearest_twin_is_an_exception() -> None:
+def test_a_wider_vote_wins_where_a_prompts_nearest_twin_is_an_exception() -> None:
     """Three groups of six prompts (each group in its own plane): prompt A, its twin B
     0.005 rad away, four more at 0.98-0.99 rad (cosine distance about 0.45). Teacher 0 is
     best for all but B, where teacher 1 wins by 0.1 (0.9 against 1.0). Left out, A's twin
-    votes 1 (a loss of 1) unless the four far ones outweigh it, which takes the widest
-    width (0.5: 1.6 against 1; at 0.2: 0.43); B's and the others' votes are 0 at every
-    width (B loses its 0.1 everywhere)."""
+    makes teacher 1 win A's vote (a loss of 1) unless the four far ones weigh enough,
+    which takes a width of 0.2 (their weight 0.43 in all: teacher 0's mean 0.93 against
+    0.70) or 0.5; at 0.1 (0.05) teacher 1 still wins, 0.96 against 0.90. B's and the
+    others' votes are 0 at every width (B loses its 0.1 everywhere)."""
     offsets = np.array([0.0, 0.005, -0.98, 0.98, -0.99, 0.99])
     points = np.zeros((18, 6))
     for g in range(3):
         points[6 * g : 6 * g + 6, 2 * g] = np.cos(offsets)
         points[6 * g : 6 * g + 6, 2 * g + 1] = np.sin(offsets)
-    best = np.tile([0, 1, 0, 0, 0, 0], 3)
     reward = np.tile([[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4], (3, 1))
-    loss = vote_width_loss(points, best, reward, k=5, held_out=np.ones(18, dtype=bool))
-    assert loss.tolist() == pytest.approx([1.1 / 6] * 4 + [0.1 / 6])
-    assert vote_width(loss) == 0.5
-    # a prompt without a best teacher neither votes nor counts: B's loss of 0.1 is not
-    # averaged in for its group, and A's twin is gone, so A is right at every width there
-    without = best.copy()
-    without[1] = -1
+    loss = vote_width_loss(points, reward, k=5, held_out=np.ones(18, dtype=bool))
+    assert loss.tolist() == pytest.approx([1.1 / 6] * 3 + [0.1 / 6] * 2)
+    assert vote_width(loss) == 0.2  # equal losses: the narrower
+    # a prompt with no answer neither votes nor counts: B's loss of 0.1 is not averaged in
+    # for its group, and A's twin is gone, so A is right at every width there
+    without = reward.copy()
+    without[1] = np.nan
     every = np.ones(18, dtype=bool)
-    assert vote_width_loss(points, without, reward, k=5, held_out=every).tolist() == (
-        pytest.approx([2.2 / 17] * 4 + [0.2 / 17])
+    assert vote_width_loss(points, without, k=5, held_out=every).tolist() == (
+        pytest.approx([2.2 / 17] * 3 + [0.2 / 17] * 2)
     )
-    # only the held-out prompts count (all still vote): the As alone lose 1 below 0.5
+    # only the held-out prompts count (all still vote): the As alone lose 1 below 0.2
     as_only = np.tile([True, False, False, False, False, False], 3)
-    loss = vote_width_loss(points, best, reward, k=5, held_out=as_only)
-    assert loss.tolist() == pytest.approx([1.0] * 4 + [0.0])
-    # equal losses go to the narrower width; none known (under two voters, or nothing
+    loss = vote_width_loss(points, reward, k=5, held_out=as_only)
+    assert loss.tolist() == pytest.approx([1.0] * 3 + [0.0] * 2)
+    # equal losses go to the narrower width; none known (under two prompts, or nothing
     # held out): no width
     assert vote_width(np.array([0.3, 0.1, 0.1, 0.1, 0.3])) == 0.05
     assert vote_width(np.array([0.1, 0.1, 0.1, 0.3, 0.3])) == 0.02
-    assert np.isnan(vote_width_loss(points[:1], best[:1], reward[:1], 5, every[:1])).all()
-    assert np.isnan(vote_width_loss(points, best, reward, 5, np.zeros(18, dtype=bool))).all()
+    assert np.isnan(vote_width_loss(points[:1], reward[:1], 5, every[:1])).all()
+    assert np.isnan(vote_width_loss(points, reward, 5, np.zeros(18, dtype=bool))).all()
     assert vote_width(np.full(5, np.nan)) is None
 
 
@@ -169,24 +168,11 @@ def test_the_width_is_chosen_on_the_held_out_prompts_only() -> None:
     points = np.zeros((36 + 6, 4))
     points[:36, 0], points[:36, 1] = np.cos(angles), np.sin(angles)
     points[36:, 2], points[36:, 3] = np.cos(offsets), np.sin(offsets)
-    best = np.concatenate([np.repeat(np.arange(18) % 2, 2), [0, 1, 0, 0, 0, 0]])
-    reward = np.vstack([np.eye(2)[best[:36]], [[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4]])
+    best = np.repeat(np.arange(18) % 2, 2)
+    reward = np.vstack([np.eye(2)[best], [[1.0, 0.0], [0.9, 1.0], *[[1.0, 0.0]] * 4]])
     twins = np.arange(42) < 36
-    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=twins)) == 0.02
-    assert vote_width(vote_width_loss(points, best, reward, k=5, held_out=~twins)) == 0.5
-
-
-def test_the_surer_of_the_retrained_router_and_the_neighbours_decides() -> None:
-    """On prompts the first router found uncovered: the retrained router confidently wrong
-    (0.8) next to calibration prompts that agree on another teacher (vote 1.0): the vote;
-    a router surer than a split vote keeps its teacher; no vote, a tie: the router's."""
-    router, router_sure = np.array([2, 0, 1, 1, 2]), np.array([0.8, 0.95, 0.6, 0.7, 0.9])
-    vote, vote_sure = np.array([0, 1, -1, 0, 1]), np.array([1.0, 0.5, 0.0, 0.7, 0.9])
-    decided = surer_decides(router, router_sure, vote, vote_sure)
-    assert decided.tolist() == [0, 0, 1, 1, 2]
-    # after the round, covered prompts keep the first router's teacher whatever the vote
-    first, was_uncovered = np.array([1, 1, 1, 1, 1]), np.array([True, True, True, True, False])
-    assert keep_covered(first, was_uncovered, decided).tolist() == [0, 0, 1, 1, 1]
+    assert vote_width(vote_width_loss(points, reward, k=5, held_out=twins)) == 0.02
+    assert vote_width(vote_width_loss(points, reward, k=5, held_out=~twins)) == 0.2
 
 
 def test_only_prompts_near_an_added_one_are_rerouted() -> None:

@@ -81,10 +81,10 @@ class RoutingPolicyConfig(Section):
     )
     vote_width: float | Literal["auto"] = Field(
         "auto",
-        description="`calibrate`: the kernel width, in cosine distance, of the vote of a "
-        "re-routed prompt's nearest calibration prompts for their oracle teachers (weights "
-        "exp(-distance / width); where the vote and the retrained router disagree, the surer "
-        "decides). `auto`: chosen each round among 0.02, 0.05, 0.1, 0.2 and 0.5 by "
+        description="`calibrate`: the kernel width, in cosine distance, of the vote that "
+        "re-routes an uncovered prompt: the teacher of highest reward on its nearest scored "
+        "prompts (weights exp(-distance / width)). `auto`: chosen each round among 0.02, "
+        "0.05, 0.1, 0.2 and 0.5 by "
         "leave-one-out on the prompts active calibration added (the width whose vote of "
         "the other scored prompts loses least reward against their oracle); a number pins it.",
     )

@@ -49,9 +49,9 @@ prompts above the novelty threshold (or below a confidence floor); active calibr
 those `select_uncovered` orders, spread over the encoder space by `representative`,
 within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
 the prompts it covered (and for those with no added prompt among their nearest calibration
-prompts, `near_any`); on the others, where the retrained router and `neighbour_vote` (the
-oracle picks of the nearest calibration prompts, its kernel width chosen by leave-one-out
-on the added prompts: `vote_width_loss`, `vote_width`) disagree, `surer_decides`.
+prompts, `near_any`); the others take `neighbour_vote`'s teacher (the highest reward on
+their nearest scored prompts, its kernel width chosen by leave-one-out on the added
+prompts: `vote_width_loss`, `vote_width`).
 """
 
 from persyn.method.coverage import (
@@ -65,7 +65,6 @@ from persyn.method.coverage import (
     novelty_threshold,
     representative,
     select_uncovered,
-    surer_decides,
     uncovered,
     vote_width,
     vote_width_loss,
@@ -131,7 +130,6 @@ __all__ = [
     "preference_pairs",
     "representative",
     "select_uncovered",
-    "surer_decides",
     "tied_pairs",
     "trained_state",
     "training_pairs",

@@ -12,18 +12,15 @@ confidence, over arrays (no models, no files).
 - `select_uncovered` orders the uncovered prompts (most novel, then least confident) and
   `representative` spreads a round's picks over the encoder space: the most novel prompts
   all sit in one unseen region, so picking by novelty alone calibrated one region a round.
-- `neighbour_vote`: the teacher a prompt's nearest calibration prompts were best served by
-  (their oracle pick), the nearest weighing most, and the vote's confidence (the
-  winner's share of the weight).
+- `neighbour_vote`: the teacher of highest reward on a prompt's nearest scored
+  (calibration and added) prompts, the nearest weighing most: a kernel estimate of the
+  prompt's rewards.
 - `vote_width`: the kernel width of that vote, chosen by leave-one-out on scored prompts
-  (`vote_width_loss`: the reward each width's vote loses against the prompt's oracle;
+  (`vote_width_loss`: the reward each width's vote loses against the prompt's best;
   active calibration holds out its added prompts), not fixed on one bench's oracle
   sample.
-- `surer_decides`: where the retrained router and the neighbour vote disagree, the surer
-  one's teacher: retrained on a few prompts of an unseen region, the router can still be
-  sure of a teacher that the calibration prompts right next to the prompt show is wrong.
 - `keep_covered`: after a round, prompts the first router covered keep its teacher (the
-  retrained router learnt nothing new about them), the others take the new router's;
+  retrained router learnt nothing new about them), the others take the vote's;
   `near_any` tells which uncovered prompts have an added prompt among their nearest
   calibration prompts (those far from every added one learnt nothing new either).
 """
@@ -159,90 +156,98 @@ _LOO_BLOCK = 1024
 def neighbour_vote(
     query_emb: np.ndarray,
     reference_emb: np.ndarray,
-    reference_best: np.ndarray,
+    reference_reward: np.ndarray,
     k: int,
     width: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per query [queries, dim]: the teacher its `k` nearest references [references, dim]
-    vote for, each for its best teacher (`reference_best`, [references] pool index; -1:
-    none, no vote) with weight exp(-cosine distance / `width`) (none at or beyond 90
-    degrees), and the vote's confidence, the winner's share of the weight in [0, 1]. Ties
-    go to the lower index; a query no neighbour votes for gets -1 and confidence 0."""
-    best = np.asarray(reference_best, dtype=int)
-    voters = best >= 0
-    if not len(query_emb) or not voters.any():
-        return np.full(len(query_emb), -1), np.zeros(len(query_emb))
-    similarity = _unit(query_emb) @ _unit(reference_emb[voters]).T
-    return _vote(similarity, best[voters], k, width)
+    able: np.ndarray | None = None,
+) -> np.ndarray:
+    """[queries] the teacher of highest estimated reward for each query [queries, dim]:
+    each teacher's reward averaged over the query's `k` nearest references [references,
+    dim] (`reference_reward` [references, teachers]; NaN: no answer, left out of that
+    teacher's mean), each weighted by exp(-cosine distance / `width`) (none at or beyond
+    90 degrees): a kernel estimate of the query's rewards. `able` [teachers] bool: the
+    teachers it may choose (default every one). Ties go to the lower index; -1 for a
+    query no reference weighs on.
+
+    Why the rewards and not a count of the neighbours' best teachers (the vote before):
+    on a few added prompts of an unseen region, a teacher that is best on most of them
+    can be far below on the rest, and the mean reward weighs by how much each teacher
+    loses, not how often it wins (bench_coverage, seeds 0-5: unseen prompts far below the
+    oracle 73 of 720 with the count vote, see bench/RESULTS.md)."""
+    if not len(query_emb) or not len(reference_emb):
+        return np.full(len(query_emb), -1)
+    similarity = _unit(query_emb) @ _unit(reference_emb).T
+    return _vote(similarity, np.asarray(reference_reward, dtype=float), k, width, able)
 
 
 def _vote(
-    similarity: np.ndarray, best: np.ndarray, k: int, width: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """`neighbour_vote` from the queries' cosine similarity to the voters [queries,
-    voters], each voter's teacher `best` (>= 0). A similarity of -inf (a query's own
-    row, left out) is never among the nearest while k is below the voters' count."""
+    similarity: np.ndarray,
+    reward: np.ndarray,
+    k: int,
+    width: float,
+    able: np.ndarray | None,
+) -> np.ndarray:
+    """`neighbour_vote` from the queries' cosine similarity to the references [queries,
+    references]. A similarity of -inf (a query's own row, left out) is never among the
+    nearest while k is below the references' count."""
     k = max(1, min(k, similarity.shape[1]))
     rows = np.arange(len(similarity))[:, None]
     nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
     near = similarity[rows, nearest].astype(float)
     weight = np.where(near > 0, np.exp((np.maximum(near, 0.0) - 1.0) / width), 0.0)
-    votes = np.zeros((len(similarity), int(best.max()) + 1))
-    np.add.at(votes, (rows, best[nearest]), weight)
-    total = votes.sum(axis=1)
-    voted = total > 0
-    choice, share = np.full(len(similarity), -1), np.zeros(len(similarity))
-    choice[voted] = votes[voted].argmax(axis=1)
-    share[voted] = votes[voted].max(axis=1) / total[voted]
-    return choice, share
+    known = np.isfinite(reward[nearest])  # [queries, k, teachers]
+    mass = np.einsum("qk,qkt->qt", weight, known)
+    total = np.einsum("qk,qkt->qt", weight, np.where(known, reward[nearest], 0.0))
+    estimate = np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), -np.inf)
+    if able is not None:
+        estimate[:, ~np.asarray(able, dtype=bool)] = -np.inf
+    voted = np.isfinite(estimate).any(axis=1)
+    return np.where(voted, estimate.argmax(axis=1), -1)
 
 
 def vote_width_loss(
     embeddings: np.ndarray,
-    best: np.ndarray,
     reward: np.ndarray,
     k: int,
     held_out: np.ndarray,
     widths: tuple[float, ...] = VOTE_WIDTHS,
+    able: np.ndarray | None = None,
 ) -> np.ndarray:
     """[widths] the mean reward the neighbour vote loses on the `held_out` scored prompts
-    ([prompts] bool), each left out in turn. The scored prompts [prompts, dim] with a best
-    teacher (`best` >= 0, as `neighbour_vote` takes it) vote; per held-out prompt, the vote
-    of its `k` nearest other voters at that width, and the prompt's reward of its best
-    teacher minus its reward of the teacher voted for (`reward` [prompts, teachers], a
-    number wherever a vote can land: failed and missing answers charged). A held-out
-    prompt without a best teacher, or that no other prompt votes for (every voter at 90
-    degrees or more, the same at every width), counts at no width; NaN for every width
-    when none is left.
+    ([prompts] bool), each left out in turn: every scored prompt [prompts, dim] votes with
+    its rewards (`reward` [prompts, teachers], failed answers charged, NaN: no answer);
+    per held-out prompt, the vote of its `k` nearest others at that width, and the
+    prompt's best reward (among `able`) minus its reward of the teacher voted for. A
+    held-out prompt that no other prompt weighs on (every one at 90 degrees or more, the
+    same at every width) or whose reward of the teacher voted for is unknown counts at no
+    width; NaN for every width when none is left.
 
     Why: the width that serves the re-routed prompts cannot be measured on them (their
     oracle is what active calibration avoids paying for), but a scored prompt of their
-    region has a known oracle pick and neighbours that vote as theirs do. Active
-    calibration holds out the added prompts, the scored prompts of the uncovered regions
-    the vote serves; held out, the calibration prompts (the covered distribution, where
-    the first router decides) chose the widest width, a majority vote that their noisy
-    oracle picks favour and that let far calibration prompts outvote the few near added
-    ones (bench_coverage seed 0: unseen prompts far below the oracle 15.8% at 0.5, 5.8%
-    at 0.05)."""
-    best = np.asarray(best, dtype=int)
+    region has known rewards and neighbours that vote as theirs do. Active calibration
+    holds out the added prompts, the scored prompts of the uncovered regions the vote
+    serves; held out, the calibration prompts (the covered distribution, where the first
+    router decides) chose the widest width, a near-majority that let far calibration
+    prompts outvote the few near added ones (bench_coverage seed 0, with the count vote:
+    unseen prompts far below the oracle 15.8% at 0.5, 5.8% at 0.05)."""
     reward = np.asarray(reward, dtype=float)
-    voters = np.flatnonzero(best >= 0)
-    queries = np.flatnonzero(np.asarray(held_out, dtype=bool)[voters])  # positions in voters
-    if len(voters) < 2 or not len(queries):
+    queries = np.flatnonzero(np.asarray(held_out, dtype=bool))
+    if len(reward) < 2 or not len(queries):
         return np.full(len(widths), np.nan)
-    unit = _unit(np.asarray(embeddings)[voters])
-    loss = np.zeros((len(widths), len(queries)))
-    counted = np.zeros(len(queries), dtype=bool)
+    columns = np.ones(reward.shape[1], dtype=bool) if able is None else np.asarray(able, bool)
+    best = np.nanmax(np.where(columns, reward, np.nan), axis=1, initial=-np.inf)
+    unit = _unit(np.asarray(embeddings))
+    loss = np.full((len(widths), len(queries)), np.nan)
     for start in range(0, len(queries), _LOO_BLOCK):
         rows = np.arange(start, min(start + _LOO_BLOCK, len(queries)))
-        similarity = (unit[queries[rows]] @ unit.T).astype(float)
-        similarity[np.arange(len(rows)), queries[rows]] = -np.inf  # not its own voter
-        own = voters[queries[rows]]
+        own = queries[rows]
+        similarity = (unit[own] @ unit.T).astype(float)
+        similarity[np.arange(len(rows)), own] = -np.inf  # not its own voter
         for w, width in enumerate(widths):
-            choice, _ = _vote(similarity, best[voters], min(k, len(voters) - 1), width)
-            counted[rows] = choice >= 0
+            choice = _vote(similarity, reward, min(k, len(reward) - 1), width, columns)
             picked = reward[own, np.maximum(choice, 0)]
-            loss[w, rows] = np.where(choice >= 0, reward[own, best[own]] - picked, 0.0)
+            loss[w, rows] = np.where(choice >= 0, best[own] - picked, np.nan)
+    counted = np.isfinite(loss).all(axis=0)
     if not counted.any():
         return np.full(len(widths), np.nan)
     return loss[:, counted].mean(axis=1)
@@ -274,19 +279,6 @@ def near_any(
     similarity = _unit(query_emb) @ _unit(reference_emb).T
     nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
     return flagged[nearest].any(axis=1)
-
-
-def surer_decides(
-    router_choice: np.ndarray,
-    router_confidence: np.ndarray,
-    vote_choice: np.ndarray,
-    vote_confidence: np.ndarray,
-) -> np.ndarray:
-    """[prompts] the router's teacher, or the neighbour vote's (`neighbour_vote`) where the
-    two disagree and the vote is strictly surer (a prompt without a vote: the router's)."""
-    vote = np.asarray(vote_choice, dtype=int)
-    surer = np.asarray(vote_confidence, dtype=float) > np.asarray(router_confidence, float)
-    return np.where((vote >= 0) & surer, vote, np.asarray(router_choice, dtype=int))
 
 
 def keep_covered(

@@ -12,11 +12,13 @@ calibration set (the router's train split); the router is trained again
 router covered keep its teacher (`keep_covered`; retrained on a few unseen prompts, the
 router moved some covered prompts to worse teachers), and so do the uncovered ones with
 no added prompt among their nearest calibration prompts (`near_any`: the round taught
-the router nothing about them either); the others take the new router's or, where it
-disagrees with the similarity-weighted vote of their nearest calibration
-prompts (added ones included) for their oracle picks (`neighbour_vote`), the surer one's
-(`surer_decides`: retrained on a handful of added prompts, the router was still sure of
-wrong teachers right next to them). The vote's kernel width is `routing.vote_width`, or
+the router nothing about them either); the others take the teacher of highest reward on
+their nearest scored prompts, added ones included, the nearest weighing most
+(`neighbour_vote`; retrained on a handful of added prompts, the router was often sure of
+teachers that the scored prompts right next to a prompt show are wrong, and a count of
+those prompts' best teachers ignored how far below the others were). Where no scored
+prompt weighs on one, the new router's teacher. The vote's kernel width is
+`routing.vote_width`, or
 under `auto` chosen each round by leave-one-out on the added prompts, each voted on by the
 other scored prompts (`vote_width_loss`, `vote_width`), and recorded with the round. Under
 `routing.budget` or `max_share`, which bind the assignment as a whole, the new router's
@@ -51,7 +53,6 @@ from persyn.method import (
     neighbour_vote,
     representative,
     select_uncovered,
-    surer_decides,
     vote_width,
     vote_width_loss,
 )
@@ -133,11 +134,11 @@ def calibrate_uncovered(run: Run, router_fp: str) -> tuple[Routing, list[dict[st
         if cfg.routing.budget is None and not cfg.routing.max_share:
             # (a budget or share cap binds the assignment as a whole: the new one stands)
             was_uncovered = np.array([first_uncovered[pid] for pid in kept], dtype=bool)
-            vote, vote_sure, taught, vote_record = _neighbours(
+            vote, taught, vote_record = _neighbours(
                 run, routing, was_uncovered, table, added, router_dir, routers
             )
             rounds[r].update(vote_record)
-            decided = surer_decides(routing.choice, routing.confidence, vote, vote_sure)
+            decided = np.where(vote >= 0, vote, routing.choice)
             # only `taught` prompts (uncovered, an added prompt among their nearest) move:
             # the retrained router learnt nothing new about the others
             rounds[r]["neighbours_decided"] = int((taught & (decided != routing.choice)).sum())
@@ -193,25 +194,27 @@ def _neighbours(
     added: list[str],
     router_dir: Path,
     routers: dict[Path, Router],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """For the prompts of `routing` in `mask`, among the scored prompts of `table`
-    (calibration and added): `neighbour_vote` (each voting for its oracle pick among the
-    teachers that can generate; -1, no vote, elsewhere), whether an `added` prompt is
+    (calibration and added): `neighbour_vote` (the teacher, among those that can
+    generate, of highest reward on their nearest; -1 elsewhere), whether an `added` prompt is
     among their nearest (`near_any`), and the vote's width for the round's record
     (`routing.vote_width`, or under `auto` the leave-one-out choice with each candidate's
     loss; no width measurable, no vote). A router without an encoder space: no vote, and
     every prompt in `mask` counts as near (the retrained router's teacher)."""
     cfg = run.cfg
-    vote, sure = np.full(len(routing.ids), -1), np.zeros(len(routing.ids))
+    vote = np.full(len(routing.ids), -1)
     near = np.array(mask, dtype=bool)
     reference = RouterCheckpoint(router_dir).novelty()
     if reference is None or not mask.any():
-        return vote, sure, near, {}
+        return vote, near, {}
     router = _router(run, router_dir, routers)
     by_id, names = run.prompts_by_id(), cfg.teacher_names
-    able = set(generating_columns(cfg) or range(len(names)))
-    best = [names.index(o) if o is not None else -1 for o in table.oracle]
-    best = np.array([b if b in able else -1 for b in best])
+    able = np.zeros(len(names), dtype=bool)
+    able[generating_columns(cfg) or list(range(len(names)))] = True
+    # failed answers charged like the router's metrics; no answer (NaN): left out
+    charge = failure_reward(cfg.rewards.normalization, len(names))
+    reward = charge_failures(table.routing_reward, charge)
     points = router.embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
     voters = router.embeddings([by_id[pid].text for pid in table.ids])
     assert points is not None and voters is not None  # a novelty reference: an encoder space
@@ -221,11 +224,8 @@ def _neighbours(
         width: float | None = float(cfg.routing.vote_width)
         record: dict[str, Any] = {"vote_width": width}
     else:
-        # a vote landing on a failed or unscored answer is charged like the router's metrics
-        charge = failure_reward(cfg.rewards.normalization, len(names))
-        reward = np.nan_to_num(charge_failures(table.routing_reward, charge), nan=charge)
         # held out: the added prompts, the scored ones of the regions the vote serves
-        losses = vote_width_loss(voters, best, reward, reference.k, held_out=was_added)
+        losses = vote_width_loss(voters, reward, reference.k, was_added, able=able)
         width = vote_width(losses)
         loss_by_width = {
             f"{w:g}": float(v) if np.isfinite(v) else None
@@ -233,8 +233,8 @@ def _neighbours(
         }
         record = {"vote_width": width, "vote_width_loss": loss_by_width}
     if width is not None:
-        vote[mask], sure[mask] = neighbour_vote(points, voters, best, reference.k, width)
-    return vote, sure, near, record
+        vote[mask] = neighbour_vote(points, voters, reward, reference.k, width, able)
+    return vote, near, record
 
 
 def _router(run: Run, router_dir: Path, routers: dict[Path, Router]) -> Router:
