@@ -30,6 +30,7 @@ from persyn.eval.tune import (
     validation_prompts,
 )
 from persyn.eval.tune_report import duration, write_tune
+from persyn.fingerprints import config_sections
 from persyn.pipeline import Run, run_pipeline, run_stage, stage_fingerprints, validate
 from persyn.report.html import build_report
 from persyn.stages.common import teacher_fingerprint
@@ -432,6 +433,12 @@ def test_a_routed_pilot_falls_back_where_the_routed_answer_failed(
     strict = parse_config({**data, "routing": {"fallback_tries": 0}})
     kept = pilot_rows(dataclasses.replace(run, cfg=strict), Setting(0.4, "mean_logprob"), table.ids)
     assert pid not in {r["id"] for r in kept} and len(kept) == len(rows) - 1
+    # the fallback's length decides the pilot: in its dataset's key and the tune stage's
+    files, setting = run.store.tune_files(), Setting(0.4, "mean_logprob")
+    assert pilot_dataset(files, strict, setting) != pilot_dataset(files, run.cfg, setting)
+    assert config_sections(strict)["tune"] != config_sections(run.cfg)["tune"]
+    default = parse_config({**data, "routing": {"fallback_tries": 2}})
+    assert config_sections(default)["tune"] == config_sections(run.cfg)["tune"]
 
 
 def test_routed_pilots_with_the_lm_router(tiny_lm_dir: Path, tmp_path: Path):

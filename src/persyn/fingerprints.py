@@ -41,6 +41,7 @@ SECTIONS: dict[str, Callable[[RunConfig], Any]] = {
         c.tune,
         c.student_training,
         c.evaluation.model_dump(mode="json", exclude={"lm_eval_tasks", "lm_eval_limit"}),
+        *pilot_fallback(c),
     ),
     "router": lambda c: fingerprint(router_section(c)),
     # Without the fallback: how many teachers a failed answer falls back to changes
@@ -90,6 +91,16 @@ def routing_policy(cfg: RunConfig) -> list[Any]:
         cfg.routing.model_dump(mode="json", exclude={"fallback_tries", *UNCOVERED_KEYS}),
         [(t.cost_per_1k_input_tokens, t.cost_per_1k_output_tokens) for t in cfg.teachers],
     ]
+
+
+def pilot_fallback(cfg: RunConfig) -> list[int]:
+    """[`routing.fallback_tries`] where routed tune pilots follow it (a prompt whose routed
+    answer failed takes the next teacher of its chain), or nothing at the default: tune
+    keys from before pilots followed it stay valid."""
+    default = type(cfg.routing).model_fields["fallback_tries"].default
+    if cfg.tune.pilot_answers != "routed" or cfg.routing.fallback_tries == default:
+        return []
+    return [cfg.routing.fallback_tries]
 
 
 def uncovered_key(cfg: RunConfig) -> list[dict[str, Any]]:

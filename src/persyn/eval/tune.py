@@ -46,7 +46,7 @@ from persyn.data import load_prompts
 from persyn.eval.stats import Interval, paired_bootstrap
 from persyn.eval.student import check_held_out
 from persyn.eval.trained import train_and_evaluate
-from persyn.fingerprints import router_section, routing_policy
+from persyn.fingerprints import pilot_fallback, router_section, routing_policy
 from persyn.method import any_ordered_pair, failure_reward
 from persyn.progress import log
 from persyn.router.encoder import PromptEncoder
@@ -148,12 +148,14 @@ def validation_fingerprint(cfg: RunConfig, validation: list[Prompt]) -> str:
 def pilot_dataset(files: TuneFiles, cfg: RunConfig, setting: Setting) -> Path:
     """Where a setting's pilot dataset is written: under a key of how its answers are
     picked (`tune.pilot_answers`; for `routed`, the router, the routing policy without
-    the uncovered-prompt policy, which pilots do not follow, the folds and their seed),
-    so a dataset picked another way is never taken for this one's."""
+    the uncovered-prompt policy, which pilots do not follow, the folds and their seed,
+    and the fallback's length, `pilot_fallback`), so a dataset picked another way is
+    never taken for this one's."""
     tune = cfg.tune
     how: Any = tune.pilot_answers
     if how == "routed":
         how = [how, router_section(cfg), *routing_policy(cfg), tune.pilot_folds, tune.seed]
+        how += pilot_fallback(cfg)
     return files.dataset(f"{tune.pilot_answers}-{fingerprint(how)[:12]}/{setting.name}")
 
 
