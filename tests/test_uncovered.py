@@ -104,6 +104,11 @@ def test_neighbours_vote_for_the_teacher_of_highest_reward_near_them() -> None:
     few = neighbour_vote(one, points, np.eye(2)[[1, 1, *[0] * 8]], k=10, width=0.05)
     assert few.tolist() == [1]
     assert neighbour_vote(queries, reference, np.full((5, 2), np.nan), 3, 0.05).tolist() == [-1] * 3
+    # a scored prompt with no answer at all takes no place among the nearest: with k = 1
+    # the query along x is voted on by the nearest prompt with answers, not left without
+    silent = reward.copy()
+    silent[:2] = np.nan
+    assert neighbour_vote(queries[:1], reference, silent, k=1, width=0.05).tolist() == [0]
 
 
 def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher() -> None:

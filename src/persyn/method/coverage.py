@@ -172,8 +172,9 @@ def neighbour_vote(
     Why the rewards and not a count of the neighbours' best teachers (the vote before):
     on a few added prompts of an unseen region, a teacher that is best on most of them
     can be far below on the rest, and the mean reward weighs by how much each teacher
-    loses, not how often it wins (bench_coverage, seeds 0-5: unseen prompts far below the
-    oracle 73 of 720 with the count vote, see bench/RESULTS.md)."""
+    loses, not how often it wins (bench_coverage: unseen prompts far below the oracle 58
+    of 720 against 73 with the count vote on seeds 0-5, where this was found, and 21 of
+    360 against 25 on fresh seeds 6-8; bench/RESULTS.md)."""
     if not len(query_emb) or not len(reference_emb):
         return np.full(len(query_emb), -1)
     similarity = _unit(query_emb) @ _unit(reference_emb).T
@@ -188,8 +189,11 @@ def _vote(
     able: np.ndarray | None,
 ) -> np.ndarray:
     """`neighbour_vote` from the queries' cosine similarity to the references [queries,
-    references]. A similarity of -inf (a query's own row, left out) is never among the
-    nearest while k is below the references' count."""
+    references]. A similarity of -inf (a query's own row, left out, or a reference with
+    no answer at all) is never among the nearest while k is below the references' count,
+    and weighs nothing."""
+    answered = np.isfinite(reward).any(axis=1)  # a prompt with no answer takes no slot
+    similarity = np.where(answered[None, :], similarity, -np.inf)
     k = max(1, min(k, similarity.shape[1]))
     rows = np.arange(len(similarity))[:, None]
     nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
