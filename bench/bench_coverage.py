@@ -256,9 +256,16 @@ POLICIES: list[tuple[str, dict[str, Any]]] = [
     ("route", {}),
     ("fallback", {"uncovered": "fallback"}),
     ("fallback (general)", {"uncovered": "fallback", "uncovered_teacher": "general"}),
-    ("calibrate, 2 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2}),
-    ("calibrate, 4 rounds", {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4}),
-    # the width fixed at 0.05, chosen on seed 0's oracle sample before `auto` existed
+    (
+        "calibrate, 2 rounds, width auto",
+        {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2, "vote_width": "auto"},
+    ),
+    (
+        "calibrate, 4 rounds, width auto",
+        {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_width": "auto"},
+    ),
+    # the default width since seeds 18-23 (bench/RESULTS.md); each row names its width,
+    # so the seeds recorded before the default changed keep their meaning
     (
         "calibrate, 4 rounds, width 0.05",
         {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_width": 0.05},
@@ -397,8 +404,8 @@ def summary_section(results: list[dict[str, Any]]) -> str:
             "Routed prompts far below the oracle (reward more than "
             f"{FAR} below it), per seed of `bench/bench_coverage.py --seed` "
             f"({', '.join(map(str, seeds))}) and pooled; each seed's own section has the "
-            "details. The vote's width is chosen by leave-one-out in each round (`auto`) "
-            "except in the last policy (0.05, chosen on seed 0's oracle sample before). "
+            "details. `width auto`: the vote's width chosen by leave-one-out in each round; "
+            "`width 0.05`: pinned (the default since seeds 18-23). "
             "The last row is not a policy: each family routed to the one teacher with the "
             "fewest prompts far below the oracle, picked by looking at the oracle: what "
             "telling the families apart and choosing one teacher for each could do at best.",

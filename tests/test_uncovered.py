@@ -219,9 +219,9 @@ def test_an_unknown_safe_teacher_is_refused() -> None:
 
 
 def test_a_vote_width_is_auto_or_above_zero() -> None:
-    assert parse_config(tiny_run_config(Path("lm"), Path("run"))).routing.vote_width == "auto"
-    pinned = tiny_run_config(Path("lm"), Path("run"), routing={"vote_width": 0.05})
-    assert parse_config(pinned).routing.vote_width == 0.05
+    assert parse_config(tiny_run_config(Path("lm"), Path("run"))).routing.vote_width == 0.05
+    auto = tiny_run_config(Path("lm"), Path("run"), routing={"vote_width": "auto"})
+    assert parse_config(auto).routing.vote_width == "auto"
     with pytest.raises(ValueError, match="vote_width must be above 0"):
         parse_config(tiny_run_config(Path("lm"), Path("run"), routing={"vote_width": 0}))
 
@@ -269,7 +269,7 @@ def test_fallback_sends_uncovered_prompts_to_the_safe_teacher(
     assert all(rows[r["prompt_id"]]["teacher"] == r["teacher"] for r in routes)
 
 
-def calibrate_config(lm: Path, run_dir: Path) -> dict[str, Any]:
+def calibrate_config(lm: Path, run_dir: Path, **routing: Any) -> dict[str, Any]:
     # confidence below 1 everywhere: every routed prompt is uncovered, the budget decides
     return scripted_config(
         lm,
@@ -278,6 +278,7 @@ def calibrate_config(lm: Path, run_dir: Path) -> dict[str, Any]:
         uncovered_confidence=1.0,
         active_budget=0.5,
         active_rounds=2,
+        **routing,
     )
 
 
@@ -293,7 +294,8 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    summary = run_pipeline(parse_config(calibrate_config(tiny_lm_dir, run_dir)))
+    auto = calibrate_config(tiny_lm_dir, run_dir, vote_width="auto")
+    summary = run_pipeline(parse_config(auto))
     split = json.loads((run_dir / "calibration.json").read_text())
     rounds = summary["active_calibration"]
     assert [r["round"] for r in rounds] == [1, 2]
@@ -342,7 +344,7 @@ def test_calibrate_adds_prompts_within_budget_retrains_and_reroutes(
     assert "active calibration: 2 rounds, 3 prompts added" in console.export_text()
     # a rerun of the finished run redoes nothing
     before = (run_dir / "stages" / "route.json").read_text()
-    run_pipeline(parse_config(calibrate_config(tiny_lm_dir, run_dir)))
+    run_pipeline(parse_config(auto))
     assert (run_dir / "stages" / "route.json").read_text() == before
 
 
