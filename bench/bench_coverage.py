@@ -252,23 +252,21 @@ def family_bound(
     return rows
 
 
+# active calibration as the rows below share it: the plain mean vote unless a row says
+ACTIVE = {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_caution": 0.0}
 POLICIES: list[tuple[str, dict[str, Any]]] = [
     ("route", {}),
     ("fallback", {"uncovered": "fallback"}),
     ("fallback (general)", {"uncovered": "fallback", "uncovered_teacher": "general"}),
+    ("calibrate, 2 rounds, width auto", {**ACTIVE, "active_rounds": 2, "vote_width": "auto"}),
+    ("calibrate, 4 rounds, width auto", {**ACTIVE, "vote_width": "auto"}),
+    # the default width since seeds 18-23 (bench/RESULTS.md); each row names its width and
+    # caution, so the seeds recorded before a default changed keep their meaning
+    ("calibrate, 4 rounds, width 0.05", {**ACTIVE, "vote_width": 0.05}),
+    # the default since seeds 24-29
     (
-        "calibrate, 2 rounds, width auto",
-        {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 2, "vote_width": "auto"},
-    ),
-    (
-        "calibrate, 4 rounds, width auto",
-        {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_width": "auto"},
-    ),
-    # the default width since seeds 18-23 (bench/RESULTS.md); each row names its width,
-    # so the seeds recorded before the default changed keep their meaning
-    (
-        "calibrate, 4 rounds, width 0.05",
-        {"uncovered": "calibrate", "active_budget": 0.1, "active_rounds": 4, "vote_width": 0.05},
+        "calibrate, 4 rounds, width 0.05, caution 0.5",
+        {**ACTIVE, "vote_width": 0.05, "vote_caution": 0.5},
     ),
 ]
 
@@ -381,39 +379,51 @@ def seed_section(result: dict[str, Any]) -> str:
 
 
 def summary_section(results: list[dict[str, Any]]) -> str:
-    """Far below the oracle per policy and group: each seed's count and the seeds pooled."""
+    """Far below the oracle per policy and group: the seeds that ran it pooled, and each
+    seed's count (a row added later has fewer seeds)."""
     seeds = [r["seed"] for r in results]
-    cells: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    cells: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
     for result in results:
         for r in result["rows"]:
-            cells.setdefault((r["policy"], r["group"]), []).append((r["far"], r["prompts"]))
-    header = (
-        "| policy | prompts | "
-        + " | ".join(f"seed {s}" for s in seeds)
-        + " | pooled |\n|---|---|"
-        + "---:|" * (len(seeds) + 1)
-    )
-    lines = [
-        f"| {policy} | {group} | "
-        + " | ".join(_share(far, n) for far, n in counts)
-        + f" | {_share(sum(f for f, _ in counts), sum(n for _, n in counts))} |"
-        for (policy, group), counts in cells.items()
-    ]
+            cells.setdefault((r["policy"], r["group"]), {})[result["seed"]] = (
+                r["far"],
+                r["prompts"],
+            )
+    lines = []
+    for (policy, group), counts in cells.items():
+        far, prompts = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        ran = [s for s in seeds if s in counts]
+        span = f"{len(ran)}" + ("" if len(ran) == len(seeds) else f" ({_seed_list(ran)})")
+        each = ", ".join(str(counts[s][0]) for s in ran)
+        lines.append(f"| {policy} | {group} | {span} | {_share(far, prompts)} | {each} |")
     return "\n".join(
         [
             "Routed prompts far below the oracle (reward more than "
-            f"{FAR} below it), per seed of `bench/bench_coverage.py --seed` "
-            f"({', '.join(map(str, seeds))}) and pooled; each seed's own section has the "
-            "details. `width auto`: the vote's width chosen by leave-one-out in each round; "
-            "`width 0.05`: pinned (the default since seeds 18-23). "
+            f"{FAR} below it), pooled over the seeds of `bench/bench_coverage.py --seed` "
+            f"({_seed_list(seeds)}) that ran the row, and each seed's count in seed order; "
+            "each seed's own section has the details. `width auto`: the vote's width chosen "
+            "by leave-one-out in each round; `width 0.05`: pinned (the default since seeds "
+            "18-23); rows without `caution` vote by the plain mean reward (caution 0). "
             "The last row is not a policy: each family routed to the one teacher with the "
             "fewest prompts far below the oracle, picked by looking at the oracle: what "
             "telling the families apart and choosing one teacher for each could do at best.",
             "",
-            header,
+            "| policy | prompts | seeds | far below oracle, pooled | far below, per seed |",
+            "|---|---|---:|---:|---|",
             *lines,
         ]
     )
+
+
+def _seed_list(seeds: list[int]) -> str:
+    """Seeds as runs of consecutive numbers: 0-11, 14, 16-17."""
+    runs: list[list[int]] = []
+    for s in seeds:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 def main() -> None:

@@ -111,6 +111,30 @@ def test_neighbours_vote_for_the_teacher_of_highest_reward_near_them() -> None:
     assert neighbour_vote(queries[:1], reference, silent, k=1, width=0.05).tolist() == [0]
 
 
+def test_a_cautious_vote_prefers_a_steady_teacher_to_a_gamble() -> None:
+    # three neighbours at equal distance: teacher 0 right on two and far below on the
+    # third (mean 0.67, spread 0.47), teacher 1 steady at 0.6
+    ring = np.array([[1.0, 0.1], [1.0, -0.1], [1.0, 0.0]])
+    gamble = np.array([[1.0, 0.6], [1.0, 0.6], [0.0, 0.6]])
+    one = np.array([[1.0, 0.0]])
+    assert neighbour_vote(one, ring, gamble, k=3, width=0.5).tolist() == [0]  # the mean
+    assert neighbour_vote(one, ring, gamble, 3, 0.5, caution=0.5).tolist() == [1]
+    # a teacher without answers on some neighbours: its spread over the answered ones
+    missing = gamble.copy()
+    missing[2, 0] = np.nan  # teacher 0 now right on both it answered, no spread
+    assert neighbour_vote(one, ring, missing, 3, 0.5, caution=0.5).tolist() == [0]
+    # the leave-one-out loss takes the same caution: each ring prompt voted on by the rest
+    reward = np.array([[1.0, 0.6], [1.0, 0.6], [0.0, 0.6], [1.0, 0.6]])
+    points = np.vstack([ring, [[1.0, 0.05]]])
+    every = np.ones(4, dtype=bool)
+    plain = vote_width_loss(points, reward, 3, every, widths=(0.5,))
+    careful = vote_width_loss(points, reward, 3, every, widths=(0.5,), caution=0.5)
+    # plain: only the odd prompt is lost (0.6); cautious: the three others take the steady
+    # teacher and lose 0.4 each (their gamble was right), the odd one still loses 0.6
+    assert plain.tolist() == pytest.approx([0.6 / 4])
+    assert careful.tolist() == pytest.approx([(3 * 0.4 + 0.6) / 4])
+
+
 def test_a_narrow_vote_wins_where_each_prompts_nearest_twin_shares_its_teacher() -> None:
     """18 pairs of prompts around a circle (a pair 0.01 rad apart, pairs 20 degrees apart),
     teachers alternating pair by pair: left out, a prompt's twin is right and its four

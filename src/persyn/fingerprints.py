@@ -81,6 +81,7 @@ UNCOVERED_KEYS = {
     "active_budget",
     "active_rounds",
     "vote_width",
+    "vote_caution",
 }
 
 

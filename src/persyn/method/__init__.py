@@ -50,8 +50,8 @@ those `select_uncovered` orders, spread over the encoder space by `representativ
 within `active_prompt_budget`, and `keep_covered` keeps the first router's teacher for
 the prompts it covered (and for those with no added prompt among their nearest calibration
 prompts, `near_any`); the others take `neighbour_vote`'s teacher (the highest reward on
-their nearest scored prompts, its kernel width chosen by leave-one-out on the added
-prompts: `vote_width_loss`, `vote_width`).
+their nearest scored prompts less a share of its spread there; its kernel width pinned or
+chosen by leave-one-out on the added prompts: `vote_width_loss`, `vote_width`).
 """
 
 from persyn.method.coverage import (

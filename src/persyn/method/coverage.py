@@ -14,7 +14,8 @@ confidence, over arrays (no models, no files).
   all sit in one unseen region, so picking by novelty alone calibrated one region a round.
 - `neighbour_vote`: the teacher of highest reward on a prompt's nearest scored
   (calibration and added) prompts, the nearest weighing most: a kernel estimate of the
-  prompt's rewards.
+  prompt's rewards, less `caution` times their spread (a teacher right on some
+  neighbours and far below on others is a gamble on this prompt).
 - `vote_width`: the kernel width of that vote, chosen by leave-one-out on scored prompts
   (`vote_width_loss`: the reward each width's vote loses against the prompt's best;
   active calibration holds out its added prompts), not fixed on one bench's oracle
@@ -160,25 +161,36 @@ def neighbour_vote(
     k: int,
     width: float,
     able: np.ndarray | None = None,
+    caution: float = 0.0,
 ) -> np.ndarray:
     """[queries] the teacher of highest estimated reward for each query [queries, dim]:
     each teacher's reward averaged over the query's `k` nearest references [references,
     dim] (`reference_reward` [references, teachers]; NaN: no answer, left out of that
     teacher's mean), each weighted by exp(-cosine distance / `width`) (none at or beyond
-    90 degrees): a kernel estimate of the query's rewards. `able` [teachers] bool: the
-    teachers it may choose (default every one). Ties go to the lower index; -1 for a
-    query no reference weighs on.
+    90 degrees): a kernel estimate of the query's rewards, less `caution` times the
+    weighted standard deviation of those rewards. `able` [teachers] bool: the teachers it
+    may choose (default every one). Ties go to the lower index; -1 for a query no
+    reference weighs on.
 
     Why the rewards and not a count of the neighbours' best teachers (the vote before):
     on a few added prompts of an unseen region, a teacher that is best on most of them
     can be far below on the rest, and the mean reward weighs by how much each teacher
     loses, not how often it wins (bench_coverage: unseen prompts far below the oracle 58
     of 720 against 73 with the count vote on seeds 0-5, where this was found, and 21 of
-    360 against 25 on fresh seeds 6-8; bench/RESULTS.md)."""
+    360 against 25 on fresh seeds 6-8; bench/RESULTS.md).
+
+    Why the spread: the few added prompts of an unseen family can mix kinds whose best
+    teacher differs (one-step problems one teacher gets right, longer ones it gets
+    wrong), and the encoder barely tells them apart; a teacher whose reward swings across
+    them is a gamble on the prompt in between, a steady one is not (bench_coverage, unseen
+    prompts far below the oracle with caution 0.5 against 0: 194 against 210 of 2880 on
+    seeds 0-23, where it was tried, and 52 against 53 of 720 on seeds 24-29, drawn after;
+    bench/RESULTS.md)."""
     if not len(query_emb) or not len(reference_emb):
         return np.full(len(query_emb), -1)
     similarity = _unit(query_emb) @ _unit(reference_emb).T
-    return _vote(similarity, np.asarray(reference_reward, dtype=float), k, width, able)
+    reward = np.asarray(reference_reward, dtype=float)
+    return _vote(similarity, reward, k, width, able, caution)
 
 
 def _vote(
@@ -187,6 +199,7 @@ def _vote(
     k: int,
     width: float,
     able: np.ndarray | None,
+    caution: float,
 ) -> np.ndarray:
     """`neighbour_vote` from the queries' cosine similarity to the references [queries,
     references]. A similarity of -inf (a query's own row, left out, or a reference with
@@ -200,9 +213,12 @@ def _vote(
     near = similarity[rows, nearest].astype(float)
     weight = np.where(near > 0, np.exp((np.maximum(near, 0.0) - 1.0) / width), 0.0)
     known = np.isfinite(reward[nearest])  # [queries, k, teachers]
+    values = np.where(known, reward[nearest], 0.0)
     mass = np.einsum("qk,qkt->qt", weight, known)
-    total = np.einsum("qk,qkt->qt", weight, np.where(known, reward[nearest], 0.0))
-    estimate = np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), -np.inf)
+    norm = np.where(mass > 0, mass, 1.0)
+    mean = np.einsum("qk,qkt->qt", weight, values) / norm
+    spread = np.einsum("qk,qkt->qt", weight, known * (values - mean[:, None, :]) ** 2) / norm
+    estimate = np.where(mass > 0, mean - caution * np.sqrt(spread), -np.inf)
     if able is not None:
         estimate[:, ~np.asarray(able, dtype=bool)] = -np.inf
     voted = np.isfinite(estimate).any(axis=1)
@@ -216,15 +232,16 @@ def vote_width_loss(
     held_out: np.ndarray,
     widths: tuple[float, ...] = VOTE_WIDTHS,
     able: np.ndarray | None = None,
+    caution: float = 0.0,
 ) -> np.ndarray:
     """[widths] the mean reward the neighbour vote loses on the `held_out` scored prompts
     ([prompts] bool), each left out in turn: every scored prompt [prompts, dim] votes with
     its rewards (`reward` [prompts, teachers], failed answers charged, NaN: no answer);
-    per held-out prompt, the vote of its `k` nearest others at that width, and the
-    prompt's best reward (among `able`) minus its reward of the teacher voted for. A
-    held-out prompt that no other prompt weighs on (every one at 90 degrees or more, the
-    same at every width) or whose reward of the teacher voted for is unknown counts at no
-    width; NaN for every width when none is left.
+    per held-out prompt, the vote of its `k` nearest others at that width (and
+    `caution`), and the prompt's best reward (among `able`) minus its reward of the
+    teacher voted for. A held-out prompt that no other prompt weighs on (every one at 90
+    degrees or more, the same at every width) or whose reward of the teacher voted for is
+    unknown counts at no width; NaN for every width when none is left.
 
     Why: the width that serves the re-routed prompts cannot be measured on them (their
     oracle is what active calibration avoids paying for), but a scored prompt of their
@@ -248,7 +265,7 @@ def vote_width_loss(
         similarity = (unit[own] @ unit.T).astype(float)
         similarity[np.arange(len(rows)), own] = -np.inf  # not its own voter
         for w, width in enumerate(widths):
-            choice = _vote(similarity, reward, min(k, len(reward) - 1), width, columns)
+            choice = _vote(similarity, reward, min(k, len(reward) - 1), width, columns, caution)
             picked = reward[own, np.maximum(choice, 0)]
             loss[w, rows] = np.where(choice >= 0, best[own] - picked, np.nan)
     counted = np.isfinite(loss).all(axis=0)

@@ -13,10 +13,11 @@ router covered keep its teacher (`keep_covered`; retrained on a few unseen promp
 router moved some covered prompts to worse teachers), and so do the uncovered ones with
 no added prompt among their nearest calibration prompts (`near_any`: the round taught
 the router nothing about them either); the others take the teacher of highest reward on
-their nearest scored prompts, added ones included, the nearest weighing most
-(`neighbour_vote`; retrained on a handful of added prompts, the router was often sure of
-teachers that the scored prompts right next to a prompt show are wrong, and a count of
-those prompts' best teachers ignored how far below the others were). Where no scored
+their nearest scored prompts, added ones included, the nearest weighing most, less
+`routing.vote_caution` times its spread there (`neighbour_vote`; retrained on a handful
+of added prompts, the router was often sure of teachers that the scored prompts right next
+to a prompt show are wrong, and a count of those prompts' best teachers ignored how far
+below the others were). Where no scored
 prompt weighs on one, the new router's teacher. The vote's kernel width is
 `routing.vote_width`, or
 under `auto` chosen each round by leave-one-out on the added prompts, each voted on by the
@@ -225,7 +226,8 @@ def _neighbours(
         record: dict[str, Any] = {"vote_width": width}
     else:
         # held out: the added prompts, the scored ones of the regions the vote serves
-        losses = vote_width_loss(voters, reward, reference.k, was_added, able=able)
+        caution = cfg.routing.vote_caution
+        losses = vote_width_loss(voters, reward, reference.k, was_added, able=able, caution=caution)
         width = vote_width(losses)
         loss_by_width = {
             f"{w:g}": float(v) if np.isfinite(v) else None
@@ -233,7 +235,9 @@ def _neighbours(
         }
         record = {"vote_width": width, "vote_width_loss": loss_by_width}
     if width is not None:
-        vote[mask] = neighbour_vote(points, voters, reward, reference.k, width, able)
+        vote[mask] = neighbour_vote(
+            points, voters, reward, reference.k, width, able, cfg.routing.vote_caution
+        )
     return vote, near, record
 
 
