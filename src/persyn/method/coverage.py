@@ -16,10 +16,11 @@ confidence, over arrays (no models, no files).
   (calibration and added) prompts, the nearest weighing most: a kernel estimate of the
   prompt's rewards, less `caution` times their spread (a teacher right on some
   neighbours and far below on others is a gamble on this prompt).
-- `vote_width`: the kernel width of that vote, chosen by leave-one-out on scored prompts
-  (`vote_width_loss`: the reward each width's vote loses against the prompt's best;
-  active calibration holds out its added prompts), not fixed on one bench's oracle
-  sample.
+- `vote_width`: under `routing.vote_width: auto`, the kernel width of that vote chosen by
+  leave-one-out on scored prompts (`vote_width_loss`: the reward each width's vote loses
+  against the prompt's best; active calibration holds out its added prompts). Not the
+  default: resting on the ten or so prompts a round adds, it did worse on bench_coverage's
+  fresh seeds than the pinned 0.05.
 - `keep_covered`: after a round, prompts the first router covered keep its teacher (the
   retrained router learnt nothing new about them), the others take the vote's;
   `near_any` tells which uncovered prompts have an added prompt among their nearest
