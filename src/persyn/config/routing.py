@@ -86,9 +86,9 @@ class RoutingPolicyConfig(Section):
         "prompts (weights exp(-distance / width)). `auto`: chosen each round among 0.02, "
         "0.05, 0.1, 0.2 and 0.5 by leave-one-out on the prompts active calibration added "
         "(the width whose vote of the other scored prompts loses least reward against their "
-        "oracle). Default 0.05: over 24 bench_coverage seeds it left 7.3% of unseen-family "
-        "prompts far below the oracle against 9.5% under `auto`, whose leave-one-out rests "
-        "on the ten or so prompts a round adds (bench/RESULTS.md).",
+        "oracle). Default 0.05: over 30 bench_coverage seeds it left 7.3% of unseen-family "
+        "prompts far below the oracle against 10.2% under `auto`, whose leave-one-out "
+        "rests on the ten or so prompts a round adds (bench/RESULTS.md).",
     )
 
     vote_caution: float = Field(
