@@ -90,7 +90,6 @@ class RoutingPolicyConfig(Section):
         "prompts far below the oracle against 10.2% under `auto`, whose leave-one-out "
         "rests on the ten or so prompts a round adds (bench/RESULTS.md).",
     )
-
     vote_caution: float = Field(
         0.5,
         ge=0,
