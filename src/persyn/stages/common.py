@@ -44,6 +44,12 @@ def generating_columns(cfg: RunConfig) -> list[int]:
     return [j for j, name in enumerate(cfg.teacher_names) if name in able]
 
 
+def routable_columns(cfg: RunConfig) -> list[int]:
+    """The pool positions routing chooses among: `generating_columns`, or every teacher
+    when none can generate (a pool known only from imported answers)."""
+    return generating_columns(cfg) or list(range(len(cfg.teachers)))
+
+
 # -- row cache keys: a row is reused while the config it depends on is unchanged ---------
 def teacher_fingerprint(t: TeacherConfig) -> str:
     """What decides a teacher's output: not its prices, family, batch size, parallelism,

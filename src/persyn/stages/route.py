@@ -17,7 +17,7 @@ from persyn.progress import log
 from persyn.report.coverage import coverage_summary
 from persyn.router.metrics import best_fixed_teacher
 from persyn.stages.active import calibrate_uncovered
-from persyn.stages.common import StageError, generating_columns
+from persyn.stages.common import StageError, routable_columns
 from persyn.stages.routing import Routing, route_prompts
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def safe_teacher(run: Run) -> str:
     reward on the calibration prompts, failed answers charged as in router training."""
     cfg = run.cfg
     named = cfg.routing.uncovered_teacher
-    able = generating_columns(cfg) or list(range(len(cfg.teachers)))
+    able = routable_columns(cfg)
     if named is not None:
         if cfg.teacher_names.index(named) not in able:
             raise StageError(

@@ -14,7 +14,7 @@ import numpy as np
 from persyn.artifacts import RouterCheckpoint
 from persyn.method import confidence, uncovered
 from persyn.policies import cost_per_prompt, make_policy, policy_report
-from persyn.stages.common import generating_columns, teacher_fingerprint
+from persyn.stages.common import routable_columns, teacher_fingerprint
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -71,7 +71,7 @@ def policy_choice(
     cfg = run.cfg
     names = cfg.teacher_names
     cost = cost_per_prompt(cfg, mean_response_tokens(run), expected_prompt_tokens(run, ids))
-    able = generating_columns(cfg) or list(range(len(names)))
+    able = routable_columns(cfg)
     local = make_policy(cfg.routing, [names[j] for j in able], cost[able]).choose(scores[:, able])
     return able, cost, local
 

@@ -22,7 +22,7 @@ from persyn.method import (
 from persyn.progress import bar, log
 from persyn.router.metrics import best_fixed_teacher, routing_metrics
 from persyn.router.routers import Router, make_router
-from persyn.stages.common import StageError, generating_columns
+from persyn.stages.common import StageError, routable_columns
 
 if TYPE_CHECKING:
     from persyn.run import Run
@@ -96,7 +96,7 @@ def fit_and_save(
     # Measured over the teachers that can generate (as `route` chooses), against the
     # teacher best on the train split; per split: `train` (fitted), `val` (picked the best
     # epoch), `test` (touched by neither: the figures reported as the router's).
-    columns = generating_columns(cfg) or list(range(len(cfg.teachers)))
+    columns = routable_columns(cfg)
     fixed = best_fixed_teacher(train_reward, charge, columns)
 
     def measured(scores: np.ndarray, reward: np.ndarray) -> dict[str, float]:
