@@ -17,16 +17,14 @@ their nearest scored prompts, added ones included, the nearest weighing most, le
 `routing.vote_caution` times its spread there (`neighbour_vote`; retrained on a handful
 of added prompts, the router was often sure of teachers that the scored prompts right next
 to a prompt show are wrong, and a count of those prompts' best teachers ignored how far
-below the others were). Where no scored
-prompt weighs on one, the new router's teacher. The vote's kernel width is
-`routing.vote_width`, or
-under `auto` chosen each round by leave-one-out on the added prompts, each voted on by the
-other scored prompts (`vote_width_loss`, `vote_width`), and recorded with the round. Under
-`routing.budget` or `max_share`, which bind the assignment as a whole, the new router's
-assignment stands. Rounds stop at
-`routing.active_rounds`, when no prompt is uncovered, or when the budget is spent. Each
-round's router is loaded in this process for the uncovered prompts' embeddings, in the
-space of that round's novelty reference (`_router`).
+below the others were). Where no scored prompt weighs on one, the new router's teacher.
+The vote's kernel width is `routing.vote_width`, or under `auto` chosen each round by
+leave-one-out on the added prompts, each voted on by the other scored prompts
+(`vote_width_loss`, `vote_width`), and recorded with the round. Under `routing.budget`
+or `max_share`, which bind the assignment as a whole, the new router's assignment stands.
+Rounds stop at `routing.active_rounds`, when no prompt is uncovered, or when the budget
+is spent. Each round's router is loaded in this process for the uncovered prompts'
+embeddings, in the space of that round's novelty reference (`_router`).
 
 Resumable: a round's prompts are recorded (`active/rounds.json`) before any teacher is
 asked, so a killed round picks the same prompts again, finds their answers and scores in
@@ -59,7 +57,7 @@ from persyn.method import (
 )
 from persyn.progress import log
 from persyn.router.routers import Router
-from persyn.stages.common import generate_rows, generating_columns, generating_teachers
+from persyn.stages.common import generate_rows, generating_teachers, routable_columns
 from persyn.stages.routing import Routing, route_prompts
 from persyn.stages.score import reward_table, score_responses
 from persyn.stages.train_router import fit_and_save
@@ -212,10 +210,11 @@ def _neighbours(
     router = _router(run, router_dir, routers)
     by_id, names = run.prompts_by_id(), cfg.teacher_names
     able = np.zeros(len(names), dtype=bool)
-    able[generating_columns(cfg) or list(range(len(names)))] = True
+    able[routable_columns(cfg)] = True
     # failed answers charged like the router's metrics; no answer (NaN): left out
     charge = failure_reward(cfg.rewards.normalization, len(names))
     reward = charge_failures(table.routing_reward, charge)
+    caution = cfg.routing.vote_caution
     points = router.embeddings([by_id[routing.ids[i]].text for i in np.flatnonzero(mask)])
     voters = router.embeddings([by_id[pid].text for pid in table.ids])
     assert points is not None and voters is not None  # a novelty reference: an encoder space
@@ -226,7 +225,6 @@ def _neighbours(
         record: dict[str, Any] = {"vote_width": width}
     else:
         # held out: the added prompts, the scored ones of the regions the vote serves
-        caution = cfg.routing.vote_caution
         losses = vote_width_loss(voters, reward, reference.k, was_added, able=able, caution=caution)
         width = vote_width(losses)
         loss_by_width = {
@@ -235,9 +233,7 @@ def _neighbours(
         }
         record = {"vote_width": width, "vote_width_loss": loss_by_width}
     if width is not None:
-        vote[mask] = neighbour_vote(
-            points, voters, reward, reference.k, width, able, cfg.routing.vote_caution
-        )
+        vote[mask] = neighbour_vote(points, voters, reward, reference.k, width, able, caution)
     return vote, near, record
 
 
