@@ -18,6 +18,12 @@ policy (the earlier stages stay valid: only `routing` changes). The oracle: ever
 answers every routed prompt, scored like calibration prompts (function teachers and the
 tiny student make that cheap: the routers' training is most of the time).
 
+Two more rows are not policies but ceilings of the router's encoder space: each routed
+prompt routed by the neighbour vote over every other routed prompt scored by every teacher
+(leave-one-out), and by the router trained on the calibration prompts and the routed
+prompts of the other folds, all scored (5-fold cross-fitting): what active calibration
+could reach in this space with 24-30 times its budget of scored prompts.
+
 `--seed` draws other problems and another calibration set: a replicate. Each seed writes
 its own section of bench/RESULTS.md and its counts to bench/coverage/seed-<seed>.json;
 the summary section pools the seeds recorded there.
@@ -49,12 +55,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))  # the prompt set and teachers below
 from results_md import replace_section
 
+from persyn.artifacts import RouterCheckpoint
 from persyn.config import parse_config
 from persyn.demo.prompts import arithmetic
 from persyn.demo.tiny_student import build_tiny_student
+from persyn.method import neighbour_vote
 from persyn.pipeline import Run, run_stage
+from persyn.router.routers import Router
 from persyn.stages.common import generate_rows
+from persyn.stages.routing import route_prompts
 from persyn.stages.score import reward_table, score_responses
+from persyn.stages.train_router import fit_and_save
 from persyn.stages.verify import verify_prepare
 from persyn.teachers.base import Prompt
 
@@ -199,6 +210,14 @@ def measure(
     if added:
         learn, qual, _ = score_responses(run, added)
         routes.update(zip(added, reward_table(run, added, learn, qual).oracle, strict=True))
+    return against_oracle(oracle, group, routes)
+
+
+def against_oracle(
+    oracle: dict[str, dict[str, float]], group: list[str], routes: dict[str, str]
+) -> dict[str, float]:
+    """Far below the oracle and mean rewards over `group`, each prompt with its routed
+    teacher."""
     gaps, rewards, best = [], [], []
     for pid in group:
         top = max(oracle[pid].values())
@@ -250,6 +269,66 @@ def family_bound(
             }
         )
     return rows
+
+
+# -- the encoder's ceiling: the vote and the router with every other routed prompt scored --
+VOTE_CEILING = "ceiling: the vote, every other routed prompt scored (not a policy)"
+FOLDS = 5
+ROUTER_CEILING = (
+    f"ceiling: the router, routed prompts of {FOLDS - 1} of {FOLDS} folds scored (not a policy)"
+)
+
+
+def vote_ceiling(
+    run: Run, oracle: dict[str, dict[str, float]], routed: list[str]
+) -> dict[str, str]:
+    """Each routed prompt's teacher by the neighbour vote (the default width and caution,
+    in the trained router's encoder space) over every other routed prompt, each with its
+    oracle rewards (leave-one-out): what active calibration's vote could do in this space
+    with the oracle of about 30 times its budget (299 prompts against its 10 or so)."""
+    cfg = run.cfg
+    by_id = run.prompts_by_id()
+    router = Router.load(run.store.router_dir(), cfg.teacher_names)
+    points = router.embeddings([by_id[pid].text for pid in routed])
+    reference = RouterCheckpoint(run.store.router_dir()).novelty()
+    assert points is not None and reference is not None  # an encoder router
+    reward = np.array([[oracle[pid][t] for t in TEACHERS] for pid in routed])
+    width = float(cfg.routing.vote_width)
+    routes = {}
+    for i, pid in enumerate(routed):
+        others = np.arange(len(routed)) != i
+        choice = neighbour_vote(
+            points[i : i + 1],
+            points[others],
+            reward[others],
+            reference.k,
+            width,
+            caution=cfg.routing.vote_caution,
+        )[0]
+        routes[pid] = TEACHERS[choice]
+    return routes
+
+
+def router_ceiling(run: Run, routed: list[str], seed: int) -> dict[str, str]:
+    """Each routed prompt's teacher by the configured router trained on the calibration
+    prompts and the routed prompts outside its fold (FOLDS folds), all teachers' answers scored
+    (cross-fitting: no prompt routed by a router that saw its rewards). `run` holds every
+    teacher's answer to every routed prompt (the oracle's run)."""
+    split = run.store.split()
+    ids = split.calibration + routed
+    learn, qual, _ = score_responses(run, ids)
+    table = reward_table(run, ids, learn, qual)
+    order = list(routed)
+    random.Random(seed).shuffle(order)
+    routes = {}
+    for fold in range(FOLDS):
+        held = order[fold::FOLDS]
+        train = split.router_train + [pid for pid in order if pid not in set(held)]
+        folder = run.store.root / "ceiling" / f"fold-{fold}"
+        fit_and_save(run, table, (train, split.router_val, split.router_test), folder)
+        routing = route_prompts(run, held, folder, f"ceiling-fold-{fold}")
+        routes.update(zip(held, [TEACHERS[c] for c in routing.choice.tolist()], strict=True))
+    return routes
 
 
 # active calibration as the rows below share it: the plain mean vote unless a row says
@@ -308,7 +387,8 @@ def run_seed(seed: int) -> dict[str, Any]:
         "unseen families": [i for i in routed if by_id[i].meta["family"] != IN_DIST],
     }
     shutil.copytree(trained, work / "oracle")
-    oracle = oracle_rewards(Run.open(config(lm, work / "oracle", seed=seed)), routed)
+    oracle_run = Run.open(config(lm, work / "oracle", seed=seed))
+    oracle = oracle_rewards(oracle_run, routed)
     rows, rounds = [], []
     for p, (name, routing) in enumerate(POLICIES):
         shutil.copytree(trained, work / f"policy-{p}")
@@ -336,6 +416,23 @@ def run_seed(seed: int) -> dict[str, Any]:
                 }
             )
     rows += family_bound(oracle, groups, {pid: by_id[pid].meta["family"] for pid in routed})
+    ceilings = {
+        VOTE_CEILING: vote_ceiling(oracle_run, oracle, routed),
+        ROUTER_CEILING: router_ceiling(oracle_run, routed, seed),
+    }
+    for name, routes in ceilings.items():
+        for group, ids in groups.items():
+            rows.append(
+                {
+                    "policy": name,
+                    "group": group,
+                    **against_oracle(oracle, ids, routes),
+                    "extra": None,
+                    "uncovered": None,
+                    "added": None,
+                }
+            )
+    shutil.rmtree(work)
     return {
         "seed": seed,
         "routed": len(routed),
@@ -404,9 +501,14 @@ def summary_section(results: list[dict[str, Any]]) -> str:
             "each seed's own section has the details. `width auto`: the vote's width chosen "
             "by leave-one-out in each round; `width 0.05`: pinned (the default since seeds "
             "18-23); rows without `caution` vote by the plain mean reward (caution 0). "
-            "The last row is not a policy: each family routed to the one teacher with the "
-            "fewest prompts far below the oracle, picked by looking at the oracle: what "
-            "telling the families apart and choosing one teacher for each could do at best.",
+            "The last three rows are not policies. The bound: each family routed to the one "
+            "teacher with the fewest prompts far below the oracle, picked by looking at the "
+            "oracle: what telling the families apart and choosing one teacher for each could "
+            "do at best. The ceilings: each routed prompt routed by the neighbour vote "
+            "(default width and caution) over every other routed prompt scored by every "
+            "teacher, and by the router trained with the routed prompts of the other folds "
+            "scored (5 folds): what the router's encoder space allows with 24-30 times "
+            "active calibration's budget of scored prompts.",
             "",
             "| policy | prompts | seeds | far below oracle, pooled | far below, per seed |",
             "|---|---|---:|---:|---|",
