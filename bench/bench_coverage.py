@@ -323,7 +323,7 @@ def router_ceiling(run: Run, routed: list[str], seed: int) -> dict[str, str]:
     routes = {}
     for fold in range(FOLDS):
         held = order[fold::FOLDS]
-        train = split.router_train + [pid for pid in order if pid not in set(held)]
+        train = split.router_train + [pid for pid in order if pid not in held]
         folder = run.store.root / "ceiling" / f"fold-{fold}"
         fit_and_save(run, table, (train, split.router_val, split.router_test), folder)
         routing = route_prompts(run, held, folder, f"ceiling-fold-{fold}")
