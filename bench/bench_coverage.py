@@ -236,39 +236,41 @@ def against_oracle(
 BOUND = "bound: one teacher per family, picked with the oracle (not a policy)"
 
 
-def family_bound(
-    oracle: dict[str, dict[str, float]], groups: dict[str, list[str]], family: dict[str, str]
+def family_bound(oracle: dict[str, dict[str, float]], family: dict[str, str]) -> dict[str, str]:
+    """Each prompt's teacher when each prompt family goes to the one teacher with the
+    fewest of its prompts far below the oracle, chosen by looking at the oracle (so a bound
+    on a router that tells the families apart and picks one teacher for each, not a
+    policy)."""
+    routes = {}
+    for fam in sorted(set(family.values())):
+        members = [pid for pid, f in family.items() if f == fam]
+        counts = {
+            t: sum(max(oracle[p].values()) - oracle[p][t] > FAR for p in members) for t in TEACHERS
+        }
+        teacher = min(TEACHERS, key=lambda t: (counts[t], TEACHERS.index(t)))
+        routes.update(dict.fromkeys(members, teacher))
+    return routes
+
+
+def oracle_rows(
+    name: str,
+    groups: dict[str, list[str]],
+    oracle: dict[str, dict[str, float]],
+    routes: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """Per group, what routing each prompt family to one teacher could do at best: for each
-    family the teacher with the fewest prompts far below the oracle, chosen by looking at
-    the oracle (so a bound on a router that tells the families apart and picks one teacher
-    for each, not a policy)."""
-    rows = []
-    for group, ids in groups.items():
-        far, rewards = 0, []
-        for fam in sorted({family[pid] for pid in ids}):
-            members = [pid for pid in ids if family[pid] == fam]
-            counts = {
-                t: sum(max(oracle[p].values()) - oracle[p][t] > FAR for p in members)
-                for t in TEACHERS
-            }
-            teacher = min(TEACHERS, key=lambda t: (counts[t], TEACHERS.index(t)))
-            far += counts[teacher]
-            rewards += [oracle[p][teacher] for p in members]
-        rows.append(
-            {
-                "policy": BOUND,
-                "group": group,
-                "far": far,
-                "prompts": len(ids),
-                "reward": float(np.mean(rewards)),
-                "oracle": float(np.mean([max(oracle[p].values()) for p in ids])),
-                "extra": None,
-                "uncovered": None,
-                "added": None,
-            }
-        )
-    return rows
+    """A row per group for routes that are no policy's (a bound or a ceiling: nothing
+    generated beyond the oracle)."""
+    return [
+        {
+            "policy": name,
+            "group": group,
+            **against_oracle(oracle, ids, routes),
+            "extra": None,
+            "uncovered": None,
+            "added": None,
+        }
+        for group, ids in groups.items()
+    ]
 
 
 # -- the encoder's ceiling: the vote and the router with every other routed prompt scored --
@@ -415,23 +417,13 @@ def run_seed(seed: int) -> dict[str, Any]:
                     "added": len(added),
                 }
             )
-    rows += family_bound(oracle, groups, {pid: by_id[pid].meta["family"] for pid in routed})
-    ceilings = {
+    not_policies = {
+        BOUND: family_bound(oracle, {pid: by_id[pid].meta["family"] for pid in routed}),
         VOTE_CEILING: vote_ceiling(oracle_run, oracle, routed),
         ROUTER_CEILING: router_ceiling(oracle_run, routed, seed),
     }
-    for name, routes in ceilings.items():
-        for group, ids in groups.items():
-            rows.append(
-                {
-                    "policy": name,
-                    "group": group,
-                    **against_oracle(oracle, ids, routes),
-                    "extra": None,
-                    "uncovered": None,
-                    "added": None,
-                }
-            )
+    for name, routes in not_policies.items():
+        rows += oracle_rows(name, groups, oracle, routes)
     shutil.rmtree(work)
     return {
         "seed": seed,
